@@ -1,0 +1,35 @@
+# lshcore: `make demo` and `make test` are the two commands a new user needs.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv demo test lint format bench clean
+
+# The venv holds the project (editable) with every extra, pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[all,test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lshcore demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check lshcore kernels plugins adapters memory tests benchmarks
+	$(BIN)/ruff format --check lshcore kernels plugins adapters memory tests benchmarks
+	$(BIN)/mypy lshcore
+
+format: $(STAMP)
+	$(BIN)/ruff format lshcore kernels plugins adapters memory tests benchmarks
+	$(BIN)/ruff check --fix lshcore kernels plugins adapters memory tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Framework adapters: ``lshcore.adapters.torch``, ``.tensorflow``, ``.mxnet`` (each imports its framework)."""

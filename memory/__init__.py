@@ -1,0 +1,1 @@
+"""The LSH one-shot learning memory (Kaiser et al., 2017) on the lshcore index."""
