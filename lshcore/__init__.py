@@ -30,10 +30,10 @@ __version__ = "0.1.0"
 
 # Heavier public names, imported on first use so that `import lshcore` stays light.
 _LAZY = {
-    "families": "lshcore.families",
-    "transforms": "lshcore.families",
-    "hash_family": "lshcore.families",
-    "transform": "lshcore.families",
+    "families": "lshcore.catalog",
+    "transforms": "lshcore.catalog",
+    "hash_family": "lshcore.catalog",
+    "transform": "lshcore.catalog",
     "LSHIndex": "lshcore.index",
     "IndexParams": "lshcore.index",
     "LSHTables": "lshcore.tables",

@@ -20,7 +20,7 @@ def lshcore_register_backends(register: Register) -> None:
 
 @hookimpl
 def lshcore_register_hash_families(register: Register) -> None:
-    from lshcore import families as fam
+    from lshcore import catalog as fam
 
     for cls in fam.BUILTIN_FAMILIES:
         register(cls.name, cls)
@@ -28,7 +28,7 @@ def lshcore_register_hash_families(register: Register) -> None:
 
 @hookimpl
 def lshcore_register_transforms(register: Register) -> None:
-    from lshcore import families as fam
+    from lshcore import catalog as fam
 
     for cls in fam.BUILTIN_TRANSFORMS:
         register(cls.name, cls)
