@@ -28,7 +28,9 @@ class HashFamily:
 
     measure: ClassVar[str] = "cosine"
     supports_sparse: ClassVar[bool] = False
-    #: multiplications per input per (table, sub-hash) are reported by ``hash_cost``
+    #: absolute slack the family claims for ``collision_probability`` (0 = exact form);
+    #: the conformance kit widens its confidence band by this much
+    collision_tolerance: ClassVar[float] = 0.0
     name: ClassVar[str] = ""
 
     def __init__(self, dim: int, k: int, l: int, seed: int = 0, **params: Any):  # noqa: E741
