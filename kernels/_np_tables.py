@@ -1,3 +1,335 @@
-"""(filled in by its owner)."""
+"""NumPy reference kernels of the hash tables and of the exact top-k re-rank.
 
-__all__: list[str] = []
+Two table layouts (see ``lshcore.tables``):
+
+* **fixed** buckets (policies ``fifo`` and ``reservoir``): ``slots`` (L, T, C) int32 holds
+  ids (-1 = empty slot); a bucket is a ring of capacity C whose ``fill`` (L, T) int32
+  valid entries start at ``head`` (L, T) int32, oldest first; ``seen`` (L, T) int64
+  counts every arrival (the reservoir's n).
+* **sorted** runs (policy ``unbounded``): ``keys`` (N,) int64 sorted ascending, the global
+  bucket key ``t * T + b`` of each entry, and ``ids`` (N,) int32 (-1 = removed entry, a
+  tombstone, dropped on the next insert or compaction).
+
+Arrival order is table-major then row order: entry (i, t) of ``buckets`` (n, L) arrives
+before (i + 1, t). Query buckets of -1 are skipped (a duplicate probe). A query returns
+CSR arrays ``indptr`` (m + 1,) int64, ``ids`` (nnz,) int64 ascending within each query,
+``counts`` (nnz,) int32 = how many (table, probe) buckets held the id.
+
+These functions work on any array module with NumPy's API (NumPy, CuPy): the module is
+taken from the arguments. The numba kernels in ``_numba_tables`` have the same names,
+signatures and results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "fixed_insert",
+    "fixed_remove",
+    "fixed_query",
+    "sorted_insert",
+    "sorted_remove",
+    "sorted_query",
+    "bucket_offsets",
+    "rerank_topk",
+    "reservoir_draw",
+    "METRIC_IP",
+    "METRIC_COSINE",
+    "METRIC_L2",
+]
+
+METRIC_IP = 0  #: score = x . q
+METRIC_COSINE = 1  #: score = x . q / (|x| |q|)   (norm arrays hold |x|, |q|)
+METRIC_L2 = 2  #: score = -|x - q|                 (norm arrays hold |x|^2, |q|^2)
+
+_M1 = 0x9E3779B97F4A7C15
+_M2 = 0xBF58476D1CE4E5B9
+_M3 = 0x94D049BB133111EB
+
+# scratch elements a vectorized query may materialize at once (bounds memory)
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _xp(a: Any) -> Any:
+    """The array module of ``a`` (cupy for CuPy arrays, else numpy); no import of cupy."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def reservoir_draw(seed: Any, bucket: Any, n: Any) -> Any:
+    """Uniform integer in [0, n) for the n-th arrival (1-based) to global bucket ``bucket``.
+
+    A counter-based hash (splitmix64 finalizer), so that the NumPy and numba kernels draw
+    the same numbers without sharing generator state.
+    """
+    xp = _xp(n)
+    u64 = xp.uint64
+    with np.errstate(over="ignore"):
+        z = (
+            xp.asarray(seed, dtype=u64) * u64(_M1)
+            ^ xp.asarray(bucket, dtype=u64) * u64(_M2)
+            ^ xp.asarray(n, dtype=u64) * u64(_M3)
+        )
+        z = (z ^ (z >> u64(30))) * u64(_M2)
+        z = (z ^ (z >> u64(27))) * u64(_M3)
+        z = z ^ (z >> u64(31))
+    return (z % xp.asarray(n, dtype=u64)).astype(np.int64)
+
+
+def _group_ranks(keys: Any) -> tuple[Any, Any, Any, Any]:
+    """Stable order of ``keys``, the sorted keys, each one's rank in its group, group sizes."""
+    xp = _xp(keys)
+    order = xp.argsort(keys, kind="stable")
+    sk = keys[order]
+    first = xp.ones(sk.shape[0], dtype=bool)
+    first[1:] = sk[1:] != sk[:-1]
+    starts = xp.nonzero(first)[0]
+    sizes = xp.diff(xp.concatenate([starts, xp.asarray([sk.shape[0]])]))
+    rank = xp.arange(sk.shape[0]) - xp.repeat(starts, sizes)
+    return order, sk, rank, xp.repeat(sizes, sizes)
+
+
+def fixed_insert(slots, fill, head, seen, buckets, ids, reservoir, seed):  # type: ignore[no-untyped-def]
+    """Insert ``ids`` (n,) at ``buckets`` (n, L) into every table, in place.
+
+    FIFO: a full bucket overwrites its oldest entry. Reservoir (Algorithm R): a bucket
+    that is not full appends; the n-th arrival to a full bucket draws j uniform in
+    [0, n) and replaces ring slot j when j < C (kept with probability C/n).
+    """
+    xp = _xp(slots)
+    n_tables, table_size, cap = slots.shape
+    n = ids.shape[0]
+    if n == 0:
+        return
+    g = (xp.arange(n_tables, dtype=np.int64)[:, None] * table_size + buckets.T).ravel()
+    id_flat = xp.tile(ids.astype(np.int32), n_tables)
+    order, gs, r, cnt = _group_ranks(g)
+    id_s = id_flat[order]
+    fill_f, head_f, seen_f = fill.reshape(-1), head.reshape(-1), seen.reshape(-1)
+    f = fill_f[gs].astype(np.int64)
+    h = head_f[gs].astype(np.int64)
+    s = seen_f[gs]
+    appended = f + r < cap
+    if reservoir:
+        draw = reservoir_draw(seed, gs, s + r + 1)
+        keep = appended | (draw < cap)
+        pos = xp.where(appended, (h + f + r) % cap, (h + draw) % cap)
+    else:
+        keep = r >= cnt - cap  # only the newest C arrivals of this call can survive
+        pos = (h + f + r) % cap
+    flat = gs[keep] * cap + pos[keep]
+    vals = id_s[keep]
+    # several arrivals may land in one slot: the last one (highest rank) wins
+    last = xp.ones(flat.shape[0], dtype=bool)
+    o2 = xp.argsort(flat, kind="stable")
+    fs = flat[o2]
+    last[:-1] = fs[1:] != fs[:-1]
+    slots.reshape(-1)[fs[last]] = vals[o2][last]
+    # per-bucket state, written once per bucket (its last entry in sorted order)
+    end = xp.ones(gs.shape[0], dtype=bool)
+    end[:-1] = gs[1:] != gs[:-1]
+    ge, fe, he, ce, se = gs[end], f[end], h[end], cnt[end], s[end]
+    total = fe + ce
+    fill_f[ge] = xp.minimum(total, cap).astype(fill.dtype)
+    if not reservoir:
+        head_f[ge] = ((he + xp.maximum(total - cap, 0)) % cap).astype(head.dtype)
+    seen_f[ge] = se + ce
+
+
+def fixed_remove(slots, fill, head, buckets, ids):  # type: ignore[no-untyped-def]
+    """Remove every occurrence of ``ids`` (n,) from their ``buckets`` (n, L), in place.
+
+    Each touched bucket is re-packed oldest first from slot 0 (head = 0); an id that is
+    no longer in its bucket (evicted) is ignored.
+    """
+    xp = _xp(slots)
+    n_tables, table_size, cap = slots.shape
+    if ids.shape[0] == 0:
+        return
+    g = (xp.arange(n_tables, dtype=np.int64)[:, None] * table_size + buckets.T).ravel()
+    id_flat = xp.tile(ids.astype(np.int32), n_tables)
+    ug, inv = xp.unique(g, return_inverse=True)
+    rows = slots.reshape(-1, cap)
+    fill_f, head_f = fill.reshape(-1), head.reshape(-1)
+    ar = xp.arange(cap)
+    ring_idx = (head_f[ug].astype(np.int64)[:, None] + ar[None, :]) % cap
+    ring = xp.take_along_axis(rows[ug], ring_idx, axis=1)  # (u, C) oldest first
+    valid = ar[None, :] < fill_f[ug][:, None]
+    kill = xp.zeros(ring.shape, dtype=np.int32)
+    hit = (ring[inv] == id_flat[:, None]).astype(np.int32)
+    if xp is np:
+        np.add.at(kill, inv, hit)
+    else:  # cupy
+        xp.add.at(kill, inv, hit)
+    keep = valid & (kill == 0)
+    order = xp.argsort(~keep, axis=1, kind="stable")
+    packed = xp.take_along_axis(ring, order, axis=1)
+    kept = keep.sum(axis=1)
+    packed[ar[None, :] >= kept[:, None]] = -1
+    rows[ug] = packed
+    fill_f[ug] = kept.astype(fill.dtype)
+    head_f[ug] = 0
+
+
+def _csr_from_pairs(qidx, ids, m, id_bound):  # type: ignore[no-untyped-def]
+    """Unique (query, id) pairs with their multiplicity, as CSR (ids ascending)."""
+    xp = _xp(ids)
+    key = qidx.astype(np.int64) * np.int64(id_bound) + ids.astype(np.int64)
+    uk, counts = xp.unique(key, return_counts=True)
+    q_of = uk // id_bound
+    indptr = xp.searchsorted(q_of, xp.arange(m + 1), side="left").astype(np.int64)
+    return indptr, (uk % id_bound).astype(np.int64), counts.astype(np.int32)
+
+
+def _concat_csr(parts, xp):  # type: ignore[no-untyped-def]
+    indptrs, idss, cnts = zip(*parts, strict=True)
+    offset = 0
+    out = [xp.zeros(1, dtype=np.int64)]
+    for ip in indptrs:
+        out.append(ip[1:] + offset)
+        offset += int(ip[-1])
+    return xp.concatenate(out), xp.concatenate(idss), xp.concatenate(cnts)
+
+
+def fixed_query(slots, fill, head, qbuckets, id_bound):  # type: ignore[no-untyped-def]
+    """Candidates of queries with buckets ``qbuckets`` (m, L, P) (-1 = skip) as CSR."""
+    xp = _xp(slots)
+    n_tables, table_size, cap = slots.shape
+    m = qbuckets.shape[0]
+    per_query = max(1, qbuckets.shape[1] * qbuckets.shape[2] * cap)
+    step = max(1, _CHUNK_ELEMENTS // per_query)
+    rows = slots.reshape(-1, cap)
+    parts = []
+    for lo in range(0, m, step):
+        qb = qbuckets[lo : lo + step]
+        mm = qb.shape[0]
+        g = xp.arange(n_tables, dtype=np.int64)[None, :, None] * table_size + qb
+        ok = qb >= 0
+        got = rows[xp.where(ok, g, 0)]  # (mm, L, P, C)
+        got = xp.where(ok[..., None], got, -1)
+        qi = xp.broadcast_to(xp.arange(mm)[:, None, None, None], got.shape)
+        valid = got >= 0
+        parts.append(_csr_from_pairs(qi[valid], got[valid], mm, id_bound))
+    if not parts:
+        return xp.zeros(1, dtype=np.int64), xp.zeros(0, dtype=np.int64), xp.zeros(0, dtype=np.int32)
+    return _concat_csr(parts, xp)
+
+
+def sorted_insert(keys, ids, new_keys, new_ids):  # type: ignore[no-untyped-def]
+    """Merge entries (``new_keys`` (n,) int64, ``new_ids`` (n,)) into a sorted run.
+
+    Returns new ``(keys, ids)``; tombstones (id -1) are dropped; a new entry goes after
+    the existing entries of its bucket, and new entries of one bucket keep their order.
+    """
+    xp = _xp(keys)
+    live = ids >= 0
+    k0, i0 = keys[live], ids[live]
+    order = xp.argsort(new_keys, kind="stable")
+    nk, ni = new_keys[order].astype(np.int64), new_ids[order].astype(np.int32)
+    pos = xp.searchsorted(k0, nk, side="right") + xp.arange(nk.shape[0])
+    total = k0.shape[0] + nk.shape[0]
+    out_k = xp.empty(total, dtype=np.int64)
+    out_i = xp.empty(total, dtype=np.int32)
+    old = xp.ones(total, dtype=bool)
+    old[pos] = False
+    out_k[pos], out_i[pos] = nk, ni
+    out_k[old], out_i[old] = k0, i0
+    return out_k, out_i
+
+
+def _ranges(lo, hi, xp):  # type: ignore[no-untyped-def]
+    """Concatenated ``arange(lo[j], hi[j])`` and the owner j of each element."""
+    lens = hi - lo
+    owner = xp.repeat(xp.arange(lo.shape[0]), lens)
+    starts = xp.cumsum(lens) - lens
+    pos = xp.arange(int(lens.sum())) - xp.repeat(starts, lens) + xp.repeat(lo, lens)
+    return pos, owner
+
+
+def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    """Mark every entry (``del_keys``, ``del_ids``) as removed (id -1) in place; returns how many."""
+    xp = _xp(keys)
+    lo = xp.searchsorted(keys, del_keys, side="left")
+    hi = xp.searchsorted(keys, del_keys, side="right")
+    pos, owner = _ranges(lo, hi, xp)
+    hit = pos[ids[pos] == del_ids[owner].astype(ids.dtype)]
+    hit = xp.unique(hit)
+    ids[hit] = -1
+    return int(hit.shape[0])
+
+
+def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untyped-def]
+    """Candidates of queries with global bucket keys ``qkeys`` (m, L*P) (-1 = skip) as CSR.
+
+    ``offsets`` (L*T + 1,) holds where each bucket starts in the run (``bucket_offsets``),
+    or is empty: then buckets are found by binary search.
+    """
+    xp = _xp(keys)
+    m, width = qkeys.shape
+    flat = qkeys.reshape(-1)
+    if offsets.shape[0] > 0:
+        safe = xp.maximum(flat, 0)
+        lo, hi = offsets[safe], offsets[safe + 1]
+    else:
+        lo = xp.searchsorted(keys, flat, side="left")
+        hi = xp.searchsorted(keys, flat, side="right")
+    hi = xp.where(flat >= 0, hi, lo)
+    pos, owner = _ranges(lo, hi, xp)
+    got = ids[pos]
+    qi = owner // width
+    valid = got >= 0
+    return _csr_from_pairs(qi[valid], got[valid], m, id_bound)
+
+
+def bucket_offsets(keys, n_keys):  # type: ignore[no-untyped-def]
+    """Start of every global bucket key 0..n_keys-1 in a sorted run, (n_keys + 1,) int64."""
+    xp = _xp(keys)
+    out = xp.zeros(n_keys + 1, dtype=np.int64)
+    out[1:] = xp.cumsum(xp.bincount(keys, minlength=n_keys))
+    return out
+
+
+def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+    """Exact top-``k`` of each query's candidate ``rows`` (CSR ``indptr``, ``rows``).
+
+    ``vectors`` (N, d) float32 are indexed by row; ``xnorm`` (N,), ``qnorm`` (m,) hold
+    |x| (cosine) or |x|^2 (l2) and are ignored for inner product. Returns ``scores``
+    (m, k) float32, best first (ties: smaller row first), -inf padding, and ``rows``
+    (m, k) int64, -1 padding. A zero vector has cosine 0 with everything.
+    """
+    xp = _xp(vectors)
+    m = queries.shape[0]
+    out_s = xp.full((m, k), -np.inf, dtype=np.float32)
+    out_r = xp.full((m, k), -1, dtype=np.int64)
+    nnz = int(indptr[-1])
+    if nnz == 0:
+        return out_s, out_r
+    counts = xp.diff(indptr)
+    qidx = xp.repeat(xp.arange(m), counts)
+    d = max(1, vectors.shape[1])
+    scores = xp.empty(nnz, dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // d)
+    for lo in range(0, nnz, step):
+        r = rows[lo : lo + step]
+        q = qidx[lo : lo + step]
+        dot = xp.einsum("ij,ij->i", vectors[r], queries[q])
+        if metric == METRIC_COSINE:
+            den = xnorm[r] * qnorm[q]
+            dot = xp.where(den > 0, dot / xp.where(den > 0, den, 1), 0)
+        elif metric == METRIC_L2:
+            dot = -xp.sqrt(xp.maximum(xnorm[r] + qnorm[q] - 2 * dot, 0))
+        scores[lo : lo + step] = dot
+    order = xp.lexsort(xp.stack([rows, -scores.astype(np.float64), qidx]))
+    rank = xp.arange(nnz) - xp.repeat(indptr[:-1], counts)
+    sel = order[rank < k]
+    rk = rank[rank < k]
+    out_s[qidx[sel], rk] = scores[sel]
+    out_r[qidx[sel], rk] = rows[sel]
+    return out_s, out_r

@@ -37,6 +37,7 @@ _LAZY = {
     "LSHIndex": "lshcore.index",
     "IndexParams": "lshcore.index",
     "LSHTables": "lshcore.tables",
+    "load_dataset": "lshcore.datasets",
 }
 
 

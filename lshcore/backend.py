@@ -56,7 +56,11 @@ class Backend:
                 self._available = False
                 self._reason = f"package(s) not installed: {', '.join(missing)}"
             else:
-                self._available, self._reason = self._probe()
+                try:
+                    self._available, self._reason = self._probe()
+                except Exception as exc:  # a probe that raises means "not usable", never a crash
+                    self._available = False
+                    self._reason = f"probe failed ({type(exc).__name__}: {exc})"
         return self._available
 
     def _probe(self) -> tuple[bool, str]:

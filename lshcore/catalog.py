@@ -39,7 +39,8 @@ def _builtin_families() -> list[type[HashFamily]]:
 
 def _builtin_transforms() -> list[type[Transform]]:
     try:
-        from lshcore.transforms import SignALSH, SimpleLSH
+        # lshcore.mips, not lshcore.transforms (a module would shadow transforms())
+        from lshcore.mips import SignALSH, SimpleLSH
 
         return [SimpleLSH, SignALSH]
     except ImportError:

@@ -42,7 +42,8 @@ class UnknownNameError(LSHError, LookupError):
         self.name = name
         self.known = sorted(known)
         listed = ", ".join(repr(k) for k in self.known) or "(none)"
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {listed}")
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"  # "hash families"
+        super().__init__(f"unknown {kind} {name!r}; known {plural}: {listed}")
 
     def __str__(self) -> str:  # LookupError would quote the message otherwise
         return str(self.args[0])

@@ -1,0 +1,301 @@
+"""The hashed layer as a native Keras layer (imports tensorflow and keras, no other framework).
+
+``LSHDense`` mirrors ``keras.layers.Dense``. Selection runs in Python through
+``tf.py_function`` (eagerly, also inside ``tf.function`` and ``model.fit``); the active
+outputs are computed with ``tf.gather`` of the active kernel rows inside the
+differentiated computation, so the kernel and bias gradients are ``tf.IndexedSlices``
+over the active rows and Keras optimizers apply them with ``scatter`` updates (plain
+SGD touches only those rows; Keras 3's Adam densifies the slices for its moments).
+
+The kernel is stored as ``(units, input_dim)``, one row per output neuron (the
+transpose of ``Dense.kernel``): gradients of a gather are row slices only along axis 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from lshcore.adapters._common import (  # noqa: E402
+    IndexFollower,
+    LayerSpec,
+    check_labels,
+)
+from lshcore.errors import InputError  # noqa: E402
+from lshcore.validation import check_int  # noqa: E402
+
+__all__ = ["LSHDense", "train_mlp"]
+
+_META_KEY = "lsh_meta"
+
+
+@keras.saving.register_keras_serializable(package="lshcore")
+class LSHDense(keras.layers.Layer):
+    """A dense layer that computes only the units an LSH index selects per input.
+
+    ``call(inputs, training=None, labels=None)`` returns ``(batch, units)``, zero (before
+    the activation) outside each input's active set; in training, ``labels (batch,)``
+    are always active. ``active=1.0`` is exactly ``keras.layers.Dense`` (with the kernel
+    transposed). Evaluation hashes too unless ``inference="dense"``. The index follows
+    the weights: after a training call, the next call hands the trained rows to the
+    selector (whose schedule rehashes or rebuilds); ``set_weights`` and loading a saved
+    model rebuild the index; ``refresh_index()`` rebuilds it on demand.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        active: float = 0.05,
+        family: str = "srp",
+        k: int | None = None,
+        l: int | None = None,  # noqa: E741
+        policy: str = "topk",
+        transform: str = "simple_lsh",
+        seed: int = 0,
+        backend: str | None = None,
+        inference: str = "sparse",
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        selector_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.units = check_int(units, "units", low=1)
+        self._spec_args = {
+            "active": active, "family": family, "k": k, "l": l, "policy": policy,
+            "transform": transform, "seed": seed, "backend": backend, "inference": inference,
+            "selector_params": dict(selector_params or {}),
+        }  # fmt: skip
+        LayerSpec(n_in=1, n_out=self.units, **self._spec_args)  # validate now, not at build
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_jit = False  # selection is Python (tf.py_function): no XLA
+        self._index: IndexFollower | None = None
+        self._needs_fit = True
+        #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection
+        self.last_active_ids: np.ndarray | None = None
+
+    @property
+    def spec(self) -> LayerSpec:
+        """The validated hashing parameters (available after ``build``)."""
+        if self._index is None:
+            raise InputError("LSHDense: the layer is not built yet; call it on a batch first")
+        return self._index.spec
+
+    def build(self, input_shape: Any) -> None:
+        in_dim = input_shape[-1]
+        if in_dim is None:
+            raise InputError("LSHDense: the last dimension of the input must be known")
+        in_dim = int(in_dim)
+        spec = LayerSpec(n_in=in_dim, n_out=self.units, **self._spec_args)
+        self._index = IndexFollower(spec, "all")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.units, in_dim), initializer=self._transposed_init(in_dim)
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.units,), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: in_dim})
+        self._needs_fit = True
+
+    def _transposed_init(self, in_dim: int) -> Any:
+        """Dense's initializer drawn in Dense's (in, units) shape, then transposed."""
+        base = self.kernel_initializer
+
+        def init(shape: Any, dtype: Any = None) -> Any:
+            return tf.transpose(base((in_dim, self.units), dtype=dtype))
+
+        return init
+
+    # -- the index ---------------------------------------------------------------------
+    def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
+        w = np.asarray(self.kernel.numpy(), dtype=np.float32)
+        b = None if self.bias is None else np.asarray(self.bias.numpy(), dtype=np.float32)
+        return w, b
+
+    def refresh_index(self) -> None:
+        """Rebuild the index over the current weights now (same hash functions)."""
+        assert self._index is not None
+        self._index.fit(*self._host_params())
+        self._needs_fit = False
+
+    def set_weights(self, weights: Any) -> None:
+        super().set_weights(weights)
+        self._needs_fit = True
+
+    def save_own_variables(self, store: Any) -> None:
+        """The variables, then the index (codes, schedule, tie-break counters) as arrays."""
+        super().save_own_variables(store)
+        if self._index is None:
+            return
+        meta, arrays = self._index.state()
+        if meta:
+            store[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+            arrays = {**arrays, "touched": self._index.touched}
+            for key, value in arrays.items():
+                value = np.asarray(value)
+                store[f"lsh_{key}"] = value.astype(np.uint8) if value.dtype == bool else value
+
+    def load_own_variables(self, store: Any) -> None:
+        """Variables as saved; the index restored when saved, else rebuilt on next call."""
+        keys = set(store.keys())
+        variables = self._trainable_variables + self._non_trainable_variables
+        for i, variable in enumerate(variables):
+            variable.assign(store[f"{i}"])
+        self._needs_fit = True
+        if _META_KEY in keys and self._index is not None:
+            meta = json.loads(np.asarray(store[_META_KEY]).tobytes().decode())
+            arrays = {k[4:]: np.asarray(store[k]) for k in keys if k.startswith("lsh_") and k != _META_KEY}
+            touched = arrays.pop("touched", None)
+            if self._index.restore(meta, arrays, *self._host_params()):
+                if touched is not None:
+                    self._index.touch(np.flatnonzero(touched))
+                self._needs_fit = False
+
+    @property
+    def selector(self) -> Any:
+        """The underlying ``lshcore.selector.ActiveSelector`` (None when ``active=1.0``)."""
+        return None if self._index is None else self._index.selector
+
+    def _select_py(self, x: Any, labels: Any, training: Any) -> list[np.ndarray]:
+        """Runs eagerly (``tf.py_function``): sync the index, select, return the arrays."""
+        assert self._index is not None
+        index = self._index
+        if self._needs_fit or not index.fitted:
+            self.refresh_index()
+        elif index.pending():  # trained rows since the last call: the optimizer moved them
+            index.sync(*self._host_params())
+        xs = np.asarray(x.numpy(), dtype=np.float32)
+        train = bool(training.numpy())
+        lab = labels.numpy()
+        lab = check_labels(lab, xs.shape[0], self.units) if lab.size else None
+        arrays = index.select(xs, lab if train else None, train)
+        if train:
+            index.touch(arrays.rows)
+        self.last_active_ids = arrays.ids
+        return [arrays.ids, arrays.rows, arrays.pos, arrays.valid]
+
+    # -- call ------------------------------------------------------------------------
+    def call(self, inputs: Any, training: Any = None, labels: Any = None) -> Any:
+        x = tf.convert_to_tensor(inputs)
+        if not x.dtype.is_floating:
+            raise InputError(f"LSHDense: inputs must be floating point, got {x.dtype.name}")
+        x = tf.cast(x, self.compute_dtype)
+        if x.shape.rank != 2:
+            raise InputError(f"LSHDense: inputs must have shape (batch, features), got {x.shape}")
+        spec = self.spec
+        is_training = bool(training) if training is not None else False
+        if spec.dense or (not is_training and spec.inference == "dense"):
+            z = tf.matmul(x, self.kernel, transpose_b=True)
+            if self.bias is not None:
+                z = z + self.bias
+            return self.activation(z)
+        lab = tf.zeros((0,), tf.int64) if labels is None else tf.cast(labels, tf.int64)
+        ids, rows, pos, valid = tf.py_function(
+            self._select_py,
+            [tf.stop_gradient(x), tf.reshape(lab, (-1,)), tf.constant(is_training)],
+            [tf.int64, tf.int64, tf.int64, tf.float32],
+        )
+        ids.set_shape((None, None))
+        rows.set_shape((None,))
+        pos.set_shape((None, None))
+        valid.set_shape((None, None))
+        w_rows = tf.gather(self.kernel, rows)  # its gradient: IndexedSlices over rows
+        z = tf.matmul(x, w_rows, transpose_b=True)
+        if self.bias is not None:
+            z = z + tf.gather(self.bias, rows)
+        values = tf.gather(z, pos, batch_dims=1) * tf.cast(valid, z.dtype)
+        batch = tf.shape(x)[0]
+        width = tf.shape(ids)[1]
+        row_idx = tf.repeat(tf.range(batch, dtype=tf.int64), width)
+        coords = tf.stack([row_idx, tf.reshape(tf.maximum(ids, 0), (-1,))], axis=1)
+        shape = tf.stack([tf.cast(batch, tf.int64), tf.constant(self.units, tf.int64)])
+        out = tf.scatter_nd(coords, tf.reshape(values, (-1,)), shape)
+        out.set_shape((x.shape[0], self.units))
+        return self.activation(out)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (*tuple(input_shape)[:-1], self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                **{k: v for k, v in self._spec_args.items()},
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+
+def train_mlp(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    hidden: int | Sequence[int] = 1000,
+    active: float = 0.05,
+    family: str = "srp",
+    k: int | None = None,
+    l: int | None = None,  # noqa: E741
+    policy: str = "topk",
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a Keras MLP whose hidden layers are ``LSHDense`` (``Dense`` when ``active=1.0``).
+
+    ReLU hidden layers, a dense output layer, Adam, ``model.fit``. Returns ``accuracy``,
+    ``train_seconds``, ``samples_per_second``.
+    """
+    keras.utils.set_random_seed(seed)
+    x_train = np.ascontiguousarray(x_train, dtype=np.float32)
+    n_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    layers: list[Any] = [keras.Input(shape=(x_train.shape[1],))]
+    for i, h in enumerate(sizes):
+        if active >= 1.0:
+            layers.append(keras.layers.Dense(h, activation="relu"))
+        else:
+            layers.append(
+                LSHDense(h, active=active, family=family, k=k, l=l, policy=policy, seed=seed + i, activation="relu")
+            )
+    layers.append(keras.layers.Dense(n_classes))
+    model = keras.Sequential(layers)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    start = time.perf_counter()
+    model.fit(x_train, np.asarray(y_train, np.int64), epochs=epochs, batch_size=batch_size, verbose=1 if progress else 0, shuffle=True)
+    train_seconds = time.perf_counter() - start
+    logits = model.predict(np.ascontiguousarray(x_test, dtype=np.float32), batch_size=1024, verbose=0)
+    return {
+        "accuracy": float((logits.argmax(1) == np.asarray(y_test)).mean()),
+        "train_seconds": train_seconds,
+        "samples_per_second": epochs * len(x_train) / train_seconds,
+    }

@@ -1,0 +1,465 @@
+"""The hashed layer as a native PyTorch module (imports torch, and no other framework).
+
+``LSHLinear`` is an ``nn.Module`` whose forward asks an ``lshcore.selector.ActiveSelector``
+for each input's active outputs and computes only those, through custom
+``torch.autograd.Function``\\ s, so gradients reach the input and the active weight rows
+only (a sparse COO row gradient with ``sparse_grad=True``, for ``torch.optim.SparseAdam``).
+The index follows the weights by itself: every forward compares the parameters' version
+counters (bumped by any in-place change: an optimizer step, ``load_state_dict``, a manual
+``copy_``) with the last ones it saw, and hands the changed rows to the selector, whose
+schedule decides when to rehash or rebuild. Nothing needs to be called after ``step()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lshcore.adapters._common import (
+    ActiveArrays,
+    DeviceError,
+    IndexFollower,
+    LayerSpec,
+    check_labels,
+    dense_arrays,
+    gpu_backend_reason,
+)
+from lshcore.errors import ConfigError, InputError
+from lshcore.validation import check_choice, check_int
+
+__all__ = ["LSHLinear", "LSHSoftmaxLoss", "lsh_softmax_cross_entropy", "train_mlp"]
+
+COMPUTE_MODES = ("auto", "union", "gather")
+# "auto" multiplies the batch against the union of its active rows (one GEMM) unless
+# that costs this many times more multiply-adds than gathering each active pair
+UNION_GEMM_ADVANTAGE = 16
+
+
+def _row_grad(grad_rows: torch.Tensor, rows: torch.Tensor, shape: tuple[int, ...], sparse: bool) -> torch.Tensor:
+    """The gradient of a full parameter from the gradient of its gathered ``rows``."""
+    if sparse:
+        return torch.sparse_coo_tensor(
+            rows.unsqueeze(0), grad_rows, shape, check_invariants=False, is_coalesced=True
+        )
+    full = torch.zeros(shape, dtype=grad_rows.dtype, device=grad_rows.device)
+    return full.index_add_(0, rows, grad_rows)
+
+
+class _UnionLinear(torch.autograd.Function):
+    """``z = x @ weight[rows].T + bias[rows]``, (B, U), one GEMM over the batch's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor, sparse: bool) -> torch.Tensor:
+        w_rows = weight.index_select(0, rows)
+        z = x @ w_rows.t()
+        if bias is not None:
+            z = z + bias.index_select(0, rows)
+        ctx.save_for_backward(x, w_rows, rows)
+        ctx.sparse = sparse
+        ctx.shapes = (tuple(weight.shape), None if bias is None else tuple(bias.shape))
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, grad_z: torch.Tensor) -> tuple[Any, ...]:
+        x, w_rows, rows = ctx.saved_tensors
+        w_shape, b_shape = ctx.shapes
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_z @ w_rows
+        if ctx.needs_input_grad[1]:
+            grad_w = _row_grad(grad_z.t() @ x, rows, w_shape, ctx.sparse)
+        if b_shape is not None and ctx.needs_input_grad[2]:
+            grad_b = _row_grad(grad_z.sum(0), rows, b_shape, ctx.sparse)
+        return grad_x, grad_w, grad_b, None, None
+
+
+class _GatherLinear(torch.autograd.Function):
+    """``v[t] = x[batch[t]] . weight[ids[t]] + bias[ids[t]]`` for each active pair t."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batch: torch.Tensor, ids: torch.Tensor, sparse: bool) -> torch.Tensor:
+        v = (weight.index_select(0, ids) * x.index_select(0, batch)).sum(1)
+        if bias is not None:
+            v = v + bias.index_select(0, ids)
+        ctx.save_for_backward(x, weight, batch, ids)
+        ctx.sparse = sparse
+        ctx.has_bias = bias is not None
+        return v
+
+    @staticmethod
+    def backward(ctx: Any, grad_v: torch.Tensor) -> tuple[Any, ...]:
+        x, weight, batch, ids = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            contrib = weight.index_select(0, ids) * grad_v.unsqueeze(1)
+            grad_x = torch.zeros_like(x).index_add_(0, batch, contrib)
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            rows, inverse = torch.unique(ids, return_inverse=True)
+            if ctx.needs_input_grad[1]:
+                pair = x.index_select(0, batch) * grad_v.unsqueeze(1)
+                g_rows = torch.zeros((rows.shape[0], x.shape[1]), dtype=x.dtype, device=x.device)
+                grad_w = _row_grad(g_rows.index_add_(0, inverse, pair), rows, tuple(weight.shape), ctx.sparse)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                b_rows = torch.zeros(rows.shape[0], dtype=x.dtype, device=x.device)
+                grad_b = _row_grad(b_rows.index_add_(0, inverse, grad_v), rows, (weight.shape[0],), ctx.sparse)
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class LSHLinear(nn.Module):
+    """A linear layer that computes only the outputs an LSH index selects per input.
+
+    ``forward(x, labels=None, return_active=False)`` takes ``x (B, in_features)`` and
+    returns a dense ``(B, out_features)`` tensor, zero outside each input's active set,
+    or with ``return_active=True`` the pair ``(ids (B, m) int64 with -1 padding,
+    values (B, m))``. In training, ``labels (B,)`` are always active (an output layer).
+    ``active=1.0`` is exactly ``nn.Linear``. Evaluation hashes too unless
+    ``inference="dense"``. ``sparse_grad=True`` makes the weight and bias gradients sparse
+    COO tensors of the active rows (train them with ``torch.optim.SparseAdam``).
+    ``compute`` picks how the active outputs are multiplied: one GEMM over the union of
+    the batch's active rows, a gather of each active (input, row) pair, or ``"auto"``.
+    The weight has ``nn.Linear``'s layout (out_features, in_features) and init.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        active: float = 0.05,
+        family: str = "srp",
+        k: int | None = None,
+        l: int | None = None,  # noqa: E741
+        policy: str = "topk",
+        transform: str = "simple_lsh",
+        sparse_grad: bool = False,
+        seed: int = 0,
+        backend: str | None = None,
+        inference: str = "sparse",
+        compute: str = "auto",
+        device: Any = None,
+        dtype: Any = None,
+        **selector_params: Any,
+    ):
+        super().__init__()
+        self.spec = LayerSpec(
+            n_in=in_features, n_out=out_features, active=active, family=family, k=k, l=l,
+            policy=policy, transform=transform, seed=seed, backend=backend,
+            inference=inference, selector_params=dict(selector_params),
+        )  # fmt: skip
+        self.compute = check_choice(compute, "compute", COMPUTE_MODES)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.sparse_grad = bool(sparse_grad)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        # the rows trained since the last sync are exactly the changed ones when only
+        # sparse gradients update the weights; a dense optimizer may move every row
+        self._index = IndexFollower(self.spec, "touched" if self.sparse_grad else "all")
+        self._seen_versions: tuple[int, int] | None = None
+        self._restored: bool | str = False
+        self.reset_parameters()
+        self.register_load_state_dict_post_hook(_mark_reloaded)
+
+    # -- parameters and index ---------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialization, drawn from the global torch RNG."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+        self._seen_versions = None  # the next forward rebuilds the index
+
+    def _versions(self) -> tuple[int, int]:
+        return (self.weight._version, -1 if self.bias is None else self.bias._version)
+
+    def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
+        w = self.weight.detach().to("cpu", torch.float32).numpy()
+        b = None if self.bias is None else self.bias.detach().to("cpu", torch.float32).numpy()
+        return w, b
+
+    def refresh_index(self) -> None:
+        """Rebuild the index over the current weights now (same hash functions)."""
+        self._index.fit(*self._host_params())
+        self._seen_versions = self._versions()
+
+    def _follow_weights(self) -> None:
+        """Bring the index in step when the parameters changed since the last forward."""
+        if self._seen_versions is None or not self._index.fitted:
+            self.refresh_index()
+        elif self._versions() != self._seen_versions:
+            untracked = not self._index.pending()  # changed without our gradients
+            self._index.sync(*self._host_params(), all_rows=untracked)
+            self._seen_versions = self._versions()
+
+    @property
+    def selector(self) -> Any:
+        """The underlying ``lshcore.selector.ActiveSelector`` (None when ``active=1.0``)."""
+        return self._index.selector
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The index (codes, schedule and tie-break counters) for ``state_dict()``.
+
+        Saving changes nothing: weights changed since the last forward are recorded as
+        pending, and the loaded layer syncs them on its first forward as this one would.
+        Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
+        """
+        meta, arrays = self._index.state()
+        if not meta:
+            return {}
+        pending = self._seen_versions is not None and self._versions() != self._seen_versions
+        arrays = {**arrays, "touched": self._index.touched.copy()}
+        return {
+            "meta": meta,
+            "pending": bool(pending),
+            "arrays": {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()},
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the index saved by :meth:`get_extra_state` (after the weights loaded)."""
+        meta = state.get("meta", {}) if isinstance(state, dict) else {}
+        self._restored = False
+        if not meta:
+            return
+        arrays = {k: v.numpy() for k, v in state["arrays"].items()}
+        touched = arrays.pop("touched", None)
+        if self._index.restore(meta, arrays, *self._host_params()):
+            if touched is not None:
+                self._index.touch(np.flatnonzero(touched))
+            self._restored = "pending" if state.get("pending") else "synced"
+
+    # -- forward -----------------------------------------------------------------------
+    def _check_input(self, x: Any, labels: Any) -> np.ndarray | None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LSHLinear: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise InputError(f"LSHLinear: x must have shape (batch, {self.in_features}), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise InputError("LSHLinear: x is an empty batch (0 rows)")
+        if x.dtype != self.weight.dtype:
+            raise InputError(f"LSHLinear: x has dtype {x.dtype} but the weight has {self.weight.dtype}; cast one of them")
+        if x.device != self.weight.device:
+            raise DeviceError(f"LSHLinear: x is on {x.device} but the layer is on {self.weight.device}")
+        if x.device.type not in ("cpu", "cuda"):
+            raise DeviceError(f"LSHLinear: device {x.device} is not supported (cpu or cuda)")
+        if x.device.type == "cuda" and not self.spec.dense:
+            reason = gpu_backend_reason()
+            if reason:
+                raise DeviceError(f"LSHLinear: x is on {x.device} but no GPU backend is usable ({reason}); move the layer and input with .cpu()")
+        if labels is None:
+            return None
+        lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+        return check_labels(lab, x.shape[0], self.out_features)
+
+    def forward(self, x: torch.Tensor, labels: Any = None, return_active: bool = False) -> Any:
+        """Active outputs of ``x (B, in_features)``: dense (B, out_features), or ``(ids, values)``."""
+        labels_np = self._check_input(x, labels)
+        dense = self.spec.dense or (not self.training and self.spec.inference == "dense")
+        if dense and not (self.sparse_grad and torch.is_grad_enabled()):
+            out = F.linear(x, self.weight, self.bias)
+            if not return_active:
+                return out
+            return torch.as_tensor(dense_arrays(x.shape[0], self.out_features).ids, device=x.device), out
+        if not self.spec.dense:
+            self._follow_weights()
+        arrays = self._index.select(
+            x.detach().to("cpu", torch.float32).numpy(), labels_np, self.training, dense=dense
+        )
+        values = self._active_values(x, arrays)
+        if self.training and torch.is_grad_enabled():
+            self._index.touch(arrays.rows)
+        ids = torch.as_tensor(arrays.ids, device=x.device)
+        if return_active:
+            return ids, values
+        out = torch.zeros((x.shape[0], self.out_features), dtype=values.dtype, device=x.device)
+        return out.scatter_add(1, ids.clamp(min=0), values)
+
+    def _active_values(self, x: torch.Tensor, a: ActiveArrays) -> torch.Tensor:
+        """Values (B, m) of the active outputs (0 on padding), differentiable."""
+        dev = x.device
+        nnz = int(a.valid.sum())
+        batch = x.shape[0]
+        mode = self.compute
+        if mode == "auto":
+            mode = "union" if batch * a.rows.shape[0] <= UNION_GEMM_ADVANTAGE * nnz else "gather"
+        valid = torch.as_tensor(a.valid, dtype=x.dtype, device=dev)
+        if mode == "union":
+            rows = torch.as_tensor(a.rows, device=dev)
+            z = _UnionLinear.apply(x, self.weight, self.bias, rows, self.sparse_grad)
+            return z.gather(1, torch.as_tensor(a.pos, device=dev)) * valid
+        ok = a.valid.reshape(-1) > 0
+        flat = torch.as_tensor(np.flatnonzero(ok), device=dev)
+        ids = torch.as_tensor(a.ids.reshape(-1)[ok], device=dev)
+        rows_of = torch.as_tensor(np.flatnonzero(ok) // a.ids.shape[1], device=dev)
+        v = _GatherLinear.apply(x, self.weight, self.bias, rows_of, ids, self.sparse_grad)
+        out = torch.zeros(a.ids.size, dtype=x.dtype, device=dev)
+        return out.index_put((flat,), v).view(a.ids.shape)
+
+    def full_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every output of ``x`` (B, out_features), as ``nn.Linear`` computes it."""
+        self._check_input(x, None)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        parts = [
+            f"in_features={self.in_features}", f"out_features={self.out_features}",
+            f"bias={self.bias is not None}", f"active={s.active}", f"family={s.family!r}",
+            f"policy={s.policy!r}", f"sparse_grad={self.sparse_grad}", f"seed={s.seed}",
+        ]  # fmt: skip
+        if s.k is not None or s.l is not None:
+            parts.insert(5, f"k={s.k}, l={s.l}")
+        if s.inference != "sparse":
+            parts.append(f"inference={s.inference!r}")
+        return ", ".join(parts)
+
+
+def _mark_reloaded(module: nn.Module, incompatible_keys: Any) -> None:
+    """After ``load_state_dict``: rebuild the index over the loaded weights on next use."""
+    if isinstance(module, LSHLinear):
+        restored = module._restored
+        if restored == "synced":
+            module._seen_versions = module._versions()
+        elif restored == "pending":  # the saved layer had unsynced changes: sync next forward
+            module._seen_versions = (-1, -1)
+        else:
+            module._seen_versions = None  # nothing saved: rebuild over the loaded weights
+        module._restored = False
+
+
+def lsh_softmax_cross_entropy(ids: torch.Tensor, values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over each input's active outputs.
+
+    ``ids (B, m)`` (-1 padding) and ``values (B, m)`` come from
+    ``LSHLinear(..., return_active=True)`` called with the same ``labels (B,)``, which
+    must be active in every row (InputError otherwise). The softmax runs over the
+    active logits only; the gradient is ``(1 - p)/B`` on the label and ``-p/B`` elsewhere.
+    """
+    if ids.shape != values.shape or ids.dim() != 2:
+        raise InputError(f"ids and values must have the same (B, m) shape, got {tuple(ids.shape)} and {tuple(values.shape)}")
+    labels = torch.as_tensor(labels, device=ids.device).reshape(-1)
+    if labels.shape[0] != ids.shape[0]:
+        raise InputError(f"labels: expected {ids.shape[0]} labels, got {labels.shape[0]}")
+    hit = ids == labels.unsqueeze(1)
+    if not bool(hit.any(1).all()):
+        raise InputError("labels: some label is not in its row's active set; pass labels= to the layer in training")
+    logits = values.masked_fill(ids < 0, float("-inf"))
+    logp = torch.log_softmax(logits, dim=1)
+    return -(logp.masked_fill(~hit, 0.0).sum(1) / hit.sum(1)).mean()
+
+
+class LSHSoftmaxLoss(nn.Module):
+    """Softmax cross-entropy through a hashed output layer ``layer`` (an ``LSHLinear``).
+
+    In training, ``forward(x, labels)`` scores only the active outputs, labels included;
+    in evaluation it scores every output (``full_eval=True``, the default) as SLIDE does.
+    """
+
+    def __init__(self, layer: LSHLinear, full_eval: bool = True):
+        super().__init__()
+        if not isinstance(layer, LSHLinear):
+            raise ConfigError(f"layer must be an LSHLinear, got {type(layer).__name__}")
+        self.layer = layer
+        self.full_eval = bool(full_eval)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.layer.training and self.full_eval:
+            logits = self.layer.full_logits(x)
+            check_labels(labels.detach().cpu().numpy(), x.shape[0], self.layer.out_features)
+            return F.cross_entropy(logits, labels)
+        ids, values = self.layer(x, labels=labels, return_active=True)
+        return lsh_softmax_cross_entropy(ids, values, labels)
+
+
+def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    return [check_int(h, "hidden", low=1) for h in sizes]
+
+
+def train_mlp(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    hidden: int | Sequence[int] = 1000,
+    active: float = 0.05,
+    family: str = "srp",
+    k: int | None = None,
+    l: int | None = None,  # noqa: E741
+    policy: str = "topk",
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train an MLP whose hidden layers are ``LSHLinear`` (``nn.Linear`` when ``active=1.0``).
+
+    Hidden layers use ReLU; the 10-way (or ``max(y)+1``-way) output layer is dense.
+    Hashed layers train with ``SparseAdam`` on their row-sparse gradients, the rest with
+    ``Adam``. Returns ``accuracy`` (test, in [0, 1]), ``train_seconds``,
+    ``samples_per_second``.
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    x_train = np.ascontiguousarray(x_train, dtype=np.float32)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    layers: list[nn.Module] = []
+    width = x_train.shape[1]
+    hashed: list[LSHLinear] = []
+    for i, h in enumerate(_hidden_sizes(hidden)):
+        if active >= 1.0:
+            layers.append(nn.Linear(width, h))
+        else:
+            layer = LSHLinear(width, h, active=active, family=family, k=k, l=l, policy=policy, sparse_grad=True, seed=seed + i)
+            hashed.append(layer)
+            layers.append(layer)
+        layers.append(nn.ReLU())
+        width = h
+    layers.append(nn.Linear(width, n_classes))
+    model = nn.Sequential(*layers)
+    sparse_params = [p for layer in hashed for p in layer.parameters()]
+    sparse_ids = {id(p) for p in sparse_params}
+    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense_params, lr=lr)]
+    if sparse_params:
+        optimizers.append(torch.optim.SparseAdam(sparse_params, lr=lr))
+    xt = torch.from_numpy(x_train)
+    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    gen = torch.Generator().manual_seed(seed)
+    n = xt.shape[0]
+    steps = epochs * math.ceil(n / batch_size)
+    bar = tqdm(total=steps, disable=not progress, desc=f"torch active={active}", leave=False)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            bar.update(1)
+    train_seconds = time.perf_counter() - start
+    bar.close()
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))).argmax(1).numpy()
+    return {
+        "accuracy": float((pred == np.asarray(y_test)).mean()),
+        "train_seconds": train_seconds,
+        "samples_per_second": epochs * n / train_seconds,
+    }

@@ -1,0 +1,336 @@
+"""``lshcore train`` and ``lshcore demo``: hashed sparse training of an MLP, against its dense twin."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from lshcore.errors import ConfigError, DataError, UnknownNameError
+from lshcore.optim import OPTIMIZERS
+from lshcore.selector import POLICIES
+
+__all__ = ["train", "demo", "run_training"]
+
+DATASETS = ("digits", "mnist", "fashion-mnist")
+FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
+
+
+def _parse_hidden(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in str(value).split(",") if v.strip() != ""]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated positive integers like 1000,1000; got {value!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"expected comma-separated positive integers like 1000,1000; got {value!r}")
+    return sizes
+
+
+def _parse_active(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    try:
+        shares = [float(v) for v in str(value).split(",") if v.strip() != ""]
+    except ValueError:
+        raise click.BadParameter(f"expected shares in (0, 1] like 0.05 or 0.01,0.05,1.0; got {value!r}") from None
+    if not shares or any(not (0.0 < s <= 1.0) for s in shares):
+        raise click.BadParameter(f"every share must lie in (0, 1]; got {value!r}")
+    return shares
+
+
+def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
+    from lshcore.datasets import load_dataset
+
+    return load_dataset(dataset, data_dir, seed=seed)
+
+
+def run_training(
+    data: Any,
+    *,
+    hidden: list[int],
+    active: float,
+    family: str = "srp",
+    k: int = 6,
+    l: int = 20,  # noqa: E741
+    policy: str = "topk",
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float | None = None,
+    optimizer: str = "adam",
+    workers: int = 1,
+    seed: int = 0,
+    rehash: str = "fixed:50",
+    rebuild: str = "never",
+    progress: bool = False,
+    save: str | None = None,
+    limit: int | None = None,
+    desc: str = "",
+) -> dict[str, Any]:
+    """Train one model on ``data`` (a Dataset) and return its record (see ``lshcore train``)."""
+    from lshcore.engine import Trainer
+    from lshcore.model import Model
+
+    x_train, y_train = data.x_train, data.y_train
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    model = Model.mlp(
+        x_train.shape[1],
+        hidden,
+        data.n_classes,
+        active=active,
+        seed=seed,
+        policy=policy,
+        family=family,
+        k=k,
+        l=l,
+        rehash=rehash,
+        rebuild=rebuild,
+    )
+    trainer = Trainer(model, optimizer, lr, batch_size=batch_size, workers=workers, seed=seed)
+    if progress:
+        click.echo(f"training {desc or f'active={active:g}'} ...", err=True)
+    stats = trainer.fit(x_train, y_train, epochs=epochs, progress=progress)
+    start = time.perf_counter()
+    accuracy, test_counts = trainer.evaluate(data.x_test, data.y_test)
+    test_seconds = time.perf_counter() - start
+    if save:
+        trainer.save(save)
+    counts = stats.counts
+    return {
+        "dataset": data.name,
+        "active": active,
+        "policy": policy if active < 1 else "dense",
+        "accuracy": accuracy,
+        "mults_total": counts.total,
+        "mults_dense": stats.mults_dense,
+        "mult_fraction": counts.total / stats.mults_dense,
+        "mults": counts.as_dict(),
+        "test_mults": test_counts.total,
+        "test_mults_dense": model.dense_cost(len(data.x_test), training=False),
+        "train_seconds": stats.train_seconds,
+        "test_seconds": test_seconds,
+        "samples_per_second": stats.samples_per_second,
+        "epochs": stats.epochs,
+        "final_loss": stats.losses[-1] if stats.losses else None,
+        "workers": workers,
+    }
+
+
+def _run_framework(framework: str, data: Any, opts: dict[str, Any], active: float) -> dict[str, Any]:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"lshcore.adapters.{framework}")
+        train_mlp = module.train_mlp
+    except (ImportError, AttributeError) as exc:
+        raise click.UsageError(f"--framework {framework}: not available here ({exc})") from exc
+    result = train_mlp(
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        hidden=opts["hidden"],
+        active=active,
+        family=opts["family"],
+        k=opts["k"],
+        l=opts["l"],
+        policy=opts["policy"],
+        epochs=opts["epochs"],
+        batch_size=opts["batch_size"],
+        lr=opts["lr"] if opts["lr"] is not None else 1e-3,
+        seed=opts["seed"],
+        progress=opts["progress"],
+    )
+    return {
+        "dataset": data.name,
+        "active": active,
+        "policy": opts["policy"] if active < 1 else "dense",
+        "accuracy": float(result["accuracy"]),
+        "mults_total": result.get("mults_total"),
+        "mults_dense": result.get("mults_dense"),
+        "mult_fraction": result.get("mult_fraction"),
+        "train_seconds": float(result["train_seconds"]),
+        "samples_per_second": float(result["samples_per_second"]),
+        "workers": 1,
+        "framework": framework,
+    }
+
+
+def _pct(part: Any, whole: Any) -> str:
+    if part is None or not whole:
+        return "-"
+    return f"{100.0 * part / whole:.2f}%"
+
+
+def _table(records: list[dict[str, Any]], dense: dict[str, Any] | None) -> str:
+    head = f"{'model':<22}{'accuracy':>9}{'fwd':>9}{'bwd':>9}{'hash':>9}{'total':>9}{'samples/s':>11}{'wall s':>9}"
+    lines = [head, "-" * len(head)]
+    rows = list(records) + ([dense] if dense is not None else [])
+    for r in rows:
+        name = "dense twin" if r is dense else f"{r['policy']} active={r['active']:g}"
+        m = r.get("mults") or {}
+        whole = r.get("mults_dense")
+        lines.append(
+            f"{name:<22}{100 * r['accuracy']:>8.2f}%"
+            f"{_pct(m.get('forward'), whole):>9}{_pct(m.get('backward'), whole):>9}"
+            f"{_pct((m.get('hashing', 0) + m.get('rehashing', 0)) if m else None, whole):>9}"
+            f"{_pct(r.get('mults_total'), whole):>9}"
+            f"{r['samples_per_second']:>11.0f}{r['train_seconds']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _plot(path: str, records: list[dict[str, Any]], dense: dict[str, Any] | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [r for r in records if r.get("mult_fraction") is not None]
+    ax.plot([r["mult_fraction"] for r in pts], [100 * r["accuracy"] for r in pts], "o-", label=pts[0]["policy"] if pts else "")
+    for r in pts:
+        ax.annotate(f"{r['active']:g}", (r["mult_fraction"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, 4))
+    if dense is not None:
+        ax.axhline(100 * dense["accuracy"], color="gray", ls="--", label="dense twin")
+    ax.set_xscale("log")
+    ax.set_xlabel("multiplications (share of the dense network, hashing counted)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
+    from lshcore import catalog
+
+    if opts["framework"] == "core" and any(a < 1 for a in opts["active"]):
+        try:
+            catalog.family_class(opts["family"])
+        except UnknownNameError as exc:
+            raise click.BadParameter(str(exc), param_hint="--family") from None
+    try:
+        data = _load(opts["dataset"], opts["data_dir"], opts["seed"])
+    except DataError as exc:
+        raise click.ClickException(f"--dataset {opts['dataset']}: {exc}") from exc
+    sweep = len(opts["active"]) > 1
+    records: list[dict[str, Any]] = []
+    dense: dict[str, Any] | None = None
+    core_keys = ("hidden", "family", "k", "l", "policy", "epochs", "batch_size", "lr", "optimizer", "workers", "seed", "rehash", "rebuild", "progress", "limit")
+    try:
+        for i, active in enumerate(opts["active"]):
+            save = opts["save"]
+            if save and sweep:
+                save = str(Path(save).with_suffix("")) + f"-active{active:g}" + (Path(save).suffix or ".npz")
+            if opts["framework"] == "core":
+                rec = run_training(data, active=active, save=save if i >= 0 else None, **{k: opts[k] for k in core_keys})
+            else:
+                rec = _run_framework(opts["framework"], data, opts, active)
+            records.append(rec)
+        if opts["compare_dense"]:
+            if opts["framework"] == "core":
+                dense = run_training(data, active=1.0, desc="dense twin", **{k: opts[k] for k in core_keys})
+            else:
+                dense = _run_framework(opts["framework"], data, opts, 1.0)
+    except (ConfigError, UnknownNameError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    args = {k: v for k, v in opts.items() if k != "progress"}
+    for rec in records:
+        rec["args"] = args
+        if dense is not None:
+            rec["dense_accuracy"] = dense["accuracy"]
+            rec["dense_train_seconds"] = dense["train_seconds"]
+            rec["dense_samples_per_second"] = dense["samples_per_second"]
+    click.echo(_table(records, dense))
+    if opts["json_path"]:
+        payload: Any = records if sweep else records[0]
+        Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts["json_path"]).write_text(json.dumps(payload, indent=2, default=_jsonable))
+        click.echo(f"wrote {opts['json_path']}")
+    if opts["plot"]:
+        title = f"{opts['dataset']}: {','.join(map(str, opts['hidden']))} hidden, {opts['policy']}"
+        _plot(opts["plot"], records, dense, title)
+        click.echo(f"wrote {opts['plot']}")
+    return records
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="Training data.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the IDX .gz files (else $LSHCORE_DATA, else download).")
+@click.option("--hidden", default="1000,1000,1000", show_default=True, callback=_parse_hidden, help="Hidden layer sizes, comma-separated.")
+@click.option("--active", default="0.05", show_default=True, callback=_parse_active, help="Share of active neurons per hidden layer (1.0 = dense); a comma list runs a sweep.")
+@click.option("--family", default="srp", show_default=True, help="LSH family (srp, sparse_srp, dwta, wta, ...).")
+@click.option("--k", type=click.IntRange(min=1), default=6, show_default=True, help="Hashes per table.")
+@click.option("--l", "l_", type=click.IntRange(min=1), default=20, show_default=True, help="Number of tables.")
+@click.option("--policy", type=click.Choice(POLICIES), default="topk", show_default=True, help="Active-set policy.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (default 1e-3 for adam, 0.01 otherwise).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Hogwild worker threads.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--rehash", default="fixed:50", show_default=True, help="Rehash schedule: fixed:P, exp:P0:G, changed:T:C or never (in steps).")
+@click.option("--rebuild", default="never", show_default=True, help="Rebuild (new hash functions) schedule, same forms.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N training samples.")
+@click.option("--compare-dense", is_flag=True, help="Also train the dense twin in the same run.")
+@click.option("--save", type=click.Path(dir_okay=False), default=None, help="Save the trained model here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot accuracy against the share of multiplications (PNG).")
+@click.option("--framework", type=click.Choice(FRAMEWORKS), default="core", show_default=True, help="Engine: core, or a framework adapter.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def train(**kwargs: Any) -> None:
+    """Train an MLP whose hidden layers compute only LSH-selected neurons."""
+    kwargs["l"] = kwargs.pop("l_")
+    for name, value in (("--rehash", kwargs["rehash"]), ("--rebuild", kwargs["rebuild"])):
+        from lshcore.schedule import parse_schedule
+
+        try:
+            parse_schedule(value, name)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
+    _train_impl(kwargs)
+
+
+@click.command("demo")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(epochs: int, progress: bool) -> None:
+    """Train a hashed MLP on the bundled digits data beside its dense twin (about a minute)."""
+    opts = {
+        "dataset": "digits",
+        "data_dir": None,
+        "hidden": [512, 512],
+        "active": [0.1],
+        "family": "srp",
+        "k": 4,
+        "l": 32,
+        "policy": "topk",
+        "epochs": epochs,
+        "batch_size": 32,
+        "lr": None,
+        "optimizer": "adam",
+        "workers": 1,
+        "seed": 0,
+        "rehash": "fixed:20",
+        "rebuild": "never",
+        "limit": None,
+        "compare_dense": True,
+        "save": None,
+        "json_path": None,
+        "plot": None,
+        "framework": "core",
+        "progress": progress,
+    }
+    click.echo("lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active (topk, SRP K=4 L=32)")
+    _train_impl(opts)

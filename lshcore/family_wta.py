@@ -1,0 +1,177 @@
+"""Winner-take-all hash families: DWTA (densified, for sparse data) and plain WTA.
+
+Both compare values only: hashing costs no multiplications. The bins (Chen &
+Shrivastava's densified WTA, as used by SLIDE, with SLIDE's bugs fixed; see
+``../shared/design.md`` §2):
+
+* P = ceil(K*L*b / dim) seeded permutations ``pi_p`` of the coordinates are laid end
+  to end; coordinate ``i`` of permutation ``p`` sits at slot ``s = p*dim + pi_p(i)``,
+  i.e. in bin ``s // b`` at position ``s % b``; only the first K*L bins are kept.
+* A bin's code is the position (0..b-1) of its largest entry, ties to the lowest
+  position. DWTA lets only non-zero entries compete, so a bin can be empty; an empty
+  bin borrows the code of the first non-empty bin of a seeded, bounded, in-range probe
+  sequence (``lshcore.kernels._np_hashing.densify_bins``). The zero vector, whose bins
+  are all empty, gets code 0 in every bin. WTA is the same with every entry competing,
+  zeros included, so no bin is ever empty.
+* Table ``t`` concatenates bins ``t*K .. t*K+K-1``, log2(b) bits each (sub-hash ``j``
+  in bits ``j*log2(b) ..``), so ``num_buckets = b**K``.
+
+Any real values are accepted (only their order matters); DWTA is meant for sparse
+non-negative data, where "non-zero" means "present".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lshcore.backend import Backend
+from lshcore.errors import ConfigError
+from lshcore.family_projection import _BackendFamily
+from lshcore.validation import check_int, is_sparse
+
+__all__ = ["DWTA", "WTA", "PROBE_ATTEMPTS", "bin_layout", "pack_codes"]
+
+#: hashed probes an empty bin tries before scanning its neighbours in order
+PROBE_ATTEMPTS = 16
+
+
+def pack_codes(codes: np.ndarray, k: int, l: int, bits: int) -> np.ndarray:  # noqa: E741
+    """(n, l, k) sub-hash codes in [0, 2**bits) -> (n, l) int64 keys, sub-hash j in bits j*bits.."""
+    shifts = np.arange(k, dtype=np.int64) * bits
+    return (codes.astype(np.int64) << shifts).sum(axis=2)
+
+
+def bin_layout(permutations: np.ndarray, n_bins: int, bin_size: int) -> np.ndarray:
+    """(n_bins, bin_size) int64: the coordinate at each position of each bin.
+
+    permutations: (P, dim), with P * dim >= n_bins * bin_size. Coordinate ``i`` of
+    permutation ``p`` sits at slot ``s = p*dim + permutations[p, i]``: bin ``s // bin_size``,
+    position ``s % bin_size``.
+    """
+    n_perms, dim = permutations.shape
+    n_slots = n_bins * bin_size
+    if n_perms * dim < n_slots:
+        raise ConfigError(
+            f"{n_perms} permutations of {dim} cannot fill {n_bins} bins of {bin_size}"
+        )
+    slots = np.arange(n_perms, dtype=np.int64)[:, None] * dim + permutations
+    slot_coord = np.empty(n_perms * dim, dtype=np.int64)
+    slot_coord[slots.ravel()] = np.tile(np.arange(dim, dtype=np.int64), n_perms)
+    return np.ascontiguousarray(slot_coord[:n_slots].reshape(n_bins, bin_size))
+
+
+class DWTA(_BackendFamily):
+    """Densified winner-take-all hashing for sparse (non-negative) vectors.
+
+    Params: ``bin_size`` (b, a power of two >= 2, default 8; ``k*log2(b) <= 62``).
+    Rank-sensitive (``measure = "rank"``); no closed-form collision probability.
+    Sparse CSR input is hashed through its non-zeros only and gives the same codes as
+    the equal dense input.
+    """
+
+    name: ClassVar[str] = "dwta"
+    measure: ClassVar[str] = "rank"
+    supports_sparse: ClassVar[bool] = True
+    densify: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        dim: int,
+        k: int,
+        l: int,  # noqa: E741
+        seed: int = 0,
+        *,
+        bin_size: int = 8,
+        backend: str | Backend | None = None,
+    ):
+        bin_size = check_int(bin_size, "bin_size", low=2)
+        if bin_size & (bin_size - 1):
+            raise ConfigError(f"bin_size must be a power of two, got {bin_size}")
+        bits = bin_size.bit_length() - 1
+        k = check_int(k, "k", low=1)
+        if bits * k > 62:
+            raise ConfigError(
+                f"k * log2(bin_size) must be <= 62 so a table key fits in int64; "
+                f"got k={k}, bin_size={bin_size} ({bits * k} bits)"
+            )
+        super().__init__(dim, k, l, seed=seed, backend=backend, bin_size=bin_size)
+        self.bin_size = bin_size
+        self.bits = bits
+        self.n_bins = self.k * self.l
+        self.num_buckets = bin_size**self.k
+
+        n_perms = math.ceil(self.n_bins * bin_size / self.dim)
+        #: (P, dim): permutation p sends coordinate i to pi_p(i) = permutations[p, i]
+        self.permutations = np.stack([self._rng.permutation(self.dim) for _ in range(n_perms)])
+        #: (n_bins, bin_size): the coordinate at each position of each bin
+        self.bin_coords = bin_layout(self.permutations, self.n_bins, bin_size)
+        # per coordinate, the slots it occupies (CSR form) for hashing sparse rows
+        by_coord = np.argsort(self.bin_coords.ravel(), kind="stable")
+        self.coord_slots = by_coord.astype(np.int64)
+        counts = np.bincount(self.bin_coords.ravel(), minlength=self.dim)
+        self.coord_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # 2-universal probe hash of the densification: a in [1, p), c in [0, p)
+        prime = 2147483647
+        self.probe_a = self._rng.integers(1, prime, size=1, dtype=np.int64)
+        self.probe_c = self._rng.integers(0, prime, size=1, dtype=np.int64)
+
+    def bin_codes(self, x: Any) -> np.ndarray:
+        """Per-bin codes (n, k*l) int64 in [0, bin_size), densified for DWTA (NumPy array)."""
+        on_host = self.backend.host_arrays or is_sparse(x)
+        x = self.check_input(x, xp=np if on_host else self.xp)
+        kernel = self._kernel
+        if is_sparse(x):
+            x.eliminate_zeros()  # a stored zero is a zero (x is already a private copy)
+            codes = kernel("wta_bins_csr")(
+                x.indptr.astype(np.int64),
+                x.indices.astype(np.int64),
+                x.data,
+                self.coord_ptr,
+                self.coord_slots,
+                self.n_bins,
+                self.bin_size,
+                self.densify,
+            )
+        else:
+            codes = kernel("wta_bins_dense")(
+                self.backend.to_numpy(x), self.bin_coords, self.densify
+            )
+        if self.densify:
+            codes = kernel("densify_bins")(
+                codes.reshape(codes.shape[0], 1, self.n_bins),
+                self.probe_a,
+                self.probe_c,
+                PROBE_ATTEMPTS,
+            ).reshape(codes.shape[0], self.n_bins)
+        return np.asarray(codes)
+
+    def hash(self, x: Any) -> Any:
+        codes = self.bin_codes(x).reshape(-1, self.l, self.k)
+        return self.xp.asarray(pack_codes(codes, self.k, self.l, self.bits))
+
+    def hash_cost(self, n: int, nnz: int | None = None) -> int:
+        return 0  # comparisons only
+
+    def _kernel(self, name: str) -> Any:
+        """A kernel of this family's backend; non-host backends hash on the host."""
+        if self.backend.host_arrays:
+            return self.backend.kernel(name)
+        from lshcore.kernels import numpy_ref
+
+        return getattr(numpy_ref, name)
+
+
+class WTA(DWTA):
+    """Winner-take-all hashing: DWTA without densification.
+
+    Every entry of a bin competes, zeros included, so no bin is ever empty. Same
+    params and bins as DWTA with the same seed. Rank-sensitive; sparse CSR input gives
+    the same codes as the equal dense input.
+    """
+
+    name: ClassVar[str] = "wta"
+    measure: ClassVar[str] = "rank"
+    densify: ClassVar[bool] = False

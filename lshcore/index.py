@@ -1,0 +1,688 @@
+"""``LSHIndex``: vectors (or just ids) in L hash tables, with candidates and exact re-rank.
+
+The index hashes vectors with a family (optionally after a MIPS transform), keeps each
+id's buckets so that ``update``/``remove`` can take the old entries out, optionally
+stores the vectors (``store=True``) to re-rank candidates exactly in :meth:`search`,
+and saves/loads itself with :mod:`lshcore.fileformat` (kind ``"lsh-index"``).
+
+Internally every id owns a dense *row* (reused after removal); the tables hold rows,
+which keeps the candidate-counting scratch small whatever the ids are.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from lshcore import catalog
+from lshcore.backend import Backend, get_backend
+from lshcore.errors import ConfigError, FileFormatError, InputError
+from lshcore.family import HashFamily, Transform
+from lshcore.fileformat import load_arrays, save_arrays
+from lshcore.tables import POLICIES, Candidates, LSHTables
+from lshcore.validation import as_batch, as_ids, check_choice, check_int, is_sparse
+
+__all__ = ["LSHIndex", "IndexParams", "FILE_KIND", "FILE_VERSION"]
+
+FILE_KIND = "lsh-index"
+FILE_VERSION = 1
+ID_LIMIT = 2**31  # ids are ints in [0, 2**31)
+
+_METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Validated parameters of an :class:`LSHIndex` (hash family and tables).
+
+    ``IndexParams.default(n, dim)`` suggests settings for nearest-neighbour search over
+    ``n`` vectors (SRP, unbounded buckets, multiprobe); ``LSHIndex(dim, **asdict(p))``
+    builds the index.
+    """
+
+    family: str = "srp"
+    k: int = 8
+    l: int = 16  # noqa: E741
+    bucket_size: int = 128
+    policy: str = "fifo"
+    table_size: int | None = None
+    n_probes: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.family, str) or not self.family:
+            raise ConfigError(f"family must be a non-empty name, got {self.family!r}")
+        check_int(self.k, "k", low=1, high=62)
+        check_int(self.l, "l", low=1, high=1 << 16)
+        check_int(self.bucket_size, "bucket_size", low=1, high=1 << 20)
+        check_choice(self.policy, "policy", POLICIES)
+        if self.table_size is not None:
+            check_int(self.table_size, "table_size", low=1)
+        check_int(self.n_probes, "n_probes", low=1, high=1 << 12)
+        check_int(self.seed, "seed", low=0)
+
+    @classmethod
+    def default(cls, n: int, dim: int) -> IndexParams:
+        """Settings for cosine search over ``n`` vectors of size ``dim`` (tuned on
+        clustered Gaussian data, see benchmarks/results/search.md): about ``log2(n) - 4``
+        bits per table, 16 tables, 16 probes, unbounded buckets."""
+        n = check_int(n, "n", low=1)
+        check_int(dim, "dim", low=1)
+        k = int(min(24, max(4, round(np.log2(max(n, 2))) - 4)))
+        return cls(family="srp", k=k, l=16, policy="unbounded", n_probes=16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _accepts_backend(cls: type) -> bool:
+    """Whether a family class takes ``backend=`` explicitly somewhere in its MRO."""
+    for c in cls.__mro__:
+        init = c.__dict__.get("__init__")
+        if init is not None:
+            try:
+                if "backend" in inspect.signature(init).parameters:
+                    return True
+            except (TypeError, ValueError):
+                continue
+    return False
+
+
+def _supports_probes(family: HashFamily) -> bool:
+    return type(family).probes is not HashFamily.probes
+
+
+class LSHIndex:
+    """An LSH index over vectors of size ``dim``.
+
+    Parameters: ``family`` (a registered hash family name), ``k`` (sub-hashes per
+    table), ``l`` (tables), ``bucket_size`` and ``policy`` (``"fifo"``, ``"reservoir"``,
+    ``"unbounded"``; see :mod:`lshcore.tables`), ``backend`` (``"numpy"``, ``"numba"``,
+    ``"cupy"``; default the default backend), ``transform`` (a MIPS transform name such
+    as ``"simple_lsh"``, or a :class:`~lshcore.Transform`; then scores are inner
+    products), ``seed``, ``store`` (keep the vectors for exact re-ranking),
+    ``n_probes`` (default probes per table; > 1 needs a family with multiprobe),
+    ``table_size`` (buckets per table, default see :func:`lshcore.tables.default_table_size`)
+    and ``**family_params`` for the family.
+
+    Adding an id that is already in the index raises InputError (use :meth:`update`).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        family: str = "srp",
+        k: int = 8,
+        l: int = 16,  # noqa: E741
+        bucket_size: int = 128,
+        policy: str = "fifo",
+        backend: str | Backend | None = None,
+        transform: str | Transform | None = None,
+        seed: int = 0,
+        store: bool = True,
+        n_probes: int = 1,
+        table_size: int | None = None,
+        **family_params: Any,
+    ):
+        self.dim = check_int(dim, "dim", low=1)
+        IndexParams(family, k, l, bucket_size, policy, table_size, n_probes, seed)  # validates
+        if not isinstance(store, bool):
+            raise ConfigError(f"store must be True or False, got {store!r}")
+        self.store = store
+        self.backend = get_backend(backend)
+        self.xp = self.backend.xp
+        self.family_name = family
+        self.family_params = dict(family_params)
+        self.k, self.l, self.seed = int(k), int(l), int(seed)
+        self.n_probes = int(n_probes)
+        self.transform = self._make_transform(transform)
+        self.family = self._make_family(self.seed)
+        if self.n_probes > 1 and not _supports_probes(self.family):
+            raise ConfigError(
+                f"n_probes={self.n_probes}: hash family {family!r} supports only n_probes=1 (no multiprobe)"
+            )
+        self.measure = self._measure()
+        self.tables = LSHTables(
+            self.l, self.family.num_buckets, bucket_size, policy, table_size, self.seed, self.backend
+        )
+        #: multiplications spent hashing (adds, updates, queries, rehashes), cumulative
+        self.hash_mults = 0
+        #: multiplications spent hashing in the last call
+        self.last_cost = 0
+        #: multiplications spent re-ranking candidates in ``search``, cumulative
+        self.rerank_mults = 0
+        self._reset_rows(0)
+
+    # -- construction helpers ---------------------------------------------------------
+    def _make_transform(self, transform: str | Transform | None) -> Transform | None:
+        if transform is None:
+            return None
+        if isinstance(transform, Transform):
+            if transform.dim != self.dim:
+                raise ConfigError(f"transform: built for dim {transform.dim}, index has dim {self.dim}")
+            return transform
+        if isinstance(transform, str):
+            return catalog.transform(transform, self.dim)
+        raise ConfigError(f"transform must be a name, a Transform or None, got {transform!r}")
+
+    def _make_family(self, seed: int) -> HashFamily:
+        hash_dim = self.transform.out_dim if self.transform is not None else self.dim
+        cls = catalog.family_class(self.family_name)
+        extra = {"backend": self.backend} if _accepts_backend(cls) else {}
+        return catalog.hash_family(
+            self.family_name, hash_dim, self.k, self.l, seed=seed, **self.family_params, **extra
+        )
+
+    def _measure(self) -> str:
+        if self.transform is not None:
+            return "ip"
+        m = getattr(self.family, "measure", "cosine")
+        return m if m in ("l2", "jaccard") else "cosine"
+
+    def _reset_rows(self, capacity: int) -> None:
+        self._row_ids = np.full(capacity, -1, dtype=np.int64)  # external id of each row
+        self._codes = np.zeros((capacity, self.l), dtype=np.int64)  # bucket per row, table
+        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32) if self.store else None
+        self._norms = np.zeros(capacity, dtype=np.float32) if self.store else None
+        self._row_of: dict[int, int] = {}
+        self._n_rows = 0  # rows ever used (high-water mark)
+        self._free: list[int] = []  # released rows below the mark, reused smallest first
+        self._next_id = 0
+        self._identity = True  # every used row r holds id r (then candidates need no sort)
+
+    def _grow(self, need: int) -> None:
+        cap = self._row_ids.shape[0]
+        if need <= cap:
+            return
+        new = max(need, 2 * cap, 64)
+        row_ids = np.full(new, -1, dtype=np.int64)
+        row_ids[:cap] = self._row_ids
+        codes = np.zeros((new, self.l), dtype=np.int64)
+        codes[:cap] = self._codes
+        self._row_ids, self._codes = row_ids, codes
+        if self.store:
+            vec = np.zeros((new, self.dim), dtype=np.float32)
+            vec[:cap] = self._vectors
+            norms = np.zeros(new, dtype=np.float32)
+            norms[:cap] = self._norms
+            self._vectors, self._norms = vec, norms
+
+    # -- validation -------------------------------------------------------------------
+    def _check_x(self, x: Any, name: str = "x") -> Any:
+        sparse_ok = bool(getattr(self.family, "supports_sparse", False)) and self.transform is None
+        if is_sparse(x) and self.store:
+            raise InputError(f"{name}: sparse input needs store=False (this index stores dense vectors)")
+        return as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
+
+    def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
+        if ids is None:
+            start = self._next_id
+            if start + n > ID_LIMIT:
+                raise InputError(f"ids: automatic ids would exceed the id limit {ID_LIMIT}")
+            return np.arange(start, start + n, dtype=np.int64)
+        arr = as_ids(ids, "ids", n=n, upper=ID_LIMIT)
+        self._check_unique(arr)
+        present = [int(i) for i in arr.tolist() if i in self._row_of]
+        if present:
+            raise InputError(
+                f"ids: {len(present)} id(s) already in the index (first: {present[0]}); "
+                "use update() to replace their vectors"
+            )
+        return arr
+
+    @staticmethod
+    def _check_unique(arr: np.ndarray) -> None:
+        if arr.size > 1:
+            s = np.sort(arr)
+            dup = s[1:][s[1:] == s[:-1]]
+            if dup.size:
+                raise InputError(f"ids: duplicate id {int(dup[0])} in one call")
+
+    def _rows_of(self, ids: Any, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+        arr = as_ids(ids, name, upper=ID_LIMIT)
+        if arr.size == 0:
+            raise InputError(f"{name}: empty batch (0 ids)")
+        self._check_unique(arr)
+        get = self._row_of.get
+        rows = np.fromiter((get(i, -1) for i in arr.tolist()), dtype=np.int64, count=arr.size)
+        if (rows < 0).any():
+            missing = arr[rows < 0]
+            raise InputError(f"{name}: {missing.size} id(s) not in the index (first: {int(missing[0])})")
+        return arr, rows
+
+    # -- hashing ----------------------------------------------------------------------
+    def _count(self, n: int, x: Any) -> None:
+        nnz = int(x.nnz) if is_sparse(x) else None
+        cost = int(self.family.hash_cost(n, nnz))
+        self.last_cost = cost
+        self.hash_mults += cost
+
+    def _hash_data(self, x: Any) -> np.ndarray:
+        """Bucket indices (n, l) of stored vectors (transform applied)."""
+        hx = self.transform.data(x) if self.transform is not None else x
+        codes = self.family.hash(hx)
+        self._count(x.shape[0], x)
+        return self.backend.to_numpy(self.tables.buckets(codes))
+
+    def _hash_query(self, q: Any, n_probes: int) -> Any:
+        hq = self.transform.query(q) if self.transform is not None else q
+        if n_probes == 1:
+            codes = self.family.hash(hq)[:, :, None]
+        else:
+            try:
+                codes = self.family.probes(hq, n_probes)
+            except NotImplementedError as exc:
+                raise ConfigError(
+                    f"n_probes={n_probes}: hash family {self.family_name!r} supports only n_probes=1"
+                ) from exc
+        self._count(q.shape[0], q)
+        return self.tables.buckets(codes)
+
+    def _norms_of(self, x: np.ndarray) -> np.ndarray:
+        if self.measure == "l2":
+            return np.einsum("ij,ij->i", x, x).astype(np.float32)
+        return np.sqrt(np.einsum("ij,ij->i", x, x)).astype(np.float32)
+
+    def _refit_needed(self, x: Any) -> bool:
+        return self.transform is not None and bool(self.transform.needs_refit(x))
+
+    def _refit(self, x_new: Any, replace_rows: np.ndarray | None = None) -> None:
+        """Refit the MIPS transform on the stored vectors plus ``x_new`` (not yet stored)."""
+        assert self.transform is not None
+        if len(self) == 0 or not self.store:
+            if len(self) and not self.store:
+                raise InputError(
+                    "x: a vector's norm exceeds the fitted MIPS scale and this index keeps no "
+                    "vectors (store=False); call rehash(x_all) with every vector (in ids() order) "
+                    "to refit the transform"
+                )
+            self.transform.fit(x_new)
+            return
+        live = self._live_rows()
+        if replace_rows is not None:
+            live = np.setdiff1d(live, replace_rows)
+        assert self._vectors is not None
+        self.transform.fit(np.concatenate([self._vectors[live], np.asarray(x_new, dtype=np.float32)]))
+
+    def _live_rows(self) -> np.ndarray:
+        rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
+        return np.sort(rows)
+
+    # -- public API -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def __contains__(self, item: object) -> bool:
+        try:
+            return int(item) in self._row_of  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return False
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index, ascending (int64)."""
+        return np.sort(np.fromiter(self._row_of.keys(), dtype=np.int64, count=len(self._row_of)))
+
+    def vectors(self, ids: Any) -> np.ndarray:
+        """The stored vectors of ``ids`` (n, dim) float32 (needs ``store=True``)."""
+        if not self.store:
+            raise ConfigError("vectors(): this index keeps no vectors (store=False)")
+        _, rows = self._rows_of(ids)
+        assert self._vectors is not None
+        return self._vectors[rows].copy()
+
+    def add(self, x: Any, ids: Any = None) -> np.ndarray:
+        """Add vectors ``x`` (n, dim) under ``ids`` (n,) (default: the next free ids); returns the ids.
+
+        InputError (index unchanged) for bad ``x``, an id out of [0, 2**31), a duplicate
+        id in the call, or an id already present.
+        """
+        x = self._check_x(x)
+        n = x.shape[0]
+        arr = self._check_new_ids(ids, n)
+        refit = self._refit_needed(x)
+        if refit:
+            self._refit(x)  # raises (unchanged) when impossible
+        buckets = None if refit and len(self) else self._hash_data(x)
+        rows = self._take_rows(n)
+        self._row_ids[rows] = arr
+        self._row_of.update(zip(arr.tolist(), rows.tolist(), strict=True))
+        self._identity = self._identity and bool(np.array_equal(rows, arr))
+        self._next_id = max(self._next_id, int(arr.max()) + 1)
+        if self.store:
+            assert self._vectors is not None and self._norms is not None
+            self._vectors[rows] = x
+            self._norms[rows] = self._norms_of(x)
+        if buckets is None:  # the scale changed: every stored vector moves
+            self._rehash_rows(None)
+        else:
+            self._codes[rows] = buckets
+            self.tables.insert_buckets(self.xp.asarray(rows), self.xp.asarray(buckets))
+        return arr
+
+    def _take_rows(self, n: int) -> np.ndarray:
+        reuse = self._free[:n]
+        del self._free[:n]
+        fresh = np.arange(self._n_rows, self._n_rows + n - len(reuse), dtype=np.int64)
+        self._n_rows += fresh.size
+        self._grow(self._n_rows)
+        return np.concatenate([np.asarray(reuse, dtype=np.int64), fresh])
+
+    def update(self, ids: Any, x: Any) -> None:
+        """Replace the vectors of existing ``ids`` with ``x`` (n, dim) and rehash them."""
+        x = self._check_x(x)
+        arr, rows = self._rows_of(ids)
+        if arr.size != x.shape[0]:
+            raise InputError(f"ids: expected {x.shape[0]} ids (one per row of x), got {arr.size}")
+        refit = self._refit_needed(x)
+        if refit:
+            self._refit(x, replace_rows=rows)
+        new = None if refit else self._hash_data(x)
+        if self.store:
+            assert self._vectors is not None and self._norms is not None
+            self._vectors[rows] = x
+            self._norms[rows] = self._norms_of(x)
+        if new is None:
+            self._rehash_rows(None)
+            return
+        xp = self.xp
+        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows]))
+        self._codes[rows] = new
+        self.tables.insert_buckets(xp.asarray(rows), xp.asarray(new))
+
+    def remove(self, ids: Any) -> None:
+        """Remove ``ids`` (InputError, index unchanged, if one is absent)."""
+        arr, rows = self._rows_of(ids)
+        xp = self.xp
+        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows]))
+        for i in arr.tolist():
+            del self._row_of[i]
+        self._row_ids[rows] = -1
+        if self.store:
+            assert self._vectors is not None and self._norms is not None
+            self._vectors[rows] = 0
+            self._norms[rows] = 0
+        self._free = sorted(set(self._free).union(rows.tolist()))
+        if not self._row_of:  # empty again: start rows afresh
+            self._n_rows, self._free, self._identity = 0, [], True
+
+    def candidates(self, q: Any, n_probes: int | None = None) -> Candidates:
+        """Candidate ids of each query ``q`` (m, dim) with how many (table, probe) buckets held each."""
+        q = as_batch(q, self.dim, "q", allow_sparse=self._sparse_queries())
+        probes = self.n_probes if n_probes is None else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        if probes > 1 and not _supports_probes(self.family):
+            raise ConfigError(
+                f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
+            )
+        return self._to_ids(self._row_candidates(q, probes))
+
+    def _sparse_queries(self) -> bool:
+        return bool(getattr(self.family, "supports_sparse", False)) and self.transform is None and not self.store
+
+    def _row_candidates(self, q: Any, probes: int) -> Candidates:
+        buckets = self._hash_query(q, probes)
+        return self.tables.query_buckets(buckets, id_bound=max(self._n_rows, 1))
+
+    def _to_ids(self, cand: Candidates) -> Candidates:
+        if self._identity:
+            return cand
+        rows = self.backend.to_numpy(cand.ids)
+        ids = self._row_ids[rows]
+        indptr = self.backend.to_numpy(cand.indptr)
+        counts = self.backend.to_numpy(cand.counts)
+        qidx = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+        order = np.lexsort((ids, qidx))  # ascending ids within each query
+        xp = self.xp
+        return Candidates(xp.asarray(indptr), xp.asarray(ids[order]), xp.asarray(counts[order]))
+
+    def search(
+        self, q: Any, k: int, *, n_probes: int | None = None, vectors: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best candidates of each query by exact score: ``(scores, ids)``, shape (m, k).
+
+        Scores: inner product with a MIPS transform, cosine for cosine families, minus
+        the Euclidean distance for ``l2`` families, Jaccard (of the non-zero supports)
+        for ``jaccard`` families. Best first; ids padded with -1 and scores with -inf
+        when a query has fewer than ``k`` candidates. With ``store=False`` pass
+        ``vectors`` (N, dim), row i holding the vector of id i.
+        """
+        k = check_int(k, "k", low=1, high=1 << 20)
+        q = as_batch(q, self.dim, "q")
+        probes = self.n_probes if n_probes is None else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        if self.store:
+            base, norms = self._vectors, self._norms
+            assert base is not None and norms is not None
+        else:
+            if vectors is None:
+                raise ConfigError("search(): this index keeps no vectors (store=False); pass vectors=")
+            base = np.ascontiguousarray(as_batch(vectors, self.dim, "vectors"))
+            if self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
+                raise InputError(
+                    f"vectors: has {base.shape[0]} rows but the index holds id {int(self._row_ids.max())}"
+                )
+            norms = self._norms_of(base)
+        if probes > 1 and not _supports_probes(self.family):
+            raise ConfigError(
+                f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
+            )
+        cand = self._row_candidates(q, probes)
+        tn = self.backend.to_numpy
+        indptr, rows = tn(cand.indptr), tn(cand.ids)
+        if not self.store:  # the caller's vectors are indexed by id
+            cand = self._to_ids(cand)
+            indptr, rows = tn(cand.indptr), tn(cand.ids)
+        self.rerank_mults += int(rows.shape[0]) * self.dim
+        qn = self._norms_of(q)
+        if self.measure == "jaccard":
+            scores, got = _rerank_jaccard(base, indptr, rows, q, k)
+        else:
+            fn = self.backend.kernel("rerank_topk")
+            xp = self.xp
+            scores, got = fn(
+                xp.asarray(base), xp.asarray(norms), xp.asarray(indptr), xp.asarray(rows),
+                xp.asarray(q), xp.asarray(qn), k, _METRICS[self.measure],
+            )
+            scores, got = tn(scores), tn(got)
+        if self.store:
+            ids = np.where(got >= 0, self._row_ids[np.maximum(got, 0)], -1)
+        else:
+            ids = got
+        return scores, ids
+
+    # -- rehash / rebuild -------------------------------------------------------------
+    def _rehash_rows(self, x_all: Any) -> None:
+        """Recompute every id's buckets (from ``x_all`` in row order, or the stored vectors)."""
+        rows = self._live_rows()
+        self.tables.clear()
+        if rows.size == 0:
+            return
+        x = self._vectors[rows] if x_all is None else x_all  # type: ignore[index]
+        buckets = self._hash_data(x)
+        self._codes[rows] = buckets
+        self.tables.insert_buckets(self.xp.asarray(rows), self.xp.asarray(buckets))
+
+    def _x_for_all(self, x: Any) -> Any:
+        """``x`` given in ids() order, validated, reordered to row order (or None = stored)."""
+        if x is None:
+            if not self.store:
+                raise ConfigError("this index keeps no vectors (store=False); pass x with every vector in ids() order")
+            return None
+        x = self._check_x(x)
+        if x.shape[0] != len(self):
+            raise InputError(f"x: expected {len(self)} rows (one per id, in ids() order), got {x.shape[0]}")
+        ids = self.ids()
+        rows = np.fromiter((self._row_of[i] for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        order = np.argsort(rows)  # row order of live rows
+        return x[order]
+
+    def rehash(self, x: Any = None) -> None:
+        """Re-insert every id with the same functions (from ``x``, in ids() order, or the stored vectors).
+
+        With a transform the scale is refitted first; a given ``x`` also replaces the
+        stored vectors.
+        """
+        xr = self._x_for_all(x)
+        if len(self) == 0:
+            return
+        if self.transform is not None:
+            self.transform.fit(self._vectors[self._live_rows()] if xr is None else xr)  # type: ignore[index]
+        if xr is not None and self.store:
+            rows = self._live_rows()
+            self._vectors[rows] = xr  # type: ignore[index]
+            self._norms[rows] = self._norms_of(np.asarray(xr))  # type: ignore[index]
+        self._rehash_rows(xr)
+
+    def rebuild(self, seed: int | None = None, x: Any = None) -> None:
+        """Draw new hash functions (``seed``, default ``self.seed + 1``) and re-insert every id."""
+        new_seed = self.seed + 1 if seed is None else check_int(seed, "seed", low=0)
+        if len(self):
+            self._x_for_all(x)  # validate before changing anything
+        family = self._make_family(new_seed)
+        self.family, self.seed = family, new_seed
+        self.tables = LSHTables(
+            self.l, family.num_buckets, self.tables.bucket_size, self.tables.policy,
+            self.tables.table_size, new_seed, self.backend,
+        )
+        if len(self):
+            self.rehash(x)
+
+    # -- persistence ------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-able, without backend and transform state)."""
+        return {
+            "dim": self.dim,
+            "family": self.family_name,
+            "k": self.k,
+            "l": self.l,
+            "bucket_size": self.tables.bucket_size,
+            "policy": self.tables.policy,
+            "seed": self.seed,
+            "store": self.store,
+            "n_probes": self.n_probes,
+            "table_size": self.tables.table_size,
+            **self.family_params,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to ``path`` atomically (lshcore file, kind ``"lsh-index"``, version 1)."""
+        rows = np.arange(self._n_rows)
+        meta = {
+            "config": self.config(),
+            "family_params": sorted(self.family_params),
+            "family_config": _jsonable(self.family.config()),
+            "transform": None
+            if self.transform is None
+            else {"name": self.transform.name, "config": _jsonable(self.transform.config())},
+            "n_rows": self._n_rows,
+            "next_id": self._next_id,
+            "counters": {"hash_mults": self.hash_mults, "rerank_mults": self.rerank_mults},
+        }
+        arrays = {"row_ids": self._row_ids[rows], "codes": self._codes[rows]}
+        if self.store:
+            assert self._vectors is not None
+            arrays["vectors"] = self._vectors[rows]
+        for name, arr in self.tables.state().items():
+            arrays["tables/" + name] = arr
+        save_arrays(path, FILE_KIND, FILE_VERSION, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], backend: str | Backend | None = None) -> LSHIndex:
+        """Read an index written by :meth:`save`; FileFormatError for a foreign or damaged file."""
+        meta, arrays, _ = load_arrays(path, FILE_KIND, FILE_VERSION)
+        try:
+            config = dict(meta["config"])
+            tinfo = meta["transform"]
+            transform = None
+            if tinfo is not None:
+                tconf = dict(tinfo["config"])
+                tdim = tconf.pop("dim")
+                transform = catalog.transform(tinfo["name"], tdim, **tconf)
+            index = cls(backend=backend, transform=transform, **config)
+            if json.loads(json.dumps(_jsonable(index.family.config()))) != meta["family_config"]:
+                raise FileFormatError(f"{path}: the hash family config does not match the saved one")
+            n_rows = int(meta["n_rows"])
+            row_ids = arrays["row_ids"]
+            codes = arrays["codes"]
+            if row_ids.shape != (n_rows,) or row_ids.dtype != np.int64:
+                raise FileFormatError(f"{path}: array row_ids has the wrong shape or dtype")
+            if codes.shape != (n_rows, index.l) or codes.dtype != np.int64:
+                raise FileFormatError(f"{path}: array codes has the wrong shape or dtype")
+            if codes.size and (codes.min() < 0 or codes.max() >= index.tables.table_size):
+                raise FileFormatError(f"{path}: array codes holds buckets out of range")
+            live = np.nonzero(row_ids >= 0)[0]
+            ids = row_ids[live]
+            if ids.size and (ids.max() >= ID_LIMIT or np.unique(ids).size != ids.size):
+                raise FileFormatError(f"{path}: array row_ids holds invalid or repeated ids")
+            index._grow(n_rows)
+            index._n_rows = n_rows
+            index._row_ids[:n_rows] = row_ids
+            index._codes[:n_rows] = codes
+            if index.store:
+                vec = arrays["vectors"]
+                if vec.shape != (n_rows, index.dim) or vec.dtype != np.float32 or not np.isfinite(vec).all():
+                    raise FileFormatError(f"{path}: array vectors has the wrong shape, dtype or values")
+                assert index._vectors is not None and index._norms is not None
+                index._vectors[:n_rows] = vec
+                index._norms[:n_rows] = index._norms_of(vec) if n_rows else 0
+            index._row_of = dict(zip(ids.tolist(), live.tolist(), strict=True))
+            index._free = np.nonzero(row_ids < 0)[0].tolist()
+            index._next_id = int(meta["next_id"])
+            index._identity = bool(np.array_equal(row_ids, np.arange(n_rows)))
+            state = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("tables/")}
+            index.tables.load_state(state, n_rows)
+            counters = meta.get("counters", {})
+            index.hash_mults = int(counters.get("hash_mults", 0))
+            index.rerank_mults = int(counters.get("rerank_mults", 0))
+        except FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, LookupError) as exc:
+            raise FileFormatError(f"{path}: not a valid lsh-index file ({type(exc).__name__}: {exc})") from exc
+        return index
+
+    def __repr__(self) -> str:
+        return (
+            f"LSHIndex(dim={self.dim}, family={self.family_name!r}, k={self.k}, l={self.l}, "
+            f"policy={self.tables.policy!r}, bucket_size={self.tables.bucket_size}, "
+            f"n={len(self)}, backend={self.backend.name!r})"
+        )
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """Plain JSON types (NumPy scalars to Python); backends dropped."""
+    out: dict[str, Any] = {}
+    for key, v in d.items():
+        if isinstance(v, Backend) or key == "backend":
+            continue
+        if isinstance(v, np.generic):
+            v = v.item()
+        out[key] = v
+    return out
+
+
+def _rerank_jaccard(base: np.ndarray, indptr: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by Jaccard similarity of the non-zero supports (NumPy, chunked)."""
+    m = q.shape[0]
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_r = np.full((m, k), -1, dtype=np.int64)
+    if rows.size == 0:
+        return out_s, out_r
+    counts = np.diff(indptr)
+    qidx = np.repeat(np.arange(m), counts)
+    scores = np.empty(rows.size, dtype=np.float32)
+    step = max(1, (1 << 22) // base.shape[1])
+    for lo in range(0, rows.size, step):
+        a = base[rows[lo : lo + step]] != 0
+        b = q[qidx[lo : lo + step]] != 0
+        inter = (a & b).sum(1)
+        union = (a | b).sum(1)
+        scores[lo : lo + step] = np.where(union > 0, inter / np.maximum(union, 1), 0)
+    order = np.lexsort((rows, -scores.astype(np.float64), qidx))
+    rank = np.arange(rows.size) - np.repeat(indptr[:-1], counts)
+    sel = order[rank < k]
+    out_s[qidx[sel], rank[rank < k]] = scores[sel]
+    out_r[qidx[sel], rank[rank < k]] = rows[sel]
+    return out_s, out_r

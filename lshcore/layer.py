@@ -1,0 +1,302 @@
+"""Fully connected layers of the core engine: dense, and hashed (LSH-selected neurons).
+
+Activations between layers are either a dense array ``(B, n)`` float32 or a
+:class:`~lshcore.selector.SparseBatch` (the active ids and their values). A
+:class:`HashedLayer` computes only its active neurons and returns a SparseBatch, so a
+following hashed layer multiplies only active inputs by active rows: the savings compound.
+
+Each worker thread owns a :class:`Workspace` per layer (gradient buffers, touched lists,
+what the forward pass must remember); the weights and optimizer state are shared
+(Hogwild: no locks). Every kernel reports its multiply-adds into a :class:`Counts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lshcore.backend import Backend, get_backend
+from lshcore.errors import ConfigError, InputError
+from lshcore.optim import Optimizer
+from lshcore.selector import ActiveSelector, SparseBatch
+from lshcore.validation import check_int
+
+__all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
+
+ACTIVATIONS = ("relu", "linear")
+
+
+@dataclass
+class Counts:
+    """Multiply-adds by kind: forward, backward, hashing queries, rehashing tables."""
+
+    forward: int = 0
+    backward: int = 0
+    hashing: int = 0
+    rehashing: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward + self.hashing + self.rehashing
+
+    def add(self, other: Counts) -> None:
+        self.forward += other.forward
+        self.backward += other.backward
+        self.hashing += other.hashing
+        self.rehashing += other.rehashing
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "forward": self.forward,
+            "backward": self.backward,
+            "hashing": self.hashing,
+            "rehashing": self.rehashing,
+            "total": self.total,
+        }
+
+
+@dataclass
+class Workspace:
+    """One worker's buffers for one layer (never shared between threads)."""
+
+    grad_w: np.ndarray
+    grad_b: np.ndarray
+    mark_w: np.ndarray
+    mark_b: np.ndarray
+    touched_w: np.ndarray
+    touched_b: np.ndarray
+    n_w: int = 0
+    n_b: int = 0
+    dense_grad: bool = False  # the last backward produced a dense gradient (grad_w as 2-D)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class _Layer:
+    """Shared parts: parameters, optimizer state, activation, kernels."""
+
+    hashed = False
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str = "relu",
+        seed: int = 0,
+        backend: str | Backend | None = None,
+        fan_in: int | None = None,
+    ):
+        self.n_in = check_int(n_in, "n_in", low=1)
+        self.n_out = check_int(n_out, "n_out", low=1)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        self.activation = activation
+        self.seed = check_int(seed, "seed", low=0)
+        self.backend = get_backend(backend)
+        if not self.backend.host_arrays:
+            raise ConfigError(f"the core layers run on host arrays; backend {self.backend.name!r} is not supported")
+        self.kernels = self.backend.kernels
+        rng = np.random.default_rng(self.seed)
+        # He/LeCun scale for the inputs that are actually non-zero: after a hashed layer
+        # only ``fan_in`` of the n_in inputs are active, and a full-fan-in scale would shrink
+        # the signal by sqrt(fan_in / n_in) per layer
+        self.fan_in = check_int(fan_in if fan_in is not None else n_in, "fan_in", low=1)
+        scale = np.sqrt((2.0 if activation == "relu" else 1.0) / self.fan_in)
+        self.weight = np.ascontiguousarray((rng.standard_normal((n_out, n_in)) * scale).astype(np.float32))
+        self.bias = np.zeros(n_out, np.float32)
+        self.states_w: list[np.ndarray] = []
+        self.states_b: list[np.ndarray] = []
+        self.step = 0
+
+    def init_optimizer(self, opt: Optimizer) -> None:
+        """Allocate (zeroed) optimizer state for ``opt`` unless it already has that shape."""
+        if len(self.states_w) != opt.n_states:
+            self.states_w = [np.zeros_like(self.weight) for _ in range(opt.n_states)]
+            self.states_b = [np.zeros_like(self.bias) for _ in range(opt.n_states)]
+
+    def new_workspace(self) -> Workspace:
+        size = self.n_out * self.n_in
+        return Workspace(
+            grad_w=np.zeros(size, np.float32),
+            grad_b=np.zeros(self.n_out, np.float32),
+            mark_w=np.zeros(size, np.uint8),
+            mark_b=np.zeros(self.n_out, np.uint8),
+            touched_w=np.zeros(size, np.int64),
+            touched_b=np.zeros(self.n_out, np.int64),
+        )
+
+    def _activate(self, z: np.ndarray) -> np.ndarray:
+        return np.maximum(z, 0) if self.activation == "relu" else z
+
+    def _grad_z(self, grad: np.ndarray, z: np.ndarray) -> np.ndarray:
+        if self.activation == "relu":
+            return np.where(z > 0, grad, np.float32(0)).astype(np.float32)
+        return np.ascontiguousarray(grad, dtype=np.float32)
+
+    def _sparse_input(self, x: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(ids, vals, was_dense)`` of the input."""
+        if isinstance(x, SparseBatch):
+            if x.dim != self.n_in:
+                raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
+            return x.ids, x.vals, False
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in:
+            raise InputError(f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}")
+        ids, vals = self.kernels.dense_to_sparse(np.ascontiguousarray(x, dtype=np.float32))
+        return ids, vals, True
+
+    def _sparse_backward(self, ws: Workspace, gz: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+        c = ws.cache
+        grad_in, ws.n_w, ws.n_b, mults = self.kernels.layer_backward(
+            self.weight,
+            c["in_ids"],
+            c["in_vals"],
+            c["out_ids"],
+            gz,
+            need_grad_in,
+            ws.grad_w,
+            ws.grad_b,
+            ws.mark_w,
+            ws.mark_b,
+            ws.touched_w,
+            ws.touched_b,
+            ws.n_w,
+            ws.n_b,
+        )
+        ws.dense_grad = False
+        counts.backward += int(mults)
+        if not need_grad_in:
+            return None
+        if c["in_dense"]:  # the previous layer gave a dense array: scatter back
+            dense = np.zeros((gz.shape[0], self.n_in + 1), np.float32)
+            ids = c["in_ids"]
+            cols = np.where(ids >= 0, ids, self.n_in)
+            np.add.at(dense, (np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape), cols), grad_in)
+            return dense[:, : self.n_in]
+        return grad_in
+
+    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> np.ndarray:
+        """One optimizer step from the workspace's gradient; returns the rows changed."""
+        self.step += 1
+        step = self.step
+        if ws.dense_grad:
+            opt.dense_step(self.weight, ws.cache["dense_gw"], self.states_w, step)
+            opt.dense_step(self.bias, ws.cache["dense_gb"], self.states_b, step)
+            return np.arange(self.n_out)
+        opt.sparse_step(self.kernels, self.weight.reshape(-1), ws.grad_w, ws.mark_w, ws.touched_w, ws.n_w, self.states_w, step)
+        rows = ws.touched_b[: ws.n_b].copy()
+        opt.sparse_step(self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b, step)
+        ws.n_w = 0
+        ws.n_b = 0
+        return rows
+
+    def dense_cost(self) -> int:
+        """Multiply-adds of one dense forward pass of one input."""
+        return self.n_in * self.n_out
+
+
+class DenseLayer(_Layer):
+    """Every neuron computed: BLAS on dense input, the gather kernel on sparse input."""
+
+    def forward(self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False) -> np.ndarray:
+        """Activations (B, n_out) of input ``x`` (dense (B, n_in) or SparseBatch)."""
+        c = ws.cache
+        if isinstance(x, SparseBatch):
+            ids, vals, _ = self._sparse_input(x)
+            out_ids = np.ascontiguousarray(np.broadcast_to(np.arange(self.n_out, dtype=np.int64), (ids.shape[0], self.n_out)))
+            z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, out_ids)
+            c.update(in_ids=ids, in_vals=vals, out_ids=out_ids, in_dense=False, sparse=True)
+        else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            z = x @ self.weight.T + self.bias
+            mults = x.shape[0] * self.n_in * self.n_out
+            c.update(x=x, sparse=False)
+        counts.forward += int(mults)
+        c["z"] = z
+        return self._activate(z)
+
+    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+        """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
+        c = ws.cache
+        gz = self._grad_z(grad, c["z"])
+        if c["sparse"]:
+            return self._sparse_backward(ws, gz, need_grad_in, counts)
+        x = c["x"]
+        c["dense_gw"] = gz.T @ x
+        c["dense_gb"] = gz.sum(axis=0)
+        ws.dense_grad = True
+        mults = x.shape[0] * self.n_in * self.n_out
+        counts.backward += mults * (2 if need_grad_in else 1)
+        return gz @ self.weight if need_grad_in else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "dense",
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "activation": self.activation,
+            "seed": self.seed,
+            "fan_in": self.fan_in,
+        }
+
+
+class HashedLayer(_Layer):
+    """Only the neurons its :class:`ActiveSelector` picks are computed, forward and backward.
+
+    ``selector`` options (``active``, ``policy``, ``family``, ``k``, ``l``, ``transform``,
+    ``rehash``, ``rebuild``, ...) are passed through ``**selector_options``.
+    """
+
+    hashed = True
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str = "relu",
+        seed: int = 0,
+        backend: str | Backend | None = None,
+        fan_in: int | None = None,
+        **selector_options: Any,
+    ):
+        super().__init__(n_in, n_out, activation, seed, backend, fan_in)
+        selector_options.setdefault("seed", self.seed)
+        self.selector = ActiveSelector(n_in, n_out, backend=self.backend, **selector_options)
+        self.selector.fit(self.weight, self.bias)
+
+    def forward(self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False) -> SparseBatch:
+        """Active ids and activations (a SparseBatch) for input ``x`` (dense or SparseBatch)."""
+        ids, vals, was_dense = self._sparse_input(x)
+        query = x if was_dense else SparseBatch(ids, vals, self.n_in)
+        active = self.selector.select(query, labels=labels, training=training)
+        counts.hashing += active.hash_mults
+        z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, active.ids)
+        counts.forward += int(mults)
+        ws.cache.update(in_ids=ids, in_vals=vals, out_ids=active.ids, in_dense=was_dense, z=z)
+        a = self._activate(z)
+        return SparseBatch(active.ids, np.where(active.ids >= 0, a, np.float32(0)).astype(np.float32), self.n_out)
+
+    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+        gz = self._grad_z(grad, ws.cache["z"])
+        return self._sparse_backward(ws, gz, need_grad_in, counts)
+
+    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> np.ndarray:
+        rows = super().apply_update(ws, opt)
+        cost = self.selector.after_update(self.weight, self.bias, rows)
+        if counts is not None:
+            counts.rehashing += cost
+        return rows
+
+    def config(self) -> dict[str, Any]:
+        sel = self.selector.config()
+        for key in ("n_in", "n_out", "seed"):
+            sel.pop(key)
+        return {
+            "type": "hashed",
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "activation": self.activation,
+            "seed": self.seed,
+            "fan_in": self.fan_in,
+            "selector": sel,
+        }

@@ -1,0 +1,246 @@
+"""A model: a stack of dense and hashed layers, its loss, and save/load.
+
+The loss is softmax cross-entropy over the output layer's active neurons (all of them
+for a dense output layer); with |Y| labels the target is 1/|Y| on each, so the
+gradient on z is (p - 1/|Y|)/B on label neurons and p/B on the others.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lshcore.backend import Backend
+from lshcore.errors import ConfigError, FileFormatError, InputError
+from lshcore.fileformat import load_arrays, save_arrays
+from lshcore.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
+from lshcore.optim import Optimizer
+from lshcore.selector import ActiveSelector, SparseBatch, labels_matrix
+from lshcore.validation import as_batch, check_float
+
+__all__ = ["Model", "softmax_xent", "MODEL_KIND", "MODEL_VERSION"]
+
+MODEL_KIND = "lsh-model"
+MODEL_VERSION = 1
+
+
+def softmax_xent(ids: np.ndarray | None, z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Softmax cross-entropy over the active logits ``z (B, m)`` of neurons ``ids``.
+
+    ``ids`` None means neuron j is column j; -1 ids are padding. ``labels (B, n)`` -1
+    padded. Returns ``(mean loss, grad on z (B, m), predicted neuron ids (B,))``.
+    """
+    batch, m = z.shape
+    if ids is None:
+        ids = np.broadcast_to(np.arange(m, dtype=np.int64), (batch, m))
+    valid = ids >= 0
+    zz = np.where(valid, z, -np.inf).astype(np.float64)
+    zmax = zz.max(axis=1, keepdims=True)
+    e = np.where(valid, np.exp(zz - zmax), 0.0)
+    p = e / e.sum(axis=1, keepdims=True)
+    is_label = valid & (ids[:, :, None] == labels[:, None, :]).any(axis=2) if labels.shape[1] else np.zeros_like(valid)
+    n_labels = is_label.sum(axis=1, keepdims=True)
+    target = np.where(n_labels > 0, is_label / np.maximum(n_labels, 1), 0.0)
+    logp = np.where(valid, zz - zmax - np.log(e.sum(axis=1, keepdims=True)), 0.0)
+    loss = float(-(target * logp).sum() / batch)
+    has = n_labels > 0
+    grad = np.where(valid & has, (p - target) / batch, 0.0).astype(np.float32)
+    pred = ids[np.arange(batch), np.argmax(zz, axis=1)]
+    return loss, grad, pred
+
+
+class Model:
+    """A stack of layers; ``layers[i].n_out == layers[i+1].n_in``. The last layer's
+    outputs are the class scores (use ``activation="linear"`` there)."""
+
+    def __init__(self, layers: list[_Layer]):
+        if not layers:
+            raise ConfigError("a model needs at least one layer")
+        for i in range(1, len(layers)):
+            if layers[i].n_in != layers[i - 1].n_out:
+                raise ConfigError(
+                    f"layer {i} takes {layers[i].n_in} inputs but layer {i - 1} has {layers[i - 1].n_out} outputs"
+                )
+        self.layers = layers
+        self.optimizer: Optimizer | None = None
+
+    @classmethod
+    def mlp(
+        cls,
+        n_in: int,
+        hidden: list[int],
+        n_out: int,
+        active: float = 0.05,
+        hashed_output: bool = False,
+        seed: int = 0,
+        backend: str | Backend | None = None,
+        **selector_options: Any,
+    ) -> Model:
+        """ReLU hidden layers (hashed when ``active < 1``) and a linear output layer
+        (dense unless ``hashed_output``); layer i is seeded with ``seed + i``."""
+        active = check_float(active, "active", low=0.0, high=1.0, open_low=True)
+        sizes = [n_in, *hidden, n_out]
+        layers: list[_Layer] = []
+        for i in range(len(sizes) - 1):
+            last = i == len(sizes) - 2
+            act = "linear" if last else "relu"
+            hashed = active < 1.0 and (not last or hashed_output)
+            prev_hashed = bool(layers) and layers[-1].hashed
+            fan_in = int(np.ceil(active * sizes[i])) if prev_hashed else None
+            if hashed:
+                layers.append(
+                    HashedLayer(sizes[i], sizes[i + 1], act, seed + i, backend, fan_in, active=active, **selector_options)
+                )
+            else:
+                layers.append(DenseLayer(sizes[i], sizes[i + 1], act, seed + i, backend, fan_in))
+        return cls(layers)
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_out(self) -> int:
+        return self.layers[-1].n_out
+
+    def set_optimizer(self, opt: Optimizer) -> None:
+        """Use ``opt`` for training; allocates state when the kind of optimizer changes."""
+        for layer in self.layers:
+            layer.init_optimizer(opt)
+        self.optimizer = opt
+
+    def workspaces(self) -> list[Workspace]:
+        """A fresh set of per-layer buffers for one worker thread."""
+        return [layer.new_workspace() for layer in self.layers]
+
+    # -- passes ------------------------------------------------------------------------
+    def forward(self, x: Any, wss: list[Workspace], counts: Counts, labels: Any = None, training: bool = False) -> Any:
+        h = x
+        last = len(self.layers) - 1
+        for i, (layer, ws) in enumerate(zip(self.layers, wss, strict=True)):
+            h = layer.forward(h, ws, counts, labels=labels if i == last else None, training=training)
+        return h
+
+    def _logits(self, out: Any) -> tuple[np.ndarray | None, np.ndarray]:
+        if isinstance(out, SparseBatch):
+            return out.ids, out.vals
+        return None, out
+
+    def train_step(self, x: np.ndarray, labels: Any, wss: list[Workspace], counts: Counts) -> float:
+        """Forward, backward and one optimizer step on one mini-batch; returns the loss."""
+        if self.optimizer is None:
+            raise ConfigError("call set_optimizer() before training")
+        lab = labels_matrix(labels, x.shape[0], self.n_out)
+        out = self.forward(x, wss, counts, labels=lab, training=True)
+        ids, z = self._logits(out)
+        loss, grad, _ = softmax_xent(ids, z, lab)
+        g: Any = grad
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(wss[i], g, i > 0, counts)
+        for layer, ws in zip(self.layers, wss, strict=True):
+            layer.apply_update(ws, self.optimizer, counts)
+        return loss
+
+    def predict(self, x: Any, wss: list[Workspace] | None = None, counts: Counts | None = None, batch_size: int = 512) -> np.ndarray:
+        """Predicted class ids (n,), with the layers' active sets (sparse inference)."""
+        x = as_batch(x, self.n_in, "x")
+        wss = wss or self.workspaces()
+        counts = counts if counts is not None else Counts()
+        preds = []
+        for start in range(0, x.shape[0], batch_size):
+            out = self.forward(x[start : start + batch_size], wss, counts)
+            ids, z = self._logits(out)
+            lab = np.full((z.shape[0], 0), -1, np.int64)
+            preds.append(softmax_xent(ids, z, lab)[2])
+        return np.concatenate(preds)
+
+    def dense_cost(self, n_samples: int, training: bool = True) -> int:
+        """Multiply-adds of the dense network for ``n_samples`` inputs: forward, plus in
+        training the weight gradient of every layer and the input gradient of all but
+        the first."""
+        fwd = sum(layer.dense_cost() for layer in self.layers)
+        if not training:
+            return n_samples * fwd
+        bwd = 2 * fwd - self.layers[0].dense_cost()
+        return n_samples * (fwd + bwd)
+
+    def dense_twin(self, seed: int | None = None) -> Model:
+        """The same architecture with every layer dense (same initial weights when
+        ``seed`` is None and this model is untrained)."""
+        layers: list[_Layer] = []
+        for layer in self.layers:
+            twin = DenseLayer(layer.n_in, layer.n_out, layer.activation, layer.seed if seed is None else seed, layer.backend)
+            layers.append(twin)
+        return Model(layers)
+
+    def config(self) -> list[dict[str, Any]]:
+        return [layer.config() for layer in self.layers]
+
+    # -- files -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Write weights, optimizer state and hash-table state atomically (kind "lsh-model")."""
+        arrays: dict[str, np.ndarray] = {}
+        layers_meta = []
+        for i, layer in enumerate(self.layers):
+            arrays[f"l{i}.weight"] = layer.weight
+            arrays[f"l{i}.bias"] = layer.bias
+            for j, s in enumerate(layer.states_w):
+                arrays[f"l{i}.state_w{j}"] = s
+                arrays[f"l{i}.state_b{j}"] = layer.states_b[j]
+            entry: dict[str, Any] = {"config": layer.config(), "step": layer.step, "n_states": len(layer.states_w)}
+            if isinstance(layer, HashedLayer):
+                sel_meta, sel_arrays = layer.selector.state()
+                entry["selector"] = sel_meta
+                for name, arr in sel_arrays.items():
+                    arrays[f"l{i}.sel.{name}"] = arr
+            layers_meta.append(entry)
+        meta = {
+            "layers": layers_meta,
+            "optimizer": self.optimizer.config() if self.optimizer is not None else None,
+            "extra": extra or {},
+        }
+        return save_arrays(path, MODEL_KIND, MODEL_VERSION, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], backend: str | Backend | None = None) -> tuple[Model, dict[str, Any]]:
+        """A model saved with :meth:`save`, and the ``extra`` metadata saved with it."""
+        meta, arrays, _ = load_arrays(path, MODEL_KIND, MODEL_VERSION)
+        try:
+            layers: list[_Layer] = []
+            for i, entry in enumerate(meta["layers"]):
+                cfg = entry["config"]
+                weight = arrays[f"l{i}.weight"]
+                bias = arrays[f"l{i}.bias"]
+                if weight.shape != (cfg["n_out"], cfg["n_in"]) or bias.shape != (cfg["n_out"],):
+                    raise FileFormatError(f"{path}: layer {i} arrays do not match its shape")
+                layer: _Layer
+                args = (cfg["n_in"], cfg["n_out"], cfg["activation"], cfg["seed"], backend, cfg.get("fan_in"))
+                if cfg["type"] == "dense":
+                    layer = DenseLayer(*args)
+                else:
+                    layer = HashedLayer.__new__(HashedLayer)
+                    _Layer.__init__(layer, *args)
+                layer.weight = np.ascontiguousarray(weight, dtype=np.float32)
+                layer.bias = np.ascontiguousarray(bias, dtype=np.float32)
+                layer.states_w = [np.ascontiguousarray(arrays[f"l{i}.state_w{j}"]) for j in range(entry["n_states"])]
+                layer.states_b = [np.ascontiguousarray(arrays[f"l{i}.state_b{j}"]) for j in range(entry["n_states"])]
+                layer.step = int(entry["step"])
+                if cfg["type"] == "hashed":
+                    prefix = f"l{i}.sel."
+                    sel_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                    layer.selector = ActiveSelector.from_state(  # type: ignore[attr-defined]
+                        entry["selector"], sel_arrays, layer.weight, layer.bias, backend=layer.backend
+                    )
+                layers.append(layer)
+        except (KeyError, TypeError) as exc:
+            raise FileFormatError(f"{path}: model file is missing {exc}") from exc
+        model = cls(layers)
+        if meta.get("optimizer"):
+            opt_cfg = dict(meta["optimizer"])
+            opt = Optimizer(**opt_cfg)
+            model.optimizer = opt
+        return model, dict(meta.get("extra", {}))
+

@@ -1,0 +1,536 @@
+"""Active-set selection: which neurons of a layer to compute for each input.
+
+An :class:`ActiveSelector` keeps LSH tables over a layer's rows ``[w, b]`` (through a
+MIPS transform, the bias folded in as an extra coordinate) and, for a batch of inputs
+``[x, 1]``, picks the neurons likely to have the largest activations. It is used by the
+core hashed layer and by the framework adapters.
+
+Policies (``policy=``):
+
+- ``topk`` (Spring & Shrivastava 2017): the ``m = ceil(active * n_out)`` neurons hit in
+  the most tables; ties broken at random (seeded); padded with random neurons when
+  fewer than ``m`` were hit.
+- ``union`` (SLIDE): any neuron hit in at least one table, a random subset when more
+  than ``m``, padded at random to ``m``.
+- ``threshold``: neurons hit in at least ``threshold`` tables (at most ``m``, no padding).
+- ``batch_union`` (Mongoose): one set for the whole batch, the ``batch_factor * m``
+  neurons with the most hits summed over the batch.
+- ``exact``: the true top ``m`` by activation (an oracle: costs a dense product).
+- ``random``: ``m`` neurons at random (the baseline).
+
+In training (``training=True`` with ``labels``) the label neurons are always active.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lshcore.backend import Backend, get_backend
+from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameError
+from lshcore.schedule import Schedule, parse_schedule
+from lshcore.validation import as_batch, check_float, check_int, is_sparse
+
+__all__ = ["ActiveSet", "ActiveSelector", "SparseBatch", "POLICIES", "LSH_POLICIES", "labels_matrix"]
+
+POLICIES = ("topk", "union", "threshold", "batch_union", "exact", "random")
+LSH_POLICIES = ("topk", "union", "threshold", "batch_union")
+
+
+@dataclass
+class SparseBatch:
+    """A batch of sparse vectors in padded form: ``ids (B, w)`` int64 (-1 padding) and
+    ``vals (B, w)`` float32; ``dim`` is the length of the vectors."""
+
+    ids: np.ndarray
+    vals: np.ndarray
+    dim: int
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.ids.shape[0])
+
+    def to_dense(self) -> np.ndarray:
+        """The (B, dim) float32 dense form."""
+        out = np.zeros((self.ids.shape[0], self.dim + 1), np.float32)
+        rows = np.broadcast_to(np.arange(self.ids.shape[0])[:, None], self.ids.shape)
+        cols = np.where(self.ids >= 0, self.ids, self.dim)
+        np.add.at(out, (rows, cols), np.where(self.ids >= 0, self.vals, 0))
+        return out[:, : self.dim]
+
+    def nnz(self) -> int:
+        return int(((self.ids >= 0) & (self.vals != 0)).sum())
+
+    def to_csr(self, extra_one: bool = False) -> Any:
+        """scipy CSR (B, dim) of the non-zeros; with ``extra_one`` (B, dim + 1) with a
+        trailing 1 per row (the bias coordinate)."""
+        import scipy.sparse as sp
+
+        ok = (self.ids >= 0) & (self.vals != 0)
+        batch = self.ids.shape[0]
+        rows = np.broadcast_to(np.arange(batch)[:, None], self.ids.shape)[ok]
+        cols = self.ids[ok]
+        vals = self.vals[ok].astype(np.float32)
+        dim = self.dim
+        if extra_one:
+            rows = np.concatenate([rows, np.arange(batch)])
+            cols = np.concatenate([cols, np.full(batch, dim)])
+            vals = np.concatenate([vals, np.ones(batch, np.float32)])
+            dim += 1
+        csr = sp.csr_matrix((vals, (rows, cols)), shape=(batch, dim))
+        csr.sum_duplicates()
+        csr.sort_indices()
+        return csr
+
+
+@dataclass
+class ActiveSet:
+    """The neurons selected for each input of a batch.
+
+    ``ids (B, m)`` int64, ascending in each row, -1 padding at the end; ``hash_mults``
+    the multiplications the selection cost (hashing the queries; the dense product for
+    ``exact``); ``shared`` is True when every row holds the same set (``batch_union``).
+    """
+
+    ids: np.ndarray
+    hash_mults: int = 0
+    shared: bool = False
+
+    @property
+    def m(self) -> int:
+        """The padded width (the most neurons any row may hold)."""
+        return int(self.ids.shape[1])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.ids.shape[0])
+
+    def counts(self) -> np.ndarray:
+        """Number of selected neurons per row, (B,) int64."""
+        return (self.ids >= 0).sum(axis=1)
+
+    def to_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR form ``(indptr (B+1,), ids (nnz,))``."""
+        ok = self.ids >= 0
+        indptr = np.zeros(self.ids.shape[0] + 1, np.int64)
+        np.cumsum(ok.sum(axis=1), out=indptr[1:])
+        return indptr, self.ids[ok]
+
+
+def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
+    """Labels as a (B, n_labels) int64 matrix padded with -1 (InputError when invalid)."""
+    if labels is None:
+        return np.full((batch, 0), -1, np.int64)
+    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        mat = labels.astype(np.int64)
+    elif isinstance(labels, (list, tuple)) and any(np.ndim(v) > 0 for v in labels):
+        if len(labels) != batch:
+            raise InputError(f"labels: expected {batch} label lists, got {len(labels)}")
+        lists = [np.asarray(v, np.int64).reshape(-1) for v in labels]
+        width = max((v.size for v in lists), default=0)
+        mat = np.full((batch, width), -1, np.int64)
+        for i, v in enumerate(lists):
+            mat[i, : v.size] = v
+    else:
+        arr = np.asarray(labels)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise InputError(f"labels: expected (B,) integers or a list of label arrays, got {arr.dtype} {arr.shape}")
+        mat = arr.astype(np.int64)[:, None]
+    if mat.shape[0] != batch:
+        raise InputError(f"labels: expected {batch} rows, got {mat.shape[0]}")
+    if mat.size and (mat.max() >= n_out or mat.min() < -1):
+        raise InputError(f"labels: ids must lie in [0, {n_out}), got {int(mat.max())}/{int(mat.min())}")
+    return np.ascontiguousarray(mat)
+
+
+class _Tables:
+    """The current LSH functions and their tables, replaced as a whole (lock-free reads).
+
+    ``codes (n_out, L)``; ``sorted_codes``/``sorted_ids`` (L, n_out): each table's codes in
+    ascending order and the row ids in that order.
+    """
+
+    def __init__(self, family: Any, transform: Any, codes: np.ndarray):
+        self.family = family
+        self.transform = transform
+        self.set_codes(codes)
+
+    def set_codes(self, codes: np.ndarray) -> None:
+        self.codes = np.ascontiguousarray(codes, dtype=np.int64)
+        order = np.argsort(self.codes, axis=0, kind="stable").T
+        self.sorted_ids = np.ascontiguousarray(order, dtype=np.int64)
+        self.sorted_codes = np.ascontiguousarray(np.take_along_axis(self.codes.T, order, axis=1))
+
+
+class ActiveSelector:
+    """Chooses the active neurons of a layer with ``n_in`` inputs and ``n_out`` neurons.
+
+    ``active`` is the share of neurons per input (``m = ceil(active * n_out)``);
+    ``family``/``k``/``l``/``transform`` the LSH functions (``transform=None`` hashes the
+    rows as they are); ``rehash``/``rebuild`` the schedules of :mod:`lshcore.schedule`
+    (``schedule`` is an alias of ``rehash``); ``threshold`` the hit count of the
+    ``threshold`` policy; ``batch_factor`` the set size of ``batch_union`` in units of m.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        active: float = 0.05,
+        policy: str = "topk",
+        family: str = "srp",
+        k: int = 6,
+        l: int = 20,  # noqa: E741
+        transform: str | None = "simple_lsh",
+        seed: int = 0,
+        backend: str | Backend | None = None,
+        rehash: str | Schedule | None = None,
+        rebuild: str | Schedule | None = None,
+        *,
+        schedule: str | Schedule | None = None,
+        threshold: int = 2,
+        batch_factor: float = 4.0,
+        **family_params: Any,
+    ):
+        self.n_in = check_int(n_in, "n_in", low=1)
+        self.n_out = check_int(n_out, "n_out", low=1)
+        self.active = check_float(active, "active", low=0.0, high=1.0, open_low=True)
+        if policy not in POLICIES:
+            raise UnknownNameError("policy", str(policy), POLICIES)
+        self.policy = policy
+        self.k = check_int(k, "k", low=1, high=62)
+        self.l = check_int(l, "l", low=1)
+        self.seed = check_int(seed, "seed", low=0)
+        self.threshold = check_int(threshold, "threshold", low=1)
+        self.batch_factor = check_float(batch_factor, "batch_factor", low=1.0)
+        self.family_name = str(family)
+        self.family_params = dict(family_params)
+        self.transform_name = transform
+        if policy in LSH_POLICIES:
+            from lshcore import catalog
+
+            catalog.family_class(self.family_name)  # UnknownNameError now, not at fit
+            if transform is not None and transform not in catalog.transforms():
+                raise UnknownNameError("transform", str(transform), catalog.transforms())
+        if rehash is not None and schedule is not None:
+            raise ConfigError("give either rehash= or its alias schedule=, not both")
+        self.rehash_schedule = parse_schedule(rehash if rehash is not None else schedule, "rehash", "fixed:50")
+        self.rebuild_schedule = parse_schedule(rebuild, "rebuild", "never")
+        self.backend = get_backend(backend)
+        self._kernels = self.backend.kernels if self.backend.host_arrays else get_backend("numpy").kernels
+        self.m = min(self.n_out, max(1, int(np.ceil(self.active * self.n_out - 1e-9))))
+        self._tables: _Tables | None = None
+        self._weight: np.ndarray | None = None
+        self._bias: np.ndarray | None = None
+        self._dirty = np.zeros(self.n_out, dtype=bool)
+        self._lock = threading.Lock()
+        self.calls = 0  # select() calls so far: varies the random tie-breaks per batch
+        self.step = 0  # after_update() calls so far
+        self.rebuilds = 0
+        self.rehashes = 0
+        self.query_mults = 0
+        self.rehash_mults = 0
+        self.changed_share: float | None = None
+
+    # -- construction -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-able) that rebuild this selector."""
+        return {
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "active": self.active,
+            "policy": self.policy,
+            "family": self.family_name,
+            "k": self.k,
+            "l": self.l,
+            "transform": self.transform_name,
+            "seed": self.seed,
+            "rehash": self.rehash_schedule.spec(),
+            "rebuild": self.rebuild_schedule.spec(),
+            "threshold": self.threshold,
+            "batch_factor": self.batch_factor,
+            **self.family_params,
+        }
+
+    @property
+    def uses_hashing(self) -> bool:
+        return self.policy in LSH_POLICIES
+
+    def _rows(self, weight: np.ndarray, bias: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        w = weight if ids is None else weight[ids]
+        b = bias if ids is None else bias[ids]
+        return np.concatenate([w, b[:, None]], axis=1).astype(np.float32)
+
+    def _make_tables(self, rows: np.ndarray, seed: int) -> tuple[_Tables, int]:
+        from lshcore import catalog
+
+        tf = None
+        dim = self.n_in + 1
+        if self.transform_name is not None:
+            tf = catalog.transform(self.transform_name, dim)
+            tf.fit(rows)
+            dim = tf.out_dim
+        fam = catalog.hash_family(
+            self.family_name, dim, self.k, self.l, seed=seed, backend=self.backend, **self.family_params
+        )
+        data = tf.data(rows) if tf is not None else rows
+        codes = self.backend.to_numpy(fam.hash(data))
+        return _Tables(fam, tf, codes), int(fam.hash_cost(rows.shape[0]))
+
+    def fit(self, weight: Any, bias: Any) -> ActiveSelector:
+        """Build the tables over the rows ``[w, b]`` of ``weight (n_out, n_in)``, ``bias (n_out,)``."""
+        weight = as_batch(weight, self.n_in, "weight")
+        if weight.shape[0] != self.n_out:
+            raise InputError(f"weight: expected {self.n_out} rows, got {weight.shape[0]}")
+        bias = np.asarray(bias, dtype=np.float32)
+        if bias.shape != (self.n_out,):
+            raise InputError(f"bias: expected shape ({self.n_out},), got {bias.shape}")
+        if not np.all(np.isfinite(bias)):
+            raise InputError("bias: contains NaN or infinite values")
+        self._weight, self._bias = weight, bias
+        if self.uses_hashing:
+            tables, cost = self._make_tables(self._rows(weight, bias), self.seed + self.rebuilds)
+            self.rehash_mults += cost
+            self._tables = tables
+        self._dirty[:] = False
+        return self
+
+    @property
+    def fitted(self) -> bool:
+        return self._weight is not None
+
+    # -- selection ----------------------------------------------------------------------
+    def _as_input(self, x: Any) -> tuple[Any, int, int]:
+        """(validated x, batch size, non-zeros) for dense, CSR or SparseBatch input."""
+        if isinstance(x, SparseBatch):
+            if x.dim != self.n_in:
+                raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
+            return x, x.batch_size, x.nnz()
+        if isinstance(x, tuple) and len(x) == 2:
+            sb = SparseBatch(np.asarray(x[0], np.int64), np.asarray(x[1], np.float32), self.n_in)
+            return self._as_input(sb)
+        xb = as_batch(x, self.n_in, "x", allow_sparse=True)
+        nnz = int(xb.nnz) if is_sparse(xb) else int(np.count_nonzero(xb))
+        return xb, int(xb.shape[0]), nnz
+
+    def _query_matrix(self, x: Any, tables: _Tables) -> tuple[Any, int]:
+        """Transformed queries ``Q([x, 1])`` (CSR when sparse) and their stored non-zeros."""
+        import scipy.sparse as sp
+
+        if isinstance(x, SparseBatch):
+            q = x.to_csr(extra_one=True)
+        elif is_sparse(x):
+            ones = sp.csr_matrix(np.ones((x.shape[0], 1), np.float32))
+            q = sp.hstack([x, ones], format="csr")
+        else:
+            dense = np.concatenate([x, np.ones((x.shape[0], 1), np.float32)], axis=1)
+            q = sp.csr_matrix(dense)  # hash by the non-zeros only
+        if tables.transform is not None:
+            q = tables.transform.query(q)
+        if not is_sparse(q):
+            q = sp.csr_matrix(np.asarray(q))
+        if not tables.family.supports_sparse:
+            q = q.toarray()
+            return q, int(q.shape[0] * q.shape[1])
+        return q, int(q.nnz)
+
+    def select(self, x: Any, labels: Any = None, training: bool = False) -> ActiveSet:
+        """The active neurons for each row of ``x`` (dense (B, n_in), CSR, or SparseBatch).
+
+        ``labels`` ((B,) ints, (B, n) -1-padded, or a list of arrays) are forced into the
+        set when ``training`` is True.
+        """
+        if not self.fitted:
+            raise NotFittedError("ActiveSelector.select() before fit(weight, bias)")
+        x, batch, _ = self._as_input(x)
+        lab = labels_matrix(labels if training else None, batch, self.n_out)
+        m = max(self.m, lab.shape[1])
+        if self.policy == "batch_union":
+            m = max(min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum()))
+            m = min(m, self.n_out)
+        seed = (self.seed * 1_000_003 + self.calls) & 0x7FFFFFFF
+        self.calls += 1
+        kern = self._kernels
+        if self.policy == "random":
+            empty = np.zeros(batch + 1, np.int64)
+            ids = kern.select_active(empty, np.zeros(0, np.int64), np.zeros(0, np.int32), lab, self.n_out, m, 1, True, True, seed)
+            return ActiveSet(ids, 0)
+        if self.policy == "exact":
+            return self._select_exact(x, lab, m)
+        tables = self._tables
+        assert tables is not None
+        q, q_nnz = self._query_matrix(x, tables)
+        codes = self.backend.to_numpy(tables.family.hash(q))
+        cost = int(tables.family.hash_cost(batch, q_nnz))
+        self.query_mults += cost
+        indptr, cids, counts = kern.sorted_table_candidates(
+            np.ascontiguousarray(codes, np.int64), tables.sorted_codes, tables.sorted_ids, self.n_out
+        )
+        if self.policy == "batch_union":
+            total = np.bincount(cids, weights=counts, minlength=self.n_out)
+            hit = np.flatnonzero(total > 0)
+            one_ptr = np.array([0, hit.size], np.int64)
+            all_labels = np.unique(lab[lab >= 0])[None, :]
+            row = kern.select_active(one_ptr, hit.astype(np.int64), total[hit].astype(np.int32), all_labels, self.n_out, m, 1, True, True, seed)
+            return ActiveSet(np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True)
+        use_counts = self.policy != "union"
+        min_count = self.threshold if self.policy == "threshold" else 1
+        pad = self.policy != "threshold"
+        ids = kern.select_active(indptr, cids, counts, lab, self.n_out, m, min_count, use_counts, pad, seed)
+        return ActiveSet(ids, cost)
+
+    def _select_exact(self, x: Any, lab: np.ndarray, m: int) -> ActiveSet:
+        assert self._weight is not None and self._bias is not None
+        if isinstance(x, SparseBatch):
+            nnz = x.nnz()
+            x = x.to_dense()
+        elif is_sparse(x):
+            nnz = int(x.nnz)
+            x = x.toarray()
+        else:
+            nnz = int(np.count_nonzero(x))
+        z = x @ self._weight.T + self._bias
+        ok = lab >= 0
+        if ok.any():
+            rows = np.broadcast_to(np.arange(z.shape[0])[:, None], lab.shape)
+            z[rows[ok], lab[ok]] = np.inf
+        if m < self.n_out:
+            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
+        else:
+            top = np.broadcast_to(np.arange(self.n_out), z.shape)
+        return ActiveSet(np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out)
+
+    # -- keeping the tables in step -----------------------------------------------------
+    def after_update(self, weight: Any, bias: Any, rows_changed: Any = None) -> int:
+        """Record an optimizer step that changed ``rows_changed`` (ids or a bool mask; None =
+        all rows) and rehash/rebuild when the schedules say so. ``weight``/``bias`` are the
+        current parameters (the same arrays as at fit, or new ones). Returns the
+        multiplications spent hashing in this call.
+        """
+        if not self.fitted:
+            raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
+        if rows_changed is None:
+            changed = slice(None)
+        else:
+            arr = np.asarray(rows_changed)
+            changed = arr if arr.dtype == bool else arr.astype(np.int64)
+        with self._lock:
+            self._weight = np.asarray(weight)
+            self._bias = np.asarray(bias)
+            self._dirty[changed] = True
+            self.step += 1
+            if not self.uses_hashing:
+                return 0
+            cost = 0
+            if self.rebuild_schedule.due(self.step):
+                self.rebuilds += 1
+                tables, cost = self._make_tables(self._rows(self._weight, self._bias), self.seed + self.rebuilds)
+                self._tables = tables
+                self._dirty[:] = False
+                self.rebuild_schedule.fired(self.step)
+                self.rehash_schedule.fired(self.step)
+            elif self.rehash_schedule.due(self.step):
+                cost = self._maybe_rehash()
+            self.rehash_mults += cost
+            return cost
+
+    def _hash_rows(self, tables: _Tables, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        data = tables.transform.data(rows) if tables.transform is not None else rows
+        codes = self.backend.to_numpy(tables.family.hash(data))
+        return codes, int(tables.family.hash_cost(rows.shape[0]))
+
+    def _maybe_rehash(self) -> int:
+        assert self._tables is not None and self._weight is not None and self._bias is not None
+        tables = self._tables
+        dirty = np.flatnonzero(self._dirty)
+        cost = 0
+        if self.rehash_schedule.kind == "changed" and dirty.size:
+            rng = np.random.default_rng((self.seed, self.step))
+            sample = rng.choice(dirty, size=min(64, dirty.size), replace=False)
+            rows = self._rows(self._weight, self._bias, sample)
+            if tables.transform is not None and tables.transform.needs_refit(rows):
+                share = 1.0
+            else:
+                codes, cost = self._hash_rows(tables, rows)
+                share = float((codes != tables.codes[sample]).mean())
+            self.changed_share = share
+            if share < self.rehash_schedule.threshold:
+                self.rehash_schedule.fired(self.step)
+                return cost
+        self.rehash_schedule.fired(self.step)
+        if dirty.size == 0:
+            return cost
+        rows_all = self._rows(self._weight, self._bias)
+        if tables.transform is not None and tables.transform.needs_refit(rows_all[dirty]):
+            # a row outgrew the transform's scale: refit and rehash every row (same functions)
+            tables.transform.fit(rows_all)
+            codes, c = self._hash_rows(tables, rows_all)
+            new_tables = _Tables(tables.family, tables.transform, codes)
+        else:
+            codes_dirty, c = self._hash_rows(tables, rows_all[dirty])
+            codes = tables.codes.copy()
+            codes[dirty] = codes_dirty
+            new_tables = _Tables(tables.family, tables.transform, codes)
+        self._tables = new_tables
+        self._dirty[:] = False
+        self.rehashes += 1
+        return cost + c
+
+    # -- state for save/load ------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able meta, arrays) holding everything needed to resume bit-for-bit."""
+        meta: dict[str, Any] = {
+            "config": self.config(),
+            "calls": self.calls,
+            "step": self.step,
+            "rebuilds": self.rebuilds,
+            "rehashes": self.rehashes,
+            "rehash_schedule": self.rehash_schedule.state(),
+            "rebuild_schedule": self.rebuild_schedule.state(),
+            "scale": None,
+        }
+        arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
+        if self._tables is not None:
+            arrays["codes"] = self._tables.codes.copy()
+            if self._tables.transform is not None:
+                meta["scale"] = self._tables.transform.scale
+        return meta, arrays
+
+    @classmethod
+    def from_state(
+        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], weight: np.ndarray, bias: np.ndarray, backend: Any = None
+    ) -> ActiveSelector:
+        """Rebuild a selector saved with :meth:`state` over the given parameters."""
+        from lshcore import catalog
+
+        cfg = dict(meta["config"])
+        sel = cls(backend=backend, **cfg)
+        sel._weight, sel._bias = weight, bias
+        sel.calls = int(meta["calls"])
+        sel.step = int(meta["step"])
+        sel.rebuilds = int(meta["rebuilds"])
+        sel.rehashes = int(meta["rehashes"])
+        sel.rehash_schedule = Schedule.from_state(meta["rehash_schedule"])
+        sel.rebuild_schedule = Schedule.from_state(meta["rebuild_schedule"])
+        sel._dirty = arrays["dirty"].astype(bool).copy()
+        if sel.uses_hashing:
+            tf = None
+            dim = sel.n_in + 1
+            if sel.transform_name is not None:
+                tf = catalog.transform(sel.transform_name, dim)
+                tf.scale = meta["scale"]
+                dim = tf.out_dim
+            fam = catalog.hash_family(
+                sel.family_name, dim, sel.k, sel.l, seed=sel.seed + sel.rebuilds, backend=sel.backend, **sel.family_params
+            )
+            sel._tables = _Tables(fam, tf, arrays["codes"])
+        return sel
+
+    def __repr__(self) -> str:
+        return (
+            f"ActiveSelector(n_in={self.n_in}, n_out={self.n_out}, active={self.active}, "
+            f"policy={self.policy!r}, family={self.family_name!r}, k={self.k}, l={self.l})"
+        )

@@ -1,0 +1,672 @@
+"""The key-value memory of "Learning to Remember Rare Events" (Kaiser et al., ICLR 2017).
+
+Keys are unit vectors of size ``key_dim``, values integer labels (-1 = empty slot),
+ages count the update steps since a slot was last written. One update step
+(:meth:`LSHMemory.update`) for a batch of queries ``q`` with labels ``y``:
+
+1. ``q`` is normalized; its candidates are the ``k`` slots most similar by cosine
+   (exactly, or among the LSH index's candidates) plus the label's most recent slot.
+2. Loss ``relu(s_neg - s_pos + alpha)``: ``s_pos`` is the best similarity among the
+   candidates holding ``y`` (0 when none does, as published), ``s_neg`` the best among
+   the others (no loss when there are none).
+3. If the nearest slot holds ``y``, its key becomes ``normalize(q + key)`` and its age
+   resets; otherwise ``(q, y)`` overwrites the oldest slot: empty slots first, then the
+   largest ``age + uniform(-age_noise, age_noise)`` (seeded).
+4. Every age grows by one.
+
+With an LSH index, every write updates only the written slots in the index (remove the
+old codes, insert the new), never a full rebuild.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lshcore.errors import ConfigError, FileFormatError, InputError
+from lshcore.fileformat import load_arrays, save_arrays
+from lshcore.validation import as_batch, check_float, check_int
+
+__all__ = [
+    "LSHMemory",
+    "QueryResult",
+    "Selection",
+    "default_index_params",
+    "selected_keys",
+    "FILE_KIND",
+]
+
+FILE_KIND = "lsh-memory"
+FILE_VERSION = 1
+_MAX_LABEL = 2**62
+# float32 elements held at once by a search chunk (queries x keys, or candidates x key_dim)
+_CHUNK_ELEMENTS = 1 << 23
+_METRIC_IP = 0  # lshcore.kernels rerank_topk: score = inner product
+
+
+class QueryResult(NamedTuple):
+    """Nearest slot of each query: ``values`` (B,) int64 (-1 when the memory found
+    nothing), ``similarities`` (B,) float32 cosine (-inf when nothing), ``slots`` (B,)
+    int64 (-1 when nothing)."""
+
+    values: np.ndarray
+    similarities: np.ndarray
+    slots: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What one batch of labelled queries found in memory, before any write.
+
+    All arrays have B rows. ``candidates`` (B, k + 1) slot ids (best first, -1 padding;
+    the last column is the label's most recent slot), ``candidate_sims`` their cosines
+    (-inf padding), ``nearest`` (B,) the most similar of the top-k (-1 if none),
+    ``predicted`` its value, ``pos_slot``/``neg_slot`` (B,) the best slot with the right
+    / a wrong label (-1 if none), ``pos_sim``/``neg_sim`` their cosines (0 / nan when
+    absent), ``loss`` (B,) float32 ``relu(neg_sim - pos_sim + alpha)`` (0 without a
+    negative). ``version`` ties the selection to the memory state it was made from.
+    """
+
+    queries: np.ndarray
+    labels: np.ndarray
+    candidates: np.ndarray
+    candidate_sims: np.ndarray
+    nearest: np.ndarray
+    predicted: np.ndarray
+    similarity: np.ndarray
+    pos_slot: np.ndarray
+    neg_slot: np.ndarray
+    pos_sim: np.ndarray
+    neg_sim: np.ndarray
+    loss: np.ndarray
+    version: int
+
+    @property
+    def has_pos(self) -> np.ndarray:
+        """(B,) bool: some candidate holds the right label."""
+        return self.pos_slot >= 0
+
+    @property
+    def has_neg(self) -> np.ndarray:
+        """(B,) bool: some candidate holds a wrong label."""
+        return self.neg_slot >= 0
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(B,) bool: the nearest slot holds the right label."""
+        return self.predicted == self.labels
+
+
+def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, Any]:
+    """LSH index settings for a memory of ``size`` unit keys of size ``key_dim``.
+
+    :meth:`lshcore.IndexParams.default` (SRP for cosine, about ``log2(size) - 4`` bits per
+    table, 16 tables, 16 probes) with unbounded buckets, so every written slot stays
+    findable; ``benchmarks/results/memory.md`` gives the measured recall.
+    """
+    from lshcore.index import IndexParams
+
+    params = IndexParams.default(check_int(size, "size", low=1), check_int(key_dim, "key_dim", low=1))
+    out = params.to_dict()
+    out.update(policy="unbounded", seed=int(seed))
+    return out
+
+
+def selected_keys(memory: LSHMemory, selection: Selection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a framework wrapper needs to compute the loss with its own ops.
+
+    Positive keys (B, key_dim) float32 (zeros where no candidate holds the label, which
+    gives s_pos = 0 as published), negative keys (B, key_dim) (zeros where none) and a
+    (B,) float32 mask of the rows that have a negative; then
+    ``loss = relu(q . neg - q . pos + alpha) * mask`` for normalized queries q.
+    """
+    keys = memory._keys
+    pos = np.where(selection.has_pos[:, None], keys[np.maximum(selection.pos_slot, 0)], 0.0)
+    neg = np.where(selection.has_neg[:, None], keys[np.maximum(selection.neg_slot, 0)], 0.0)
+    return pos.astype(np.float32), neg.astype(np.float32), selection.has_neg.astype(np.float32)
+
+
+def _normalize(x: np.ndarray, name: str) -> np.ndarray:
+    """Rows of x scaled to unit norm; InputError naming a zero row."""
+    norms = np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise InputError(f"{name}: row {int(zero[0])} has zero norm and cannot be normalized")
+    return (x / norms[:, None]).astype(np.float32, copy=False)
+
+
+def _check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """(n,) non-negative integer labels as int64; InputError otherwise."""
+    arr = np.asarray(labels)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise InputError(f"{name}: expected integer labels, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(f"{name}: expected shape ({n},) to match the queries, got {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= _MAX_LABEL):
+        raise InputError(f"{name}: labels must lie in [0, 2**62), got {int(arr.min())}..{int(arr.max())}")
+    return arr.astype(np.int64, copy=True)
+
+
+def _index_kwargs(index: Any) -> dict[str, Any]:
+    """LSHIndex keyword arguments from a dict or a parameter object."""
+    if isinstance(index, dict):
+        return dict(index)
+    if dataclasses.is_dataclass(index) and not isinstance(index, type):
+        return dataclasses.asdict(index)
+    for attr in ("to_dict", "config", "asdict"):
+        method = getattr(index, attr, None)
+        if callable(method):
+            out = method()
+            if isinstance(out, dict):
+                return dict(out)
+    raise ConfigError(
+        f"index must be None, a dict of LSHIndex arguments or an IndexParams object; got {type(index).__name__}"
+    )
+
+
+class _ExactSearch:
+    """Brute-force cosine search over the filled slots (NumPy matmul)."""
+
+    name = "exact"
+
+    def __init__(self, memory: LSHMemory):
+        self.memory = memory
+
+    def topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) slot ids best first (-1 padding) and cosines (-inf padding)."""
+        mem = self.memory
+        n = mem._filled
+        b = q.shape[0]
+        slots = np.full((b, k), -1, dtype=np.int64)
+        sims = np.full((b, k), -np.inf, dtype=np.float32)
+        if n == 0:
+            return slots, sims
+        keys = mem._keys[:n]
+        kk = min(k, n)
+        rows = max(1, _CHUNK_ELEMENTS // n)
+        for start in range(0, b, rows):
+            block = q[start : start + rows] @ keys.T  # (r, n)
+            if kk == 1:
+                top = np.argmax(block, axis=1)[:, None]
+            elif kk < n:
+                part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+                part_sims = np.take_along_axis(block, part, axis=1)
+                top = np.take_along_axis(part, np.argsort(-part_sims, axis=1, kind="stable"), axis=1)
+            else:
+                top = np.argsort(-block, axis=1, kind="stable")
+            slots[start : start + rows, :kk] = top
+            sims[start : start + rows, :kk] = np.take_along_axis(block, top, axis=1)
+        return slots, sims
+
+    def write(self, slots: np.ndarray, keys: np.ndarray, new: np.ndarray) -> None:
+        """Nothing to keep in step: the search reads the key array directly."""
+
+    def clear(self) -> None:
+        pass
+
+    def config(self) -> dict[str, Any] | None:
+        return None
+
+
+class _IndexSearch:
+    """Cosine search through an LSHIndex over the slot keys (store=False: the memory
+    owns the keys; the index only returns candidate slots, rescored exactly here)."""
+
+    name = "lsh"
+
+    def __init__(self, memory: LSHMemory, params: dict[str, Any]):
+        from lshcore.index import LSHIndex  # the index pulls in kernels: load on use
+
+        self.memory = memory
+        self.params = dict(params)
+        kwargs = dict(self.params)
+        kwargs.setdefault("family", "srp")
+        # unbounded buckets: a written slot is never dropped from its buckets
+        kwargs.setdefault("policy", "unbounded")
+        self.params.setdefault("policy", kwargs["policy"])
+        kwargs["store"] = False
+        self._factory = lambda: LSHIndex(memory.key_dim, **kwargs)
+        self.index = self._factory()
+        self._ones = np.ones(memory.size, dtype=np.float32)  # key norms (ignored for ip)
+
+    def clear(self) -> None:
+        self.index = self._factory()
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def write(self, slots: np.ndarray, keys: np.ndarray, new: np.ndarray) -> None:
+        """Keep the index in step with written slots: rehash the re-written ones,
+        insert the slots filled for the first time."""
+        if np.any(~new):
+            self.index.update(slots[~new], keys[~new])
+        if np.any(new):
+            self.index.add(keys[new], ids=slots[new])
+
+    def topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) best candidate slots by exact cosine (-1 padding) and cosines (-inf)."""
+        mem = self.memory
+        b = q.shape[0]
+        if mem._filled == 0:
+            return np.full((b, k), -1, dtype=np.int64), np.full((b, k), -np.inf, dtype=np.float32)
+        cand = self.index.candidates(q)
+        backend = self.index.backend
+        # keys and queries are unit vectors: inner product (metric 0) is the cosine;
+        # the memory's own keys are passed, so the index needs no copy of them
+        sims, slots = backend.kernel("rerank_topk")(
+            mem._keys, self._ones, cand.indptr, cand.ids, q, np.ones(b, np.float32), k, _METRIC_IP
+        )
+        return np.asarray(slots, dtype=np.int64), np.asarray(sims, dtype=np.float32)
+
+
+class LSHMemory:
+    """Key-value memory with LSH (or exact) nearest-neighbour search.
+
+    ``key_dim``: size of a key; ``size``: number of slots; ``k``: candidates per query
+    (256 in the paper); ``alpha``: loss margin; ``index``: ``None`` (settings from
+    :func:`default_index_params`), a dict of :class:`lshcore.LSHIndex` arguments or an
+    ``IndexParams``; ``exact=True`` searches by matmul instead; ``age_noise``: width of the
+    uniform noise added to ages when choosing the slot to overwrite; ``seed`` seeds it.
+    """
+
+    def __init__(
+        self,
+        key_dim: int,
+        size: int,
+        k: int = 256,
+        alpha: float = 0.1,
+        index: Any = None,
+        exact: bool = False,
+        seed: int = 0,
+        age_noise: float = 8.0,
+    ):
+        self.key_dim = check_int(key_dim, "key_dim", low=1)
+        self.size = check_int(size, "size", low=1, high=2**31 - 1)
+        self.k = check_int(k, "k", low=1)
+        self.alpha = check_float(alpha, "alpha", low=0.0)
+        self.age_noise = check_float(age_noise, "age_noise", low=0.0)
+        self.seed = check_int(seed, "seed", low=0)
+        if not isinstance(exact, (bool, np.bool_)):
+            raise ConfigError(f"exact must be True or False, got {exact!r}")
+        self.exact = bool(exact)
+        if self.exact and index is not None:
+            raise ConfigError("pass either exact=True or index=..., not both")
+        self._keys = np.zeros((self.size, self.key_dim), dtype=np.float32)
+        self._values = np.full(self.size, -1, dtype=np.int64)
+        self._stamps = np.zeros(self.size, dtype=np.int64)  # step of the last write
+        self._recent: dict[int, int] = {}  # label -> slot last written with it
+        self._step = 0
+        self._filled = 0  # slots [0, _filled) hold keys; the rest are empty
+        self._version = 0
+        self._rng = np.random.default_rng(self.seed)
+        # write log in stamp order, for finding the oldest slots without an O(size) scan:
+        # an entry (slot, stamp) is live while stamps[slot] == stamp
+        self._log_slots = np.zeros(max(64, 2 * self.size), dtype=np.int64)
+        self._log_stamps = np.zeros_like(self._log_slots)
+        self._log_head = 0
+        self._log_end = 0
+        self._search: _ExactSearch | _IndexSearch
+        if self.exact:
+            self._search = _ExactSearch(self)
+        else:
+            params = (
+                default_index_params(self.size, self.key_dim, self.seed)
+                if index is None
+                else _index_kwargs(index)
+            )
+            self._search = _IndexSearch(self, params)
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def keys(self) -> np.ndarray:
+        """(size, key_dim) float32 unit keys (zeros in empty slots); a read-only view."""
+        view = self._keys.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def values(self) -> np.ndarray:
+        """(size,) int64 labels, -1 in empty slots; a read-only view."""
+        view = self._values.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ages(self) -> np.ndarray:
+        """(size,) int64 update steps since each slot was written (since the start if empty)."""
+        return self._step - self._stamps
+
+    @property
+    def step(self) -> int:
+        """Number of update steps applied."""
+        return self._step
+
+    @property
+    def search(self) -> str:
+        """"exact" or "lsh"."""
+        return self._search.name
+
+    @property
+    def index(self) -> Any:
+        """The LSHIndex behind the search (None for exact search)."""
+        return getattr(self._search, "index", None)
+
+    def __len__(self) -> int:
+        """Number of filled slots."""
+        return self._filled
+
+    def __repr__(self) -> str:
+        return (
+            f"LSHMemory(key_dim={self.key_dim}, size={self.size}, k={self.k}, alpha={self.alpha}, "
+            f"search={self.search!r}, filled={self._filled})"
+        )
+
+    def clear(self) -> None:
+        """Empty every slot (keys zero, values -1, ages 0) and the index."""
+        self._keys[:] = 0
+        self._values[:] = -1
+        self._stamps[:] = 0
+        self._recent.clear()
+        self._step = 0
+        self._filled = 0
+        self._log_head = self._log_end = 0
+        self._version += 1
+        self._search.clear()
+
+    # -- search ----------------------------------------------------------------------
+    def _prepare(self, q: Any) -> np.ndarray:
+        return _normalize(as_batch(q, self.key_dim, "q"), "q")
+
+    def query(self, q: Any) -> QueryResult:
+        """Nearest slot of each query of shape (B, key_dim) (normalized here)."""
+        qn = self._prepare(q)
+        slots, sims = self._search.topk(qn, 1)
+        slots, sims = slots[:, 0], sims[:, 0]
+        values = np.where(slots >= 0, self._values[np.maximum(slots, 0)], -1)
+        return QueryResult(values.astype(np.int64), sims, slots)
+
+    def select(self, q: Any, labels: Any) -> Selection:
+        """Candidates, nearest slot, positive/negative slots and loss for labelled queries.
+
+        ``q`` (B, key_dim) real, finite, non-zero rows; ``labels`` (B,) non-negative ints.
+        Changes nothing.
+        """
+        qn = self._prepare(q)
+        y = _check_labels(labels, qn.shape[0])
+        return self._select(qn, y)
+
+    def _select(self, qn: np.ndarray, y: np.ndarray) -> Selection:
+        b = qn.shape[0]
+        top_slots, top_sims = self._search.topk(qn, self.k)
+        recent = np.array([self._recent.get(int(lab), -1) for lab in y], dtype=np.int64)
+        recent_sims = np.full(b, -np.inf, dtype=np.float32)
+        has_recent = recent >= 0
+        if has_recent.any():
+            recent_sims[has_recent] = np.einsum(
+                "ij,ij->i", self._keys[recent[has_recent]], qn[has_recent]
+            )
+        cand = np.concatenate([top_slots, recent[:, None]], axis=1)
+        cand_sims = np.concatenate([top_sims, recent_sims[:, None]], axis=1)
+        valid = cand >= 0
+        cand_vals = np.where(valid, self._values[np.maximum(cand, 0)], -1)
+        pos = valid & (cand_vals == y[:, None])
+        neg = valid & ~pos
+        rows = np.arange(b)
+        pos_col = np.argmax(np.where(pos, cand_sims, -np.inf), axis=1)
+        neg_col = np.argmax(np.where(neg, cand_sims, -np.inf), axis=1)
+        has_pos, has_neg = pos.any(axis=1), neg.any(axis=1)
+        pos_slot = np.where(has_pos, cand[rows, pos_col], -1)
+        neg_slot = np.where(has_neg, cand[rows, neg_col], -1)
+        pos_sim = np.where(has_pos, cand_sims[rows, pos_col], 0.0).astype(np.float32)
+        neg_sim = np.where(has_neg, cand_sims[rows, neg_col], np.nan).astype(np.float32)
+        loss = np.where(has_neg, np.maximum(neg_sim - pos_sim + self.alpha, 0.0), 0.0)
+        nearest = top_slots[:, 0]
+        predicted = np.where(nearest >= 0, self._values[np.maximum(nearest, 0)], -1)
+        return Selection(
+            queries=qn,
+            labels=y,
+            candidates=cand,
+            candidate_sims=cand_sims,
+            nearest=nearest,
+            predicted=predicted.astype(np.int64),
+            similarity=top_sims[:, 0],
+            pos_slot=pos_slot.astype(np.int64),
+            neg_slot=neg_slot.astype(np.int64),
+            pos_sim=pos_sim,
+            neg_sim=neg_sim,
+            loss=loss.astype(np.float32),
+            version=self._version,
+        )
+
+    def loss(self, q: Any, labels: Any) -> np.ndarray:
+        """(B,) margin losses ``relu(s_neg - s_pos + alpha)``; changes nothing."""
+        return self.select(q, labels).loss
+
+    # -- update ----------------------------------------------------------------------
+    def update(self, q: Any, labels: Any) -> Selection:
+        """One update step with queries (B, key_dim) and labels (B,); returns the
+        selection (loss, predictions) made before the write."""
+        qn = self._prepare(q)
+        y = _check_labels(labels, qn.shape[0])
+        if qn.shape[0] > self.size:
+            raise InputError(f"q: a batch of {qn.shape[0]} queries exceeds the memory size {self.size}")
+        selection = self._select(qn, y)
+        self._apply(selection)
+        return selection
+
+    def apply(self, selection: Selection) -> None:
+        """Write a selection made by :meth:`select` (same memory state) into memory."""
+        if not isinstance(selection, Selection):
+            raise InputError(f"selection: expected a Selection, got {type(selection).__name__}")
+        if selection.version != self._version:
+            raise InputError("selection: the memory changed since this selection was made; select again")
+        if selection.queries.shape[0] > self.size:
+            raise InputError(
+                f"selection: a batch of {selection.queries.shape[0]} exceeds the memory size {self.size}"
+            )
+        self._apply(selection)
+
+    def _apply(self, sel: Selection) -> None:
+        qn, y = sel.queries, sel.labels
+        correct = (sel.nearest >= 0) & (sel.predicted == y)
+        fix_rows = np.flatnonzero(correct)
+        new_rows = np.flatnonzero(~correct)
+        fix_slots = sel.nearest[fix_rows]
+        # strengthen: key <- normalize(q + key), applied in batch order for repeated slots
+        uniq, first, counts = np.unique(fix_slots, return_index=True, return_counts=True)
+        fixed_keys: dict[int, np.ndarray] = {}
+        single = counts == 1
+        if single.any():
+            rows1 = fix_rows[first[single]]
+            new_keys = qn[rows1] + self._keys[uniq[single]]
+            new_keys /= np.linalg.norm(new_keys, axis=1, keepdims=True)
+            for slot, key in zip(uniq[single], new_keys, strict=True):
+                fixed_keys[int(slot)] = key
+        for slot in uniq[~single]:
+            key = self._keys[slot].astype(np.float64)
+            for row in fix_rows[fix_slots == slot]:
+                key = key + qn[row]
+                key /= np.linalg.norm(key)
+            fixed_keys[int(slot)] = key.astype(np.float32)
+        # overwrite: the oldest slots not being strengthened in this step
+        new_slots = self._oldest(new_rows.shape[0], exclude=uniq)
+        was_empty = new_slots >= self._filled
+        # --- mutate (everything below cannot fail on bad input) ---
+        self._step += 1
+        written = np.concatenate([uniq.astype(np.int64), new_slots])
+        if uniq.size:
+            self._keys[uniq] = np.stack([fixed_keys[int(s)] for s in uniq])
+        if new_slots.size:
+            self._keys[new_slots] = qn[new_rows]
+            self._values[new_slots] = y[new_rows]
+        self._stamps[written] = self._step
+        if was_empty.any():
+            self._filled = int(max(self._filled, new_slots[was_empty].max() + 1))
+        for row, slot in zip(fix_rows, fix_slots, strict=True):
+            self._recent[int(y[row])] = int(slot)
+        for row, slot in zip(new_rows, new_slots, strict=True):
+            self._recent[int(y[row])] = int(slot)
+        self._log_append(written, self._step)
+        self._version += 1
+        is_new = np.concatenate([np.zeros(uniq.shape[0], bool), was_empty])
+        self._search.write(written, self._keys[written], is_new)
+
+    # -- oldest-slot bookkeeping -------------------------------------------------------
+    def _oldest(self, m: int, exclude: np.ndarray) -> np.ndarray:
+        """``m`` distinct slots to overwrite: empty ones first (in order), then the largest
+        ``age + uniform(-age_noise, age_noise)`` among live slots not in ``exclude``.
+
+        Only live log entries whose stamp is within ``2 * age_noise`` of the m-th oldest
+        can win, so only those draw noise; no O(size) scan per step.
+        """
+        empty = min(m, self.size - self._filled)
+        out = np.arange(self._filled, self._filled + empty, dtype=np.int64)
+        rest = m - empty
+        if rest == 0:
+            return out
+        chunk = max(256, 4 * rest)
+        while True:
+            end = min(self._log_end, self._log_head + chunk)
+            seg_slots = self._log_slots[self._log_head : end]
+            seg_stamps = self._log_stamps[self._log_head : end]
+            live = self._stamps[seg_slots] == seg_stamps
+            if exclude.size:
+                live &= ~np.isin(seg_slots, exclude)
+            cand_slots, cand_stamps = seg_slots[live], seg_stamps[live]
+            if cand_slots.shape[0] >= rest:
+                limit = cand_stamps[rest - 1] + 2.0 * self.age_noise
+                if cand_stamps[-1] > limit or end == self._log_end:
+                    break
+            elif end == self._log_end:
+                raise InputError(f"q: not enough slots to write {m} new keys")  # unreachable: B <= size
+            chunk *= 2
+        window = cand_stamps <= limit
+        cand_slots, cand_stamps = cand_slots[window], cand_stamps[window]
+        # canonical order (stamp, slot), so the noise draw does not depend on log order
+        canon = np.lexsort((cand_slots, cand_stamps))
+        cand_slots, cand_stamps = cand_slots[canon], cand_stamps[canon]
+        noisy = (self._step - cand_stamps) + self._rng.uniform(
+            -self.age_noise, self.age_noise, cand_slots.shape[0]
+        )
+        pick = np.argsort(-noisy, kind="stable")[:rest]
+        return np.concatenate([out, cand_slots[pick]])
+
+    def _log_append(self, slots: np.ndarray, stamp: int) -> None:
+        n = slots.shape[0]
+        if self._log_end + n > self._log_slots.shape[0]:
+            self._log_compact(extra=n)
+        self._log_slots[self._log_end : self._log_end + n] = slots
+        self._log_stamps[self._log_end : self._log_end + n] = stamp
+        self._log_end += n
+        # drop dead entries at the head (a bounded look-ahead keeps this O(batch))
+        end = min(self._log_end, self._log_head + 4 * max(n, 64))
+        head = self._log_slots[self._log_head : end]
+        live = self._stamps[head] == self._log_stamps[self._log_head : end]
+        first_live = int(np.argmax(live)) if live.any() else end - self._log_head
+        self._log_head += first_live
+
+    def _log_compact(self, extra: int = 0) -> None:
+        """Keep only the live entries (in order), growing the buffer if needed."""
+        slots = self._log_slots[self._log_head : self._log_end]
+        stamps = self._log_stamps[self._log_head : self._log_end]
+        live = self._stamps[slots] == stamps
+        slots, stamps = slots[live], stamps[live]
+        cap = max(self._log_slots.shape[0], 2 * (slots.shape[0] + extra))
+        self._log_slots = np.zeros(cap, dtype=np.int64)
+        self._log_stamps = np.zeros(cap, dtype=np.int64)
+        self._log_slots[: slots.shape[0]] = slots
+        self._log_stamps[: slots.shape[0]] = stamps
+        self._log_head, self._log_end = 0, slots.shape[0]
+
+    def _log_rebuild(self) -> None:
+        """Log of the filled slots in stamp order (after load)."""
+        filled = np.arange(self._filled, dtype=np.int64)
+        order = filled[np.argsort(self._stamps[: self._filled], kind="stable")]
+        cap = max(64, 2 * self.size)
+        self._log_slots = np.zeros(cap, dtype=np.int64)
+        self._log_stamps = np.zeros(cap, dtype=np.int64)
+        self._log_slots[: order.shape[0]] = order
+        self._log_stamps[: order.shape[0]] = self._stamps[order]
+        self._log_head, self._log_end = 0, order.shape[0]
+
+    # -- files -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the memory (keys, values, ages, settings, noise state) atomically."""
+        labels = np.array(sorted(self._recent), dtype=np.int64)
+        meta = {
+            "key_dim": self.key_dim,
+            "size": self.size,
+            "k": self.k,
+            "alpha": self.alpha,
+            "age_noise": self.age_noise,
+            "seed": self.seed,
+            "exact": self.exact,
+            "index": self._search.config(),
+            "step": self._step,
+            "filled": self._filled,
+            "rng": self._rng.bit_generator.state,
+        }
+        arrays = {
+            "keys": self._keys[: self._filled],
+            "values": self._values[: self._filled],
+            "stamps": self._stamps,
+            "recent_labels": labels,
+            "recent_slots": np.array([self._recent[int(lab)] for lab in labels], dtype=np.int64),
+        }
+        save_arrays(path, FILE_KIND, FILE_VERSION, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LSHMemory:
+        """Read a memory written by :meth:`save`; the LSH index is rebuilt from the keys."""
+        meta, arrays, _ = load_arrays(path, FILE_KIND, FILE_VERSION)
+        try:
+            mem = cls(
+                key_dim=meta["key_dim"],
+                size=meta["size"],
+                k=meta["k"],
+                alpha=meta["alpha"],
+                index=meta["index"] if not meta["exact"] else None,
+                exact=meta["exact"],
+                seed=meta["seed"],
+                age_noise=meta["age_noise"],
+            )
+            filled, step = int(meta["filled"]), int(meta["step"])
+            keys, values, stamps = arrays["keys"], arrays["values"], arrays["stamps"]
+            rec_labels, rec_slots = arrays["recent_labels"], arrays["recent_slots"]
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise FileFormatError(f"{path}: incomplete or invalid lsh-memory file ({exc})") from exc
+        problems = []
+        if not 0 <= filled <= mem.size or step < 0:
+            problems.append("filled/step out of range")
+        if keys.shape != (filled, mem.key_dim) or keys.dtype != np.float32:
+            problems.append(f"keys have shape {keys.shape} dtype {keys.dtype}")
+        elif not np.all(np.isfinite(keys)):
+            problems.append("keys hold non-finite values")
+        if values.shape != (filled,) or values.dtype != np.int64:
+            problems.append(f"values have shape {values.shape} dtype {values.dtype}")
+        if stamps.shape != (mem.size,) or stamps.dtype != np.int64:
+            problems.append(f"stamps have shape {stamps.shape} dtype {stamps.dtype}")
+        if rec_labels.shape != rec_slots.shape or rec_slots.dtype != np.int64:
+            problems.append("recent-slot arrays disagree")
+        elif rec_slots.size and (rec_slots.min() < 0 or rec_slots.max() >= max(filled, 1)):
+            problems.append("recent slots out of range")
+        if problems:
+            raise FileFormatError(f"{path}: corrupt lsh-memory file: {'; '.join(problems)}")
+        mem._keys[:filled] = keys
+        mem._values[:filled] = values
+        mem._stamps[:] = stamps
+        mem._step, mem._filled = step, filled
+        mem._recent = {int(a): int(b) for a, b in zip(rec_labels, rec_slots, strict=True)}
+        try:
+            mem._rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"{path}: bad random-generator state ({exc})") from exc
+        mem._log_rebuild()
+        if filled and isinstance(mem._search, _IndexSearch):
+            mem._search.write(np.arange(filled, dtype=np.int64), mem._keys[:filled], np.ones(filled, bool))
+        return mem

@@ -1,0 +1,138 @@
+"""One behaviour in every framework: for the same weights, seed and input, the core
+hashed layer, PyTorch, Keras and Gluon give the same active sets, outputs and gradients.
+
+Each framework runs one training forward (labels forced active) of a linear hashed
+layer and backpropagates ``loss = sum(G * out)`` for a fixed ``G``; everything is
+compared with the core ``lshcore.layer.HashedLayer``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+N_IN, N_OUT, BATCH = 10, 40, 6
+HASHING = {"active": 0.1, "k": 4, "l": 8, "policy": "topk", "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(7)
+    return {
+        "w": rng.standard_normal((N_OUT, N_IN)).astype(np.float32),
+        "b": (0.1 * rng.standard_normal(N_OUT)).astype(np.float32),
+        "x": rng.standard_normal((BATCH, N_IN)).astype(np.float32),
+        "labels": rng.integers(0, N_OUT, BATCH),
+        "g": rng.standard_normal((BATCH, N_OUT)).astype(np.float32),
+    }
+
+
+def _core(p):
+    from lshcore.layer import Counts, HashedLayer
+
+    layer = HashedLayer(N_IN, N_OUT, activation="linear", **HASHING)
+    layer.weight[...] = p["w"]
+    layer.bias[...] = p["b"]
+    layer.selector.fit(layer.weight, layer.bias)
+    ws, counts = layer.new_workspace(), Counts()
+    out = layer.forward(p["x"], ws, counts, labels=p["labels"], training=True)
+    ids = out.ids
+    dense = np.zeros((BATCH, N_OUT), np.float32)
+    rows = np.broadcast_to(np.arange(BATCH)[:, None], ids.shape)
+    ok = ids >= 0
+    dense[rows[ok], ids[ok]] = out.vals[ok]
+    grad_vals = np.where(ok, p["g"][rows, np.maximum(ids, 0)], 0).astype(np.float32)
+    grad_x = layer.backward(ws, grad_vals, True, counts)
+    return ids, dense, grad_x, ws.grad_w.reshape(N_OUT, N_IN), ws.grad_b
+
+
+def _torch(p):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from lshcore.adapters.torch import LSHLinear
+
+    layer = LSHLinear(N_IN, N_OUT, **HASHING)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(p["w"]))
+        layer.bias.copy_(torch.from_numpy(p["b"]))
+    x = torch.from_numpy(p["x"]).requires_grad_(True)
+    out = layer(x, labels=torch.from_numpy(p["labels"]))
+    (out * torch.from_numpy(p["g"])).sum().backward()
+    return out.detach().numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()
+
+
+def _tensorflow(p):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
+    from lshcore.adapters.tensorflow import LSHDense
+
+    layer = LSHDense(N_OUT, **HASHING)
+    layer.build((None, N_IN))
+    layer.kernel.assign(p["w"])
+    layer.bias.assign(p["b"])
+    x = tf.constant(p["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(x, training=True, labels=tf.constant(p["labels"]))
+        loss = tf.reduce_sum(out * p["g"])
+    gx, gw, gb = tape.gradient(loss, [x, layer.kernel, layer.bias])
+    return layer.last_active_ids, out.numpy(), gx.numpy(), tf.convert_to_tensor(gw).numpy(), tf.convert_to_tensor(gb).numpy()
+
+
+def _mxnet(p):
+    pytest.importorskip("mxnet", reason="MXNet is not installed")
+    from mxnet import autograd, nd
+
+    from lshcore.adapters.mxnet import LSHDense
+
+    layer = LSHDense(N_OUT, in_units=N_IN, **HASHING)
+    layer.initialize()
+    layer.weight.set_data(nd.array(p["w"]))
+    layer.bias.set_data(nd.array(p["b"]))
+    x = nd.array(p["x"])
+    x.attach_grad()
+    with autograd.record():
+        out = layer(x, nd.array(p["labels"]))
+        loss = (out * nd.array(p["g"])).sum()
+    loss.backward()
+    gw = layer.weight.grad().tostype("default").asnumpy()
+    return layer.last_active_ids, out.asnumpy(), x.grad.asnumpy(), gw, layer.bias.grad().asnumpy()
+
+
+def _run(framework, p):
+    if framework == "core":
+        return _core(p)
+    if framework == "torch":
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+        from lshcore.adapters.torch import LSHLinear
+
+        # the active ids through return_active, from a twin layer at the same call
+        twin = LSHLinear(N_IN, N_OUT, **HASHING)
+        with torch.no_grad():
+            twin.weight.copy_(torch.from_numpy(p["w"]))
+            twin.bias.copy_(torch.from_numpy(p["b"]))
+        ids = twin(torch.from_numpy(p["x"]), labels=torch.from_numpy(p["labels"]), return_active=True)[0]
+        return (ids.numpy(), *_torch(p))
+    return {"tensorflow": _tensorflow, "mxnet": _mxnet}[framework](p)
+
+
+@pytest.fixture(scope="module")
+def reference(problem):
+    return _core(problem)
+
+
+@pytest.mark.parametrize("framework", ["core", "torch", "tensorflow", "mxnet"])
+def test_same_active_sets_outputs_and_gradients(framework, problem, reference):
+    ids, out, gx, gw, gb = _run(framework, problem)
+    ref_ids, ref_out, ref_gx, ref_gw, ref_gb = reference
+    np.testing.assert_array_equal(ids, ref_ids)
+    assert bool((ref_ids == problem["labels"][:, None]).any(1).all())  # labels are active
+    assert (ref_ids >= 0).sum(1).min() >= 4  # ceil(0.1 * 40) active per row
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, ref_gx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw, ref_gw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gb, ref_gb, rtol=1e-5, atol=1e-5)
+    # the gradient touches exactly the active rows
+    touched = np.flatnonzero(np.abs(gw).sum(1) > 0)
+    assert set(touched) <= set(ref_ids[ref_ids >= 0].tolist())

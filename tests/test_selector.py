@@ -1,0 +1,211 @@
+"""Tests of lshcore.selector (active-set selection) and lshcore.schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameError
+from lshcore.schedule import Schedule, parse_schedule
+from lshcore.selector import POLICIES, ActiveSelector, SparseBatch
+
+N_IN, N_OUT = 24, 200
+
+
+def _params(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((N_OUT, N_IN)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(N_OUT)).astype(np.float32)
+    return w, b
+
+
+def _inputs(batch: int = 16, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, N_IN)).astype(np.float32)
+    x[x < 0.4] = 0
+    return x
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_every_policy_returns_sorted_unique_padded_ids(policy: str, backend: str) -> None:
+    w, b = _params()
+    sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy=policy, k=4, l=8, backend=backend).fit(w, b)
+    act = sel.select(_inputs())
+    ids = act.ids
+    assert ids.dtype == np.int64 and ids.shape[0] == 16
+    expected_m = 80 if policy == "batch_union" else 20
+    assert act.m == expected_m
+    for row in ids:
+        real = row[row >= 0]
+        assert np.all(real < N_OUT)
+        assert np.all(np.diff(real) > 0)  # ascending, unique
+        assert np.all(row[len(real) :] == -1)  # padding last
+        if policy != "threshold":
+            assert len(real) == act.m
+    if policy == "batch_union":
+        assert act.shared and np.all(ids == ids[0])
+    if policy in ("topk", "union", "threshold", "batch_union"):
+        assert act.hash_mults > 0
+    if policy == "random":
+        assert act.hash_mults == 0
+
+
+def test_unknown_policy_lists_the_names() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        ActiveSelector(N_IN, N_OUT, policy="bogus")
+    for name in POLICIES:
+        assert name in str(info.value)
+
+
+def test_bad_parameters_raise_config_errors() -> None:
+    with pytest.raises(ConfigError, match="active"):
+        ActiveSelector(N_IN, N_OUT, active=1.5)
+    with pytest.raises(ConfigError, match="active"):
+        ActiveSelector(N_IN, N_OUT, active=0.0)
+    with pytest.raises(ConfigError, match="rehash"):
+        ActiveSelector(N_IN, N_OUT, rehash="sometimes")
+    with pytest.raises(UnknownNameError):
+        ActiveSelector(N_IN, N_OUT, family="nope")
+
+
+def test_select_before_fit_and_bad_input() -> None:
+    sel = ActiveSelector(N_IN, N_OUT)
+    with pytest.raises(NotFittedError):
+        sel.select(_inputs())
+    w, b = _params()
+    sel.fit(w, b)
+    calls = sel.calls
+    with pytest.raises(InputError, match="x"):
+        sel.select(np.zeros((3, N_IN + 1), np.float32))
+    with pytest.raises(InputError, match="x"):
+        sel.select(np.full((3, N_IN), np.nan, np.float32))
+    with pytest.raises(InputError, match="labels"):
+        sel.select(_inputs(), labels=np.full(16, N_OUT), training=True)
+    assert sel.calls == calls  # failed calls leave the state unchanged
+    with pytest.raises(InputError, match="weight"):
+        ActiveSelector(N_IN, N_OUT).fit(w[:, :-1], b)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_labels_forced_in_training_only(policy: str) -> None:
+    w, b = _params()
+    sel = ActiveSelector(N_IN, N_OUT, active=0.05, policy=policy, k=4, l=8).fit(w, b)
+    x = _inputs()
+    labels = [np.array([i, 199 - i]) for i in range(16)]
+    act = sel.select(x, labels=labels, training=True)
+    for i, row in enumerate(act.ids):
+        assert i in row and 199 - i in row
+    plain = sel.select(x, labels=labels, training=False)
+    forced = sum(i in row for i, row in enumerate(plain.ids))
+    assert forced < 16  # not all labels would appear by chance
+
+
+def test_exact_is_the_true_top_m() -> None:
+    w, b = _params()
+    x = _inputs()
+    act = ActiveSelector(N_IN, N_OUT, active=0.1, policy="exact").fit(w, b).select(x)
+    z = x @ w.T + b
+    truth = np.sort(np.argsort(-z, axis=1)[:, :20], axis=1)
+    assert np.array_equal(act.ids, truth)
+    assert act.hash_mults == int(np.count_nonzero(x)) * N_OUT
+
+
+def test_topk_finds_the_largest_inner_products_better_than_chance() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((N_OUT, N_IN)).astype(np.float32)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    b = np.zeros(N_OUT, np.float32)
+    targets = rng.choice(N_OUT, 64, replace=False)
+    x = w[targets] + 0.1 * rng.standard_normal((64, N_IN)).astype(np.float32)
+    hits = {}
+    for policy in ("topk", "random"):
+        sel = ActiveSelector(N_IN, N_OUT, active=0.05, policy=policy, k=4, l=32, seed=1).fit(w, b)
+        act = sel.select(x)
+        hits[policy] = np.mean([t in row for t, row in zip(targets, act.ids, strict=True)])
+    assert hits["topk"] >= 0.9
+    assert hits["random"] <= 0.3
+
+
+def test_deterministic_and_backends_agree() -> None:
+    w, b = _params()
+    x = _inputs()
+    outs = []
+    for backend in ("numpy", "numba", "numba"):
+        sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy="topk", k=4, l=8, seed=5, backend=backend).fit(w, b)
+        outs.append([sel.select(x).ids for _ in range(2)])
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[1][0], outs[2][0])
+    assert np.array_equal(outs[0][1], outs[1][1])
+    assert not np.array_equal(outs[1][0], outs[1][1])  # ties are broken afresh per batch
+
+
+def test_sparse_input_forms_agree_with_dense() -> None:
+    w, b = _params()
+    x = _inputs()
+    nz = [np.flatnonzero(r) for r in x]
+    width = max(len(r) for r in nz)
+    ids = np.full((16, width), -1, np.int64)
+    vals = np.zeros((16, width), np.float32)
+    for i, r in enumerate(nz):
+        ids[i, : len(r)] = r
+        vals[i, : len(r)] = x[i, r]
+    import scipy.sparse as sp
+
+    results = []
+    for form in (x, SparseBatch(ids, vals, N_IN), (ids, vals), sp.csr_matrix(x)):
+        sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy="topk", k=4, l=8).fit(w, b)
+        results.append(sel.select(form).ids)
+    for r in results[1:]:
+        assert np.array_equal(results[0], r)
+
+
+def test_rehash_follows_the_schedule_and_counts_multiplications() -> None:
+    w, b = _params()
+    sel = ActiveSelector(N_IN, N_OUT, policy="topk", k=4, l=8, rehash="fixed:3").fit(w, b)
+    before = sel.state()[1]["codes"].copy()
+    w2 = w.copy()
+    w2[:10] *= -1  # flips the sign of every projection of these rows
+    assert sel.after_update(w2, b, np.arange(10)) == 0
+    assert sel.after_update(w2, b, np.arange(10)) == 0
+    cost = sel.after_update(w2, b, np.arange(10))
+    assert cost > 0 and sel.rehashes == 1
+    after = sel.state()[1]["codes"]
+    assert np.any(after[:10] != before[:10])
+    assert np.array_equal(after[10:], before[10:])
+
+
+def test_rebuild_draws_new_functions() -> None:
+    w, b = _params()
+    sel = ActiveSelector(N_IN, N_OUT, policy="topk", k=4, l=8, rehash="never", rebuild="fixed:2").fit(w, b)
+    before = sel.state()[1]["codes"].copy()
+    sel.after_update(w, b, [])
+    assert sel.rebuilds == 0
+    assert sel.after_update(w, b, []) > 0
+    assert sel.rebuilds == 1
+    assert not np.array_equal(before, sel.state()[1]["codes"])
+
+
+def test_change_triggered_rehash_waits_for_changed_codes() -> None:
+    w, b = _params()
+    sel = ActiveSelector(N_IN, N_OUT, policy="topk", k=4, l=8, rehash="changed:0.2:1").fit(w, b)
+    sel.after_update(w, b, np.arange(50))  # nothing changed: checked, not rehashed
+    assert sel.rehashes == 0 and sel.changed_share == 0.0
+    w2 = w.copy()
+    w2[:50] = -w2[:50]
+    sel.after_update(w2, b, np.arange(50))
+    assert sel.rehashes == 1 and sel.changed_share is not None and sel.changed_share > 0.2
+
+
+def test_schedules() -> None:
+    exp = parse_schedule("exp:10:2")
+    fired = [s for s in range(1, 100) if exp.due(s) and (exp.fired(s) or True)]
+    assert fired == [10, 30, 70]
+    fixed = parse_schedule("fixed:5")
+    assert [s for s in range(1, 16) if fixed.due(s) and (fixed.fired(s) or True)] == [5, 10, 15]
+    never = parse_schedule("never")
+    assert not any(never.due(s) for s in range(1000))
+    restored = Schedule.from_state(exp.state())
+    assert restored.next_step == exp.next_step and restored.interval == exp.interval
+    for bad in ("fixed", "fixed:0", "exp:a", "changed:2:1", 5):
+        with pytest.raises(ConfigError):
+            parse_schedule(bad)  # type: ignore[arg-type]
