@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# benchmarks (minutes; results and their commands go to benchmarks/results/)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_hashing.py --threads 1 --out benchmarks/results/hashing
+
 lint: $(STAMP)
 	$(BIN)/ruff check lshcore kernels plugins adapters memory tests benchmarks
 	$(BIN)/ruff format --check lshcore kernels plugins adapters memory tests benchmarks

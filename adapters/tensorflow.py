@@ -206,6 +206,8 @@ class LSHDense(keras.layers.Layer):
             if self.bias is not None:
                 z = z + self.bias
             return self.activation(z)
+        if labels is not None and tf.executing_eagerly():  # fail early, with our error
+            check_labels(np.asarray(labels), int(x.shape[0]), self.units)
         lab = tf.zeros((0,), tf.int64) if labels is None else tf.cast(labels, tf.int64)
         ids, rows, pos, valid = tf.py_function(
             self._select_py,

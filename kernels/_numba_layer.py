@@ -191,7 +191,9 @@ def sparse_update(kind, param, grad, mark, touched, n, state1, state2, lr, h1, h
 
 
 @_jit
-def select_active(indptr, cand_ids, cand_counts, labels, n_out, m, min_count, use_counts, pad_random, seed):  # type: ignore[no-untyped-def]
+def select_active(
+    indptr, cand_ids, cand_counts, labels, n_out, m, min_count, use_counts, pad_random, seed
+):  # type: ignore[no-untyped-def]
     batch = indptr.shape[0] - 1
     out = np.full((batch, m), -1, np.int64)
     cls = np.zeros(n_out, np.int64)
@@ -222,18 +224,26 @@ def select_active(indptr, cand_ids, cand_counts, labels, n_out, m, min_count, us
                 if cls[i] == 0:
                     listed[nl] = i
                     nl += 1
-        for s in range(nl):
-            i = listed[s]
-            keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
         if nl > m:
-            order = np.argsort(-keys[:nl])[:m]
-            chosen = np.sort(listed[:nl][order])
+            for s in range(nl):
+                i = listed[s]
+                keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+            # keys are unique: the m largest are those >= the (nl - m)-th smallest
+            cut = np.partition(keys[:nl], nl - m)[nl - m]
+            c = 0
+            for s in range(nl):
+                if keys[s] >= cut:
+                    listed[c] = listed[s]
+                    c += 1
+            for s in range(nl):
+                cls[keys[s] & 0xFFFFFFFF] = 0
+            nl = c
         else:
-            chosen = np.sort(listed[:nl])
-        for s in range(chosen.shape[0]):
-            out[b, s] = chosen[s]
+            for s in range(nl):
+                cls[listed[s]] = 0
+        chosen = np.sort(listed[:nl])
         for s in range(nl):
-            cls[listed[s]] = 0
+            out[b, s] = chosen[s]
     return out
 
 
@@ -267,11 +277,20 @@ def sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out):  # type: i
             grown_counts[:nnz] = out_counts[:nnz]
             out_ids = grown_ids
             out_counts = grown_counts
-        row = np.sort(listed[:nl])
-        for s in range(nl):
-            out_ids[nnz + s] = row[s]
-            out_counts[nnz + s] = counts[row[s]]
-            counts[row[s]] = 0
+        if nl * 8 > n_out:  # many hits: a scan of the counters is cheaper than a sort
+            s = 0
+            for i in range(n_out):
+                if counts[i] > 0:
+                    out_ids[nnz + s] = i
+                    out_counts[nnz + s] = counts[i]
+                    counts[i] = 0
+                    s += 1
+        else:
+            row = np.sort(listed[:nl])
+            for s in range(nl):
+                out_ids[nnz + s] = row[s]
+                out_counts[nnz + s] = counts[row[s]]
+                counts[row[s]] = 0
         nnz += nl
         indptr[b + 1] = nnz
     return indptr, out_ids[:nnz].copy(), out_counts[:nnz].copy()

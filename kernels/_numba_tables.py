@@ -31,13 +31,14 @@ __all__ = [
 
 _jit = numba.njit(nogil=True, cache=True)
 _pjit = numba.njit(nogil=True, cache=True, parallel=True)
-_fjit = numba.njit(nogil=True, cache=True, parallel=True, fastmath=True)
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
 # id ranges up to this use a dense per-thread counter array; larger ones sort instead
 _MARKER_LIMIT = 1 << 23
+# raw entries (or multiply-adds / 8) below which a call runs on one thread
+_PARALLEL_WORK = 1 << 16
 
 
 @_jit
@@ -153,10 +154,10 @@ def _emit(raw, start, touched, n_touched, marker, use_marker):  # type: ignore[n
     return out
 
 
-@_pjit
-def _fixed_query(slots, fill, head, qbuckets, id_bound, use_marker, n_threads):  # type: ignore[no-untyped-def]
-    n_tables, table_size, cap = slots.shape
-    m, _, n_probes = qbuckets.shape
+@_jit
+def _fixed_sizes(fill, qbuckets):  # type: ignore[no-untyped-def]
+    """Offsets of each query's raw (undeduplicated) entries, (m + 1,)."""
+    m, n_tables, n_probes = qbuckets.shape
     raw_ptr = np.zeros(m + 1, dtype=np.int64)
     for i in range(m):
         tot = 0
@@ -166,46 +167,77 @@ def _fixed_query(slots, fill, head, qbuckets, id_bound, use_marker, n_threads): 
                 if b >= 0:
                     tot += fill[t, b]
         raw_ptr[i + 1] = raw_ptr[i] + tot
-    raw = np.empty((2, raw_ptr[m]), dtype=np.int64)
-    used = np.zeros(m, dtype=np.int64)
-    n_chunks = min(m, n_threads * 4)
-    for c in prange(n_chunks):
-        lo = c * m // n_chunks
-        hi = (c + 1) * m // n_chunks
-        marker = np.zeros(id_bound if use_marker else 1, dtype=np.int32)
-        width = 0
-        for i in range(lo, hi):
-            width = max(width, raw_ptr[i + 1] - raw_ptr[i])
-        touched = np.empty(width, dtype=np.int64)
-        for i in range(lo, hi):
-            nt = 0
-            for t in range(n_tables):
-                for p in range(n_probes):
-                    b = qbuckets[i, t, p]
-                    if b < 0:
-                        continue
-                    f = fill[t, b]
-                    h = head[t, b]
-                    for j in range(f):
-                        v = slots[t, b, (h + j) % cap]
-                        if use_marker:
-                            if marker[v] == 0:
-                                touched[nt] = v
-                                nt += 1
-                            marker[v] += 1
-                        else:
+    return raw_ptr
+
+
+@_jit
+def _fixed_chunk(slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used, lo, hi):  # type: ignore[no-untyped-def]
+    """Distinct ids of queries lo..hi-1 into ``raw`` (own scratch: thread-safe per range)."""
+    n_tables, table_size, cap = slots.shape
+    n_probes = qbuckets.shape[2]
+    marker = np.zeros(id_bound if use_marker else 1, dtype=np.int32)
+    width = 0
+    for i in range(lo, hi):
+        width = max(width, raw_ptr[i + 1] - raw_ptr[i])
+    touched = np.empty(width, dtype=np.int64)
+    for i in range(lo, hi):
+        nt = 0
+        for t in range(n_tables):
+            for p in range(n_probes):
+                b = qbuckets[i, t, p]
+                if b < 0:
+                    continue
+                f = fill[t, b]
+                h = head[t, b]
+                for j in range(f):
+                    v = slots[t, b, (h + j) % cap]
+                    if use_marker:
+                        if marker[v] == 0:
                             touched[nt] = v
                             nt += 1
-            used[i] = _emit(raw, raw_ptr[i], touched, nt, marker, use_marker)
-    return _finish_query(raw, raw_ptr, used, m)
+                        marker[v] += 1
+                    else:
+                        touched[nt] = v
+                        nt += 1
+        used[i] = _emit(raw, raw_ptr[i], touched, nt, marker, use_marker)
+
+
+@_pjit
+def _fixed_parallel(slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
+    m = qbuckets.shape[0]
+    for c in prange(n_chunks):
+        _fixed_chunk(
+            slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used,
+            c * m // n_chunks, (c + 1) * m // n_chunks,
+        )
+
+
+def _chunks(m: int, work: int) -> int:
+    """Parallel chunks for ``m`` queries with ``work`` raw entries (1 = run serially).
+
+    Small calls stay serial: waking a thread team costs more than it saves, and far
+    more on a loaded machine (OpenMP threads spin).
+    """
+    threads = numba.get_num_threads()
+    if threads < 2 or m < 2 or work < _PARALLEL_WORK:
+        return 1
+    return min(m, 4 * threads)
 
 
 def fixed_query(slots, fill, head, qbuckets, id_bound):  # type: ignore[no-untyped-def]
     """Candidates of queries with buckets ``qbuckets`` (m, L, P) (-1 = skip) as CSR."""
-    id_bound = int(id_bound)
-    return _fixed_query(
-        slots, fill, head, qbuckets, max(id_bound, 1), id_bound <= _MARKER_LIMIT, numba.get_num_threads()
-    )
+    bound = max(int(id_bound), 1)
+    use_marker = bound <= _MARKER_LIMIT
+    m = qbuckets.shape[0]
+    raw_ptr = _fixed_sizes(fill, qbuckets)
+    raw = np.empty((2, int(raw_ptr[m])), dtype=np.int64)
+    used = np.zeros(m, dtype=np.int64)
+    n_chunks = _chunks(m, int(raw_ptr[m]))
+    if n_chunks == 1:
+        _fixed_chunk(slots, fill, head, qbuckets, bound, use_marker, raw, raw_ptr, used, 0, m)
+    else:
+        _fixed_parallel(slots, fill, head, qbuckets, bound, use_marker, raw, raw_ptr, used, n_chunks)
+    return _finish_query(raw, raw_ptr, used, m)
 
 
 @_jit
@@ -256,65 +288,80 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
     return removed
 
 
-@_pjit
-def _sorted_query(keys, ids, offsets, qkeys, id_bound, use_marker, n_threads):  # type: ignore[no-untyped-def]
+@_jit
+def _sorted_bounds(keys, offsets, qkeys):  # type: ignore[no-untyped-def]
+    """Entry range [lo, hi) of every query bucket and each query's raw offsets."""
     m, width = qkeys.shape
-    lo = np.empty((m, width), dtype=np.int64)
-    hi = np.empty((m, width), dtype=np.int64)
+    lo = np.zeros((m, width), dtype=np.int64)
+    hi = np.zeros((m, width), dtype=np.int64)
     raw_ptr = np.zeros(m + 1, dtype=np.int64)
-    for i in prange(m):
+    for i in range(m):
+        tot = 0
         for w in range(width):
             q = qkeys[i, w]
             if q < 0:
-                lo[i, w] = 0
-                hi[i, w] = 0
-            elif offsets.shape[0] > 0:
+                continue
+            if offsets.shape[0] > 0:
                 lo[i, w] = offsets[q]
                 hi[i, w] = offsets[q + 1]
             else:
                 lo[i, w] = np.searchsorted(keys, q, side="left")
                 hi[i, w] = np.searchsorted(keys, q, side="right")
-    for i in range(m):
-        tot = 0
-        for w in range(width):
             tot += hi[i, w] - lo[i, w]
         raw_ptr[i + 1] = raw_ptr[i] + tot
-    raw = np.empty((2, raw_ptr[m]), dtype=np.int64)
-    used = np.zeros(m, dtype=np.int64)
-    n_chunks = min(m, n_threads * 4)
-    for c in prange(n_chunks):
-        qlo = c * m // n_chunks
-        qhi = (c + 1) * m // n_chunks
-        marker = np.zeros(id_bound if use_marker else 1, dtype=np.int32)
-        cap = 0
-        for i in range(qlo, qhi):
-            cap = max(cap, raw_ptr[i + 1] - raw_ptr[i])
-        touched = np.empty(cap, dtype=np.int64)
-        for i in range(qlo, qhi):
-            nt = 0
-            for w in range(width):
-                for j in range(lo[i, w], hi[i, w]):
-                    v = ids[j]
-                    if v < 0:
-                        continue
-                    if use_marker:
-                        if marker[v] == 0:
-                            touched[nt] = v
-                            nt += 1
-                        marker[v] += 1
-                    else:
+    return lo, hi, raw_ptr
+
+
+@_jit
+def _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, qlo, qhi):  # type: ignore[no-untyped-def]
+    width = lo.shape[1]
+    marker = np.zeros(id_bound if use_marker else 1, dtype=np.int32)
+    cap = 0
+    for i in range(qlo, qhi):
+        cap = max(cap, raw_ptr[i + 1] - raw_ptr[i])
+    touched = np.empty(cap, dtype=np.int64)
+    for i in range(qlo, qhi):
+        nt = 0
+        for w in range(width):
+            for j in range(lo[i, w], hi[i, w]):
+                v = ids[j]
+                if v < 0:
+                    continue
+                if use_marker:
+                    if marker[v] == 0:
                         touched[nt] = v
                         nt += 1
-            used[i] = _emit(raw, raw_ptr[i], touched, nt, marker, use_marker)
-    return _finish_query(raw, raw_ptr, used, m)
+                    marker[v] += 1
+                else:
+                    touched[nt] = v
+                    nt += 1
+        used[i] = _emit(raw, raw_ptr[i], touched, nt, marker, use_marker)
+
+
+@_pjit
+def _sorted_parallel(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
+    m = lo.shape[0]
+    for c in prange(n_chunks):
+        _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, c * m // n_chunks, (c + 1) * m // n_chunks)
 
 
 def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untyped-def]
     """Candidates of queries with global bucket keys ``qkeys`` (m, L*P) (-1 = skip) as CSR."""
-    id_bound = int(id_bound)
-    return _sorted_query(
-        keys, ids, offsets, qkeys, max(id_bound, 1), id_bound <= _MARKER_LIMIT, numba.get_num_threads()
-    )
+    bound = max(int(id_bound), 1)
+    return _sorted_query_mode(keys, ids, offsets, qkeys, bound, bound <= _MARKER_LIMIT)
+
+
+def _sorted_query_mode(keys, ids, offsets, qkeys, bound, use_marker):  # type: ignore[no-untyped-def]
+    m = qkeys.shape[0]
+    lo, hi, raw_ptr = _sorted_bounds(keys, offsets, qkeys)
+    raw = np.empty((2, int(raw_ptr[m])), dtype=np.int64)
+    used = np.zeros(m, dtype=np.int64)
+    n_chunks = _chunks(m, int(raw_ptr[m]))
+    if n_chunks == 1:
+        _sorted_chunk(ids, lo, hi, bound, use_marker, raw, raw_ptr, used, 0, m)
+    else:
+        _sorted_parallel(ids, lo, hi, bound, use_marker, raw, raw_ptr, used, n_chunks)
+    return _finish_query(raw, raw_ptr, used, m)
 
 
 @_jit
@@ -327,13 +374,10 @@ def bucket_offsets(keys, n_keys):  # type: ignore[no-untyped-def]
     return out
 
 
-@_fjit
-def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
-    m = queries.shape[0]
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _rerank_rows(vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r, qlo, qhi):  # type: ignore[no-untyped-def]
     d = vectors.shape[1]
-    out_s = np.full((m, k), -np.inf, dtype=np.float32)
-    out_r = np.full((m, k), -1, dtype=np.int64)
-    for i in prange(m):
+    for i in range(qlo, qhi):
         filled = 0
         for j in range(indptr[i], indptr[i + 1]):
             r = rows[j]
@@ -353,12 +397,35 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
             # insert keeping (score desc, row asc); rows arrive ascending, so ties stay behind
             pos = filled if filled < k else k - 1
             while pos > 0 and s > out_s[i, pos - 1]:
-                if pos < k:
-                    out_s[i, pos] = out_s[i, pos - 1]
-                    out_r[i, pos] = out_r[i, pos - 1]
+                out_s[i, pos] = out_s[i, pos - 1]
+                out_r[i, pos] = out_r[i, pos - 1]
                 pos -= 1
             out_s[i, pos] = s
             out_r[i, pos] = r
             if filled < k:
                 filled += 1
+
+
+@_pjit
+def _rerank_parallel(vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r, n_chunks):  # type: ignore[no-untyped-def]
+    m = queries.shape[0]
+    for c in prange(n_chunks):
+        _rerank_rows(
+            vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r,
+            c * m // n_chunks, (c + 1) * m // n_chunks,
+        )
+
+
+def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+    """Exact top-``k`` of each query's candidate rows (see the NumPy reference)."""
+    m = queries.shape[0]
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_r = np.full((m, k), -1, dtype=np.int64)
+    nnz = int(indptr[m]) if m else 0
+    n_chunks = _chunks(m, nnz * max(vectors.shape[1], 1) // 8)
+    args = (vectors, xnorm, indptr, rows, queries, qnorm, int(k), int(metric), out_s, out_r)
+    if n_chunks == 1:
+        _rerank_rows(*args, 0, m)
+    else:
+        _rerank_parallel(*args, n_chunks)
     return out_s, out_r

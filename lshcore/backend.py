@@ -51,16 +51,15 @@ class Backend:
     def available(self) -> bool:
         """Whether this backend can run here (packages installed, device present)."""
         if self._available is None:
-            missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-            if missing:
-                self._available = False
-                self._reason = f"package(s) not installed: {', '.join(missing)}"
-            else:
-                try:
-                    self._available, self._reason = self._probe()
-                except Exception as exc:  # a probe that raises means "not usable", never a crash
-                    self._available = False
-                    self._reason = f"probe failed ({type(exc).__name__}: {exc})"
+            try:
+                missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+                if missing:
+                    available, reason = False, f"package(s) not installed: {', '.join(missing)}"
+                else:
+                    available, reason = self._probe()
+            except Exception as exc:  # a probe that raises means "not usable", never a crash
+                available, reason = False, f"probe failed ({type(exc).__name__}: {exc})"
+            self._available, self._reason = bool(available), str(reason)
         return self._available
 
     def _probe(self) -> tuple[bool, str]:

@@ -24,9 +24,13 @@ def _parse_hidden(ctx: click.Context, param: click.Parameter, value: str) -> lis
     try:
         sizes = [int(v) for v in str(value).split(",") if v.strip() != ""]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated positive integers like 1000,1000; got {value!r}") from None
+        raise click.BadParameter(
+            f"expected comma-separated positive integers like 1000,1000; got {value!r}"
+        ) from None
     if not sizes or any(s < 1 for s in sizes):
-        raise click.BadParameter(f"expected comma-separated positive integers like 1000,1000; got {value!r}")
+        raise click.BadParameter(
+            f"expected comma-separated positive integers like 1000,1000; got {value!r}"
+        )
     return sizes
 
 
@@ -34,7 +38,9 @@ def _parse_active(ctx: click.Context, param: click.Parameter, value: str) -> lis
     try:
         shares = [float(v) for v in str(value).split(",") if v.strip() != ""]
     except ValueError:
-        raise click.BadParameter(f"expected shares in (0, 1] like 0.05 or 0.01,0.05,1.0; got {value!r}") from None
+        raise click.BadParameter(
+            f"expected shares in (0, 1] like 0.05 or 0.01,0.05,1.0; got {value!r}"
+        ) from None
     if not shares or any(not (0.0 < s <= 1.0) for s in shares):
         raise click.BadParameter(f"every share must lie in (0, 1]; got {value!r}")
     return shares
@@ -61,8 +67,10 @@ def run_training(
     optimizer: str = "adam",
     workers: int = 1,
     seed: int = 0,
-    rehash: str = "fixed:50",
+    rehash: str = "changed:0.1:10",
     rebuild: str = "never",
+    transform: str = "auto",
+    bin_size: int | None = None,
     progress: bool = False,
     save: str | None = None,
     limit: int | None = None,
@@ -72,6 +80,9 @@ def run_training(
     from lshcore.engine import Trainer
     from lshcore.model import Model
 
+    if transform == "auto":  # rank-based families hash the raw vectors
+        transform = "none" if family in ("dwta", "wta") else "simple_lsh"
+    extra: dict[str, Any] = {"bin_size": bin_size} if bin_size is not None else {}
     x_train, y_train = data.x_train, data.y_train
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
@@ -87,6 +98,8 @@ def run_training(
         l=l,
         rehash=rehash,
         rebuild=rebuild,
+        transform=transform,
+        **extra,
     )
     trainer = Trainer(model, optimizer, lr, batch_size=batch_size, workers=workers, seed=seed)
     if progress:
@@ -118,7 +131,9 @@ def run_training(
     }
 
 
-def _run_framework(framework: str, data: Any, opts: dict[str, Any], active: float) -> dict[str, Any]:
+def _run_framework(
+    framework: str, data: Any, opts: dict[str, Any], active: float
+) -> dict[str, Any]:
     import importlib
 
     try:
@@ -182,7 +197,9 @@ def _table(records: list[dict[str, Any]], dense: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _plot(path: str, records: list[dict[str, Any]], dense: dict[str, Any] | None, title: str) -> None:
+def _plot(
+    path: str, records: list[dict[str, Any]], dense: dict[str, Any] | None, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,9 +207,19 @@ def _plot(path: str, records: list[dict[str, Any]], dense: dict[str, Any] | None
 
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = [r for r in records if r.get("mult_fraction") is not None]
-    ax.plot([r["mult_fraction"] for r in pts], [100 * r["accuracy"] for r in pts], "o-", label=pts[0]["policy"] if pts else "")
+    ax.plot(
+        [r["mult_fraction"] for r in pts],
+        [100 * r["accuracy"] for r in pts],
+        "o-",
+        label=pts[0]["policy"] if pts else "",
+    )
     for r in pts:
-        ax.annotate(f"{r['active']:g}", (r["mult_fraction"], 100 * r["accuracy"]), textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+            f"{r['active']:g}",
+            (r["mult_fraction"], 100 * r["accuracy"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
     if dense is not None:
         ax.axhline(100 * dense["accuracy"], color="gray", ls="--", label="dense twin")
     ax.set_xscale("log")
@@ -214,6 +241,11 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
             catalog.family_class(opts["family"])
         except UnknownNameError as exc:
             raise click.BadParameter(str(exc), param_hint="--family") from None
+        if opts["transform"] not in ("auto", "none", *catalog.transforms()):
+            known = ", ".join(["auto", "none", *catalog.transforms()])
+            raise click.BadParameter(
+                f"unknown transform {opts['transform']!r}; known: {known}", param_hint="--transform"
+            )
     try:
         data = _load(opts["dataset"], opts["data_dir"], opts["seed"])
     except DataError as exc:
@@ -221,20 +253,49 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
     sweep = len(opts["active"]) > 1
     records: list[dict[str, Any]] = []
     dense: dict[str, Any] | None = None
-    core_keys = ("hidden", "family", "k", "l", "policy", "epochs", "batch_size", "lr", "optimizer", "workers", "seed", "rehash", "rebuild", "progress", "limit")
+    core_keys = (
+        "hidden",
+        "family",
+        "k",
+        "l",
+        "policy",
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "workers",
+        "seed",
+        "rehash",
+        "rebuild",
+        "transform",
+        "bin_size",
+        "progress",
+        "limit",
+    )
     try:
         for i, active in enumerate(opts["active"]):
             save = opts["save"]
             if save and sweep:
-                save = str(Path(save).with_suffix("")) + f"-active{active:g}" + (Path(save).suffix or ".npz")
+                save = (
+                    str(Path(save).with_suffix(""))
+                    + f"-active{active:g}"
+                    + (Path(save).suffix or ".npz")
+                )
             if opts["framework"] == "core":
-                rec = run_training(data, active=active, save=save if i >= 0 else None, **{k: opts[k] for k in core_keys})
+                rec = run_training(
+                    data,
+                    active=active,
+                    save=save if i >= 0 else None,
+                    **{k: opts[k] for k in core_keys},
+                )
             else:
                 rec = _run_framework(opts["framework"], data, opts, active)
             records.append(rec)
         if opts["compare_dense"]:
             if opts["framework"] == "core":
-                dense = run_training(data, active=1.0, desc="dense twin", **{k: opts[k] for k in core_keys})
+                dense = run_training(
+                    data, active=1.0, desc="dense twin", **{k: opts[k] for k in core_keys}
+                )
             else:
                 dense = _run_framework(opts["framework"], data, opts, 1.0)
     except (ConfigError, UnknownNameError) as exc:
@@ -266,32 +327,137 @@ def _jsonable(v: Any) -> Any:
 
 
 @click.command("train")
-@click.option("--dataset", type=click.Choice(DATASETS), default="digits", show_default=True, help="Training data.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Folder with the IDX .gz files (else $LSHCORE_DATA, else download).")
-@click.option("--hidden", default="1000,1000,1000", show_default=True, callback=_parse_hidden, help="Hidden layer sizes, comma-separated.")
-@click.option("--active", default="0.05", show_default=True, callback=_parse_active, help="Share of active neurons per hidden layer (1.0 = dense); a comma list runs a sweep.")
-@click.option("--family", default="srp", show_default=True, help="LSH family (srp, sparse_srp, dwta, wta, ...).")
-@click.option("--k", type=click.IntRange(min=1), default=6, show_default=True, help="Hashes per table.")
-@click.option("--l", "l_", type=click.IntRange(min=1), default=20, show_default=True, help="Number of tables.")
-@click.option("--policy", type=click.Choice(POLICIES), default="topk", show_default=True, help="Active-set policy.")
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    default="digits",
+    show_default=True,
+    help="Training data.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with the IDX .gz files (else $LSHCORE_DATA, else download).",
+)
+@click.option(
+    "--hidden",
+    default="1000,1000,1000",
+    show_default=True,
+    callback=_parse_hidden,
+    help="Hidden layer sizes, comma-separated.",
+)
+@click.option(
+    "--active",
+    default="0.05",
+    show_default=True,
+    callback=_parse_active,
+    help="Share of active neurons per hidden layer (1.0 = dense); a comma list runs a sweep.",
+)
+@click.option(
+    "--family",
+    default="dwta",
+    show_default=True,
+    help="LSH family (dwta, wta, srp, sparse_srp, ...).",
+)
+@click.option(
+    "--k", type=click.IntRange(min=1), default=1, show_default=True, help="Hashes per table."
+)
+@click.option(
+    "--l",
+    "l_",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Number of tables.",
+)
+@click.option(
+    "--bin-size",
+    type=click.IntRange(min=2),
+    default=16,
+    show_default=True,
+    help="Bin size of wta/dwta (ignored by other families).",
+)
+@click.option(
+    "--transform",
+    default="auto",
+    show_default=True,
+    help="MIPS transform: simple_lsh, sign_alsh, none, or auto (none for wta/dwta, else simple_lsh).",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(POLICIES),
+    default="topk",
+    show_default=True,
+    help="Active-set policy.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (default 1e-3 for adam, 0.01 otherwise).")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate (default 1e-3 for adam, 0.01 otherwise).",
+)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True, help="Hogwild worker threads.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Hogwild worker threads.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--rehash", default="fixed:50", show_default=True, help="Rehash schedule: fixed:P, exp:P0:G, changed:T:C or never (in steps).")
-@click.option("--rebuild", default="never", show_default=True, help="Rebuild (new hash functions) schedule, same forms.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N training samples.")
+@click.option(
+    "--rehash",
+    default="changed:0.1:10",
+    show_default=True,
+    help="Rehash schedule: fixed:P, exp:P0:G, changed:T:C or never (in steps).",
+)
+@click.option(
+    "--rebuild",
+    default="never",
+    show_default=True,
+    help="Rebuild (new hash functions) schedule, same forms.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use only the first N training samples.",
+)
 @click.option("--compare-dense", is_flag=True, help="Also train the dense twin in the same run.")
-@click.option("--save", type=click.Path(dir_okay=False), default=None, help="Save the trained model here.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot accuracy against the share of multiplications (PNG).")
-@click.option("--framework", type=click.Choice(FRAMEWORKS), default="core", show_default=True, help="Engine: core, or a framework adapter.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option(
+    "--save", type=click.Path(dir_okay=False), default=None, help="Save the trained model here."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the results as JSON.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Plot accuracy against the share of multiplications (PNG).",
+)
+@click.option(
+    "--framework",
+    type=click.Choice(FRAMEWORKS),
+    default="core",
+    show_default=True,
+    help="Engine: core, or a framework adapter.",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
     kwargs["l"] = kwargs.pop("l_")
+    if kwargs["family"] not in ("dwta", "wta"):
+        kwargs["bin_size"] = None
     for name, value in (("--rehash", kwargs["rehash"]), ("--rebuild", kwargs["rebuild"])):
         from lshcore.schedule import parse_schedule
 
@@ -324,6 +490,8 @@ def demo(epochs: int, progress: bool) -> None:
         "seed": 0,
         "rehash": "fixed:20",
         "rebuild": "never",
+        "transform": "auto",
+        "bin_size": None,
         "limit": None,
         "compare_dense": True,
         "save": None,
@@ -332,5 +500,7 @@ def demo(epochs: int, progress: bool) -> None:
         "framework": "core",
         "progress": progress,
     }
-    click.echo("lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active (topk, SRP K=4 L=32)")
+    click.echo(
+        "lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active (topk, SRP K=4 L=32)"
+    )
     _train_impl(opts)

@@ -75,7 +75,12 @@ class Trainer:
         self.batch_size = check_int(batch_size, "batch_size", low=1)
         self.workers = check_int(workers, "workers", low=1, high=256)
         self.seed = check_int(seed, "seed", low=0)
-        if model.optimizer is not None and lr is None and not optimizer_params and model.optimizer.name == optimizer:
+        if (
+            model.optimizer is not None
+            and lr is None
+            and not optimizer_params
+            and model.optimizer.name == optimizer
+        ):
             opt = model.optimizer  # resuming: keep the saved hyper-parameters
         else:
             opt = make_optimizer(optimizer, lr, **optimizer_params)
@@ -146,7 +151,9 @@ class Trainer:
                         idx = next(queue)
                     except StopIteration:
                         return
-                    losses[wid].append(self.model.train_step(x[idx], y[idx], wss, counts[wid]) * len(idx))
+                    losses[wid].append(
+                        self.model.train_step(x[idx], y[idx], wss, counts[wid]) * len(idx)
+                    )
                     if bar is not None:
                         with bar_lock:
                             bar.update(len(idx))
@@ -159,7 +166,9 @@ class Trainer:
         if self.workers == 1:
             work(0)
         else:
-            threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(self.workers)]
+            threads = [
+                threading.Thread(target=work, args=(w,), daemon=True) for w in range(self.workers)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -195,6 +204,12 @@ class Trainer:
         info = extra.get("trainer")
         if model.optimizer is None or info is None:
             raise ConfigError(f"{path}: the model was not saved by a Trainer (no optimizer state)")
-        trainer = cls(model, model.optimizer.name, batch_size=info["batch_size"], workers=workers, seed=info["seed"])
+        trainer = cls(
+            model,
+            model.optimizer.name,
+            batch_size=info["batch_size"],
+            workers=workers,
+            seed=info["seed"],
+        )
         trainer.epoch = int(info["epoch"])
         return trainer

@@ -48,9 +48,7 @@ class HashFamily:
 
     def collision_probability(self, s: Any) -> np.ndarray:
         """P(two points at similarity ``s`` share a bucket of one table), all k sub-hashes."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no closed-form collision probability"
-        )
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form collision probability")
 
     # -- optional extras ------------------------------------------------------------
     def probes(self, x: Any, n_probes: int) -> np.ndarray:

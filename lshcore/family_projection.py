@@ -92,17 +92,21 @@ class SRP(_BackendFamily):
     def hash(self, x: Any) -> Any:
         if is_sparse(x) or not self.backend.host_arrays:
             return _pack_bits(self._project(x) >= 0, self.k, self.l, self.xp)
-        # dense input on the CPU: the product of _project, in row blocks whose (block, k*l)
-        # projections stay in cache (2-5x faster than one big product at large k*l)
-        x = self.check_input(x)
-        n, width = x.shape[0], self.k * self.l
-        block = max(64, _HASH_BLOCK_FLOATS // width)
-        if n <= block:
-            return _pack_bits(x @ self.projections >= 0, self.k, self.l, np)
+        # dense input on the CPU: the product of _project in row blocks, each validated
+        # and projected while it is in cache (2-5x faster than validating the whole batch,
+        # then one big product, at 16-1024 bits; see benchmarks/results/hashing.md)
+        width = self.k * self.l
+        block = max(64, _HASH_BLOCK_FLOATS // max(width, self.dim))
+        shaped = isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == self.dim
+        if not shaped or x.shape[0] <= block:
+            x = self.check_input(x)  # converts a list etc., or raises for the whole batch
+            if x.shape[0] <= block:
+                return _pack_bits(x @ self.projections >= 0, self.k, self.l, np)
+        n = x.shape[0]
         codes = np.empty((n, self.l), dtype=np.int64)
         buffer = np.empty((block, width), dtype=np.float32)
         for start in range(0, n, block):
-            rows = x[start : start + block]
+            rows = self.check_input(x[start : start + block])
             proj = np.matmul(rows, self.projections, out=buffer[: rows.shape[0]])
             codes[start : start + block] = _pack_bits(proj >= 0, self.k, self.l, np)
         return codes
@@ -235,17 +239,37 @@ class SparseSRP(SRP):
 
 
 def _fwht(y: Any, xp: Any) -> Any:
-    """Unnormalized fast Walsh-Hadamard transform along the last axis (power-of-two length)."""
-    size = y.shape[-1]
-    lead = y.shape[:-1]
+    """In-place unnormalized fast Walsh-Hadamard transform along the FIRST axis.
+
+    ``y``: a C-contiguous float array of shape (d, ...) with d a power of two; returns
+    ``y``. d log2 d additions/subtractions per vector, done two stages at a time (radix-4
+    butterflies). The transformed axis comes first so that every stage works on long
+    contiguous blocks (the batch), not on strided runs of length 1, 2, 4, ...
+    """
+    if not y.flags.c_contiguous:
+        raise ValueError("_fwht needs a C-contiguous array (it works in place)")
+    size = y.shape[0]
+    flat = y.reshape(size, -1)
+    cols = flat.shape[1]
     h = 1
     while h < size:
-        y = y.reshape(*lead, size // (2 * h), 2, h)
-        a = y[..., 0, :]
-        b = y[..., 1, :]
-        y = xp.stack((a + b, a - b), axis=-2)
-        h *= 2
-    return y.reshape(*lead, size)
+        if 4 * h <= size:
+            v = flat.reshape(size // (4 * h), 4, h, cols)
+            a, b, c, e = v[:, 0], v[:, 1], v[:, 2], v[:, 3]
+            s1, d1, s2, d2 = a + b, a - b, c + e, c - e
+            xp.add(s1, s2, out=a)
+            xp.add(d1, d2, out=b)
+            xp.subtract(s1, s2, out=c)
+            xp.subtract(d1, d2, out=e)
+            h *= 4
+        else:
+            v = flat.reshape(size // (2 * h), 2, h, cols)
+            a, b = v[:, 0], v[:, 1]
+            diff = a - b
+            a += b
+            b[...] = diff
+            h *= 2
+    return y
 
 
 class CrossPolytope(_BackendFamily):
@@ -290,34 +314,34 @@ class CrossPolytope(_BackendFamily):
             )
         n_sub = self.k * self.l
         signs = self._rng.integers(0, 2, size=(3, n_sub, rotation_dim)) * 2 - 1
-        #: the three random +-1 diagonals, shape (3, k*l, d')
-        self.diagonals = self.xp.asarray(signs.astype(np.float32))
+        #: the three random +-1 diagonals, shape (3, k*l, d') (sub-hash j of table t at t*k+j)
+        self.diagonals = signs.astype(np.float32)
+        self.diagonals_t = self.xp.asarray(np.ascontiguousarray(self.diagonals.transpose(0, 2, 1)))
         radix = [2 * rotation_dim] * (self.k - 1)
-        self._place = self.xp.asarray(np.cumprod([1, *radix], dtype=np.int64)[: self.k])
+        self._place = np.cumprod([1, *radix], dtype=np.int64)[: self.k]
 
     def rotate(self, x: Any) -> Any:
-        """The pseudo-rotated inputs, shape (n, l, k, d'), for a validated dense batch."""
+        """The pseudo-rotated inputs, shape (d', n, l, k), for a validated dense batch."""
         n = x.shape[0]
-        y = self.xp.zeros((n, self.k * self.l, self.rotation_dim), dtype=np.float32)
-        y[:, :, : self.dim] = x[:, None, :]
+        y = self.xp.zeros((self.rotation_dim, n, self.k * self.l), dtype=np.float32)
+        y[: self.dim] = x.T[:, :, None]
         for r in range(3):
-            y = _fwht(y * self.diagonals[r], self.xp)
-        return y.reshape(n, self.l, self.k, self.rotation_dim)
+            y *= self.diagonals_t[r][:, None, :]
+            _fwht(y, self.xp)
+        return y.reshape(self.rotation_dim, n, self.l, self.k)
 
     def _codes(self, y: Any) -> Any:
+        """Codes (n, l) from rotated inputs (d', n, l, k): the signed argmax per sub-hash."""
         xp = self.xp
         d, m = self.rotation_dim, self.last_cp_dim
-        full = y[:, :, : self.k - 1, :]
-        idx = xp.argmax(xp.abs(full), axis=3)
-        neg = xp.take_along_axis(full, idx[..., None], axis=3)[..., 0] < 0
-        sub = idx.astype(np.int64) + d * neg.astype(np.int64)  # (n, l, k-1)
-        last = y[:, :, self.k - 1, :m]
-        lidx = xp.argmax(xp.abs(last), axis=2)
-        lneg = xp.take_along_axis(last, lidx[..., None], axis=2)[..., 0] < 0
-        lsub = lidx.astype(np.int64) + m * lneg.astype(np.int64)  # (n, l)
-        code = lsub * self._place[self.k - 1]
-        if self.k > 1:
-            code = code + (sub * self._place[: self.k - 1]).sum(axis=2)
+        code = None
+        for j in range(self.k):  # a loop over the k sub-hashes, not over points
+            width = d if j < self.k - 1 else m
+            part = y[:width, :, :, j]
+            idx = xp.argmax(xp.abs(part), axis=0)  # (n, l)
+            neg = xp.take_along_axis(part, idx[None], axis=0)[0] < 0
+            sub = (idx.astype(np.int64) + width * neg.astype(np.int64)) * int(self._place[j])
+            code = sub if code is None else code + sub
         return code
 
     def hash(self, x: Any) -> Any:
@@ -327,7 +351,7 @@ class CrossPolytope(_BackendFamily):
         step = max(1, self._CHUNK_ELEMENTS // (self.k * self.l * self.rotation_dim))
         parts = [
             self._codes(self.rotate(_dense_rows(x, i, min(i + step, n), xp)))
-            for i in range(0, n, step)  # chunks of rows bound the (n, k*l, d') buffer
+            for i in range(0, n, step)  # chunks of rows bound the (d', n, k*l) buffer
         ]
         return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
 

@@ -41,7 +41,9 @@ def save_arrays(
     for name, arr in arrays.items():
         arr = np.asarray(arr)
         if arr.dtype == object:
-            raise ValueError(f"array {name!r} has dtype object, which cannot be saved without pickle")
+            raise ValueError(
+                f"array {name!r} has dtype object, which cannot be saved without pickle"
+            )
         payload[name] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,7 +80,9 @@ def load_arrays(
     except FileFormatError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{path}: not a readable lshcore file ({type(exc).__name__}: {exc})") from exc
+        raise FileFormatError(
+            f"{path}: not a readable lshcore file ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise FileFormatError(f"{path}: not an lshcore file (bad header)")
     if header.get("kind") != kind:

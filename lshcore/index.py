@@ -34,6 +34,7 @@ FILE_VERSION = 1
 ID_LIMIT = 2**31  # ids are ints in [0, 2**31)
 
 _METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
+_HASH_CHUNK = 1 << 16  # rows hashed at once when adding
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class LSHIndex:
 
     def _reset_rows(self, capacity: int) -> None:
         self._row_ids = np.full(capacity, -1, dtype=np.int64)  # external id of each row
-        self._codes = np.zeros((capacity, self.l), dtype=np.int64)  # bucket per row, table
+        self._codes = np.zeros((capacity, self.l), dtype=np.int32)  # bucket per row, table
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32) if self.store else None
         self._norms = np.zeros(capacity, dtype=np.float32) if self.store else None
         self._row_of: dict[int, int] = {}
@@ -202,7 +203,7 @@ class LSHIndex:
         new = max(need, 2 * cap, 64)
         row_ids = np.full(new, -1, dtype=np.int64)
         row_ids[:cap] = self._row_ids
-        codes = np.zeros((new, self.l), dtype=np.int64)
+        codes = np.zeros((new, self.l), dtype=np.int32)
         codes[:cap] = self._codes
         self._row_ids, self._codes = row_ids, codes
         if self.store:
@@ -264,10 +265,15 @@ class LSHIndex:
 
     def _hash_data(self, x: Any) -> np.ndarray:
         """Bucket indices (n, l) of stored vectors (transform applied)."""
-        hx = self.transform.data(x) if self.transform is not None else x
-        codes = self.family.hash(hx)
-        self._count(x.shape[0], x)
-        return self.backend.to_numpy(self.tables.buckets(codes))
+        n = x.shape[0]
+        out = np.empty((n, self.l), dtype=np.int64)
+        # in chunks: a family's temporaries (projections, bits) grow with n * k * l
+        for lo in range(0, n, _HASH_CHUNK):
+            part = x[lo : lo + _HASH_CHUNK]
+            hx = self.transform.data(part) if self.transform is not None else part
+            out[lo : lo + part.shape[0]] = self.backend.to_numpy(self.tables.buckets(self.family.hash(hx)))
+        self._count(n, x)
+        return out
 
     def _hash_query(self, q: Any, n_probes: int) -> Any:
         hq = self.transform.query(q) if self.transform is not None else q
@@ -390,7 +396,7 @@ class LSHIndex:
             self._rehash_rows(None)
             return
         xp = self.xp
-        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows]))
+        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows].astype(np.int64)))
         self._codes[rows] = new
         self.tables.insert_buckets(xp.asarray(rows), xp.asarray(new))
 
@@ -398,7 +404,7 @@ class LSHIndex:
         """Remove ``ids`` (InputError, index unchanged, if one is absent)."""
         arr, rows = self._rows_of(ids)
         xp = self.xp
-        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows]))
+        self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows].astype(np.int64)))
         for i in arr.tolist():
             del self._row_of[i]
         self._row_ids[rows] = -1
@@ -488,7 +494,8 @@ class LSHIndex:
             )
             scores, got = tn(scores), tn(got)
         if self.store:
-            ids = np.where(got >= 0, self._row_ids[np.maximum(got, 0)], -1)
+            ids = np.full(got.shape, -1, dtype=np.int64)
+            ids[got >= 0] = self._row_ids[got[got >= 0]]
         else:
             ids = got
         return scores, ids
@@ -609,7 +616,7 @@ class LSHIndex:
             codes = arrays["codes"]
             if row_ids.shape != (n_rows,) or row_ids.dtype != np.int64:
                 raise FileFormatError(f"{path}: array row_ids has the wrong shape or dtype")
-            if codes.shape != (n_rows, index.l) or codes.dtype != np.int64:
+            if codes.shape != (n_rows, index.l) or codes.dtype != np.int32:
                 raise FileFormatError(f"{path}: array codes has the wrong shape or dtype")
             if codes.size and (codes.min() < 0 or codes.max() >= index.tables.table_size):
                 raise FileFormatError(f"{path}: array codes holds buckets out of range")

@@ -95,7 +95,9 @@ class _Layer:
         self.seed = check_int(seed, "seed", low=0)
         self.backend = get_backend(backend)
         if not self.backend.host_arrays:
-            raise ConfigError(f"the core layers run on host arrays; backend {self.backend.name!r} is not supported")
+            raise ConfigError(
+                f"the core layers run on host arrays; backend {self.backend.name!r} is not supported"
+            )
         self.kernels = self.backend.kernels
         rng = np.random.default_rng(self.seed)
         # He/LeCun scale for the inputs that are actually non-zero: after a hashed layer
@@ -103,7 +105,9 @@ class _Layer:
         # the signal by sqrt(fan_in / n_in) per layer
         self.fan_in = check_int(fan_in if fan_in is not None else n_in, "fan_in", low=1)
         scale = np.sqrt((2.0 if activation == "relu" else 1.0) / self.fan_in)
-        self.weight = np.ascontiguousarray((rng.standard_normal((n_out, n_in)) * scale).astype(np.float32))
+        self.weight = np.ascontiguousarray(
+            (rng.standard_normal((n_out, n_in)) * scale).astype(np.float32)
+        )
         self.bias = np.zeros(n_out, np.float32)
         self.states_w: list[np.ndarray] = []
         self.states_b: list[np.ndarray] = []
@@ -141,11 +145,15 @@ class _Layer:
                 raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
             return x.ids, x.vals, False
         if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in:
-            raise InputError(f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}")
+            raise InputError(
+                f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}"
+            )
         ids, vals = self.kernels.dense_to_sparse(np.ascontiguousarray(x, dtype=np.float32))
         return ids, vals, True
 
-    def _sparse_backward(self, ws: Workspace, gz: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+    def _sparse_backward(
+        self, ws: Workspace, gz: np.ndarray, need_grad_in: bool, counts: Counts
+    ) -> Any:
         c = ws.cache
         grad_in, ws.n_w, ws.n_b, mults = self.kernels.layer_backward(
             self.weight,
@@ -171,11 +179,29 @@ class _Layer:
             dense = np.zeros((gz.shape[0], self.n_in + 1), np.float32)
             ids = c["in_ids"]
             cols = np.where(ids >= 0, ids, self.n_in)
-            np.add.at(dense, (np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape), cols), grad_in)
+            np.add.at(
+                dense, (np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape), cols), grad_in
+            )
             return dense[:, : self.n_in]
         return grad_in
 
-    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> np.ndarray:
+    def forward(
+        self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
+    ) -> Any:
+        """Activations of input ``x`` (dense (B, n_in) or SparseBatch)."""
+        raise NotImplementedError
+
+    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+        """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description (type, sizes, activation, seed, selector options)."""
+        raise NotImplementedError
+
+    def apply_update(
+        self, ws: Workspace, opt: Optimizer, counts: Counts | None = None
+    ) -> np.ndarray:
         """One optimizer step from the workspace's gradient; returns the rows changed."""
         self.step += 1
         step = self.step
@@ -183,9 +209,20 @@ class _Layer:
             opt.dense_step(self.weight, ws.cache["dense_gw"], self.states_w, step)
             opt.dense_step(self.bias, ws.cache["dense_gb"], self.states_b, step)
             return np.arange(self.n_out)
-        opt.sparse_step(self.kernels, self.weight.reshape(-1), ws.grad_w, ws.mark_w, ws.touched_w, ws.n_w, self.states_w, step)
+        opt.sparse_step(
+            self.kernels,
+            self.weight.reshape(-1),
+            ws.grad_w,
+            ws.mark_w,
+            ws.touched_w,
+            ws.n_w,
+            self.states_w,
+            step,
+        )
         rows = ws.touched_b[: ws.n_b].copy()
-        opt.sparse_step(self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b, step)
+        opt.sparse_step(
+            self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b, step
+        )
         ws.n_w = 0
         ws.n_b = 0
         return rows
@@ -198,12 +235,16 @@ class _Layer:
 class DenseLayer(_Layer):
     """Every neuron computed: BLAS on dense input, the gather kernel on sparse input."""
 
-    def forward(self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False) -> np.ndarray:
+    def forward(
+        self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
+    ) -> np.ndarray:
         """Activations (B, n_out) of input ``x`` (dense (B, n_in) or SparseBatch)."""
         c = ws.cache
         if isinstance(x, SparseBatch):
             ids, vals, _ = self._sparse_input(x)
-            out_ids = np.ascontiguousarray(np.broadcast_to(np.arange(self.n_out, dtype=np.int64), (ids.shape[0], self.n_out)))
+            out_ids = np.ascontiguousarray(
+                np.broadcast_to(np.arange(self.n_out, dtype=np.int64), (ids.shape[0], self.n_out))
+            )
             z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, out_ids)
             c.update(in_ids=ids, in_vals=vals, out_ids=out_ids, in_dense=False, sparse=True)
         else:
@@ -264,7 +305,9 @@ class HashedLayer(_Layer):
         self.selector = ActiveSelector(n_in, n_out, backend=self.backend, **selector_options)
         self.selector.fit(self.weight, self.bias)
 
-    def forward(self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False) -> SparseBatch:
+    def forward(
+        self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
+    ) -> SparseBatch:
         """Active ids and activations (a SparseBatch) for input ``x`` (dense or SparseBatch)."""
         ids, vals, was_dense = self._sparse_input(x)
         query = x if was_dense else SparseBatch(ids, vals, self.n_in)
@@ -274,13 +317,17 @@ class HashedLayer(_Layer):
         counts.forward += int(mults)
         ws.cache.update(in_ids=ids, in_vals=vals, out_ids=active.ids, in_dense=was_dense, z=z)
         a = self._activate(z)
-        return SparseBatch(active.ids, np.where(active.ids >= 0, a, np.float32(0)).astype(np.float32), self.n_out)
+        return SparseBatch(
+            active.ids, np.where(active.ids >= 0, a, np.float32(0)).astype(np.float32), self.n_out
+        )
 
     def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
         gz = self._grad_z(grad, ws.cache["z"])
         return self._sparse_backward(ws, gz, need_grad_in, counts)
 
-    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> np.ndarray:
+    def apply_update(
+        self, ws: Workspace, opt: Optimizer, counts: Counts | None = None
+    ) -> np.ndarray:
         rows = super().apply_update(ws, opt)
         cost = self.selector.after_update(self.weight, self.bias, rows)
         if counts is not None:

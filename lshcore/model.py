@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lshcore.backend import Backend
-from lshcore.errors import ConfigError, FileFormatError, InputError
+from lshcore.errors import ConfigError, FileFormatError
 from lshcore.fileformat import load_arrays, save_arrays
 from lshcore.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
 from lshcore.optim import Optimizer
@@ -27,7 +27,9 @@ MODEL_KIND = "lsh-model"
 MODEL_VERSION = 1
 
 
-def softmax_xent(ids: np.ndarray | None, z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def softmax_xent(
+    ids: np.ndarray | None, z: np.ndarray, labels: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Softmax cross-entropy over the active logits ``z (B, m)`` of neurons ``ids``.
 
     ``ids`` None means neuron j is column j; -1 ids are padding. ``labels (B, n)`` -1
@@ -41,7 +43,11 @@ def softmax_xent(ids: np.ndarray | None, z: np.ndarray, labels: np.ndarray) -> t
     zmax = zz.max(axis=1, keepdims=True)
     e = np.where(valid, np.exp(zz - zmax), 0.0)
     p = e / e.sum(axis=1, keepdims=True)
-    is_label = valid & (ids[:, :, None] == labels[:, None, :]).any(axis=2) if labels.shape[1] else np.zeros_like(valid)
+    is_label = (
+        valid & (ids[:, :, None] == labels[:, None, :]).any(axis=2)
+        if labels.shape[1]
+        else np.zeros_like(valid)
+    )
     n_labels = is_label.sum(axis=1, keepdims=True)
     target = np.where(n_labels > 0, is_label / np.maximum(n_labels, 1), 0.0)
     logp = np.where(valid, zz - zmax - np.log(e.sum(axis=1, keepdims=True)), 0.0)
@@ -75,12 +81,15 @@ class Model:
         n_out: int,
         active: float = 0.05,
         hashed_output: bool = False,
+        sparse_init: bool = False,
         seed: int = 0,
         backend: str | Backend | None = None,
         **selector_options: Any,
     ) -> Model:
         """ReLU hidden layers (hashed when ``active < 1``) and a linear output layer
-        (dense unless ``hashed_output``); layer i is seeded with ``seed + i``."""
+        (dense unless ``hashed_output``); layer i is seeded with ``seed + i``. With
+        ``sparse_init`` a layer after a hashed layer is initialised for its active fan-in
+        (``ceil(active * n_in)``) instead of n_in."""
         active = check_float(active, "active", low=0.0, high=1.0, open_low=True)
         sizes = [n_in, *hidden, n_out]
         layers: list[_Layer] = []
@@ -89,10 +98,19 @@ class Model:
             act = "linear" if last else "relu"
             hashed = active < 1.0 and (not last or hashed_output)
             prev_hashed = bool(layers) and layers[-1].hashed
-            fan_in = int(np.ceil(active * sizes[i])) if prev_hashed else None
+            fan_in = int(np.ceil(active * sizes[i])) if (prev_hashed and sparse_init) else None
             if hashed:
                 layers.append(
-                    HashedLayer(sizes[i], sizes[i + 1], act, seed + i, backend, fan_in, active=active, **selector_options)
+                    HashedLayer(
+                        sizes[i],
+                        sizes[i + 1],
+                        act,
+                        seed + i,
+                        backend,
+                        fan_in,
+                        active=active,
+                        **selector_options,
+                    )
                 )
             else:
                 layers.append(DenseLayer(sizes[i], sizes[i + 1], act, seed + i, backend, fan_in))
@@ -117,11 +135,20 @@ class Model:
         return [layer.new_workspace() for layer in self.layers]
 
     # -- passes ------------------------------------------------------------------------
-    def forward(self, x: Any, wss: list[Workspace], counts: Counts, labels: Any = None, training: bool = False) -> Any:
+    def forward(
+        self,
+        x: Any,
+        wss: list[Workspace],
+        counts: Counts,
+        labels: Any = None,
+        training: bool = False,
+    ) -> Any:
         h = x
         last = len(self.layers) - 1
         for i, (layer, ws) in enumerate(zip(self.layers, wss, strict=True)):
-            h = layer.forward(h, ws, counts, labels=labels if i == last else None, training=training)
+            h = layer.forward(
+                h, ws, counts, labels=labels if i == last else None, training=training
+            )
         return h
 
     def _logits(self, out: Any) -> tuple[np.ndarray | None, np.ndarray]:
@@ -144,7 +171,13 @@ class Model:
             layer.apply_update(ws, self.optimizer, counts)
         return loss
 
-    def predict(self, x: Any, wss: list[Workspace] | None = None, counts: Counts | None = None, batch_size: int = 512) -> np.ndarray:
+    def predict(
+        self,
+        x: Any,
+        wss: list[Workspace] | None = None,
+        counts: Counts | None = None,
+        batch_size: int = 512,
+    ) -> np.ndarray:
         """Predicted class ids (n,), with the layers' active sets (sparse inference)."""
         x = as_batch(x, self.n_in, "x")
         wss = wss or self.workspaces()
@@ -172,7 +205,13 @@ class Model:
         ``seed`` is None and this model is untrained)."""
         layers: list[_Layer] = []
         for layer in self.layers:
-            twin = DenseLayer(layer.n_in, layer.n_out, layer.activation, layer.seed if seed is None else seed, layer.backend)
+            twin = DenseLayer(
+                layer.n_in,
+                layer.n_out,
+                layer.activation,
+                layer.seed if seed is None else seed,
+                layer.backend,
+            )
             layers.append(twin)
         return Model(layers)
 
@@ -190,7 +229,11 @@ class Model:
             for j, s in enumerate(layer.states_w):
                 arrays[f"l{i}.state_w{j}"] = s
                 arrays[f"l{i}.state_b{j}"] = layer.states_b[j]
-            entry: dict[str, Any] = {"config": layer.config(), "step": layer.step, "n_states": len(layer.states_w)}
+            entry: dict[str, Any] = {
+                "config": layer.config(),
+                "step": layer.step,
+                "n_states": len(layer.states_w),
+            }
             if isinstance(layer, HashedLayer):
                 sel_meta, sel_arrays = layer.selector.state()
                 entry["selector"] = sel_meta
@@ -205,7 +248,9 @@ class Model:
         return save_arrays(path, MODEL_KIND, MODEL_VERSION, meta, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], backend: str | Backend | None = None) -> tuple[Model, dict[str, Any]]:
+    def load(
+        cls, path: str | os.PathLike[str], backend: str | Backend | None = None
+    ) -> tuple[Model, dict[str, Any]]:
         """A model saved with :meth:`save`, and the ``extra`` metadata saved with it."""
         meta, arrays, _ = load_arrays(path, MODEL_KIND, MODEL_VERSION)
         try:
@@ -217,7 +262,14 @@ class Model:
                 if weight.shape != (cfg["n_out"], cfg["n_in"]) or bias.shape != (cfg["n_out"],):
                     raise FileFormatError(f"{path}: layer {i} arrays do not match its shape")
                 layer: _Layer
-                args = (cfg["n_in"], cfg["n_out"], cfg["activation"], cfg["seed"], backend, cfg.get("fan_in"))
+                args = (
+                    cfg["n_in"],
+                    cfg["n_out"],
+                    cfg["activation"],
+                    cfg["seed"],
+                    backend,
+                    cfg.get("fan_in"),
+                )
                 if cfg["type"] == "dense":
                     layer = DenseLayer(*args)
                 else:
@@ -225,14 +277,26 @@ class Model:
                     _Layer.__init__(layer, *args)
                 layer.weight = np.ascontiguousarray(weight, dtype=np.float32)
                 layer.bias = np.ascontiguousarray(bias, dtype=np.float32)
-                layer.states_w = [np.ascontiguousarray(arrays[f"l{i}.state_w{j}"]) for j in range(entry["n_states"])]
-                layer.states_b = [np.ascontiguousarray(arrays[f"l{i}.state_b{j}"]) for j in range(entry["n_states"])]
+                layer.states_w = [
+                    np.ascontiguousarray(arrays[f"l{i}.state_w{j}"])
+                    for j in range(entry["n_states"])
+                ]
+                layer.states_b = [
+                    np.ascontiguousarray(arrays[f"l{i}.state_b{j}"])
+                    for j in range(entry["n_states"])
+                ]
                 layer.step = int(entry["step"])
                 if cfg["type"] == "hashed":
                     prefix = f"l{i}.sel."
-                    sel_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                    layer.selector = ActiveSelector.from_state(  # type: ignore[attr-defined]
-                        entry["selector"], sel_arrays, layer.weight, layer.bias, backend=layer.backend
+                    sel_arrays = {
+                        k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
+                    }
+                    layer.selector = ActiveSelector.from_state(  # type: ignore[union-attr]
+                        entry["selector"],
+                        sel_arrays,
+                        layer.weight,
+                        layer.bias,
+                        backend=layer.backend,
                     )
                 layers.append(layer)
         except (KeyError, TypeError) as exc:
@@ -243,4 +307,3 @@ class Model:
             opt = Optimizer(**opt_cfg)
             model.optimizer = opt
         return model, dict(meta.get("extra", {}))
-

@@ -64,10 +64,24 @@ class Optimizer:
         s1 = states[0].reshape(-1) if states else _EMPTY
         s2 = states[1].reshape(-1) if len(states) > 1 else _EMPTY
         kernels.sparse_update(
-            self.kind, param, grad, mark, touched, n, s1, s2, self.lr, self.h1, self.h2, self.eps, max(step, 1)
+            self.kind,
+            param,
+            grad,
+            mark,
+            touched,
+            n,
+            s1,
+            s2,
+            self.lr,
+            self.h1,
+            self.h2,
+            self.eps,
+            max(step, 1),
         )
 
-    def dense_step(self, param: np.ndarray, grad: np.ndarray, states: list[np.ndarray], step: int) -> None:
+    def dense_step(
+        self, param: np.ndarray, grad: np.ndarray, states: list[np.ndarray], step: int
+    ) -> None:
         """Update every entry of ``param`` in place from ``grad`` (same formulas as the kernels)."""
         lr = np.float32(self.lr)
         if self.name == "sgd":
@@ -111,7 +125,9 @@ def make_optimizer(name: str = "adam", lr: float | None = None, **params: Any) -
     h2 = params.pop("beta2", 0.999)
     eps = params.pop("eps", 1e-8)
     if params:
-        raise UnknownNameError("optimizer parameter", sorted(params)[0], ["momentum", "beta1", "beta2", "eps"])
+        raise UnknownNameError(
+            "optimizer parameter", sorted(params)[0], ["momentum", "beta1", "beta2", "eps"]
+        )
     h1 = check_float(h1, "momentum/beta1", low=0.0, high=1.0)
     h2 = check_float(h2, "beta2", low=0.0, high=1.0)
     eps = check_float(eps, "eps", low=0.0)

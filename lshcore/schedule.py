@@ -42,7 +42,9 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f"schedule kind must be one of {', '.join(map(repr, KINDS))}; got {self.kind!r}")
+            raise ConfigError(
+                f"schedule kind must be one of {', '.join(map(repr, KINDS))}; got {self.kind!r}"
+            )
         check_float(self.period, "schedule period", low=1.0)
         check_float(self.growth, "schedule growth", low=1.0)
         check_float(self.threshold, "schedule threshold", low=0.0, high=1.0)
@@ -83,7 +85,9 @@ class Schedule:
         return sched
 
 
-def parse_schedule(spec: str | Schedule | None, name: str = "schedule", default: str = "fixed:50") -> Schedule:
+def parse_schedule(
+    spec: str | Schedule | None, name: str = "schedule", default: str = "fixed:50"
+) -> Schedule:
     """A :class:`Schedule` from ``"fixed:P"``, ``"exp:P0:G"``, ``"changed:T:C"`` or ``"never"``."""
     if spec is None:
         spec = default
@@ -96,7 +100,9 @@ def parse_schedule(spec: str | Schedule | None, name: str = "schedule", default:
     try:
         nums = [float(p) for p in parts[1:]]
     except ValueError:
-        raise ConfigError(f"{name}: cannot parse {spec!r} (numbers expected after the kind)") from None
+        raise ConfigError(
+            f"{name}: cannot parse {spec!r} (numbers expected after the kind)"
+        ) from None
     try:
         if kind == "never" and not nums:
             return Schedule("never")

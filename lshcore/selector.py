@@ -15,6 +15,9 @@ Policies (``policy=``):
 - ``threshold``: neurons hit in at least ``threshold`` tables (at most ``m``, no padding).
 - ``batch_union`` (Mongoose): one set for the whole batch, the ``batch_factor * m``
   neurons with the most hits summed over the batch.
+- ``rerank``: the ``rerank * m`` neurons hit most often (as ``topk``), then the ``m`` with
+  the largest activations among them, computed exactly (the multiplications are counted
+  in ``hash_mults``): LSH as a candidate generator, as in LSH search.
 - ``exact``: the true top ``m`` by activation (an oracle: costs a dense product).
 - ``random``: ``m`` neurons at random (the baseline).
 
@@ -34,10 +37,19 @@ from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameE
 from lshcore.schedule import Schedule, parse_schedule
 from lshcore.validation import as_batch, check_float, check_int, is_sparse
 
-__all__ = ["ActiveSet", "ActiveSelector", "SparseBatch", "POLICIES", "LSH_POLICIES", "labels_matrix"]
+__all__ = [
+    "ActiveSet",
+    "ActiveSelector",
+    "SparseBatch",
+    "POLICIES",
+    "LSH_POLICIES",
+    "labels_matrix",
+]
 
-POLICIES = ("topk", "union", "threshold", "batch_union", "exact", "random")
-LSH_POLICIES = ("topk", "union", "threshold", "batch_union")
+POLICIES = ("topk", "union", "threshold", "batch_union", "rerank", "exact", "random")
+LSH_POLICIES = ("topk", "union", "threshold", "batch_union", "rerank")
+#: default rehash schedule, chosen by benchmarks/bench_mnist_schedules.py (docs/training.md)
+DEFAULT_REHASH = "changed:0.1:10"
 
 
 @dataclass
@@ -137,12 +149,16 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
     else:
         arr = np.asarray(labels)
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise InputError(f"labels: expected (B,) integers or a list of label arrays, got {arr.dtype} {arr.shape}")
+            raise InputError(
+                f"labels: expected (B,) integers or a list of label arrays, got {arr.dtype} {arr.shape}"
+            )
         mat = arr.astype(np.int64)[:, None]
     if mat.shape[0] != batch:
         raise InputError(f"labels: expected {batch} rows, got {mat.shape[0]}")
     if mat.size and (mat.max() >= n_out or mat.min() < -1):
-        raise InputError(f"labels: ids must lie in [0, {n_out}), got {int(mat.max())}/{int(mat.min())}")
+        raise InputError(
+            f"labels: ids must lie in [0, {n_out}), got {int(mat.max())}/{int(mat.min())}"
+        )
     return np.ascontiguousarray(mat)
 
 
@@ -193,6 +209,9 @@ class ActiveSelector:
         schedule: str | Schedule | None = None,
         threshold: int = 2,
         batch_factor: float = 4.0,
+        rerank: float = 4.0,
+        tables: str = "sorted",
+        bucket_size: int = 128,
         **family_params: Any,
     ):
         self.n_in = check_int(n_in, "n_in", low=1)
@@ -206,21 +225,33 @@ class ActiveSelector:
         self.seed = check_int(seed, "seed", low=0)
         self.threshold = check_int(threshold, "threshold", low=1)
         self.batch_factor = check_float(batch_factor, "batch_factor", low=1.0)
+        self.rerank = check_float(rerank, "rerank", low=1.0)
+        if tables not in ("sorted", "index"):
+            raise ConfigError(f"tables must be 'sorted' or 'index'; got {tables!r}")
+        self.tables_kind = tables
+        self.bucket_size = check_int(bucket_size, "bucket_size", low=1)
+        self._index: Any = None
         self.family_name = str(family)
         self.family_params = dict(family_params)
-        self.transform_name = transform
+        self.transform_name = None if transform in (None, "none") else str(transform)
         if policy in LSH_POLICIES:
             from lshcore import catalog
 
             catalog.family_class(self.family_name)  # UnknownNameError now, not at fit
-            if transform is not None and transform not in catalog.transforms():
-                raise UnknownNameError("transform", str(transform), catalog.transforms())
+            if self.transform_name is not None and self.transform_name not in catalog.transforms():
+                raise UnknownNameError(
+                    "transform", self.transform_name, [*catalog.transforms(), "none"]
+                )
         if rehash is not None and schedule is not None:
             raise ConfigError("give either rehash= or its alias schedule=, not both")
-        self.rehash_schedule = parse_schedule(rehash if rehash is not None else schedule, "rehash", "fixed:50")
+        self.rehash_schedule = parse_schedule(
+            rehash if rehash is not None else schedule, "rehash", "fixed:50"
+        )
         self.rebuild_schedule = parse_schedule(rebuild, "rebuild", "never")
         self.backend = get_backend(backend)
-        self._kernels = self.backend.kernels if self.backend.host_arrays else get_backend("numpy").kernels
+        self._kernels = (
+            self.backend.kernels if self.backend.host_arrays else get_backend("numpy").kernels
+        )
         self.m = min(self.n_out, max(1, int(np.ceil(self.active * self.n_out - 1e-9))))
         self._tables: _Tables | None = None
         self._weight: np.ndarray | None = None
@@ -252,6 +283,9 @@ class ActiveSelector:
             "rebuild": self.rebuild_schedule.spec(),
             "threshold": self.threshold,
             "batch_factor": self.batch_factor,
+            "rerank": self.rerank,
+            "tables": self.tables_kind,
+            "bucket_size": self.bucket_size,
             **self.family_params,
         }
 
@@ -259,7 +293,9 @@ class ActiveSelector:
     def uses_hashing(self) -> bool:
         return self.policy in LSH_POLICIES
 
-    def _rows(self, weight: np.ndarray, bias: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+    def _rows(
+        self, weight: np.ndarray, bias: np.ndarray, ids: np.ndarray | None = None
+    ) -> np.ndarray:
         w = weight if ids is None else weight[ids]
         b = bias if ids is None else bias[ids]
         return np.concatenate([w, b[:, None]], axis=1).astype(np.float32)
@@ -274,7 +310,13 @@ class ActiveSelector:
             tf.fit(rows)
             dim = tf.out_dim
         fam = catalog.hash_family(
-            self.family_name, dim, self.k, self.l, seed=seed, backend=self.backend, **self.family_params
+            self.family_name,
+            dim,
+            self.k,
+            self.l,
+            seed=seed,
+            backend=self.backend,
+            **self.family_params,
         )
         data = tf.data(rows) if tf is not None else rows
         codes = self.backend.to_numpy(fam.hash(data))
@@ -292,11 +334,58 @@ class ActiveSelector:
             raise InputError("bias: contains NaN or infinite values")
         self._weight, self._bias = weight, bias
         if self.uses_hashing:
-            tables, cost = self._make_tables(self._rows(weight, bias), self.seed + self.rebuilds)
-            self.rehash_mults += cost
-            self._tables = tables
+            if self.tables_kind == "index":
+                self._index = self._make_index(self._rows(weight, bias), self.seed + self.rebuilds)
+                self.rehash_mults += self._index.hash_mults
+            else:
+                tables, cost = self._make_tables(
+                    self._rows(weight, bias), self.seed + self.rebuilds
+                )
+                self.rehash_mults += cost
+                self._tables = tables
         self._dirty[:] = False
         return self
+
+    def _make_index(self, rows: np.ndarray, seed: int) -> Any:
+        """An :class:`~lshcore.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
+        from lshcore.index import LSHIndex
+
+        index = LSHIndex(
+            self.n_in + 1,
+            self.family_name,
+            self.k,
+            self.l,
+            bucket_size=self.bucket_size,
+            policy="fifo",
+            backend=self.backend,
+            transform=self.transform_name,
+            seed=seed,
+            store=False,
+            **self.family_params,
+        )
+        index.add(rows, ids=np.arange(self.n_out))
+        return index
+
+    def _index_candidates(self, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        import scipy.sparse as sp
+
+        index = self._index
+        if isinstance(x, SparseBatch):
+            q: Any = x.to_csr(extra_one=True)
+        elif is_sparse(x):
+            q = sp.hstack([x, sp.csr_matrix(np.ones((x.shape[0], 1), np.float32))], format="csr")
+        else:
+            q = np.concatenate([x, np.ones((x.shape[0], 1), np.float32)], axis=1)
+        if is_sparse(q) and not index._sparse_queries():
+            q = q.toarray()
+        cand = index.candidates(q)
+        to_np = self.backend.to_numpy
+        return (
+            np.ascontiguousarray(to_np(cand.indptr), np.int64),
+            np.ascontiguousarray(to_np(cand.ids), np.int64),
+            np.ascontiguousarray(to_np(cand.counts), np.int32),
+            int(index.last_cost),
+        )
 
     @property
     def fitted(self) -> bool:
@@ -349,38 +438,102 @@ class ActiveSelector:
         lab = labels_matrix(labels if training else None, batch, self.n_out)
         m = max(self.m, lab.shape[1])
         if self.policy == "batch_union":
-            m = max(min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum()))
+            m = max(
+                min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum())
+            )
             m = min(m, self.n_out)
         seed = (self.seed * 1_000_003 + self.calls) & 0x7FFFFFFF
         self.calls += 1
         kern = self._kernels
         if self.policy == "random":
             empty = np.zeros(batch + 1, np.int64)
-            ids = kern.select_active(empty, np.zeros(0, np.int64), np.zeros(0, np.int32), lab, self.n_out, m, 1, True, True, seed)
+            ids = kern.select_active(
+                empty,
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int32),
+                lab,
+                self.n_out,
+                m,
+                1,
+                True,
+                True,
+                seed,
+            )
             return ActiveSet(ids, 0)
         if self.policy == "exact":
             return self._select_exact(x, lab, m)
-        tables = self._tables
-        assert tables is not None
-        q, q_nnz = self._query_matrix(x, tables)
-        codes = self.backend.to_numpy(tables.family.hash(q))
-        cost = int(tables.family.hash_cost(batch, q_nnz))
+        if self.tables_kind == "index":
+            indptr, cids, counts, cost = self._index_candidates(x)
+        else:
+            tables = self._tables
+            assert tables is not None
+            q, q_nnz = self._query_matrix(x, tables)
+            codes = self.backend.to_numpy(tables.family.hash(q))
+            cost = int(tables.family.hash_cost(batch, q_nnz))
+            indptr, cids, counts = kern.sorted_table_candidates(
+                np.ascontiguousarray(codes, np.int64),
+                tables.sorted_codes,
+                tables.sorted_ids,
+                self.n_out,
+            )
         self.query_mults += cost
-        indptr, cids, counts = kern.sorted_table_candidates(
-            np.ascontiguousarray(codes, np.int64), tables.sorted_codes, tables.sorted_ids, self.n_out
-        )
         if self.policy == "batch_union":
             total = np.bincount(cids, weights=counts, minlength=self.n_out)
             hit = np.flatnonzero(total > 0)
             one_ptr = np.array([0, hit.size], np.int64)
             all_labels = np.unique(lab[lab >= 0])[None, :]
-            row = kern.select_active(one_ptr, hit.astype(np.int64), total[hit].astype(np.int32), all_labels, self.n_out, m, 1, True, True, seed)
-            return ActiveSet(np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True)
+            row = kern.select_active(
+                one_ptr,
+                hit.astype(np.int64),
+                total[hit].astype(np.int32),
+                all_labels,
+                self.n_out,
+                m,
+                1,
+                True,
+                True,
+                seed,
+            )
+            return ActiveSet(
+                np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True
+            )
+        if self.policy == "rerank":
+            m_cand = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+            cand = kern.select_active(
+                indptr, cids, counts, lab, self.n_out, m_cand, 1, True, True, seed
+            )
+            return self._rerank(x, cand, lab, m, cost)
         use_counts = self.policy != "union"
         min_count = self.threshold if self.policy == "threshold" else 1
         pad = self.policy != "threshold"
-        ids = kern.select_active(indptr, cids, counts, lab, self.n_out, m, min_count, use_counts, pad, seed)
+        ids = kern.select_active(
+            indptr, cids, counts, lab, self.n_out, m, min_count, use_counts, pad, seed
+        )
         return ActiveSet(ids, cost)
+
+    def _rerank(self, x: Any, cand: np.ndarray, lab: np.ndarray, m: int, cost: int) -> ActiveSet:
+        """The ``m`` candidates with the largest exact activations (labels kept)."""
+        assert self._weight is not None and self._bias is not None
+        if isinstance(x, SparseBatch):
+            in_ids, in_vals = x.ids, x.vals
+        else:
+            dense = x.toarray() if is_sparse(x) else x
+            in_ids, in_vals = self._kernels.dense_to_sparse(
+                np.ascontiguousarray(dense, dtype=np.float32)
+            )
+        z, mults = self._kernels.layer_forward(self._weight, self._bias, in_ids, in_vals, cand)
+        z = np.where(cand >= 0, z, -np.inf)
+        if lab.shape[1]:
+            z = np.where((cand[:, :, None] == lab[:, None, :]).any(axis=2) & (cand >= 0), np.inf, z)
+        if m < cand.shape[1]:
+            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
+            chosen = np.take_along_axis(cand, top, axis=1)
+            chosen = np.where(np.take_along_axis(z, top, axis=1) > -np.inf, chosen, self.n_out)
+            ids = np.sort(chosen, axis=1)
+            ids = np.where(ids == self.n_out, -1, ids)
+        else:
+            ids = cand
+        return ActiveSet(np.ascontiguousarray(ids, dtype=np.int64), cost + int(mults))
 
     def _select_exact(self, x: Any, lab: np.ndarray, m: int) -> ActiveSet:
         assert self._weight is not None and self._bias is not None
@@ -401,7 +554,9 @@ class ActiveSelector:
             top = np.argpartition(-z, m - 1, axis=1)[:, :m]
         else:
             top = np.broadcast_to(np.arange(self.n_out), z.shape)
-        return ActiveSet(np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out)
+        return ActiveSet(
+            np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out
+        )
 
     # -- keeping the tables in step -----------------------------------------------------
     def after_update(self, weight: Any, bias: Any, rows_changed: Any = None) -> int:
@@ -412,6 +567,7 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
+        changed: Any
         if rows_changed is None:
             changed = slice(None)
         else:
@@ -425,9 +581,13 @@ class ActiveSelector:
             if not self.uses_hashing:
                 return 0
             cost = 0
+            if self.tables_kind == "index":
+                return self._index_after_update()
             if self.rebuild_schedule.due(self.step):
                 self.rebuilds += 1
-                tables, cost = self._make_tables(self._rows(self._weight, self._bias), self.seed + self.rebuilds)
+                tables, cost = self._make_tables(
+                    self._rows(self._weight, self._bias), self.seed + self.rebuilds
+                )
                 self._tables = tables
                 self._dirty[:] = False
                 self.rebuild_schedule.fired(self.step)
@@ -436,6 +596,33 @@ class ActiveSelector:
                 cost = self._maybe_rehash()
             self.rehash_mults += cost
             return cost
+
+    def _index_after_update(self) -> int:
+        """Rehash/rebuild through the LSHIndex (a ``changed`` schedule acts as ``fixed``)."""
+        from lshcore.errors import InputError as _InputError
+
+        assert self._weight is not None and self._bias is not None
+        index = self._index
+        before = index.hash_mults
+        if self.rebuild_schedule.due(self.step):
+            self.rebuilds += 1
+            index.rebuild(seed=self.seed + self.rebuilds, x=self._rows(self._weight, self._bias))
+            self._dirty[:] = False
+            self.rebuild_schedule.fired(self.step)
+            self.rehash_schedule.fired(self.step)
+        elif self.rehash_schedule.due(self.step):
+            self.rehash_schedule.fired(self.step)
+            dirty = np.flatnonzero(self._dirty)
+            if dirty.size:
+                try:
+                    index.update(dirty, self._rows(self._weight, self._bias, dirty))
+                except _InputError:  # a row outgrew the MIPS scale: refit and rehash all
+                    index.rehash(x=self._rows(self._weight, self._bias))
+                self._dirty[:] = False
+                self.rehashes += 1
+        cost = int(index.hash_mults - before)
+        self.rehash_mults += cost
+        return cost
 
     def _hash_rows(self, tables: _Tables, rows: np.ndarray) -> tuple[np.ndarray, int]:
         data = tables.transform.data(rows) if tables.transform is not None else rows
@@ -501,7 +688,12 @@ class ActiveSelector:
 
     @classmethod
     def from_state(
-        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], weight: np.ndarray, bias: np.ndarray, backend: Any = None
+        cls,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        weight: np.ndarray,
+        bias: np.ndarray,
+        backend: Any = None,
     ) -> ActiveSelector:
         """Rebuild a selector saved with :meth:`state` over the given parameters."""
         from lshcore import catalog
@@ -516,7 +708,10 @@ class ActiveSelector:
         sel.rehash_schedule = Schedule.from_state(meta["rehash_schedule"])
         sel.rebuild_schedule = Schedule.from_state(meta["rebuild_schedule"])
         sel._dirty = arrays["dirty"].astype(bool).copy()
-        if sel.uses_hashing:
+        if sel.uses_hashing and sel.tables_kind == "index":
+            # the index's bucket contents are not saved: rebuilt from the weights
+            sel._index = sel._make_index(sel._rows(weight, bias), sel.seed + sel.rebuilds)
+        elif sel.uses_hashing:
             tf = None
             dim = sel.n_in + 1
             if sel.transform_name is not None:
@@ -524,7 +719,13 @@ class ActiveSelector:
                 tf.scale = meta["scale"]
                 dim = tf.out_dim
             fam = catalog.hash_family(
-                sel.family_name, dim, sel.k, sel.l, seed=sel.seed + sel.rebuilds, backend=sel.backend, **sel.family_params
+                sel.family_name,
+                dim,
+                sel.k,
+                sel.l,
+                seed=sel.seed + sel.rebuilds,
+                backend=sel.backend,
+                **sel.family_params,
             )
             sel._tables = _Tables(fam, tf, arrays["codes"])
         return sel

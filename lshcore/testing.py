@@ -344,7 +344,7 @@ def check_hash_family(
     backends: list[str] | None = None,
     trials: int = 2048,
     alpha: float = 1e-3,
-    n: int = 24,
+    n_inputs: int = 24,
     seed: int = 0,
     inputs: Callable[[np.random.Generator, int, int], Any] | Any = None,
     **params: Any,
@@ -356,10 +356,10 @@ def check_hash_family(
     usable one, when the constructor takes ``backend=``). ``trials``: (pair, table) trials
     per similarity in the collision check, which uses ``alpha`` (family-wise, Bonferroni
     over the similarities) and widens the Clopper-Pearson band by the family's
-    ``collision_tolerance``. ``inputs``: an (n, dim) array, or a callable
-    ``inputs(rng, n, dim)``, replacing the generated inputs (chosen by ``measure``:
-    0/1 sets for "jaccard", non-negative for "rank", Gaussian otherwise). Everything is
-    seeded from ``seed``, so a run is reproducible. Returns a :class:`KitReport`.
+    ``collision_tolerance``. Inputs: ``n_inputs`` rows chosen by ``measure`` (0/1 sets
+    for "jaccard", non-negative for "rank", Gaussian otherwise), or ``inputs``: an
+    (n, dim) array or a callable ``inputs(rng, n_inputs, dim)``. Everything is seeded
+    from ``seed``, so a run is reproducible. Returns a :class:`KitReport`.
     """
     if isinstance(name_or_class, str):
         from lshcore.catalog import family_class
@@ -370,6 +370,7 @@ def check_hash_family(
         cls = name_or_class
         label = getattr(cls, "__name__", repr(cls))
     report = KitReport(label)
+    n = n_inputs
 
     def make(s: int, tables: int = l, **extra: Any) -> Any:
         return cls(dim, k, tables, seed=s, **params, **extra)
@@ -501,6 +502,31 @@ def check_hash_family(
         return None
 
     check("batch", batch_rows)
+
+    # -- multiprobe and cost --------------------------------------------------------------
+    def probes() -> str | None:
+        if getattr(type(fam), "probes", None) is getattr(HashFamily, "probes", None):
+            return "skip: no multiprobe (base probes)"
+        got = to_numpy(fam.probes(x, 3))
+        if got.shape != (n, l, 3):
+            return f"probes(x, 3) returned shape {got.shape}, expected ({n}, {l}, 3)"
+        if not np.array_equal(got[:, :, 0], ref):
+            return "probes(x, 3)[:, :, 0] differs from hash(x)"
+        if got.dtype != np.int64 or got.min() < 0 or got.max() >= int(fam.num_buckets):
+            return f"probe codes must be int64 in [0, num_buckets); got {got.dtype} in [{got.min()}, {got.max()}]"
+        return None
+
+    check("probes", probes)
+
+    def cost() -> str | None:
+        bad = []
+        for args in ((n,), (n, int(np.count_nonzero(x)))):
+            c = fam.hash_cost(*args)
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+                bad.append(f"hash_cost{args} = {c!r} is not a non-negative int")
+        return "; ".join(bad) or None
+
+    check("cost", cost)
 
     # -- dense vs CSR -------------------------------------------------------------------
     def dense_sparse() -> str | None:

@@ -83,7 +83,9 @@ def as_batch(
     return arr
 
 
-def as_ids(ids: Any, name: str = "ids", *, n: int | None = None, upper: int = 2**31 - 1) -> np.ndarray:
+def as_ids(
+    ids: Any, name: str = "ids", *, n: int | None = None, upper: int = 2**31 - 1
+) -> np.ndarray:
     """Validate integer ids (1-D, ``0 <= id < upper``, length ``n`` if given) as int64."""
     arr = np.asarray(ids)
     if arr.ndim == 0:
@@ -117,7 +119,12 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
 
 
 def check_float(
-    value: Any, name: str, *, low: float | None = None, high: float | None = None, open_low: bool = False
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
 ) -> float:
     """A finite float parameter in [low, high] (or (low, high] with ``open_low``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

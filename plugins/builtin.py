@@ -13,7 +13,11 @@ def lshcore_register_backends(register: Register) -> None:
     register(
         "cupy",
         CupyBackend(
-            "cupy", "lshcore.kernels.cupy_gpu", array_module="cupy", requires=("cupy",), host_arrays=False
+            "cupy",
+            "lshcore.kernels.cupy_gpu",
+            array_module="cupy",
+            requires=("cupy",),
+            host_arrays=False,
         ),
     )
 

@@ -60,11 +60,15 @@ def test_gradcheck_float64(fn):
     b = torch.randn(10, dtype=torch.float64, generator=gen, requires_grad=True)
     if fn == "union":
         rows = torch.tensor([0, 3, 4, 9])
-        assert torch.autograd.gradcheck(lambda x, w, b: _UnionLinear.apply(x, w, b, rows, False), (x, w, b))
+        assert torch.autograd.gradcheck(
+            lambda x, w, b: _UnionLinear.apply(x, w, b, rows, False), (x, w, b)
+        )
     else:
         batch = torch.tensor([0, 0, 1, 2, 3, 3])
         ids = torch.tensor([1, 5, 5, 0, 9, 2])
-        assert torch.autograd.gradcheck(lambda x, w, b: _GatherLinear.apply(x, w, b, batch, ids, False), (x, w, b))
+        assert torch.autograd.gradcheck(
+            lambda x, w, b: _GatherLinear.apply(x, w, b, batch, ids, False), (x, w, b)
+        )
 
 
 @pytest.mark.parametrize("compute", ["union", "gather"])
@@ -75,7 +79,9 @@ def test_gradcheck_through_layer_with_fixed_active_sets(compute):
     assert torch.autograd.gradcheck(lambda x: layer._active_values(x, arrays), (x,))
     vals = layer._active_values(x, arrays).detach()
     full = (x @ layer.weight.T + layer.bias).detach()
-    expect = np.where(arrays.ids >= 0, np.take_along_axis(full.numpy(), np.maximum(arrays.ids, 0), 1), 0)
+    expect = np.where(
+        arrays.ids >= 0, np.take_along_axis(full.numpy(), np.maximum(arrays.ids, 0), 1), 0
+    )
     np.testing.assert_allclose(vals.numpy(), expect, rtol=1e-12)
 
 
@@ -101,7 +107,9 @@ def test_union_and_gather_give_the_same_values_and_gradients():
         x = torch.randn(5, 12, generator=torch.Generator().manual_seed(3), requires_grad=True)
         ids, vals = layer(x, return_active=True)
         (vals * torch.arange(vals.numel()).view(vals.shape)).sum().backward()
-        results.append((ids, vals.detach(), x.grad, layer.weight.grad.to_dense(), layer.bias.grad.to_dense()))
+        results.append(
+            (ids, vals.detach(), x.grad, layer.weight.grad.to_dense(), layer.bias.grad.to_dense())
+        )
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
 
@@ -216,7 +224,14 @@ def test_fresh_seed_gives_same_index_and_a_different_seed_does_not():
 
 def test_extra_repr_names_the_parameters():
     text = repr(_layer(sparse_grad=True))
-    for part in ("in_features=12", "out_features=60", "active=0.1", "family='srp'", "sparse_grad=True", "seed=1"):
+    for part in (
+        "in_features=12",
+        "out_features=60",
+        "active=0.1",
+        "family='srp'",
+        "sparse_grad=True",
+        "seed=1",
+    ):
         assert part in text
 
 
@@ -258,6 +273,22 @@ def test_train_mlp_learns_digits():
     from lshcore.adapters._common import load_digits_split
 
     xtr, ytr, xte, yte = load_digits_split(0)
-    out = train_mlp(xtr, ytr, xte, yte, hidden=32, active=0.25, family="srp", k=4, l=10, policy="topk", epochs=2, batch_size=32, lr=3e-3, seed=0, progress=False)
+    out = train_mlp(
+        xtr,
+        ytr,
+        xte,
+        yte,
+        hidden=32,
+        active=0.25,
+        family="srp",
+        k=4,
+        l=10,
+        policy="topk",
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        progress=False,
+    )
     assert set(out) >= {"accuracy", "train_seconds", "samples_per_second"}
     assert out["accuracy"] > 0.6  # chance is 0.1

@@ -22,6 +22,12 @@ def test_family_conforms(name: str) -> None:
         assert must in report.passed, str(report)
 
 
+@pytest.mark.parametrize("name", lshcore.families())
+def test_family_conforms_at_odd_sizes(name: str) -> None:
+    # a non-power-of-two dim, k > l, another seed: padding, packing and seeding paths
+    check_hash_family(name, dim=7, k=3, l=2, seed=5, trials=1024)
+
+
 @pytest.mark.parametrize("name", ["srp", "pstable"])
 def test_collision_check_runs_for_exact_families(name: str) -> None:
     report = check_hash_family(name, k=3)
@@ -93,6 +99,13 @@ class BatchDependent(SRP):
         return super().hash(x - x.mean(axis=0) + 1e-3)
 
 
+class BadProbes(SRP):
+    """Multiprobe whose first column is not the hash."""
+
+    def probes(self, x: Any, n_probes: int) -> Any:
+        return super().probes(x, n_probes)[:, :, ::-1].copy()
+
+
 def _failures(cls: type, **kwargs: Any) -> str:
     with pytest.raises(AssertionError) as info:
         check_hash_family(cls, **kwargs)
@@ -130,3 +143,8 @@ def test_kit_catches_batch_dependence() -> None:
 def test_kit_reports_a_family_that_cannot_be_built() -> None:
     text = _failures(SRP, bogus=1)
     assert "[construct]" in text
+
+
+def test_kit_catches_probes_that_do_not_start_with_the_hash() -> None:
+    text = _failures(BadProbes)
+    assert "[probes]" in text and "differs from hash(x)" in text

@@ -108,7 +108,7 @@ def test_digits_split_is_deterministic_and_seed_dependent():
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5, float("nan")])
 def test_digits_rejects_bad_test_fraction(bad):
-    with pytest.raises((ConfigError, DataError), match="test_fraction"):
+    with pytest.raises(ConfigError, match="test_fraction"):
         load_digits(test_fraction=bad)
 
 
@@ -134,12 +134,12 @@ def test_mnist_from_shared_data_shapes_labels_and_md5():
     np.testing.assert_allclose(data.x_train[0] * 255.0, raw[0].ravel(), atol=1e-3)
 
 
-@needs_mnist
-def test_mnist_found_through_env_var_and_subfolder(monkeypatch):
-    monkeypatch.setenv("LSHCORE_DATA", str(SHARED))  # <dir>/mnist holds the files
+def test_mnist_found_through_env_var_and_subfolder(monkeypatch, tmp_path):
+    arrays = write_fake_idx_set(tmp_path / "data" / "mnist")
+    monkeypatch.setenv("LSHCORE_DATA", str(tmp_path / "data"))  # <dir>/mnist holds the files
     data = load_dataset("mnist", download=False)
-    assert data.n_train == 60000
-    assert Path(data.info["folder"]) == MNIST_DIR
+    np.testing.assert_array_equal(data.y_train, arrays[IDX_FILES[1]])
+    assert Path(data.info["folder"]) == tmp_path / "data" / "mnist"
 
 
 @needs_mnist
@@ -286,17 +286,56 @@ def test_download_rejects_checksum_mismatch_and_cleans_up(tmp_path, monkeypatch)
     assert not any((tmp_path / "cache" / "mnist").glob("*.gz"))
 
 
-@needs_mnist
 def test_download_with_valid_checksums_lands_in_cache(tmp_path, monkeypatch):
+    fake = tmp_path / "served"
+    arrays = write_fake_idx_set(fake)
+    # Pin the checksums of the served files: MNIST's are of the decompressed content.
+    pinned = {n: hashlib.md5(idx_bytes(arrays[n])).hexdigest() for n in IDX_FILES}
+    monkeypatch.setattr(datasets, "MNIST_MD5", pinned)
     calls: list[str] = []
-    _serve_files(monkeypatch, {n: (MNIST_DIR / n).read_bytes() for n in IDX_FILES}, calls)
+    _serve_files(monkeypatch, {n: (fake / n).read_bytes() for n in IDX_FILES}, calls)
     data = load_mnist(tmp_path / "nothing", download=True)
-    assert data.info["downloaded"] is True and data.n_train == 60000
-    assert len(calls) == 4
+    assert data.info["downloaded"] is True
+    np.testing.assert_array_equal(data.y_test, arrays[IDX_FILES[3]])
+    assert len(calls) == 4 and calls[0].startswith(datasets.MNIST_MIRRORS[0])
     assert sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir()) == sorted(IDX_FILES)
     # A second call finds the cached files and downloads nothing.
     again = load_mnist(tmp_path / "nothing", download=True)
     assert again.info["downloaded"] is False and len(calls) == 4
+
+
+def test_download_falls_back_to_next_mirror(tmp_path, monkeypatch):
+    fake = tmp_path / "served"
+    arrays = write_fake_idx_set(fake)
+    pinned = {n: hashlib.md5(idx_bytes(arrays[n])).hexdigest() for n in IDX_FILES}
+    monkeypatch.setattr(datasets, "MNIST_MD5", pinned)
+    calls: list[str] = []
+
+    def flaky(url, dest, timeout=0.0):
+        calls.append(url)
+        if url.startswith(datasets.MNIST_MIRRORS[0]):
+            raise OSError("HTTP Error 403: Forbidden")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes((fake / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(datasets, "_download", flaky)
+    data = load_mnist(tmp_path / "nothing", download=True)
+    assert data.info["downloaded"] is True and len(calls) == 8
+
+
+def test_fashion_download_checks_gz_md5(tmp_path, monkeypatch):
+    fake = tmp_path / "served"
+    write_fake_idx_set(fake)
+    served = {n: (fake / n).read_bytes() for n in IDX_FILES}
+    calls: list[str] = []
+    _serve_files(monkeypatch, served, calls)
+    with pytest.raises(DataError, match="MD5 of .gz file"):
+        load_fashion_mnist(tmp_path / "nothing", download=True)
+    monkeypatch.setattr(
+        datasets, "FASHION_MNIST_GZ_MD5", {n: hashlib.md5(b).hexdigest() for n, b in served.items()}
+    )
+    data = load_fashion_mnist(tmp_path / "nothing", download=True)
+    assert data.name == "fashion-mnist" and data.info["downloaded"] is True
 
 
 def test_fashion_mnist_searches_its_own_places(tmp_path, monkeypatch):
@@ -433,8 +472,10 @@ def test_split_xmc_partition_and_determinism(tmp_path):
     np.testing.assert_array_equal(again.info["test_rows"], split.info["test_rows"])
     other = split_xmc(data, test_fraction=0.25, seed=8)
     assert not np.array_equal(other.info["test_rows"], split.info["test_rows"])
-    with pytest.raises(DataError, match="empty train or test set"):
+    with pytest.raises(ConfigError, match="empty train or test set"):
         split_xmc(data, test_fraction=0.01)
+    with pytest.raises(ConfigError, match="split"):
+        split.label_lists("validation")
 
 
 @needs_xmc

@@ -104,10 +104,15 @@ def test_sparse_srp_rejects_bad_ratio() -> None:
 # -- crosspolytope ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [1, 2, 8, 64])
+@pytest.mark.parametrize("size", [1, 2, 4, 8, 32, 64])
 def test_fwht_matches_the_hadamard_matrix(size: int) -> None:
-    y = RNG.standard_normal((3, 2, size))
-    np.testing.assert_allclose(_fwht(y, np), y @ hadamard(size).T, atol=1e-10)
+    y = RNG.standard_normal((size, 3, 2))  # the transformed axis comes first
+    want = np.einsum("ij,jab->iab", hadamard(size), y)
+    out = _fwht(y, np)
+    assert out is y  # in place
+    np.testing.assert_allclose(out, want, atol=1e-10)
+    with pytest.raises(ValueError, match="contiguous"):
+        _fwht(np.zeros((size, 4))[:, ::2], np)
 
 
 def _reference_crosspolytope(fam: CrossPolytope, x: np.ndarray) -> np.ndarray:

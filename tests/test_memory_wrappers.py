@@ -13,8 +13,12 @@ from lshcore.memory.core import LSHMemory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed")
-needs_mx = pytest.mark.skipif(importlib.util.find_spec("mxnet") is None, reason="mxnet not installed")
+needs_tf = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed"
+)
+needs_mx = pytest.mark.skipif(
+    importlib.util.find_spec("mxnet") is None, reason="mxnet not installed"
+)
 
 
 def _memory(seed: int = 0) -> LSHMemory:
@@ -25,7 +29,9 @@ def _memory(seed: int = 0) -> LSHMemory:
     return mem
 
 
-def _reference(mem: LSHMemory, emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _reference(
+    mem: LSHMemory, emb: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row loss and d(sum of losses)/d(embeddings), worked out by hand in NumPy."""
     sel = mem.select(emb, labels)
     keys = mem.keys

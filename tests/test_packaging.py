@@ -24,19 +24,19 @@ SUBPACKAGES = ("lshcore.kernels", "lshcore.plugins", "lshcore.adapters", "lshcor
 BARE = ("kernels", "memory", "adapters", "plugins", "examples")
 
 
-def setuptools_config() -> tuple[list[str], dict[str, str]]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+def setuptools_config(root: Path = ROOT) -> tuple[list[str], dict[str, str]]:
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     return list(config["packages"]), dict(config.get("package-dir", {}))
 
 
-def package_folder(package: str, package_dir: dict[str, str]) -> Path:
+def package_folder(package: str, package_dir: dict[str, str], root: Path = ROOT) -> Path:
     """The source folder setuptools maps ``package`` to."""
     parts = package.split(".")
     for cut in range(len(parts), 0, -1):
         prefix = ".".join(parts[:cut])
         if prefix in package_dir:
-            return ROOT / package_dir[prefix] / Path(*parts[cut:])
-    return ROOT / package_dir.get("", ".") / Path(*parts)
+            return root / package_dir[prefix] / Path(*parts[cut:])
+    return root / package_dir.get("", ".") / Path(*parts)
 
 
 def walk_modules(package: str, folder: Path) -> set[str]:
@@ -50,12 +50,12 @@ def walk_modules(package: str, folder: Path) -> set[str]:
     return found
 
 
-def editable_modules() -> set[str]:
-    """What an editable install exposes: every module under the package-dir folders."""
-    packages, package_dir = setuptools_config()
+def editable_modules(root: Path) -> set[str]:
+    """What an editable install of ``root`` exposes: every module in the package-dir folders."""
+    packages, package_dir = setuptools_config(root)
     modules: set[str] = set()
     for package in packages:
-        modules |= walk_modules(package, package_folder(package, package_dir))
+        modules |= walk_modules(package, package_folder(package, package_dir, root))
     return modules
 
 
@@ -123,7 +123,7 @@ def test_installed_modules_equal_editable_modules(installed: Path):
     got = installed_modules(installed)
     for package in SUBPACKAGES:
         assert package in got
-    expected = editable_modules()
+    expected = editable_modules(installed.parent / "src")  # the tree that was built
     assert got == expected, (
         f"only in the wheel: {sorted(got - expected)}; "
         f"only in the editable install: {sorted(expected - got)}"

@@ -18,7 +18,7 @@ import pytest
 import lshcore
 from lshcore import catalog, registry
 from lshcore.backend import Backend
-from lshcore.errors import BackendUnavailableError, PluginError, UnknownNameError
+from lshcore.errors import BackendUnavailableError, InputError, PluginError, UnknownNameError
 
 BUILTIN = "lshcore.plugins.builtin"
 
@@ -451,3 +451,29 @@ def test_backend_registration_must_be_a_backend():
     with pytest.raises(PluginError, match="not a Backend instance"):
         lshcore.register_plugin(Plugin(), name="bad-backend")
     assert "fake" not in lshcore.backends(usable_only=False)
+
+
+@pytest.mark.parametrize("k", [1, 6, 8, 16, 24, 25, 32])
+def test_srp_fast_paths_match_reference(k, monkeypatch):
+    """SRP.hash's CPU fast paths (row blocks, byte packing) give the reference codes."""
+    from lshcore import family_projection
+
+    monkeypatch.setattr(family_projection, "_HASH_BLOCK_FLOATS", 64 * k * 3)  # force blocks
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((1000, 12)).astype(np.float32)
+    x[0] = 0.0  # projections of exactly 0 count as bit 1
+    for backend in ("numpy", "numba"):
+        fam = lshcore.hash_family("srp", 12, k, 3, seed=2, backend=backend)
+        bits = (x @ fam.projections >= 0).reshape(len(x), 3, k).astype(np.int64)
+        want = (bits << np.arange(k, dtype=np.int64)).sum(axis=2)
+        got = fam.hash(x)
+        assert got.dtype == np.int64 and np.array_equal(got, want)
+        assert np.array_equal(fam.hash(x[:5]), want[:5])  # one block only
+        assert np.array_equal(fam.hash(np.asfortranarray(x.astype(np.float64))), want)
+        assert np.array_equal(fam.hash(x.tolist()), want)
+        bad = x.copy()
+        bad[900, 3] = np.nan  # in a late block: still rejected
+        with pytest.raises(InputError, match="x: contains NaN"):
+            fam.hash(bad)
+        with pytest.raises(InputError, match=r"x: expected shape \(n, 12\)"):
+            fam.hash(np.zeros((1000, 13), np.float32))

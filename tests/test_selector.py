@@ -30,7 +30,9 @@ def _inputs(batch: int = 16, seed: int = 1) -> np.ndarray:
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_every_policy_returns_sorted_unique_padded_ids(policy: str, backend: str) -> None:
     w, b = _params()
-    sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy=policy, k=4, l=8, backend=backend).fit(w, b)
+    sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy=policy, k=4, l=8, backend=backend).fit(
+        w, b
+    )
     act = sel.select(_inputs())
     ids = act.ids
     assert ids.dtype == np.int64 and ids.shape[0] == 16
@@ -132,7 +134,9 @@ def test_deterministic_and_backends_agree() -> None:
     x = _inputs()
     outs = []
     for backend in ("numpy", "numba", "numba"):
-        sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy="topk", k=4, l=8, seed=5, backend=backend).fit(w, b)
+        sel = ActiveSelector(
+            N_IN, N_OUT, active=0.1, policy="topk", k=4, l=8, seed=5, backend=backend
+        ).fit(w, b)
         outs.append([sel.select(x).ids for _ in range(2)])
     assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[1][0], outs[2][0])
     assert np.array_equal(outs[0][1], outs[1][1])
@@ -176,7 +180,9 @@ def test_rehash_follows_the_schedule_and_counts_multiplications() -> None:
 
 def test_rebuild_draws_new_functions() -> None:
     w, b = _params()
-    sel = ActiveSelector(N_IN, N_OUT, policy="topk", k=4, l=8, rehash="never", rebuild="fixed:2").fit(w, b)
+    sel = ActiveSelector(
+        N_IN, N_OUT, policy="topk", k=4, l=8, rehash="never", rebuild="fixed:2"
+    ).fit(w, b)
     before = sel.state()[1]["codes"].copy()
     sel.after_update(w, b, [])
     assert sel.rebuilds == 0
@@ -209,3 +215,32 @@ def test_schedules() -> None:
     for bad in ("fixed", "fixed:0", "exp:a", "changed:2:1", 5):
         with pytest.raises(ConfigError):
             parse_schedule(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("family, transform, k", [("srp", "simple_lsh", 4), ("dwta", "none", 1)])
+def test_lshindex_tables_select_like_the_sorted_tables(family: str, transform: str, k: int) -> None:
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((N_OUT, N_IN)).astype(np.float32)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    b = np.zeros(N_OUT, np.float32)
+    targets = rng.choice(N_OUT, 64, replace=False)
+    x = w[targets] + 0.1 * rng.standard_normal((64, N_IN)).astype(np.float32)
+    opts = dict(
+        active=0.05,
+        policy="topk",
+        family=family,
+        k=k,
+        l=32,
+        seed=1,
+        transform=transform,
+        rehash="fixed:1",
+    )
+    via_index = ActiveSelector(N_IN, N_OUT, tables="index", **opts).fit(w, b)
+    act = via_index.select(x)
+    assert np.mean([t in row for t, row in zip(targets, act.ids, strict=True)]) >= 0.9
+    w2 = w.copy()
+    w2[:10] *= -1
+    via_index.after_update(w2, b, np.arange(10))
+    assert via_index.rehashes == 1
+    with pytest.raises(ConfigError, match="tables"):
+        ActiveSelector(N_IN, N_OUT, tables="btree")

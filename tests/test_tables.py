@@ -156,7 +156,9 @@ def test_matches_python_model(backend: str, policy: str) -> None:
     next_id = 0
     for _step in range(30):
         if codes_of and rng.random() < 0.4:
-            pick = rng.choice(sorted(codes_of), size=min(len(codes_of), rng.integers(1, 4)), replace=False)
+            pick = rng.choice(
+                sorted(codes_of), size=min(len(codes_of), rng.integers(1, 4)), replace=False
+            )
             c = np.stack([codes_of.pop(int(i)) for i in pick])
             t.remove(pick, c)
             model.remove(pick, c)
@@ -199,9 +201,9 @@ def test_range_reduction() -> None:
 
 
 def test_memory_formula() -> None:
-    t = LSHTables(50, 2**18, bucket_size=128, policy="fifo")
+    t = LSHTables(3, 2**18, bucket_size=128, policy="fifo")
     assert t.table_size == 8192
-    assert t.nbytes == 50 * 8192 * (4 * 128 + 16)
+    assert t.nbytes == 3 * 8192 * (4 * 128 + 16)
     with pytest.raises(ConfigError, match="too large"):
         LSHTables(1000, 2**20, bucket_size=1024, table_size=2**20)
 
@@ -235,9 +237,12 @@ def test_bad_inputs_leave_tables_unchanged() -> None:
 
 
 # -- kernels: numba == numpy ------------------------------------------------------------
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("policy", ["fifo", "reservoir", "unbounded"])
-def test_numba_matches_numpy(policy: str) -> None:
-    pytest.importorskip("numba")
+def test_numba_matches_numpy(policy: str, parallel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = pytest.importorskip("lshcore.kernels._numba_tables")
+    if parallel:  # take the multi-threaded path even for this small call
+        monkeypatch.setattr(nb, "_PARALLEL_WORK", 0)
     rng = np.random.default_rng(11)
     codes = rng.integers(0, 16, (400, 5))
     q = rng.integers(0, 16, (40, 5, 3))
@@ -276,17 +281,24 @@ def test_sorted_query_without_offsets_matches() -> None:
     offsets = ref.bucket_offsets(keys, 50)
     assert np.array_equal(offsets, nb.bucket_offsets(keys, 50))
     empty = np.zeros(0, dtype=np.int64)
-    outs = [mod.sorted_query(keys, ids, off, qk, 90) for mod in (ref, nb) for off in (offsets, empty)]
+    outs = [
+        mod.sorted_query(keys, ids, off, qk, 90) for mod in (ref, nb) for off in (offsets, empty)
+    ]
     # the sort-based path of the numba kernel (ids beyond the marker limit) too
-    outs.append(nb._sorted_query(keys, ids, offsets, qk, 90, False, 2))
+    outs.append(nb._sorted_query_mode(keys, ids, offsets, qk, 90, False))
     for other in outs[1:]:
         for a, b in zip(outs[0], other, strict=True):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("metric", [0, 1, 2])
-def test_rerank_kernels_agree_with_brute_force(metric: int) -> None:
+def test_rerank_kernels_agree_with_brute_force(
+    metric: int, parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nb = pytest.importorskip("lshcore.kernels._numba_tables")
+    if parallel:
+        monkeypatch.setattr(nb, "_PARALLEL_WORK", 0)
     rng = np.random.default_rng(metric)
     x = rng.standard_normal((60, 7)).astype(np.float32)
     x[5] = 0  # a zero vector: cosine 0

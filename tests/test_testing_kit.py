@@ -148,7 +148,7 @@ def test_inputs_override_array_and_callable() -> None:
         seen.append((n, dim))
         return np.abs(rng.standard_normal((n, dim)))
 
-    check_hash_family("srp", dim=9, inputs=make, n=5)
+    check_hash_family("srp", dim=9, inputs=make, n_inputs=5)
     assert seen == [(5, 9)]
     check_hash_family("srp", dim=3, inputs=np.eye(3))
 

@@ -1,0 +1,357 @@
+"""MNIST benchmarks of the hashed sparse MLP (Spring & Shrivastava, KDD 2017).
+
+Sub-commands (each writes benchmarks/results/mnist_<name>.json):
+
+  accuracy  784-1000-1000-1000-10, all hidden layers hashed at --active, against the dense twin
+  sweep     active shares x policies (topk, random, exact): accuracy vs multiplications (+ PNG)
+  walltime  epoch time of the hashed model vs its dense twin (same engine) vs a PyTorch
+            nn.Linear MLP, interleaved A,B,C repetitions, medians and ratios
+  hogwild   samples/s and accuracy with 1 and 2 worker threads, interleaved
+
+Run from the repository root, e.g.::
+
+  .venv/bin/python benchmarks/bench_mnist.py accuracy --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data" / "mnist"
+
+# the hashed configuration chosen by the small experiments in docs/training.md
+HASHED = {
+    "policy": "topk",
+    "family": "dwta",
+    "k": 1,
+    "l": 100,
+    "bin_size": 16,
+    "transform": "none",
+    "rehash": "changed:0.1:10",
+    "rebuild": "never",
+}
+LR_HASHED = 3e-3
+LR_DENSE = 1e-3
+
+
+def _load() -> Any:
+    from lshcore.datasets import load_mnist
+
+    return load_mnist(DATA, download=False)
+
+
+def _other_cpu_seconds() -> float:
+    """CPU seconds used so far by every process except this one (from /proc)."""
+    total = 0.0
+    me = os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _train(
+    data: Any,
+    active: float,
+    epochs: int,
+    limit: int | None,
+    lr: float,
+    workers: int = 1,
+    seed: int = 0,
+    **opts: Any,
+) -> dict[str, Any]:
+    from lshcore.engine import Trainer
+    from lshcore.model import Model
+
+    x, y = data.x_train[:limit], data.y_train[:limit]
+    model = Model.mlp(
+        784, [1000, 1000, 1000], 10, active=active, seed=seed, **(opts if active < 1 else {})
+    )
+    trainer = Trainer(model, "adam", lr, batch_size=128, workers=workers, seed=seed)
+    other0 = _other_cpu_seconds()
+    stats = trainer.fit(x, y, epochs=epochs)
+    other = _other_cpu_seconds() - other0
+    acc, test_counts = trainer.evaluate(data.x_test, data.y_test)
+    c = stats.counts
+    return {
+        "active": active,
+        "policy": opts.get("policy", "dense") if active < 1 else "dense",
+        "accuracy": acc,
+        "mults": c.as_dict(),
+        "mults_total": c.total,
+        "mults_dense": stats.mults_dense,
+        "mult_fraction": c.total / stats.mults_dense,
+        "test_mult_fraction": test_counts.total
+        / model.dense_cost(len(data.x_test), training=False),
+        "train_seconds": stats.train_seconds,
+        "samples_per_second": stats.samples_per_second,
+        "losses": stats.losses,
+        "epochs": epochs,
+        "train_samples": len(x),
+        "workers": workers,
+        "lr": lr,
+        "other_processes_cpu_seconds": other,
+    }
+
+
+def _write(name: str, payload: Any) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_mnist.py", *sys.argv[1:]]),
+        "threads": _threads(),
+        **payload,
+    }
+    (RESULTS / f"mnist_{name}.json").write_text(json.dumps(payload, indent=2))
+    print(f"wrote {RESULTS / f'mnist_{name}.json'}")
+
+
+def _threads() -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+    try:
+        import numba
+
+        out["numba"] = numba.get_num_threads()
+    except ImportError:
+        pass
+    out["cpus"] = os.cpu_count()
+    out["loadavg_start"] = os.getloadavg()
+    return out
+
+
+def cmd_accuracy(args: argparse.Namespace) -> None:
+    data = _load()
+    keys = ("accuracy", "mult_fraction", "samples_per_second")
+    dense = _train(data, 1.0, args.epochs, args.limit, LR_DENSE)
+    print("dense", json.dumps({k: dense[k] for k in keys}), flush=True)
+    hashed = {}
+    for policy in args.policies.split(","):
+        rec = _train(data, args.active, args.epochs, args.limit, LR_HASHED, **dict(HASHED, policy=policy))
+        rec["accuracy_gap_points"] = 100 * (dense["accuracy"] - rec["accuracy"])
+        print(policy, json.dumps({k: rec[k] for k in keys}), flush=True)
+        hashed[policy] = rec
+    _write("accuracy", {"config": HASHED, "hashed": hashed, "dense": dense})
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    data = _load()
+    records = []
+    for policy in args.policies.split(","):
+        for active in [float(a) for a in args.active.split(",")]:
+            if active >= 1.0 and policy != args.policies.split(",")[0]:
+                continue  # one dense point
+            opts = dict(HASHED, policy=policy)
+            rec = _train(
+                data, active, args.epochs, args.limit, LR_HASHED if active < 1 else LR_DENSE, **opts
+            )
+            print(
+                policy,
+                active,
+                f"acc={rec['accuracy']:.4f} frac={rec['mult_fraction']:.4f}",
+                flush=True,
+            )
+            records.append(rec)
+    _write("sweep", {"config": HASHED, "records": records})
+    _plot(records, RESULTS / "mnist_sweep.png")
+
+
+def _plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    dense = [r for r in records if r["policy"] == "dense"]
+    for policy, marker in (("topk", "o-"), ("random", "s--"), ("exact", "^:")):
+        pts = sorted((r for r in records if r["policy"] == policy), key=lambda r: r["active"])
+        if pts:
+            ax.plot(
+                [r["mult_fraction"] for r in pts],
+                [100 * r["accuracy"] for r in pts],
+                marker,
+                label=policy,
+            )
+            for r in pts:
+                ax.annotate(
+                    f"{r['active']:g}",
+                    (r["mult_fraction"], 100 * r["accuracy"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    for r in dense:
+        ax.plot([r["mult_fraction"]], [100 * r["accuracy"]], "k*", ms=10, label="dense")
+    ax.set_xscale("log")
+    ax.set_xlabel("training multiplications / dense (hashing counted)")
+    ax.set_ylabel("MNIST test accuracy (%)")
+    ax.set_title("784-1000-1000-1000-10, hidden layers hashed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _torch_epoch(data: Any, limit: int | None, reps_state: dict[str, Any]) -> float:
+    import torch
+
+    torch.set_num_threads(2)
+    if "model" not in reps_state:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(784, 1000),
+            torch.nn.ReLU(),
+            torch.nn.Linear(1000, 1000),
+            torch.nn.ReLU(),
+            torch.nn.Linear(1000, 1000),
+            torch.nn.ReLU(),
+            torch.nn.Linear(1000, 10),
+        )
+        reps_state["model"] = model
+        reps_state["opt"] = torch.optim.Adam(model.parameters(), lr=LR_DENSE, fused=True)
+    model, opt = reps_state["model"], reps_state["opt"]
+    x = torch.from_numpy(data.x_train[:limit])
+    y = torch.from_numpy(data.y_train[:limit])
+    perm = torch.randperm(len(x))
+    start = time.perf_counter()
+    for i in range(0, len(x), 128):
+        idx = perm[i : i + 128]
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def cmd_walltime(args: argparse.Namespace) -> None:
+    from lshcore.engine import Trainer
+    from lshcore.model import Model
+
+    data = _load()
+    x, y = data.x_train[: args.limit], data.y_train[: args.limit]
+    hashed = Trainer(
+        Model.mlp(784, [1000, 1000, 1000], 10, active=args.active, seed=0, **HASHED),
+        "adam",
+        LR_HASHED,
+    )
+    dense = Trainer(Model.mlp(784, [1000, 1000, 1000], 10, active=1.0, seed=0), "adam", LR_DENSE)
+    hashed.fit(x[:1280], y[:1280], 1)  # compile the kernels, warm the caches
+    dense.fit(x[:1280], y[:1280], 1)
+    torch_state: dict[str, Any] = {}
+    _torch_epoch(data, 1280, torch_state)
+    times: dict[str, list[float]] = {"hashed": [], "dense": [], "torch": []}
+    others: list[float] = []
+    for rep in range(args.reps):
+        o0 = _other_cpu_seconds()
+        times["hashed"].append(hashed.fit(x, y, 1).train_seconds)
+        times["dense"].append(dense.fit(x, y, 1).train_seconds)
+        times["torch"].append(_torch_epoch(data, args.limit, torch_state))
+        others.append(_other_cpu_seconds() - o0)
+        print(
+            rep,
+            {k: round(v[-1], 2) for k, v in times.items()},
+            f"other CPU s: {others[-1]:.1f}",
+            flush=True,
+        )
+    med = {k: statistics.median(v) for k, v in times.items()}
+    _write(
+        "walltime",
+        {
+            "samples_per_epoch": len(x),
+            "config": HASHED,
+            "active": args.active,
+            "seconds": times,
+            "median_seconds": med,
+            "ratio_dense_over_hashed": med["dense"] / med["hashed"],
+            "ratio_dense_over_torch": med["dense"] / med["torch"],
+            "other_processes_cpu_seconds": others,
+        },
+    )
+
+
+def cmd_hogwild(args: argparse.Namespace) -> None:
+    data = _load()
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for rep in range(args.reps):
+        for workers in (1, 2):
+            rec = _train(
+                data, args.active, args.epochs, args.limit, LR_HASHED, workers=workers, **HASHED
+            )
+            runs[workers].append(rec)
+            print(
+                rep,
+                workers,
+                f"sps={rec['samples_per_second']:.0f} acc={rec['accuracy']:.4f}",
+                flush=True,
+            )
+    med = {w: statistics.median(r["samples_per_second"] for r in v) for w, v in runs.items()}
+    acc = {w: statistics.median(r["accuracy"] for r in v) for w, v in runs.items()}
+    _write(
+        "hogwild",
+        {
+            "config": HASHED,
+            "runs": {str(k): v for k, v in runs.items()},
+            "median_samples_per_second": {str(k): v for k, v in med.items()},
+            "speedup_2_over_1": med[2] / med[1],
+            "median_accuracy": {str(k): v for k, v in acc.items()},
+            "accuracy_drop_points": 100 * (acc[1] - acc[2]),
+        },
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("accuracy")
+    a.add_argument("--active", type=float, default=0.05)
+    a.add_argument("--epochs", type=int, default=3)
+    a.add_argument("--limit", type=int, default=None)
+    a.add_argument("--policies", default="topk,rerank")
+    s = sub.add_parser("sweep")
+    s.add_argument("--active", default="0.01,0.05,0.1,0.25,1.0")
+    s.add_argument("--policies", default="topk,random,exact")
+    s.add_argument("--epochs", type=int, default=1)
+    s.add_argument("--limit", type=int, default=None)
+    w = sub.add_parser("walltime")
+    w.add_argument("--active", type=float, default=0.05)
+    w.add_argument("--limit", type=int, default=20000)
+    w.add_argument("--reps", type=int, default=3)
+    h = sub.add_parser("hogwild")
+    h.add_argument("--active", type=float, default=0.05)
+    h.add_argument("--epochs", type=int, default=1)
+    h.add_argument("--limit", type=int, default=20000)
+    h.add_argument("--reps", type=int, default=2)
+    args = p.parse_args()
+    {
+        "accuracy": cmd_accuracy,
+        "sweep": cmd_sweep,
+        "walltime": cmd_walltime,
+        "hogwild": cmd_hogwild,
+    }[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

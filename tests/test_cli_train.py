@@ -1,0 +1,125 @@
+"""Tests of ``lshcore train`` and ``lshcore demo`` (CliRunner, digits, tiny settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lshcore.cli import main
+
+TINY = [
+    "train",
+    "--dataset",
+    "digits",
+    "--hidden",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--k",
+    "3",
+    "--l",
+    "4",
+    "--no-progress",
+]
+
+
+def test_train_writes_json_table_and_model(tmp_path) -> None:
+    out = tmp_path / "r.json"
+    model = tmp_path / "m.npz"
+    res = CliRunner().invoke(
+        main,
+        [*TINY, "--active", "0.25", "--compare-dense", "--json", str(out), "--save", str(model)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "dense twin" in res.output and "samples/s" in res.output
+    rec = json.loads(out.read_text())
+    for key in (
+        "dataset",
+        "active",
+        "accuracy",
+        "mults_total",
+        "mults_dense",
+        "mult_fraction",
+        "train_seconds",
+        "samples_per_second",
+        "workers",
+        "args",
+        "dense_accuracy",
+        "dense_train_seconds",
+    ):
+        assert key in rec, key
+    assert rec["dataset"] == "digits" and rec["active"] == 0.25
+    assert 0 < rec["mult_fraction"] < 1
+    assert rec["mult_fraction"] == pytest.approx(rec["mults_total"] / rec["mults_dense"])
+    assert rec["args"]["hidden"] == [32]
+    from lshcore.engine import Trainer
+
+    assert Trainer.load(model).epoch == 1
+
+
+def test_sweep_writes_a_list_and_a_plot(tmp_path) -> None:
+    out = tmp_path / "s.json"
+    plot = tmp_path / "s.png"
+    res = CliRunner().invoke(
+        main,
+        [
+            *TINY,
+            "--active",
+            "0.25,1.0",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+            "--policy",
+            "random",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    recs = json.loads(out.read_text())
+    assert [r["active"] for r in recs] == [0.25, 1.0]
+    assert recs[1]["mult_fraction"] == pytest.approx(1.0)
+    assert recs[0]["policy"] == "random" and recs[1]["policy"] == "dense"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--dataset", "cifar"], "--dataset"),
+        (["--hidden", "10,x"], "--hidden"),
+        (["--hidden", "0"], "--hidden"),
+        (["--active", "0"], "--active"),
+        (["--active", "1.5"], "--active"),
+        (["--active", "0.1,abc"], "--active"),
+        (["--policy", "best"], "--policy"),
+        (["--family", "nope"], "--family"),
+        (["--rehash", "sometimes"], "--rehash"),
+        (["--k", "0"], "--k"),
+    ],
+)
+def test_bad_options_are_usage_errors(args, option) -> None:
+    res = CliRunner().invoke(main, [*TINY, *args])
+    assert res.exit_code == 2, res.output
+    assert option in res.output
+
+
+def test_missing_mnist_names_the_dataset(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LSHCORE_DATA", str(tmp_path))
+    import lshcore.datasets as ds
+
+    def offline(*a, **k):
+        raise ds.DataError("MNIST not found in " + str(tmp_path))
+
+    monkeypatch.setattr(ds, "load_dataset", offline)
+    res = CliRunner().invoke(main, [*TINY, "--dataset", "mnist", "--data-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "mnist" in res.output.lower()
+
+
+def test_demo_runs(monkeypatch) -> None:
+    res = CliRunner().invoke(main, ["demo", "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "dense twin" in res.output and "topk" in res.output
