@@ -21,17 +21,27 @@ import argparse
 import os
 import sys
 
-ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+)
 ap.add_argument("--n", type=int, default=1_000_000)
 ap.add_argument("--dim", type=int, default=128)
 ap.add_argument("--queries", type=int, default=1000)
-ap.add_argument("--exact-queries", type=int, default=200, help="queries timed per repetition for exact search")
+ap.add_argument(
+    "--exact-queries", type=int, default=200, help="queries timed per repetition for exact search"
+)
 ap.add_argument("--clusters", type=int, default=1000)
-ap.add_argument("--sigma", type=float, default=0.6, help="noise std relative to the unit-variance centres")
+ap.add_argument(
+    "--sigma", type=float, default=0.6, help="noise std relative to the unit-variance centres"
+)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--reps", type=int, default=3)
-ap.add_argument("--configs", default="18,16,8;18,16,16;18,16,32;20,24,16;20,24,32", help="K,L,P;...")
-ap.add_argument("--faiss", default="256;512;512x10;1024x10", help="nbits[xk_factor];... (x: re-rank)")
+ap.add_argument(
+    "--configs", default="18,16,8;18,16,16;18,16,32;20,24,16;20,24,32", help="K,L,P;..."
+)
+ap.add_argument(
+    "--faiss", default="256;512;512x10;1024x10", help="nbits[xk_factor];... (x: re-rank)"
+)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--out", default=None, help="write OUT.md and OUT.json")
 args = ap.parse_args()
@@ -79,7 +89,9 @@ def cpu_of_others() -> float:
     return total
 
 
-def make_data(n: int, m: int, dim: int, clusters: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_data(
+    n: int, m: int, dim: int, clusters: int, sigma: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     x = np.empty((n, dim), dtype=np.float32)
@@ -88,7 +100,9 @@ def make_data(n: int, m: int, dim: int, clusters: int, sigma: float, seed: int) 
         hi = min(n, lo + step)
         x[lo:hi] = centres[rng.integers(0, clusters, hi - lo)]
         x[lo:hi] += sigma * rng.standard_normal((hi - lo, dim), dtype=np.float32)
-    q = centres[rng.integers(0, clusters, m)] + sigma * rng.standard_normal((m, dim), dtype=np.float32)
+    q = centres[rng.integers(0, clusters, m)] + sigma * rng.standard_normal(
+        (m, dim), dtype=np.float32
+    )
     return x, q.astype(np.float32)
 
 
@@ -108,24 +122,34 @@ def exact_search(xu: np.ndarray, qu: np.ndarray, batch: int = 50) -> np.ndarray:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = [len(set(a[a >= 0].tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)]
+    hits = [
+        len(set(a[a >= 0].tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)
+    ]
     return float(np.sum(hits)) / truth.size
 
 
 def main() -> None:
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"faiss {getattr(faiss, '__version__', 'absent')}, lshcore {lshcore.__version__}")
-    print(f"threads: numba {numba.get_num_threads()}, faiss {faiss.omp_get_max_threads() if faiss else '-'}, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; cpus {os.cpu_count()}; load {os.getloadavg()}")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"faiss {getattr(faiss, '__version__', 'absent')}, lshcore {lshcore.__version__}"
+    )
+    print(
+        f"threads: numba {numba.get_num_threads()}, faiss {faiss.omp_get_max_threads() if faiss else '-'}, "
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; cpus {os.cpu_count()}; load {os.getloadavg()}"
+    )
     t0 = time.perf_counter()
     x, q = make_data(args.n, args.queries, args.dim, args.clusters, args.sigma, args.seed)
     xu, qu = unit(x), unit(q)
-    print(f"data: {args.n} x {args.dim}, {args.clusters} clusters, sigma {args.sigma}, "
-          f"{args.queries} queries ({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"data: {args.n} x {args.dim}, {args.clusters} clusters, sigma {args.sigma}, "
+        f"{args.queries} queries ({time.perf_counter() - t0:.1f} s)"
+    )
     t0 = time.perf_counter()
     truth = exact_search(xu, qu)
     t_truth = time.perf_counter() - t0
-    print(f"ground truth (exact, all {args.queries} queries): {t_truth:.1f} s = {args.queries / t_truth:.1f} q/s")
+    print(
+        f"ground truth (exact, all {args.queries} queries): {t_truth:.1f} s = {args.queries / t_truth:.1f} q/s"
+    )
 
     contenders: dict[str, dict] = {}
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";") if c]
@@ -140,10 +164,18 @@ def main() -> None:
         index.search(q[:20], TOP, n_probes=2)  # compile / warm up
         indexes[(k, l)] = index
         mem = index.tables.nbytes + index._codes.nbytes + index._vectors.nbytes  # type: ignore[union-attr]
-        print(f"built LSHIndex K={k} L={l}: {build:.1f} s, {mem / 2**20:.0f} MiB (tables {index.tables.nbytes / 2**20:.0f} MiB)")
+        print(
+            f"built LSHIndex K={k} L={l}: {build:.1f} s, {mem / 2**20:.0f} MiB (tables {index.tables.nbytes / 2**20:.0f} MiB)"
+        )
         for kk, ll, p in configs:
             if (kk, ll) == (k, l):
-                contenders[f"lshcore K={k} L={l} P={p}"] = {"kind": "lsh", "k": k, "l": l, "p": p, "build_s": build}
+                contenders[f"lshcore K={k} L={l} P={p}"] = {
+                    "kind": "lsh",
+                    "k": k,
+                    "l": l,
+                    "p": p,
+                    "build_s": build,
+                }
     faiss_indexes = {}
     if faiss is not None:
         for spec in [s for s in args.faiss.split(";") if s]:
@@ -165,7 +197,10 @@ def main() -> None:
             contenders[name] = {"kind": "faiss", "build_s": build}
             print(f"built {name}: {build:.1f} s")
 
-    contenders = {"exact (numpy matmul + argpartition)": {"kind": "exact", "build_s": 0.0}, **contenders}
+    contenders = {
+        "exact (numpy matmul + argpartition)": {"kind": "exact", "build_s": 0.0},
+        **contenders,
+    }
     for c in contenders.values():
         c["times"] = []
         c["contaminated"] = 0
@@ -196,7 +231,7 @@ def main() -> None:
                 c["contaminated"] += 1
         print(f"repetition {rep + 1}/{args.reps} done; load {os.getloadavg()}", flush=True)
 
-    for name, c in contenders.items():
+    for c in contenders.values():
         if c["kind"] == "lsh":
             index = indexes[(c["k"], c["l"])]
             c["candidates"] = float(index.candidates(q[:200], n_probes=c["p"]).sizes().mean())
@@ -204,16 +239,20 @@ def main() -> None:
     rows = []
     for name, c in contenders.items():
         qps = float(np.median(c["times"]))
-        rows.append({
-            "method": name,
-            "recall@10": round(c["recall"], 4),
-            "queries_per_s": round(qps, 1),
-            "speedup_vs_exact": round(qps / exact_qps, 2),
-            "candidates_per_query": round(c.get("candidates", float("nan")), 1) if "candidates" in c else None,
-            "build_s": round(c["build_s"], 1),
-            "qps_reps": [round(t, 1) for t in c["times"]],
-            "reps_with_other_cpu_over_0.5": c["contaminated"],
-        })
+        rows.append(
+            {
+                "method": name,
+                "recall@10": round(c["recall"], 4),
+                "queries_per_s": round(qps, 1),
+                "speedup_vs_exact": round(qps / exact_qps, 2),
+                "candidates_per_query": round(c.get("candidates", float("nan")), 1)
+                if "candidates" in c
+                else None,
+                "build_s": round(c["build_s"], 1),
+                "qps_reps": [round(t, 1) for t in c["times"]],
+                "reps_with_other_cpu_over_0.5": c["contaminated"],
+            }
+        )
     header = "| method | recall@10 | queries/s | vs exact | candidates/query | build s |"
     lines = [header, "|---|---|---|---|---|---|"]
     for r in rows:
@@ -224,7 +263,13 @@ def main() -> None:
     table = "\n".join(lines)
     print()
     print(table)
-    goal = [r for r in rows if r["method"].startswith("lshcore") and r["recall@10"] >= 0.9 and r["speedup_vs_exact"] >= 10]
+    goal = [
+        r
+        for r in rows
+        if r["method"].startswith("lshcore")
+        and r["recall@10"] >= 0.9
+        and r["speedup_vs_exact"] >= 10
+    ]
     verdict = (
         f"goal (recall@10 >= 0.9 at >= 10x exact) met by: {', '.join(r['method'] for r in goal)}"
         if goal
@@ -235,21 +280,33 @@ def main() -> None:
         cmd = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
         info = {
             "command": cmd,
-            "n": args.n, "dim": args.dim, "queries": args.queries, "clusters": args.clusters,
-            "sigma": args.sigma, "threads": args.threads, "reps": args.reps,
-            "exact_queries_timed": sub.stop, "ground_truth_qps_all_queries": args.queries / t_truth,
-            "versions": {"numpy": np.__version__, "numba": numba.__version__,
-                         "faiss": getattr(faiss, "__version__", None)},
-            "rows": rows, "verdict": verdict,
+            "n": args.n,
+            "dim": args.dim,
+            "queries": args.queries,
+            "clusters": args.clusters,
+            "sigma": args.sigma,
+            "threads": args.threads,
+            "reps": args.reps,
+            "exact_queries_timed": sub.stop,
+            "ground_truth_qps_all_queries": args.queries / t_truth,
+            "versions": {
+                "numpy": np.__version__,
+                "numba": numba.__version__,
+                "faiss": getattr(faiss, "__version__", None),
+            },
+            "rows": rows,
+            "verdict": verdict,
         }
         with open(args.out + ".json", "w") as fh:
             json.dump(info, fh, indent=1)
         with open(args.out + ".md", "w") as fh:
             fh.write(f"# Search benchmark\n\nCommand: `{cmd}`\n\n")
-            fh.write(f"{args.n} x {args.dim} clustered Gaussian ({args.clusters} clusters, sigma {args.sigma}), "
-                     f"{args.queries} queries, top-{TOP} by cosine; {args.threads} threads "
-                     f"(numba, faiss, BLAS); medians of {args.reps} interleaved repetitions "
-                     f"(exact search timed on {sub.stop} queries per repetition).\n\n")
+            fh.write(
+                f"{args.n} x {args.dim} clustered Gaussian ({args.clusters} clusters, sigma {args.sigma}), "
+                f"{args.queries} queries, top-{TOP} by cosine; {args.threads} threads "
+                f"(numba, faiss, BLAS); medians of {args.reps} interleaved repetitions "
+                f"(exact search timed on {sub.stop} queries per repetition).\n\n"
+            )
             fh.write(table + "\n\n" + verdict + "\n")
         print(f"wrote {args.out}.md and {args.out}.json")
 

@@ -12,6 +12,11 @@ per step, ``zero_grad(set_to_none=True)``, fused optimizers where this PyTorch h
 (the default CPU Adam is ~10x slower than ``fused=True`` on large layers), evaluation
 under ``inference_mode`` outside the timed region.
 
+Measure only when the machine is quiet: with ``threads=2`` on a 2-core machine loaded by
+other processes (load average 6-8), one MNIST epoch took 181 s instead of 7.4 s (its
+OpenMP threads wait on each other), so compare contenders interleaved in one run and
+check the load average that ``main`` prints.
+
 Run it on MNIST (``../shared/data/mnist`` by default) and print a table::
 
     .venv/bin/python benchmarks/torch_baseline.py --epochs 2 --repeats 2

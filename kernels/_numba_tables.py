@@ -203,12 +203,23 @@ def _fixed_chunk(slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr
 
 
 @_pjit
-def _fixed_parallel(slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
+def _fixed_parallel(
+    slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used, n_chunks
+):  # type: ignore[no-untyped-def]
     m = qbuckets.shape[0]
     for c in prange(n_chunks):
         _fixed_chunk(
-            slots, fill, head, qbuckets, id_bound, use_marker, raw, raw_ptr, used,
-            c * m // n_chunks, (c + 1) * m // n_chunks,
+            slots,
+            fill,
+            head,
+            qbuckets,
+            id_bound,
+            use_marker,
+            raw,
+            raw_ptr,
+            used,
+            c * m // n_chunks,
+            (c + 1) * m // n_chunks,
         )
 
 
@@ -236,7 +247,9 @@ def fixed_query(slots, fill, head, qbuckets, id_bound):  # type: ignore[no-untyp
     if n_chunks == 1:
         _fixed_chunk(slots, fill, head, qbuckets, bound, use_marker, raw, raw_ptr, used, 0, m)
     else:
-        _fixed_parallel(slots, fill, head, qbuckets, bound, use_marker, raw, raw_ptr, used, n_chunks)
+        _fixed_parallel(
+            slots, fill, head, qbuckets, bound, use_marker, raw, raw_ptr, used, n_chunks
+        )
     return _finish_query(raw, raw_ptr, used, m)
 
 
@@ -342,7 +355,18 @@ def _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, qlo, qh
 def _sorted_parallel(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
     m = lo.shape[0]
     for c in prange(n_chunks):
-        _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, c * m // n_chunks, (c + 1) * m // n_chunks)
+        _sorted_chunk(
+            ids,
+            lo,
+            hi,
+            id_bound,
+            use_marker,
+            raw,
+            raw_ptr,
+            used,
+            c * m // n_chunks,
+            (c + 1) * m // n_chunks,
+        )
 
 
 def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untyped-def]
@@ -407,12 +431,24 @@ def _rerank_rows(vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s,
 
 
 @_pjit
-def _rerank_parallel(vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r, n_chunks):  # type: ignore[no-untyped-def]
+def _rerank_parallel(
+    vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r, n_chunks
+):  # type: ignore[no-untyped-def]
     m = queries.shape[0]
     for c in prange(n_chunks):
         _rerank_rows(
-            vectors, xnorm, indptr, rows, queries, qnorm, k, metric, out_s, out_r,
-            c * m // n_chunks, (c + 1) * m // n_chunks,
+            vectors,
+            xnorm,
+            indptr,
+            rows,
+            queries,
+            qnorm,
+            k,
+            metric,
+            out_s,
+            out_r,
+            c * m // n_chunks,
+            (c + 1) * m // n_chunks,
         )
 
 

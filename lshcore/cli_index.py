@@ -37,7 +37,16 @@ def run_index_demo(
     labels_q, labels_b = digits.target[order[:300]], digits.target[order[300:]]
 
     t0 = time.perf_counter()
-    index = LSHIndex(base.shape[1], family="srp", k=k, l=l, policy=policy, backend=backend, seed=seed, n_probes=n_probes)
+    index = LSHIndex(
+        base.shape[1],
+        family="srp",
+        k=k,
+        l=l,
+        policy=policy,
+        backend=backend,
+        seed=seed,
+        n_probes=n_probes,
+    )
     index.add(base)
     t_build = time.perf_counter() - t0
     index.search(queries[:2], top)  # compile / warm up before timing
@@ -55,12 +64,18 @@ def run_index_demo(
     recall = float(np.mean([len(set(a) & set(b)) / top for a, b in zip(found, exact, strict=True)]))
     hits = found[:, 0] >= 0
     label_acc = float(np.mean(labels_b[found[hits, 0]] == labels_q[hits])) if hits.any() else 0.0
-    echo(f"lshcore index demo: scikit-learn digits, {base.shape[0]} indexed, {queries.shape[0]} queries, dim {base.shape[1]}")
+    echo(
+        f"lshcore index demo: scikit-learn digits, {base.shape[0]} indexed, {queries.shape[0]} queries, dim {base.shape[1]}"
+    )
     echo(f"index: {index!r}, n_probes={n_probes}")
     echo(f"recall@{top} vs exact cosine search: {recall:.3f}")
-    echo(f"candidates per query: mean {cand.mean():.1f} ({100 * cand.mean() / base.shape[0]:.1f}% of the data), max {int(cand.max())}")
+    echo(
+        f"candidates per query: mean {cand.mean():.1f} ({100 * cand.mean() / base.shape[0]:.1f}% of the data), max {int(cand.max())}"
+    )
     echo(f"nearest neighbour has the query's label: {100 * label_acc:.1f}%")
-    echo(f"time: build {1000 * t_build:.1f} ms, search {1000 * t_search:.1f} ms, exact search {1000 * t_exact:.1f} ms")
+    echo(
+        f"time: build {1000 * t_build:.1f} ms, search {1000 * t_search:.1f} ms, exact search {1000 * t_exact:.1f} ms"
+    )
     echo(f"multiplications spent hashing: {index.hash_mults:,}; re-ranking: {index.rerank_mults:,}")
     return {
         "recall": recall,
@@ -75,7 +90,9 @@ def run_index_demo(
 @click.command("index-demo")
 @click.option("--k", "k", default=10, show_default=True, help="bits per table")
 @click.option("--l", "l", default=16, show_default=True, help="number of tables")
-@click.option("--probes", "n_probes", default=4, show_default=True, help="probes per table (multiprobe)")
+@click.option(
+    "--probes", "n_probes", default=4, show_default=True, help="probes per table (multiprobe)"
+)
 @click.option(
     "--policy",
     type=click.Choice(["fifo", "reservoir", "unbounded"]),
@@ -86,7 +103,15 @@ def run_index_demo(
 @click.option("--backend", default=None, help="numpy, numba or cupy (default: the default backend)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--top", default=10, show_default=True, help="neighbours per query (recall@top)")
-def index_demo(k: int, l: int, n_probes: int, policy: str, backend: str | None, seed: int, top: int) -> None:  # noqa: E741
+def index_demo(
+    k: int,
+    l: int,  # noqa: E741
+    n_probes: int,
+    policy: str,
+    backend: str | None,
+    seed: int,
+    top: int,
+) -> None:
     """Index scikit-learn's digits, search held-out digits, report recall and time."""
     from lshcore.errors import LSHError
 

@@ -149,7 +149,13 @@ class LSHIndex:
             )
         self.measure = self._measure()
         self.tables = LSHTables(
-            self.l, self.family.num_buckets, bucket_size, policy, table_size, self.seed, self.backend
+            self.l,
+            self.family.num_buckets,
+            bucket_size,
+            policy,
+            table_size,
+            self.seed,
+            self.backend,
         )
         #: multiplications spent hashing (adds, updates, queries, rehashes), cumulative
         self.hash_mults = 0
@@ -165,7 +171,9 @@ class LSHIndex:
             return None
         if isinstance(transform, Transform):
             if transform.dim != self.dim:
-                raise ConfigError(f"transform: built for dim {transform.dim}, index has dim {self.dim}")
+                raise ConfigError(
+                    f"transform: built for dim {transform.dim}, index has dim {self.dim}"
+                )
             return transform
         if isinstance(transform, str):
             return catalog.transform(transform, self.dim)
@@ -217,7 +225,9 @@ class LSHIndex:
     def _check_x(self, x: Any, name: str = "x") -> Any:
         sparse_ok = bool(getattr(self.family, "supports_sparse", False)) and self.transform is None
         if is_sparse(x) and self.store:
-            raise InputError(f"{name}: sparse input needs store=False (this index stores dense vectors)")
+            raise InputError(
+                f"{name}: sparse input needs store=False (this index stores dense vectors)"
+            )
         return as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
 
     def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
@@ -253,7 +263,9 @@ class LSHIndex:
         rows = np.fromiter((get(i, -1) for i in arr.tolist()), dtype=np.int64, count=arr.size)
         if (rows < 0).any():
             missing = arr[rows < 0]
-            raise InputError(f"{name}: {missing.size} id(s) not in the index (first: {int(missing[0])})")
+            raise InputError(
+                f"{name}: {missing.size} id(s) not in the index (first: {int(missing[0])})"
+            )
         return arr, rows
 
     # -- hashing ----------------------------------------------------------------------
@@ -271,7 +283,9 @@ class LSHIndex:
         for lo in range(0, n, _HASH_CHUNK):
             part = x[lo : lo + _HASH_CHUNK]
             hx = self.transform.data(part) if self.transform is not None else part
-            out[lo : lo + part.shape[0]] = self.backend.to_numpy(self.tables.buckets(self.family.hash(hx)))
+            out[lo : lo + part.shape[0]] = self.backend.to_numpy(
+                self.tables.buckets(self.family.hash(hx))
+            )
         self._count(n, x)
         return out
 
@@ -313,7 +327,9 @@ class LSHIndex:
         if replace_rows is not None:
             live = np.setdiff1d(live, replace_rows)
         assert self._vectors is not None
-        self.transform.fit(np.concatenate([self._vectors[live], np.asarray(x_new, dtype=np.float32)]))
+        self.transform.fit(
+            np.concatenate([self._vectors[live], np.asarray(x_new, dtype=np.float32)])
+        )
 
     def _live_rows(self) -> np.ndarray:
         rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
@@ -419,7 +435,11 @@ class LSHIndex:
     def candidates(self, q: Any, n_probes: int | None = None) -> Candidates:
         """Candidate ids of each query ``q`` (m, dim) with how many (table, probe) buckets held each."""
         q = as_batch(q, self.dim, "q", allow_sparse=self._sparse_queries())
-        probes = self.n_probes if n_probes is None else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        probes = (
+            self.n_probes
+            if n_probes is None
+            else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        )
         if probes > 1 and not _supports_probes(self.family):
             raise ConfigError(
                 f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
@@ -427,7 +447,11 @@ class LSHIndex:
         return self._to_ids(self._row_candidates(q, probes))
 
     def _sparse_queries(self) -> bool:
-        return bool(getattr(self.family, "supports_sparse", False)) and self.transform is None and not self.store
+        return (
+            bool(getattr(self.family, "supports_sparse", False))
+            and self.transform is None
+            and not self.store
+        )
 
     def _row_candidates(self, q: Any, probes: int) -> Candidates:
         buckets = self._hash_query(q, probes)
@@ -458,13 +482,19 @@ class LSHIndex:
         """
         k = check_int(k, "k", low=1, high=1 << 20)
         q = as_batch(q, self.dim, "q")
-        probes = self.n_probes if n_probes is None else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        probes = (
+            self.n_probes
+            if n_probes is None
+            else check_int(n_probes, "n_probes", low=1, high=1 << 12)
+        )
         if self.store:
             base, norms = self._vectors, self._norms
             assert base is not None and norms is not None
         else:
             if vectors is None:
-                raise ConfigError("search(): this index keeps no vectors (store=False); pass vectors=")
+                raise ConfigError(
+                    "search(): this index keeps no vectors (store=False); pass vectors="
+                )
             base = np.ascontiguousarray(as_batch(vectors, self.dim, "vectors"))
             if self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
                 raise InputError(
@@ -489,8 +519,14 @@ class LSHIndex:
             fn = self.backend.kernel("rerank_topk")
             xp = self.xp
             scores, got = fn(
-                xp.asarray(base), xp.asarray(norms), xp.asarray(indptr), xp.asarray(rows),
-                xp.asarray(q), xp.asarray(qn), k, _METRICS[self.measure],
+                xp.asarray(base),
+                xp.asarray(norms),
+                xp.asarray(indptr),
+                xp.asarray(rows),
+                xp.asarray(q),
+                xp.asarray(qn),
+                k,
+                _METRICS[self.measure],
             )
             scores, got = tn(scores), tn(got)
         if self.store:
@@ -516,11 +552,15 @@ class LSHIndex:
         """``x`` given in ids() order, validated, reordered to row order (or None = stored)."""
         if x is None:
             if not self.store:
-                raise ConfigError("this index keeps no vectors (store=False); pass x with every vector in ids() order")
+                raise ConfigError(
+                    "this index keeps no vectors (store=False); pass x with every vector in ids() order"
+                )
             return None
         x = self._check_x(x)
         if x.shape[0] != len(self):
-            raise InputError(f"x: expected {len(self)} rows (one per id, in ids() order), got {x.shape[0]}")
+            raise InputError(
+                f"x: expected {len(self)} rows (one per id, in ids() order), got {x.shape[0]}"
+            )
         ids = self.ids()
         rows = np.fromiter((self._row_of[i] for i in ids.tolist()), dtype=np.int64, count=ids.size)
         order = np.argsort(rows)  # row order of live rows
@@ -551,8 +591,13 @@ class LSHIndex:
         family = self._make_family(new_seed)
         self.family, self.seed = family, new_seed
         self.tables = LSHTables(
-            self.l, family.num_buckets, self.tables.bucket_size, self.tables.policy,
-            self.tables.table_size, new_seed, self.backend,
+            self.l,
+            family.num_buckets,
+            self.tables.bucket_size,
+            self.tables.policy,
+            self.tables.table_size,
+            new_seed,
+            self.backend,
         )
         if len(self):
             self.rehash(x)
@@ -610,7 +655,9 @@ class LSHIndex:
                 transform = catalog.transform(tinfo["name"], tdim, **tconf)
             index = cls(backend=backend, transform=transform, **config)
             if json.loads(json.dumps(_jsonable(index.family.config()))) != meta["family_config"]:
-                raise FileFormatError(f"{path}: the hash family config does not match the saved one")
+                raise FileFormatError(
+                    f"{path}: the hash family config does not match the saved one"
+                )
             n_rows = int(meta["n_rows"])
             row_ids = arrays["row_ids"]
             codes = arrays["codes"]
@@ -630,8 +677,14 @@ class LSHIndex:
             index._codes[:n_rows] = codes
             if index.store:
                 vec = arrays["vectors"]
-                if vec.shape != (n_rows, index.dim) or vec.dtype != np.float32 or not np.isfinite(vec).all():
-                    raise FileFormatError(f"{path}: array vectors has the wrong shape, dtype or values")
+                if (
+                    vec.shape != (n_rows, index.dim)
+                    or vec.dtype != np.float32
+                    or not np.isfinite(vec).all()
+                ):
+                    raise FileFormatError(
+                        f"{path}: array vectors has the wrong shape, dtype or values"
+                    )
                 assert index._vectors is not None and index._norms is not None
                 index._vectors[:n_rows] = vec
                 index._norms[:n_rows] = index._norms_of(vec) if n_rows else 0
@@ -647,7 +700,9 @@ class LSHIndex:
         except FileFormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, LookupError) as exc:
-            raise FileFormatError(f"{path}: not a valid lsh-index file ({type(exc).__name__}: {exc})") from exc
+            raise FileFormatError(
+                f"{path}: not a valid lsh-index file ({type(exc).__name__}: {exc})"
+            ) from exc
         return index
 
     def __repr__(self) -> str:
@@ -670,7 +725,9 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _rerank_jaccard(base: np.ndarray, indptr: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _rerank_jaccard(
+    base: np.ndarray, indptr: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by Jaccard similarity of the non-zero supports (NumPy, chunked)."""
     m = q.shape[0]
     out_s = np.full((m, k), -np.inf, dtype=np.float32)

@@ -215,7 +215,9 @@ class LSHTables:
         xp = self.xp
         codes = xp.asarray(codes)
         if codes.ndim not in (2, 3) or codes.shape[1] != self.l:
-            raise InputError(f"{name}: expected shape (n, {self.l}) or (n, {self.l}, probes), got {tuple(codes.shape)}")
+            raise InputError(
+                f"{name}: expected shape (n, {self.l}) or (n, {self.l}, probes), got {tuple(codes.shape)}"
+            )
         if codes.dtype.kind not in "iu":
             raise InputError(f"{name}: expected integer codes, got dtype {codes.dtype}")
         if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= self.num_buckets):
@@ -246,14 +248,24 @@ class LSHTables:
             return
         if self.fixed:
             self._kernel("fixed_insert")(
-                self.slots, self.fill, self.head, self.seen, buckets, ids.astype(np.int32),
-                self.policy == "reservoir", self.seed,
+                self.slots,
+                self.fill,
+                self.head,
+                self.seen,
+                buckets,
+                ids.astype(np.int32),
+                self.policy == "reservoir",
+                self.seed,
             )
         else:
             xp = self.xp
-            gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
+            gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(
+                -1
+            )
             gi = xp.tile(ids.astype(np.int32), self.l)
-            self.keys, self.entry_ids = self._kernel("sorted_insert")(self.keys, self.entry_ids, gk, gi)
+            self.keys, self.entry_ids = self._kernel("sorted_insert")(
+                self.keys, self.entry_ids, gk, gi
+            )
             self.n_dead = 0
             self._refresh_offsets()
         self._id_bound = max(self._id_bound, int(ids.max()) + 1)
@@ -268,7 +280,9 @@ class LSHTables:
         if ids.shape[0] == 0:
             return
         if self.fixed:
-            self._kernel("fixed_remove")(self.slots, self.fill, self.head, buckets, ids.astype(np.int32))
+            self._kernel("fixed_remove")(
+                self.slots, self.fill, self.head, buckets, ids.astype(np.int32)
+            )
             return
         xp = self.xp
         gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
@@ -307,7 +321,9 @@ class LSHTables:
         buckets = xp.ascontiguousarray(buckets, dtype=np.int64)
         bound = self._id_bound if id_bound is None else int(id_bound)
         if self.fixed:
-            indptr, ids, counts = self._kernel("fixed_query")(self.slots, self.fill, self.head, buckets, bound)
+            indptr, ids, counts = self._kernel("fixed_query")(
+                self.slots, self.fill, self.head, buckets, bound
+            )
         else:
             m, l, p = buckets.shape  # noqa: E741
             off = xp.arange(l, dtype=np.int64)[None, :, None] * self.table_size
@@ -333,7 +349,12 @@ class LSHTables:
         """The table arrays as NumPy (for saving)."""
         tn = self.backend.to_numpy
         if self.fixed:
-            return {"slots": tn(self.slots), "fill": tn(self.fill), "head": tn(self.head), "seen": tn(self.seen)}
+            return {
+                "slots": tn(self.slots),
+                "fill": tn(self.fill),
+                "head": tn(self.head),
+                "seen": tn(self.seen),
+            }
         self.compact()
         return {"keys": tn(self.keys), "entry_ids": tn(self.entry_ids)}
 
@@ -341,18 +362,25 @@ class LSHTables:
         """Restore arrays from :meth:`state`; InputError when they do not fit this config."""
         xp = self.xp
         if self.fixed:
-            shape = (self.l, self.table_size)
-            want = {"slots": (*shape, self.bucket_size), "fill": shape, "head": shape, "seen": shape}
+            shape: tuple[int, ...] = (self.l, self.table_size)
+            want: dict[str, tuple[int, ...]] = {
+                "slots": (*shape, self.bucket_size),
+                "fill": shape,
+                "head": shape,
+                "seen": shape,
+            }
             dtypes = {"slots": np.int32, "fill": np.int32, "head": np.int32, "seen": np.int64}
         else:
             n = arrays.get("keys", np.zeros(0)).shape[0]
             want = {"keys": (n,), "entry_ids": (n,)}
             dtypes = {"keys": np.int64, "entry_ids": np.int32}
-        for name, shape in want.items():
+        for name, want_shape in want.items():
             arr = arrays.get(name)
-            if arr is None or arr.shape != shape or arr.dtype != dtypes[name]:
+            if arr is None or arr.shape != want_shape or arr.dtype != dtypes[name]:
                 got = None if arr is None else (arr.shape, str(arr.dtype))
-                raise InputError(f"table array {name!r}: expected {shape} {np.dtype(dtypes[name])}, got {got}")
+                raise InputError(
+                    f"table array {name!r}: expected {want_shape} {np.dtype(dtypes[name])}, got {got}"
+                )
         if self.fixed:
             slots, fill, head = arrays["slots"], arrays["fill"], arrays["head"]
             if (

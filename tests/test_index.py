@@ -512,3 +512,40 @@ def test_index_demo_cli() -> None:
     assert "candidates per query" in result.output
     bad = CliRunner().invoke(main, ["index-demo", "--probes", "0"])
     assert bad.exit_code != 0 and "n_probes" in bad.output
+
+
+# -- other families and sparse input ------------------------------------------------------
+def test_minhash_scores_jaccard() -> None:
+    rng = np.random.default_rng(3)
+    x = (rng.random((120, 40)) < 0.2).astype(np.float32)
+    x[:, 0] = 1  # no empty sets
+    q = x[:4].copy()
+    index = LSHIndex(40, family="minhash", k=1, l=12, policy="unbounded")
+    index.add(x)
+    assert index.tables.table_size <= 2**30
+    cand = index.candidates(q)
+    scores, found = index.search(q, 3)
+    assert (found[:, 0] == np.arange(4)).all() and np.allclose(scores[:, 0], 1.0)
+    for i in range(4):
+        ids, _ = cand.row(i)
+        a, b = x[ids] > 0, q[i] > 0
+        jac = (a & b).sum(1) / (a | b).sum(1)
+        np.testing.assert_allclose(scores[i], np.sort(jac)[::-1][:3], rtol=1e-6)
+
+
+def test_sparse_input_with_store_false() -> None:
+    sp = pytest.importorskip("scipy.sparse")
+    dense = data(60)
+    dense[np.abs(dense) < 1] = 0
+    x = sp.csr_matrix(dense)
+    index = LSHIndex(DIM, k=4, l=6, store=False, policy="unbounded")
+    index.add(x)
+    assert index.hash_mults == index.family.hash_cost(60, x.nnz)
+    sparse_cand = index.candidates(x[:5])
+    dense_cand = index.candidates(dense[:5])
+    assert np.array_equal(sparse_cand.ids, dense_cand.ids)
+    assert all(i in sparse_cand.row(i)[0] for i in range(5))
+    stored = LSHIndex(DIM, k=4, l=6)
+    with pytest.raises(InputError, match="store=False"):
+        stored.add(x)
+    assert len(stored) == 0
