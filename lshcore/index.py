@@ -238,7 +238,11 @@ class LSHIndex:
             return np.arange(start, start + n, dtype=np.int64)
         arr = as_ids(ids, "ids", n=n, upper=ID_LIMIT)
         self._check_unique(arr)
-        present = [int(i) for i in arr.tolist() if i in self._row_of]
+        if self._identity:  # id i lives in row i: a vectorized membership test
+            inside = arr[arr < self._n_rows]
+            present = inside[self._row_ids[inside] == inside].tolist()
+        else:
+            present = [int(i) for i in arr.tolist() if i in self._row_of]
         if present:
             raise InputError(
                 f"ids: {len(present)} id(s) already in the index (first: {present[0]}); "
@@ -259,8 +263,14 @@ class LSHIndex:
         if arr.size == 0:
             raise InputError(f"{name}: empty batch (0 ids)")
         self._check_unique(arr)
-        get = self._row_of.get
-        rows = np.fromiter((get(i, -1) for i in arr.tolist()), dtype=np.int64, count=arr.size)
+        if self._identity:  # id i lives in row i
+            rows = np.where(arr < self._n_rows, arr, -1)
+            rows[rows >= 0] = np.where(
+                self._row_ids[rows[rows >= 0]] == arr[rows >= 0], rows[rows >= 0], -1
+            )
+        else:
+            get = self._row_of.get
+            rows = np.fromiter((get(i, -1) for i in arr.tolist()), dtype=np.int64, count=arr.size)
         if (rows < 0).any():
             missing = arr[rows < 0]
             raise InputError(
@@ -691,7 +701,7 @@ class LSHIndex:
             index._row_of = dict(zip(ids.tolist(), live.tolist(), strict=True))
             index._free = np.nonzero(row_ids < 0)[0].tolist()
             index._next_id = int(meta["next_id"])
-            index._identity = bool(np.array_equal(row_ids, np.arange(n_rows)))
+            index._identity = bool(np.all((row_ids == np.arange(n_rows)) | (row_ids < 0)))
             state = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("tables/")}
             index.tables.load_state(state, n_rows)
             counters = meta.get("counters", {})

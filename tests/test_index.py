@@ -549,3 +549,25 @@ def test_sparse_input_with_store_false() -> None:
     with pytest.raises(InputError, match="store=False"):
         stored.add(x)
     assert len(stored) == 0
+
+
+def test_dense_ids_membership() -> None:
+    # ids 0..n-1 take the vectorized row lookup; removed and unseen ids must still fail
+    x = data(30)
+    index = LSHIndex(DIM, k=4, l=3, policy="unbounded")
+    index.add(x)
+    index.remove([4])
+    before = snapshot(index)
+    for ids in ([4], [3, 30], [2**31 - 1]):
+        with pytest.raises(InputError, match="not in the index"):
+            index.remove(ids)
+        with pytest.raises(InputError, match="not in the index"):
+            index.update(ids, x[: len(ids)])
+    with pytest.raises(InputError, match="already in the index"):
+        index.add(x[:2], ids=[4, 5])
+    assert_same(before, snapshot(index))
+    index.add(x[:1], ids=[4])
+    index.add(x[:1], ids=[1000])
+    assert index._identity is False and 1000 in index
+    index.update([1000, 4], x[:2])
+    assert {4, 1000} <= set(index.candidates(x[:1]).ids.tolist())
