@@ -33,6 +33,7 @@ __all__ = [
     "dense_arrays",
     "gpu_backend_reason",
     "load_digits_split",
+    "load_example_data",
     "union_arrays",
 ]
 
@@ -305,3 +306,17 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     cut = int(0.8 * len(y))
     tr, te = order[:cut], order[cut:]
     return x[tr], y[tr], x[te], y[te]
+
+
+def load_example_data(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST ``(x_train, y_train, x_test, y_test)`` from ``data_dir`` or ``$LSHCORE_DATA``
+    (never downloaded); scikit-learn's digits when MNIST is not there (says so)."""
+    from lshcore.datasets import load_mnist
+    from lshcore.errors import DataError
+
+    try:
+        d = load_mnist(data_dir, download=False)
+    except DataError as exc:
+        print(f"MNIST not found ({str(exc).splitlines()[0]}); using scikit-learn's digits")
+        return load_digits_split()
+    return d.x_train, d.y_train, d.x_test, d.y_test

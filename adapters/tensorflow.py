@@ -34,7 +34,7 @@ from lshcore.adapters._common import (  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
 from lshcore.validation import check_int  # noqa: E402
 
-__all__ = ["LSHDense", "train_mlp"]
+__all__ = ["LSHDense", "lsh_softmax_cross_entropy", "train_mlp"]
 
 _META_KEY = "lsh_meta"
 
@@ -192,7 +192,7 @@ class LSHDense(keras.layers.Layer):
         return [arrays.ids, arrays.rows, arrays.pos, arrays.valid]
 
     # -- call ------------------------------------------------------------------------
-    def call(self, inputs: Any, training: Any = None, labels: Any = None) -> Any:
+    def call(self, inputs: Any, training: Any = None, labels: Any = None, return_active: bool = False) -> Any:
         x = tf.convert_to_tensor(inputs)
         if not x.dtype.is_floating:
             raise InputError(f"LSHDense: inputs must be floating point, got {x.dtype.name}")
@@ -205,6 +205,9 @@ class LSHDense(keras.layers.Layer):
             z = tf.matmul(x, self.kernel, transpose_b=True)
             if self.bias is not None:
                 z = z + self.bias
+            if return_active:
+                ids = tf.broadcast_to(tf.range(self.units, dtype=tf.int64), tf.shape(z, out_type=tf.int64))
+                return ids, self.activation(z)
             return self.activation(z)
         if labels is not None and tf.executing_eagerly():  # fail early, with our error
             check_labels(np.asarray(labels), int(x.shape[0]), self.units)
@@ -223,6 +226,8 @@ class LSHDense(keras.layers.Layer):
         if self.bias is not None:
             z = z + tf.gather(self.bias, rows)
         values = tf.gather(z, pos, batch_dims=1) * tf.cast(valid, z.dtype)
+        if return_active:
+            return ids, self.activation(values) * tf.cast(valid, z.dtype)
         batch = tf.shape(x)[0]
         width = tf.shape(ids)[1]
         row_idx = tf.repeat(tf.range(batch, dtype=tf.int64), width)
@@ -248,6 +253,21 @@ class LSHDense(keras.layers.Layer):
             }
         )
         return config
+
+
+def lsh_softmax_cross_entropy(ids: Any, values: Any, labels: Any) -> Any:
+    """Mean softmax cross-entropy over each input's active outputs.
+
+    ``ids (B, m)`` (-1 padding) and ``values (B, m)`` come from
+    ``LSHDense(...)(x, training=True, labels=labels, return_active=True)``; each row's
+    label must be among its ids (the layer forces it in training).
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int64), (-1, 1))
+    hit = tf.cast(tf.equal(ids, labels), values.dtype)
+    tf.debugging.assert_positive(tf.reduce_sum(hit, 1), message="labels: a label is not in its row's active set")
+    logits = tf.where(ids >= 0, values, tf.constant(-1e30, values.dtype))
+    logp = tf.nn.log_softmax(logits, axis=1)
+    return -tf.reduce_mean(tf.reduce_sum(logp * hit, 1) / tf.reduce_sum(hit, 1))
 
 
 def train_mlp(

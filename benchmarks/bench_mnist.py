@@ -143,15 +143,19 @@ def _threads() -> dict[str, Any]:
 def cmd_accuracy(args: argparse.Namespace) -> None:
     data = _load()
     keys = ("accuracy", "mult_fraction", "samples_per_second")
-    dense = _train(data, 1.0, args.epochs, args.limit, LR_DENSE)
+    dense = _train(data, 1.0, args.epochs, args.limit, LR_DENSE) if not args.no_dense else None
+    if dense is None:  # reuse the dense twin of an earlier run of this command
+        dense = json.loads((RESULTS / "mnist_accuracy.json").read_text())["dense"]
     print("dense", json.dumps({k: dense[k] for k in keys}), flush=True)
     hashed = {}
     for policy in args.policies.split(","):
-        rec = _train(data, args.active, args.epochs, args.limit, LR_HASHED, **dict(HASHED, policy=policy))
+        opts = dict(HASHED, policy=policy, rerank=args.rerank)
+        rec = _train(data, args.active, args.epochs, args.limit, LR_HASHED, **opts)
+        rec["rerank"] = args.rerank if policy == "rerank" else None
         rec["accuracy_gap_points"] = 100 * (dense["accuracy"] - rec["accuracy"])
         print(policy, json.dumps({k: rec[k] for k in keys}), flush=True)
         hashed[policy] = rec
-    _write("accuracy", {"config": HASHED, "hashed": hashed, "dense": dense})
+    _write(args.name, {"config": HASHED, "hashed": hashed, "dense": dense})
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -330,6 +334,9 @@ def main() -> None:
     a.add_argument("--epochs", type=int, default=3)
     a.add_argument("--limit", type=int, default=None)
     a.add_argument("--policies", default="topk,rerank")
+    a.add_argument("--rerank", type=float, default=4.0)
+    a.add_argument("--no-dense", action="store_true", help="reuse the dense twin of mnist_accuracy.json")
+    a.add_argument("--name", default="accuracy", help="results file mnist_<name>.json")
     s = sub.add_parser("sweep")
     s.add_argument("--active", default="0.01,0.05,0.1,0.25,1.0")
     s.add_argument("--policies", default="topk,random,exact")

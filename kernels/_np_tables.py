@@ -8,7 +8,8 @@ Two table layouts (see ``lshcore.tables``):
   counts every arrival (the reservoir's n).
 * **sorted** runs (policy ``unbounded``): ``keys`` (N,) int64 sorted ascending, the global
   bucket key ``t * T + b`` of each entry, and ``ids`` (N,) int32 (-1 = removed entry, a
-  tombstone, dropped on the next insert or compaction).
+  tombstone, dropped when the run is next rewritten). A query reads a large main run and
+  a small pending run of recent inserts.
 
 Arrival order is table-major then row order: entry (i, t) of ``buckets`` (n, L) arrives
 before (i + 1, t). Query buckets of -1 are skipped (a duplicate probe). A query returns
@@ -265,11 +266,12 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
     return int(hit.shape[0])
 
 
-def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untyped-def]
+def sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound):  # type: ignore[no-untyped-def]
     """Candidates of queries with global bucket keys ``qkeys`` (m, L*P) (-1 = skip) as CSR.
 
-    ``offsets`` (L*T + 1,) holds where each bucket starts in the run (``bucket_offsets``),
-    or is empty: then buckets are found by binary search.
+    Two sorted runs are searched: the main run (``keys``, ``ids``; ``offsets`` (L*T + 1,)
+    holds where each bucket starts (``bucket_offsets``), or is empty: then binary search)
+    and a small pending run of recent inserts (``pkeys``, ``pids``; binary search).
     """
     xp = _xp(keys)
     m, width = qkeys.shape
@@ -281,9 +283,12 @@ def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untype
         lo = xp.searchsorted(keys, flat, side="left")
         hi = xp.searchsorted(keys, flat, side="right")
     hi = xp.where(flat >= 0, hi, lo)
+    plo = xp.searchsorted(pkeys, flat, side="left")
+    phi = xp.where(flat >= 0, xp.searchsorted(pkeys, flat, side="right"), plo)
     pos, owner = _ranges(lo, hi, xp)
-    got = ids[pos]
-    qi = owner // width
+    ppos, powner = _ranges(plo, phi, xp)
+    got = xp.concatenate([ids[pos], pids[ppos]])
+    qi = xp.concatenate([owner, powner]) // width
     valid = got >= 0
     return _csr_from_pairs(qi[valid], got[valid], m, id_bound)
 

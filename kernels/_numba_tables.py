@@ -38,7 +38,7 @@ _M3 = np.uint64(0x94D049BB133111EB)
 # id ranges up to this use a dense per-thread counter array; larger ones sort instead
 _MARKER_LIMIT = 1 << 23
 # raw entries (or multiply-adds / 8) below which a call runs on one thread
-_PARALLEL_WORK = 1 << 16
+_PARALLEL_WORK = 1 << 19
 
 
 @_jit
@@ -232,7 +232,7 @@ def _chunks(m: int, work: int) -> int:
     threads = numba.get_num_threads()
     if threads < 2 or m < 2 or work < _PARALLEL_WORK:
         return 1
-    return min(m, 4 * threads)
+    return min(m, 2 * threads)
 
 
 def fixed_query(slots, fill, head, qbuckets, id_bound):  # type: ignore[no-untyped-def]
@@ -302,14 +302,10 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def _sorted_bounds(keys, offsets, qkeys):  # type: ignore[no-untyped-def]
-    """Entry range [lo, hi) of every query bucket and each query's raw offsets."""
+def _run_bounds(keys, offsets, qkeys, lo, hi):  # type: ignore[no-untyped-def]
+    """Entry range [lo, hi) of every query bucket in one sorted run (offsets or binary search)."""
     m, width = qkeys.shape
-    lo = np.zeros((m, width), dtype=np.int64)
-    hi = np.zeros((m, width), dtype=np.int64)
-    raw_ptr = np.zeros(m + 1, dtype=np.int64)
     for i in range(m):
-        tot = 0
         for w in range(width):
             q = qkeys[i, w]
             if q < 0:
@@ -317,17 +313,32 @@ def _sorted_bounds(keys, offsets, qkeys):  # type: ignore[no-untyped-def]
             if offsets.shape[0] > 0:
                 lo[i, w] = offsets[q]
                 hi[i, w] = offsets[q + 1]
-            else:
+            elif keys.shape[0] > 0:
                 lo[i, w] = np.searchsorted(keys, q, side="left")
                 hi[i, w] = np.searchsorted(keys, q, side="right")
-            tot += hi[i, w] - lo[i, w]
+
+
+@_jit
+def _sorted_bounds(keys, offsets, pkeys, qkeys):  # type: ignore[no-untyped-def]
+    """Ranges in the main and the pending run, and each query's raw offsets."""
+    m, width = qkeys.shape
+    lo = np.zeros((2, m, width), dtype=np.int64)
+    hi = np.zeros((2, m, width), dtype=np.int64)
+    _run_bounds(keys, offsets, qkeys, lo[0], hi[0])
+    _run_bounds(pkeys, offsets[:0], qkeys, lo[1], hi[1])
+    raw_ptr = np.zeros(m + 1, dtype=np.int64)
+    for i in range(m):
+        tot = 0
+        for r in range(2):
+            for w in range(width):
+                tot += hi[r, i, w] - lo[r, i, w]
         raw_ptr[i + 1] = raw_ptr[i] + tot
     return lo, hi, raw_ptr
 
 
 @_jit
-def _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, qlo, qhi):  # type: ignore[no-untyped-def]
-    width = lo.shape[1]
+def _sorted_chunk(ids, pids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, qlo, qhi):  # type: ignore[no-untyped-def]
+    width = lo.shape[2]
     marker = np.zeros(id_bound if use_marker else 1, dtype=np.int32)
     cap = 0
     for i in range(qlo, qhi):
@@ -335,28 +346,31 @@ def _sorted_chunk(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, qlo, qh
     touched = np.empty(cap, dtype=np.int64)
     for i in range(qlo, qhi):
         nt = 0
-        for w in range(width):
-            for j in range(lo[i, w], hi[i, w]):
-                v = ids[j]
-                if v < 0:
-                    continue
-                if use_marker:
-                    if marker[v] == 0:
+        for r in range(2):
+            run = ids if r == 0 else pids
+            for w in range(width):
+                for j in range(lo[r, i, w], hi[r, i, w]):
+                    v = run[j]
+                    if v < 0:
+                        continue
+                    if use_marker:
+                        if marker[v] == 0:
+                            touched[nt] = v
+                            nt += 1
+                        marker[v] += 1
+                    else:
                         touched[nt] = v
                         nt += 1
-                    marker[v] += 1
-                else:
-                    touched[nt] = v
-                    nt += 1
         used[i] = _emit(raw, raw_ptr[i], touched, nt, marker, use_marker)
 
 
 @_pjit
-def _sorted_parallel(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
-    m = lo.shape[0]
+def _sorted_parallel(ids, pids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, n_chunks):  # type: ignore[no-untyped-def]
+    m = lo.shape[1]
     for c in prange(n_chunks):
         _sorted_chunk(
             ids,
+            pids,
             lo,
             hi,
             id_bound,
@@ -369,22 +383,22 @@ def _sorted_parallel(ids, lo, hi, id_bound, use_marker, raw, raw_ptr, used, n_ch
         )
 
 
-def sorted_query(keys, ids, offsets, qkeys, id_bound):  # type: ignore[no-untyped-def]
+def sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound):  # type: ignore[no-untyped-def]
     """Candidates of queries with global bucket keys ``qkeys`` (m, L*P) (-1 = skip) as CSR."""
     bound = max(int(id_bound), 1)
-    return _sorted_query_mode(keys, ids, offsets, qkeys, bound, bound <= _MARKER_LIMIT)
+    return _sorted_query_mode(keys, ids, offsets, pkeys, pids, qkeys, bound, bound <= _MARKER_LIMIT)
 
 
-def _sorted_query_mode(keys, ids, offsets, qkeys, bound, use_marker):  # type: ignore[no-untyped-def]
+def _sorted_query_mode(keys, ids, offsets, pkeys, pids, qkeys, bound, use_marker):  # type: ignore[no-untyped-def]
     m = qkeys.shape[0]
-    lo, hi, raw_ptr = _sorted_bounds(keys, offsets, qkeys)
+    lo, hi, raw_ptr = _sorted_bounds(keys, offsets, pkeys, qkeys)
     raw = np.empty((2, int(raw_ptr[m])), dtype=np.int64)
     used = np.zeros(m, dtype=np.int64)
     n_chunks = _chunks(m, int(raw_ptr[m]))
     if n_chunks == 1:
-        _sorted_chunk(ids, lo, hi, bound, use_marker, raw, raw_ptr, used, 0, m)
+        _sorted_chunk(ids, pids, lo, hi, bound, use_marker, raw, raw_ptr, used, 0, m)
     else:
-        _sorted_parallel(ids, lo, hi, bound, use_marker, raw, raw_ptr, used, n_chunks)
+        _sorted_parallel(ids, pids, lo, hi, bound, use_marker, raw, raw_ptr, used, n_chunks)
     return _finish_query(raw, raw_ptr, used, m)
 
 

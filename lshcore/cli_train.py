@@ -71,6 +71,7 @@ def run_training(
     rebuild: str = "never",
     transform: str = "auto",
     bin_size: int | None = None,
+    rerank: float = 4.0,
     progress: bool = False,
     save: str | None = None,
     limit: int | None = None,
@@ -99,6 +100,7 @@ def run_training(
         rehash=rehash,
         rebuild=rebuild,
         transform=transform,
+        rerank=rerank,
         **extra,
     )
     trainer = Trainer(model, optimizer, lr, batch_size=batch_size, workers=workers, seed=seed)
@@ -269,11 +271,12 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
         "rebuild",
         "transform",
         "bin_size",
+        "rerank",
         "progress",
         "limit",
     )
     try:
-        for i, active in enumerate(opts["active"]):
+        for active in opts["active"]:
             save = opts["save"]
             if save and sweep:
                 save = (
@@ -285,7 +288,7 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
                 rec = run_training(
                     data,
                     active=active,
-                    save=save if i >= 0 else None,
+                    save=save,
                     **{k: opts[k] for k in core_keys},
                 )
             else:
@@ -421,6 +424,13 @@ def _jsonable(v: Any) -> Any:
     help="Rebuild (new hash functions) schedule, same forms.",
 )
 @click.option(
+    "--rerank",
+    type=click.FloatRange(min=1.0),
+    default=4.0,
+    show_default=True,
+    help="Candidates scored exactly by the rerank policy, in units of the active count.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=None,
@@ -470,28 +480,30 @@ def train(**kwargs: Any) -> None:
 
 @click.command("demo")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), default="topk", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(epochs: int, progress: bool) -> None:
+def demo(epochs: int, policy: str, progress: bool) -> None:
     """Train a hashed MLP on the bundled digits data beside its dense twin (about a minute)."""
     opts = {
         "dataset": "digits",
         "data_dir": None,
         "hidden": [512, 512],
         "active": [0.1],
-        "family": "srp",
-        "k": 4,
-        "l": 32,
-        "policy": "topk",
+        "family": "dwta",
+        "k": 1,
+        "l": 100,
+        "policy": policy,
         "epochs": epochs,
         "batch_size": 32,
-        "lr": None,
+        "lr": 3e-3,
         "optimizer": "adam",
         "workers": 1,
         "seed": 0,
-        "rehash": "fixed:20",
+        "rehash": "changed:0.1:10",
         "rebuild": "never",
         "transform": "auto",
-        "bin_size": None,
+        "bin_size": 16,
+        "rerank": 4.0,
         "limit": None,
         "compare_dense": True,
         "save": None,
@@ -501,6 +513,7 @@ def demo(epochs: int, progress: bool) -> None:
         "progress": progress,
     }
     click.echo(
-        "lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active (topk, SRP K=4 L=32)"
+        f"lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active "
+        f"({policy}, DWTA K=1 L=100), Adam 3e-3, against the dense twin"
     )
     _train_impl(opts)

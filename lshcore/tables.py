@@ -7,9 +7,12 @@ Two layouts, chosen by ``policy``:
   either overwrites its oldest entry (``fifo``) or keeps the n-th arrival with
   probability ``bucket_size / n`` in a uniformly chosen slot (``reservoir``, Algorithm R,
   seeded). Memory: ``L * table_size * (4 * bucket_size + 16)`` bytes.
-* ``unbounded``: one sorted run of ``(bucket key, id)`` entries over all tables; buckets
-  grow without limit, so every inserted id stays findable (exact recall of the tables).
-  Memory: ``12 * L * n_items`` bytes (plus a transient copy while inserting).
+* ``unbounded``: a sorted run of ``(bucket key, id)`` entries over all tables (with the
+  start of every bucket when ``L * table_size <= 2**24``), plus a small sorted run of
+  recent inserts that is merged in once it exceeds 1/8 of the main run; removal marks
+  entries (tombstones). Buckets grow without limit, so every inserted id stays findable.
+  Memory: ``12 * L * n_items`` bytes + ``8 * L * table_size`` for the bucket starts
+  (plus a transient copy while merging).
 
 Codes from a family lie in ``[0, num_buckets)``. When ``num_buckets`` exceeds
 ``table_size`` they are range-reduced by a multiplicative hash: ``bucket = (code *
@@ -45,6 +48,10 @@ UNBOUNDED_TABLE_SIZE = 1 << 30
 #: the unbounded layout keeps bucket offsets (8 bytes per bucket, O(1) lookup) while
 #: l * table_size is at most this; above it, buckets are found by binary search
 OFFSETS_LIMIT = 1 << 24
+#: the unbounded layout's pending run is merged into the main run once it holds more
+#: than max(PENDING_MIN, main / PENDING_FRACTION) entries
+PENDING_MIN = 1 << 14
+PENDING_FRACTION = 8
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,8 @@ class LSHTables:
         else:
             self.keys = xp.zeros(0, dtype=np.int64)
             self.entry_ids = xp.zeros(0, dtype=np.int32)
-            self.n_dead = 0
+            self.n_dead = 0  # tombstones in the main run
+            self._clear_pending()
             self._refresh_offsets()
         self._id_bound = 0
 
@@ -182,7 +190,18 @@ class LSHTables:
         """Bytes held by the table arrays."""
         if self.fixed:
             return int(self.slots.nbytes + self.fill.nbytes + self.head.nbytes + self.seen.nbytes)
-        return int(self.keys.nbytes + self.entry_ids.nbytes + self.offsets.nbytes)
+        return int(
+            self.keys.nbytes
+            + self.entry_ids.nbytes
+            + self.offsets.nbytes
+            + self.pending_keys.nbytes
+            + self.pending_ids.nbytes
+        )
+
+    def _clear_pending(self) -> None:
+        self.pending_keys = self.xp.zeros(0, dtype=np.int64)
+        self.pending_ids = self.xp.zeros(0, dtype=np.int32)
+        self.pending_dead = 0
 
     def _refresh_offsets(self) -> None:
         n_keys = self.l * self.table_size
@@ -195,14 +214,20 @@ class LSHTables:
         """Number of (table, id) entries currently stored."""
         if self.fixed:
             return int(self.fill.sum())
-        return int(self.keys.shape[0]) - self.n_dead
+        return (
+            int(self.keys.shape[0])
+            - self.n_dead
+            + int(self.pending_keys.shape[0])
+            - self.pending_dead
+        )
 
     def bucket_sizes(self) -> np.ndarray:
         """Entries per bucket, shape (l, table_size), as NumPy."""
         if self.fixed:
             return self.backend.to_numpy(self.fill).astype(np.int64)
-        keys = self.backend.to_numpy(self.keys)
-        live = self.backend.to_numpy(self.entry_ids) >= 0
+        tn = self.backend.to_numpy
+        keys = np.concatenate([tn(self.keys), tn(self.pending_keys)])
+        live = np.concatenate([tn(self.entry_ids), tn(self.pending_ids)]) >= 0
         counts = np.bincount(keys[live], minlength=self.l * self.table_size)
         return counts.reshape(self.l, self.table_size)
 
@@ -263,11 +288,16 @@ class LSHTables:
                 -1
             )
             gi = xp.tile(ids.astype(np.int32), self.l)
-            self.keys, self.entry_ids = self._kernel("sorted_insert")(
-                self.keys, self.entry_ids, gk, gi
+            # recent inserts go to the small pending run (cheap to rewrite); it is merged
+            # into the main run once it outgrows a fraction of it (amortized O(1) moves)
+            self.pending_keys, self.pending_ids = self._kernel("sorted_insert")(
+                self.pending_keys, self.pending_ids, gk, gi
             )
-            self.n_dead = 0
-            self._refresh_offsets()
+            self.pending_dead = 0
+            if self.pending_keys.shape[0] > max(
+                PENDING_MIN, self.keys.shape[0] // PENDING_FRACTION
+            ):
+                self.compact()
         self._id_bound = max(self._id_bound, int(ids.max()) + 1)
 
     def remove(self, ids: Any, codes: Any) -> None:
@@ -287,19 +317,22 @@ class LSHTables:
         xp = self.xp
         gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
         gi = xp.tile(ids.astype(np.int32), self.l)
-        self.n_dead += int(self._kernel("sorted_remove")(self.keys, self.entry_ids, gk, gi))
+        remove = self._kernel("sorted_remove")
+        self.n_dead += int(remove(self.keys, self.entry_ids, gk, gi))
+        self.pending_dead += int(remove(self.pending_keys, self.pending_ids, gk, gi))
         if self.n_dead > max(1024, self.keys.shape[0] // 2):
             self.compact()
 
     def compact(self) -> None:
-        """Drop removed entries of the unbounded layout (a no-op for fixed buckets)."""
-        if self.fixed or self.n_dead == 0:
+        """Merge the pending run into the main run and drop removed entries (unbounded layout)."""
+        if self.fixed or (self.n_dead == 0 and self.pending_keys.shape[0] == 0):
             return
-        xp = self.xp
+        live = self.pending_ids >= 0
         self.keys, self.entry_ids = self._kernel("sorted_insert")(
-            self.keys, self.entry_ids, xp.zeros(0, dtype=np.int64), xp.zeros(0, dtype=np.int32)
+            self.keys, self.entry_ids, self.pending_keys[live], self.pending_ids[live]
         )
         self.n_dead = 0
+        self._clear_pending()
         self._refresh_offsets()
 
     # -- query ------------------------------------------------------------------------
@@ -329,7 +362,13 @@ class LSHTables:
             off = xp.arange(l, dtype=np.int64)[None, :, None] * self.table_size
             gk = xp.where(buckets >= 0, buckets + off, -1).reshape(m, l * p)
             indptr, ids, counts = self._kernel("sorted_query")(
-                self.keys, self.entry_ids, self.offsets, gk, bound
+                self.keys,
+                self.entry_ids,
+                self.offsets,
+                self.pending_keys,
+                self.pending_ids,
+                gk,
+                bound,
             )
         return Candidates(indptr, ids, counts)
 
@@ -405,6 +444,7 @@ class LSHTables:
                 raise InputError("table arrays are inconsistent (keys unsorted or out of range)")
             self.keys, self.entry_ids = xp.asarray(keys), xp.asarray(ids)
             self.n_dead = 0
+            self._clear_pending()
             self._refresh_offsets()
         self._id_bound = int(id_bound)
 

@@ -178,29 +178,38 @@ class _ExactSearch:
         self.memory = memory
 
     def topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, k) slot ids best first (-1 padding) and cosines (-inf padding)."""
+        """(B, k) slot ids best first (-1 padding) and cosines (-inf padding).
+
+        Walks the keys in blocks (each read once for the whole batch), keeping each
+        query's best ``k`` so far: the search is one pass of matrix multiplies.
+        """
         mem = self.memory
         n = mem._filled
         b = q.shape[0]
+        kk = min(k, n)
+        best_s = np.full((b, 0), -np.inf, dtype=np.float32)
+        best_r = np.zeros((b, 0), dtype=np.int64)
+        block = max(kk, _CHUNK_ELEMENTS // max(b, 1))
+        for lo in range(0, n, block):
+            scores = q @ mem._keys[lo : min(lo + block, n)].T  # (b, <= block)
+            if kk == 1:
+                top = np.argmax(scores, axis=1)[:, None]
+            elif kk < scores.shape[1]:
+                top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            else:
+                top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+            best_s = np.concatenate([best_s, np.take_along_axis(scores, top, axis=1)], axis=1)
+            best_r = np.concatenate([best_r, top + lo], axis=1)
+            if best_s.shape[1] > kk:
+                keep = np.argpartition(-best_s, kk - 1, axis=1)[:, :kk]
+                best_s = np.take_along_axis(best_s, keep, axis=1)
+                best_r = np.take_along_axis(best_r, keep, axis=1)
+        # best first; ties by smaller slot (as the LSH re-rank orders them)
+        order = np.lexsort((best_r, -best_s), axis=1) if kk > 1 else np.zeros((b, kk), dtype=np.int64)
         slots = np.full((b, k), -1, dtype=np.int64)
         sims = np.full((b, k), -np.inf, dtype=np.float32)
-        if n == 0:
-            return slots, sims
-        keys = mem._keys[:n]
-        kk = min(k, n)
-        rows = max(1, _CHUNK_ELEMENTS // n)
-        for start in range(0, b, rows):
-            block = q[start : start + rows] @ keys.T  # (r, n)
-            if kk == 1:
-                top = np.argmax(block, axis=1)[:, None]
-            elif kk < n:
-                part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
-                part_sims = np.take_along_axis(block, part, axis=1)
-                top = np.take_along_axis(part, np.argsort(-part_sims, axis=1, kind="stable"), axis=1)
-            else:
-                top = np.argsort(-block, axis=1, kind="stable")
-            slots[start : start + rows, :kk] = top
-            sims[start : start + rows, :kk] = np.take_along_axis(block, top, axis=1)
+        slots[:, :kk] = np.take_along_axis(best_r, order, axis=1)
+        sims[:, :kk] = np.take_along_axis(best_s, order, axis=1)
         return slots, sims
 
     def write(self, slots: np.ndarray, keys: np.ndarray, new: np.ndarray) -> None:
@@ -458,6 +467,31 @@ class LSHMemory:
         selection = self._select(qn, y)
         self._apply(selection)
         return selection
+
+    def write(self, keys: Any, labels: Any) -> np.ndarray:
+        """Store ``(normalize(keys), labels)`` without a lookup, as the rule's overwrite
+        branch does: into the oldest slots (empty ones first), ages reset, one step.
+
+        ``keys`` (n, key_dim) with ``n <= size``, ``labels`` (n,); returns the slots written.
+        For preloading a memory (e.g. a benchmark's million keys) in one call.
+        """
+        qn = self._prepare(keys)
+        y = _check_labels(labels, qn.shape[0])
+        if qn.shape[0] > self.size:
+            raise InputError(f"keys: {qn.shape[0]} keys exceed the memory size {self.size}")
+        slots = self._oldest(qn.shape[0], exclude=np.zeros(0, dtype=np.int64))
+        was_empty = slots >= self._filled
+        self._step += 1
+        self._keys[slots] = qn
+        self._values[slots] = y
+        self._stamps[slots] = self._step
+        if was_empty.any():
+            self._filled = int(max(self._filled, slots[was_empty].max() + 1))
+        self._recent.update(zip(y.tolist(), slots.tolist(), strict=True))
+        self._log_append(slots, self._step)
+        self._version += 1
+        self._search.write(slots, self._keys[slots], was_empty)
+        return slots
 
     def apply(self, selection: Selection) -> None:
         """Write a selection made by :meth:`select` (same memory state) into memory."""

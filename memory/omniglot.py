@@ -50,6 +50,7 @@ __all__ = [
     "evaluate_episodes",
     "evaluate_runs",
     "run_omniglot",
+    "configure_threads",
 ]
 
 BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -246,7 +247,7 @@ class OmniglotConfig:
     ways: Sequence[int] = (5, 20)
     shots: Sequence[int] = (1, 5)
     eval_episodes: int = 200
-    threads: int = 2
+    threads: int = 1  # PyTorch threads: 1 beats 2 on a busy 2-core machine
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -357,8 +358,7 @@ def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any
     """Load, train, evaluate; returns a JSON-able report with ``records`` (``way``,
     ``shot``, ``accuracy``) and ``official_20way_1shot``."""
     check_data_dir(data_dir)
-    torch.set_num_threads(cfg.threads)
-    numba_threads = _set_numba_threads(1)  # the memory's searches are small: no fan-out
+    threads = configure_threads(cfg.threads)
     t0 = time.perf_counter()
     bg = load_background(data_dir)
     runs = load_runs(data_dir)
@@ -389,7 +389,7 @@ def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "seconds": {"load": round(t_load, 1), "train": round(t_train, 1),
                     "total": round(time.perf_counter() - t0, 1)},  # fmt: skip
-        "threads": {"torch": torch.get_num_threads(), "numba": numba_threads},
+        "threads": threads,
         "settings": {
             "key_dim": cfg.key_dim, "memory_size": cfg.memory_size, "k": cfg.k, "alpha": cfg.alpha,
             "way": cfg.way, "length": cfg.length, "episodes": cfg.episodes, "lr": cfg.lr,
@@ -398,17 +398,23 @@ def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any
     }
 
 
-def _set_numba_threads(n: int) -> int | None:
-    """Numba threads for the index kernels, on the ``workqueue`` layer when numba has not
-    started its threads yet: the OpenMP layer's idle threads spin and slowed PyTorch's
-    backward pass about tenfold here (2 shared cores)."""
+def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[str, int | None]:
+    """Set PyTorch's threads and the numba threads of the index kernels; returns both.
+
+    Numba is switched to its ``workqueue`` layer when it has not started threads yet: the
+    OpenMP layer's idle threads spin and slowed PyTorch's backward pass about tenfold
+    here (2 shared cores). The memory's searches are small, so one numba thread is enough.
+    """
+    torch.set_num_threads(check_int(torch_threads, "threads", low=1))
+    out: dict[str, int | None] = {"torch": torch.get_num_threads(), "numba": None}
     try:
         import numba
     except ImportError:
-        return None
+        return out
     try:
         numba.threading_layer()
     except ValueError:  # no parallel region has run yet: the layer can still be chosen
         numba.config.THREADING_LAYER = "workqueue"
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return int(numba.get_num_threads())
+    numba.set_num_threads(min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS))
+    out["numba"] = int(numba.get_num_threads())
+    return out

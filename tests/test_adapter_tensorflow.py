@@ -196,3 +196,23 @@ def test_train_mlp_learns_digits():
     )
     assert set(out) >= {"accuracy", "train_seconds", "samples_per_second"}
     assert out["accuracy"] > 0.4  # chance is 0.1; 8 active units of 32 learn slowly
+
+
+def test_return_active_and_active_softmax_loss_gradient(data):
+    from lshcore.adapters.tensorflow import lsh_softmax_cross_entropy
+
+    x, labels = data
+    layer = _layer(active=0.05)
+    with tf.GradientTape() as tape:
+        ids, values = layer(x, training=True, labels=labels, return_active=True)
+        tape.watch(values)
+        loss = lsh_softmax_cross_entropy(ids, values, labels)
+    np.testing.assert_array_equal(ids.numpy(), layer.last_active_ids)
+    ids_np, v = ids.numpy(), values.numpy()
+    assert bool((ids_np == labels[:, None]).any(1).all())
+    grad = tape.gradient(loss, values).numpy()
+    logits = np.where(ids_np >= 0, v, -np.inf)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    target = (ids_np == labels[:, None]).astype(np.float32)
+    np.testing.assert_allclose(grad, (p - target) / 8, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ HOST_BACKENDS = ["numpy", "numba"]
 
 
 def _cupy_or_skip() -> None:
-    b = lshcore.get_backend.__globals__["registry"].lookup("backend", "cupy")
+    b = lshcore.registry.lookup("backend", "cupy")
     if not b.available():
         pytest.skip(f"cupy backend unavailable: {b.why_unavailable()}")
 
@@ -107,10 +107,29 @@ def test_remove_by_codes(backend: str, policy: str) -> None:
     assert 1 in as_sets(t.query(codes[[1]]))[0]
 
 
+def test_unbounded_pending_run() -> None:
+    t = LSHTables(2, 8, policy="unbounded", backend="numpy")
+    codes = np.random.default_rng(0).integers(0, 8, (100, 2))
+    t.insert(np.arange(50), codes[:50])
+    t.insert(np.arange(50, 100), codes[50:])  # small inserts stay in the pending run
+    assert t.pending_keys.shape[0] == 200 and t.keys.shape[0] == 0
+    t.remove(np.arange(0, 100, 10), codes[::10])
+    assert t.pending_dead == 20 and t.n_entries() == 180
+    got = as_sets(t.query(codes))
+    assert all((i in got[i]) == (i % 10 != 0) for i in range(100))
+    t.compact()
+    assert t.keys.shape[0] == 180 and t.pending_keys.shape[0] == 0
+    assert as_sets(t.query(codes)) == got
+    big = np.random.default_rng(1).integers(0, 8, (20000, 2))
+    t.insert(np.arange(100, 20100), big)  # past PENDING_MIN: merged into the main run
+    assert t.pending_keys.shape[0] == 0 and t.n_entries() == 180 + 40000
+
+
 def test_unbounded_compacts_tombstones() -> None:
     t = LSHTables(2, 8, policy="unbounded", backend="numpy")
     codes = np.random.default_rng(0).integers(0, 8, (3000, 2))
     t.insert(np.arange(3000), codes)
+    t.compact()  # all in the main run
     t.remove(np.arange(2000), codes[:2000])
     assert t.n_dead == 0 and t.keys.shape[0] == 2000  # compacted past half dead
     assert t.n_entries() == 2000
@@ -281,11 +300,28 @@ def test_sorted_query_without_offsets_matches() -> None:
     offsets = ref.bucket_offsets(keys, 50)
     assert np.array_equal(offsets, nb.bucket_offsets(keys, 50))
     empty = np.zeros(0, dtype=np.int64)
+    pk = np.sort(rng.integers(0, 50, 40)).astype(np.int64)  # a pending run too
+    pi = rng.integers(-1, 90, 40).astype(np.int32)
     outs = [
-        mod.sorted_query(keys, ids, off, qk, 90) for mod in (ref, nb) for off in (offsets, empty)
+        mod.sorted_query(keys, ids, off, pk, pi, qk, 90)
+        for mod in (ref, nb)
+        for off in (offsets, empty)
     ]
+    # a plain count of what each query must get
+    want = []
+    for row in qk:
+        found: dict[int, int] = {}
+        for key in row[row >= 0]:
+            for v in np.concatenate([ids[keys == key], pi[pk == key]]):
+                if v >= 0:
+                    found[int(v)] = found.get(int(v), 0) + 1
+        want.append(found)
+    indptr, got_ids, got_counts = outs[0]
+    for i, found in enumerate(want):
+        sl = slice(indptr[i], indptr[i + 1])
+        assert dict(zip(got_ids[sl].tolist(), got_counts[sl].tolist(), strict=True)) == found
     # the sort-based path of the numba kernel (ids beyond the marker limit) too
-    outs.append(nb._sorted_query_mode(keys, ids, offsets, qk, 90, False))
+    outs.append(nb._sorted_query_mode(keys, ids, offsets, pk, pi, qk, 90, False))
     for other in outs[1:]:
         for a, b in zip(outs[0], other, strict=True):
             assert np.array_equal(a, b)

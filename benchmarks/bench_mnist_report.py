@@ -1,0 +1,141 @@
+"""Write benchmarks/results/mnist.md from the JSON files of bench_mnist*.py.
+
+Run: .venv/bin/python benchmarks/bench_mnist_report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> Any:
+    path = RESULTS / f"mnist_{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _mults(rec: dict[str, Any]) -> str:
+    m, d = rec["mults"], rec["mults_dense"]
+    return (
+        f"{_pct(rec['mult_fraction'])} (fwd {_pct(m['forward'] / d)}, bwd {_pct(m['backward'] / d)}, "
+        f"hash {_pct(m['hashing'] / d)}, rehash {_pct(m['rehashing'] / d)})"
+    )
+
+
+def main() -> None:
+    out = ["# MNIST benchmarks of the hashed sparse MLP", ""]
+    out += [
+        "Machine: the shared 2-core development host (load average 6-9 from other work during",
+        "every run; `other_processes_cpu_seconds` in the JSON files records it). Network",
+        "784-1000-1000-1000-10, ReLU, all three hidden layers hashed, dense output layer,",
+        "Adam, batch 128, seed 0. Hashed configuration: see `config` in each JSON file.",
+        "Accuracy is on the 10,000 test images with the layers' active sets (sparse inference).",
+        "",
+    ]
+    acc = _load("accuracy")
+    if acc:
+        d = acc["dense"]
+        out += [
+            "## Accuracy and multiplications (target: within 1.0 point of dense; <= 10% mults, aim 5%)",
+            "",
+            f"Command: `{acc['command']}` ({d['epochs']} epochs over {d['train_samples']} images)",
+            "",
+            "| model | test accuracy | gap to dense | training multiplications / dense | samples/s |",
+            "|---|---|---|---|---|",
+            f"| dense twin (Adam {d['lr']:g}) | {_pct(d['accuracy'])} | - | 100% | {d['samples_per_second']:.0f} |",
+        ]
+        for policy, r in acc["hashed"].items():
+            out.append(
+                f"| {policy} 5% (Adam {r['lr']:g}) | {_pct(r['accuracy'])} | {r['accuracy_gap_points']:.2f} points | "
+                f"{_mults(r)} | {r['samples_per_second']:.0f} |"
+            )
+        out.append("")
+    sweep = _load("sweep")
+    if sweep:
+        recs = sweep["records"]
+        out += [
+            "## Sweep: accuracy vs share of multiplications (paper's main figure)",
+            "",
+            f"Command: `{sweep['command']}` ({recs[0]['epochs']} epoch(s) over {recs[0]['train_samples']} images); plot `mnist_sweep.png`.",
+            "",
+            "| policy | active | test accuracy | training multiplications / dense |",
+            "|---|---|---|---|",
+        ]
+        for r in recs:
+            out.append(f"| {r['policy']} | {r['active']:g} | {_pct(r['accuracy'])} | {_mults(r)} |")
+        out.append("")
+    wall = _load("walltime")
+    if wall:
+        med = wall["median_seconds"]
+        out += [
+            "## Wall time per epoch (interleaved hashed, dense, PyTorch; medians)",
+            "",
+            f"Command: `{wall['command']}` (epochs of {wall['samples_per_epoch']} images, {len(wall['seconds']['dense'])} repetitions)",
+            "",
+            "| contender | median s/epoch | all repetitions |",
+            "|---|---|---|",
+        ]
+        for k in ("hashed", "dense", "torch"):
+            out.append(
+                f"| {k} | {med[k]:.2f} | {', '.join(f'{v:.2f}' for v in wall['seconds'][k])} |"
+            )
+        out += [
+            "",
+            f"- dense twin / hashed 5% (same engine): **{wall['ratio_dense_over_hashed']:.2f}x** (target > 1)",
+            f"- dense twin (our engine) / PyTorch nn.Linear MLP, fused Adam, 2 threads: **{wall['ratio_dense_over_torch']:.2f}x**",
+            f"- other processes' CPU seconds per repetition: {', '.join(f'{v:.0f}' for v in wall['other_processes_cpu_seconds'])}",
+            "",
+        ]
+    hog = _load("hogwild")
+    if hog:
+        sps = hog["median_samples_per_second"]
+        acc_ = hog["median_accuracy"]
+        out += [
+            "## Hogwild: 2 worker threads vs 1 (target >= 1.7x samples/s, accuracy within 0.5 point)",
+            "",
+            f"Command: `{hog['command']}` (interleaved 1, 2, 1, 2 ...; medians)",
+            "",
+            "| workers | samples/s (runs) | test accuracy (runs) |",
+            "|---|---|---|",
+        ]
+        for w in ("1", "2"):
+            runs = hog["runs"][w]
+            speeds = ", ".join(f"{r['samples_per_second']:.0f}" for r in runs)
+            accs = ", ".join(_pct(r["accuracy"]) for r in runs)
+            out.append(f"| {w} | {sps[w]:.0f} ({speeds}) | {_pct(acc_[w])} ({accs}) |")
+        out += [
+            "",
+            f"- speed-up 2/1: **{hog['speedup_2_over_1']:.2f}x**; accuracy change {-hog['accuracy_drop_points']:+.2f} points",
+            "",
+        ]
+    sched = _load("schedules")
+    if sched:
+        out += [
+            "## Rehash schedule experiment",
+            "",
+            f"Command: `{sched['command']}`",
+            "",
+            "| family | rehash | accuracy | mults / dense | rehash mults / dense |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sched["records"]:
+            out.append(
+                f"| {r['family']} | {r['rehash']} | {_pct(r['accuracy'])} | {_pct(r['mult_fraction'])} | {_pct(r['rehash_fraction'])} |"
+            )
+        out.append("")
+    notes = RESULTS / "mnist_notes.md"
+    if notes.exists():
+        out += [notes.read_text()]
+    (RESULTS / "mnist.md").write_text("\n".join(out) + "\n")
+    print(f"wrote {RESULTS / 'mnist.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The Omniglot pipeline: zip reading, bad data, and tiny end-to-end runs (synthetic and real)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+Image = pytest.importorskip("PIL.Image")
+ImageDraw = pytest.importorskip("PIL.ImageDraw")
+
+from click.testing import CliRunner  # noqa: E402
+
+from lshcore.errors import DataError  # noqa: E402
+from lshcore.memory import omniglot as og  # noqa: E402
+from lshcore.memory.cli import memory as memory_cli  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+
+
+def _png(strokes: np.ndarray, jitter: np.ndarray) -> bytes:
+    img = Image.new("L", (40, 40), 255)  # white paper, black ink, as in Omniglot
+    draw = ImageDraw.Draw(img)
+    for x0, y0, x1, y1 in strokes:
+        dx, dy = jitter
+        draw.line([(x0 + dx, y0 + dy), (x1 + dx, y1 + dy)], fill=0, width=3)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _make_data(root: Path, chars_per_alphabet: int = 12, drawings: int = 6, runs: int = 2) -> Path:
+    rng = np.random.default_rng(0)
+    shapes: dict[str, np.ndarray] = {}
+
+    def strokes(key: str) -> np.ndarray:
+        if key not in shapes:
+            shapes[key] = rng.integers(4, 36, (3, 4))
+        return shapes[key]
+
+    layout = {
+        "images_background_small1": ["Alpha", "Beta", "Greek"],
+        "images_background_small2": ["Greek", "Gamma"],
+    }
+    for name, alphabets in layout.items():
+        with zipfile.ZipFile(root / f"{name}.zip", "w") as zf:
+            for alpha in alphabets:
+                for c in range(1, chars_per_alphabet + 1):
+                    for d in range(1, drawings + 1):
+                        member = f"{name}/{alpha}/character{c:02d}/{c:04d}_{d:02d}.png"
+                        zf.writestr(member, _png(strokes(f"{alpha}{c}"), rng.integers(-2, 3, 2)))
+    with zipfile.ZipFile(root / "all_runs.zip", "w") as zf:
+        for r in range(1, runs + 1):
+            lines = []
+            perm = rng.permutation(20) + 1
+            for c in range(1, 21):
+                key = f"run{r}-{c}"
+                zf.writestr(f"run{r:02d}/training/class{c:02d}.png", _png(strokes(key), (0, 0)))
+                zf.writestr(f"run{r:02d}/test/item{perm[c - 1]:02d}.png", _png(strokes(key), (1, -1)))
+                lines.append(f"run{r:02d}/test/item{perm[c - 1]:02d}.png run{r:02d}/training/class{c:02d}.png")
+            zf.writestr(f"run{r:02d}/class_labels.txt", "\n".join(sorted(lines)) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return _make_data(tmp_path_factory.mktemp("omniglot"))
+
+
+def test_load_background_dedupes_and_scales(data_dir: Path) -> None:
+    bg = og.load_background(data_dir)
+    assert bg.alphabets == ["Alpha", "Beta", "Gamma", "Greek"]  # Greek read once
+    assert len(bg.chars) == 4 * 12
+    assert bg.images.shape == (4 * 12 * 6, 28, 28) and bg.images.dtype == np.float32
+    assert np.all(np.bincount(bg.char) == 6)
+    # ink is 1 on a 0 background: most of each image is empty paper
+    assert 0.0 < bg.images.mean() < 0.3 and bg.images.max() > 0.9
+    train, held = og.split_alphabets(bg, heldout=2, seed=0)
+    assert train.size == held.size == 24 and not set(train) & set(held)
+    assert len({int(bg.alphabet[c]) for c in held}) == 2
+
+
+def test_load_runs_reads_answers(data_dir: Path) -> None:
+    runs = og.load_runs(data_dir)
+    assert [r.name for r in runs] == ["run01", "run02"]
+    run = runs[0]
+    assert run.train.shape == run.test.shape == (20, 28, 28)
+    # each test item is its class drawn one pixel off: its nearest training image
+    flat_train, flat_test = run.train.reshape(20, -1), run.test.reshape(20, -1)
+    dist = ((flat_test[:, None] - flat_train[None]) ** 2).sum(-1)
+    assert np.mean(dist.argmin(1) == run.answer) > 0.8
+    assert sorted(run.answer) == list(range(20))
+
+
+def test_bad_data_dir_names_the_expected_files(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(DataError, match="all_runs.zip"):
+        og.check_data_dir(tmp_path)
+    with pytest.raises(DataError, match="not a directory"):
+        og.load_background(tmp_path / "absent")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in (*og.BACKGROUND_ZIPS, og.RUNS_ZIP):
+        (broken / name).write_bytes((data_dir / name).read_bytes())
+    (broken / og.RUNS_ZIP).write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable zip"):
+        og.load_runs(broken)
+    with zipfile.ZipFile(broken / og.RUNS_ZIP, "w") as zf:
+        zf.writestr("run01/class_labels.txt", "run01/test/item01.png\n")
+    with pytest.raises(DataError, match="class_labels.txt line 1"):
+        og.load_runs(broken)
+    result = CliRunner().invoke(memory_cli, ["omniglot", "--data-dir", str(tmp_path), "--steps", "1"])
+    assert result.exit_code != 0 and "images_background_small1.zip" in result.output
+
+
+def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res.json"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "4",
+            "--json", str(out), "--no-progress", "--index", "exact"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert {(r["way"], r["shot"]) for r in report["records"]} == {(5, 1), (5, 5), (20, 1), (20, 5)}
+    for rec in report["records"]:
+        assert 0.0 <= rec["accuracy"] <= 1.0
+    assert 0.0 <= report["official_20way_1shot"] <= 1.0 and report["official_runs"] == 2
+    assert report["index"] == "exact" and report["steps"] == 3
+    assert "official 20-way 1-shot" in result.output
+
+
+def test_training_lowers_the_loss_and_lsh_runs(data_dir: Path) -> None:
+    og.configure_threads(1)
+    bg = og.load_background(data_dir)
+    train, held = og.split_alphabets(bg)
+    cfg = og.OmniglotConfig(steps=12, index="lsh", episodes=2, length=3, memory_size=64, k=16,
+                            lr=3e-3, progress=False, eval_episodes=10)  # fmt: skip
+    net, losses = og.train(cfg, bg, train)
+    assert len(losses) == 12 and np.mean(losses[-4:]) < np.mean(losses[:4])
+    emb = og._embed(net, bg.images)
+    acc = og.evaluate_episodes(cfg, emb, bg.char, held, way=5, shot=1)
+    assert acc > 0.3  # chance is 0.2; these synthetic characters are easy
+
+
+@pytest.mark.skipif(not (REAL / og.RUNS_ZIP).is_file(), reason="real Omniglot data not present")
+def test_real_data_loads_and_runs() -> None:
+    runs = og.load_runs(REAL)
+    assert len(runs) == 20 and all(r.answer.shape == (20,) for r in runs)
+    bg = og.load_background(REAL)
+    assert len(bg.chars) == 242 and len(bg.alphabets) == 8 and bg.images.shape[0] == 242 * 20
