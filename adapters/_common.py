@@ -78,7 +78,9 @@ class LayerSpec:
         check_int(self.seed, "seed", low=0)
         check_choice(self.inference, "inference", INFERENCE_MODES)
         for name in ("family", "policy", "transform"):
-            if not isinstance(getattr(self, name), str) and not (name == "transform" and self.transform is None):
+            if not isinstance(getattr(self, name), str) and not (
+                name == "transform" and self.transform is None
+            ):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
 
     @property
@@ -246,7 +248,11 @@ class IndexFollower:
         return meta, arrays
 
     def restore(
-        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], weight: np.ndarray, bias: np.ndarray | None
+        self,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        weight: np.ndarray,
+        bias: np.ndarray | None,
     ) -> bool:
         """Resume a selector saved with :meth:`state` over ``weight``/``bias``; False when
         there was nothing saved (then the caller refits)."""
@@ -308,7 +314,9 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return x[tr], y[tr], x[te], y[te]
 
 
-def load_example_data(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_example_data(
+    data_dir: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST ``(x_train, y_train, x_test, y_test)`` from ``data_dir`` or ``$LSHCORE_DATA``
     (never downloaded); scikit-learn's digits when MNIST is not there (says so)."""
     from lshcore.datasets import load_mnist
@@ -317,6 +325,6 @@ def load_example_data(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarr
     try:
         d = load_mnist(data_dir, download=False)
     except DataError as exc:
-        print(f"MNIST not found ({str(exc).splitlines()[0]}); using scikit-learn's digits")
+        print(f"{str(exc).splitlines()[0]} -- using scikit-learn's digits instead")
         return load_digits_split()
     return d.x_train, d.y_train, d.x_test, d.y_test

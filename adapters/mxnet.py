@@ -84,7 +84,13 @@ class LSHDense(gluon.Block):
                 grad_stype="row_sparse", allow_deferred_init=True,
             )  # fmt: skip
             self.bias = (
-                self.params.get("bias", shape=(units,), init=bias_initializer, dtype=dtype, allow_deferred_init=True)
+                self.params.get(
+                    "bias",
+                    shape=(units,),
+                    init=bias_initializer,
+                    dtype=dtype,
+                    allow_deferred_init=True,
+                )
                 if use_bias
                 else None
             )
@@ -105,7 +111,9 @@ class LSHDense(gluon.Block):
         if self.bias is not None and self.bias._deferred_init:
             self.bias._finish_deferred_init()
         if self._index is None:
-            self._index = IndexFollower(LayerSpec(n_in=self._in_units, n_out=self._units, **self._spec_args), "all")
+            self._index = IndexFollower(
+                LayerSpec(n_in=self._in_units, n_out=self._units, **self._spec_args), "all"
+            )
 
     # -- the index ---------------------------------------------------------------------
     def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -137,7 +145,9 @@ class LSHDense(gluon.Block):
         if not np.issubdtype(x.dtype, np.floating):
             raise InputError(f"LSHDense: x must be floating point, got {np.dtype(x.dtype).name}")
         if self._in_units and x.shape[1] != self._in_units:
-            raise InputError(f"LSHDense: x must have shape (batch, {self._in_units}), got {x.shape}")
+            raise InputError(
+                f"LSHDense: x must have shape (batch, {self._in_units}), got {x.shape}"
+            )
         if x.shape[0] == 0:
             raise InputError("LSHDense: x is an empty batch (0 rows)")
         training = autograd.is_training()
@@ -169,16 +179,22 @@ class LSHDense(gluon.Block):
         self.last_active_ids = arrays.ids
         ctx = x.context
         rows = nd.array(arrays.rows, ctx=ctx, dtype="int64")
-        w_rows = nd.Embedding(rows, weight, input_dim=self._units, output_dim=self._in_units, sparse_grad=True)
+        w_rows = nd.Embedding(
+            rows, weight, input_dim=self._units, output_dim=self._in_units, sparse_grad=True
+        )
         z = nd.dot(x, w_rows, transpose_b=True)
         if bias is not None:
             z = nd.broadcast_add(z, nd.take(bias, rows).reshape((1, -1)))
         b, m = arrays.ids.shape
         # values[b, j] = z[b, pos[b, j]] * valid[b, j], scattered to column ids[b, j]
         flat_src = (np.arange(b)[:, None] * z.shape[1] + arrays.pos).reshape(-1)
-        values = nd.take(z.reshape((-1,)), nd.array(flat_src, ctx=ctx, dtype="int64")) * nd.array(arrays.valid.reshape(-1), ctx=ctx)
+        values = nd.take(z.reshape((-1,)), nd.array(flat_src, ctx=ctx, dtype="int64")) * nd.array(
+            arrays.valid.reshape(-1), ctx=ctx
+        )
         coords = np.stack([np.repeat(np.arange(b), m), np.maximum(arrays.ids, 0).reshape(-1)])
-        out = nd.scatter_nd(values, nd.array(coords, ctx=ctx, dtype="int64"), shape=(b, self._units))
+        out = nd.scatter_nd(
+            values, nd.array(coords, ctx=ctx, dtype="int64"), shape=(b, self._units)
+        )
         return self._activate(out)
 
     def _activate(self, out: Any) -> Any:
@@ -210,6 +226,7 @@ def train_mlp(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    transform: str | None = "simple_lsh",
 ) -> dict[str, Any]:
     """Train a Gluon MLP whose hidden layers are ``LSHDense`` (``nn.Dense`` when ``active=1.0``).
 
@@ -230,14 +247,31 @@ def train_mlp(
             if active >= 1.0:
                 net.add(gluon.nn.Dense(h, activation="relu", flatten=False))
             else:
-                net.add(LSHDense(h, active=active, family=family, k=k, l=l, policy=policy, seed=seed + i, activation="relu"))
+                net.add(
+                    LSHDense(
+                        h,
+                        active=active,
+                        family=family,
+                        k=k,
+                        l=l,
+                        policy=policy,
+                        transform=transform,
+                        seed=seed + i,
+                        activation="relu",
+                    )
+                )
         net.add(gluon.nn.Dense(n_classes, flatten=False))
     net.initialize(mx.init.Xavier())
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     n = len(y_train)
     steps_per_epoch = -(-n // batch_size)
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc=f"mxnet active={active}", leave=False)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        disable=not progress,
+        desc=f"mxnet active={active}",
+        leave=False,
+    )
     start = time.perf_counter()
     for _ in range(epochs):
         order = rng.permutation(n)

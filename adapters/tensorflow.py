@@ -161,7 +161,9 @@ class LSHDense(keras.layers.Layer):
         self._needs_fit = True
         if _META_KEY in keys and self._index is not None:
             meta = json.loads(np.asarray(store[_META_KEY]).tobytes().decode())
-            arrays = {k[4:]: np.asarray(store[k]) for k in keys if k.startswith("lsh_") and k != _META_KEY}
+            arrays = {
+                k[4:]: np.asarray(store[k]) for k in keys if k.startswith("lsh_") and k != _META_KEY
+            }
             touched = arrays.pop("touched", None)
             if self._index.restore(meta, arrays, *self._host_params()):
                 if touched is not None:
@@ -192,7 +194,9 @@ class LSHDense(keras.layers.Layer):
         return [arrays.ids, arrays.rows, arrays.pos, arrays.valid]
 
     # -- call ------------------------------------------------------------------------
-    def call(self, inputs: Any, training: Any = None, labels: Any = None, return_active: bool = False) -> Any:
+    def call(
+        self, inputs: Any, training: Any = None, labels: Any = None, return_active: bool = False
+    ) -> Any:
         x = tf.convert_to_tensor(inputs)
         if not x.dtype.is_floating:
             raise InputError(f"LSHDense: inputs must be floating point, got {x.dtype.name}")
@@ -206,7 +210,9 @@ class LSHDense(keras.layers.Layer):
             if self.bias is not None:
                 z = z + self.bias
             if return_active:
-                ids = tf.broadcast_to(tf.range(self.units, dtype=tf.int64), tf.shape(z, out_type=tf.int64))
+                ids = tf.broadcast_to(
+                    tf.range(self.units, dtype=tf.int64), tf.shape(z, out_type=tf.int64)
+                )
                 return ids, self.activation(z)
             return self.activation(z)
         if labels is not None and tf.executing_eagerly():  # fail early, with our error
@@ -264,7 +270,9 @@ def lsh_softmax_cross_entropy(ids: Any, values: Any, labels: Any) -> Any:
     """
     labels = tf.reshape(tf.cast(labels, tf.int64), (-1, 1))
     hit = tf.cast(tf.equal(ids, labels), values.dtype)
-    tf.debugging.assert_positive(tf.reduce_sum(hit, 1), message="labels: a label is not in its row's active set")
+    tf.debugging.assert_positive(
+        tf.reduce_sum(hit, 1), message="labels: a label is not in its row's active set"
+    )
     logits = tf.where(ids >= 0, values, tf.constant(-1e30, values.dtype))
     logp = tf.nn.log_softmax(logits, axis=1)
     return -tf.reduce_mean(tf.reduce_sum(logp * hit, 1) / tf.reduce_sum(hit, 1))
@@ -287,6 +295,7 @@ def train_mlp(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    transform: str | None = "simple_lsh",
 ) -> dict[str, Any]:
     """Train a Keras MLP whose hidden layers are ``LSHDense`` (``Dense`` when ``active=1.0``).
 
@@ -303,7 +312,17 @@ def train_mlp(
             layers.append(keras.layers.Dense(h, activation="relu"))
         else:
             layers.append(
-                LSHDense(h, active=active, family=family, k=k, l=l, policy=policy, seed=seed + i, activation="relu")
+                LSHDense(
+                    h,
+                    active=active,
+                    family=family,
+                    k=k,
+                    l=l,
+                    policy=policy,
+                    transform=transform,
+                    seed=seed + i,
+                    activation="relu",
+                )
             )
     layers.append(keras.layers.Dense(n_classes))
     model = keras.Sequential(layers)
@@ -313,9 +332,18 @@ def train_mlp(
         jit_compile=False,
     )
     start = time.perf_counter()
-    model.fit(x_train, np.asarray(y_train, np.int64), epochs=epochs, batch_size=batch_size, verbose=1 if progress else 0, shuffle=True)
+    model.fit(
+        x_train,
+        np.asarray(y_train, np.int64),
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=1 if progress else 0,
+        shuffle=True,
+    )
     train_seconds = time.perf_counter() - start
-    logits = model.predict(np.ascontiguousarray(x_test, dtype=np.float32), batch_size=1024, verbose=0)
+    logits = model.predict(
+        np.ascontiguousarray(x_test, dtype=np.float32), batch_size=1024, verbose=0
+    )
     return {
         "accuracy": float((logits.argmax(1) == np.asarray(y_test)).mean()),
         "train_seconds": train_seconds,

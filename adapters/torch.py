@@ -42,7 +42,9 @@ COMPUTE_MODES = ("auto", "union", "gather")
 UNION_GEMM_ADVANTAGE = 128
 
 
-def _row_grad(grad_rows: torch.Tensor, rows: torch.Tensor, shape: tuple[int, ...], sparse: bool) -> torch.Tensor:
+def _row_grad(
+    grad_rows: torch.Tensor, rows: torch.Tensor, shape: tuple[int, ...], sparse: bool
+) -> torch.Tensor:
     """The gradient of a full parameter from the gradient of its gathered ``rows``."""
     if sparse:
         return torch.sparse_coo_tensor(
@@ -56,7 +58,14 @@ class _UnionLinear(torch.autograd.Function):
     """``z = x @ weight[rows].T + bias[rows]``, (B, U), one GEMM over the batch's rows."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rows: torch.Tensor, sparse: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        rows: torch.Tensor,
+        sparse: bool,
+    ) -> torch.Tensor:
         w_rows = weight.index_select(0, rows)
         z = x @ w_rows.t()
         if bias is not None:
@@ -84,7 +93,15 @@ class _GatherLinear(torch.autograd.Function):
     """``v[t] = x[batch[t]] . weight[ids[t]] + bias[ids[t]]`` for each active pair t."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, batch: torch.Tensor, ids: torch.Tensor, sparse: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        batch: torch.Tensor,
+        ids: torch.Tensor,
+        sparse: bool,
+    ) -> torch.Tensor:
         v = (weight.index_select(0, ids) * x.index_select(0, batch)).sum(1)
         if bias is not None:
             v = v + bias.index_select(0, ids)
@@ -105,10 +122,14 @@ class _GatherLinear(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 pair = x.index_select(0, batch) * grad_v.unsqueeze(1)
                 g_rows = torch.zeros((rows.shape[0], x.shape[1]), dtype=x.dtype, device=x.device)
-                grad_w = _row_grad(g_rows.index_add_(0, inverse, pair), rows, tuple(weight.shape), ctx.sparse)
+                grad_w = _row_grad(
+                    g_rows.index_add_(0, inverse, pair), rows, tuple(weight.shape), ctx.sparse
+                )
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 b_rows = torch.zeros(rows.shape[0], dtype=x.dtype, device=x.device)
-                grad_b = _row_grad(b_rows.index_add_(0, inverse, grad_v), rows, (weight.shape[0],), ctx.sparse)
+                grad_b = _row_grad(
+                    b_rows.index_add_(0, inverse, grad_v), rows, (weight.shape[0],), ctx.sparse
+                )
         return grad_x, grad_w, grad_b, None, None, None
 
 
@@ -241,19 +262,27 @@ class LSHLinear(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"LSHLinear: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise InputError(f"LSHLinear: x must have shape (batch, {self.in_features}), got {tuple(x.shape)}")
+            raise InputError(
+                f"LSHLinear: x must have shape (batch, {self.in_features}), got {tuple(x.shape)}"
+            )
         if x.shape[0] == 0:
             raise InputError("LSHLinear: x is an empty batch (0 rows)")
         if x.dtype != self.weight.dtype:
-            raise InputError(f"LSHLinear: x has dtype {x.dtype} but the weight has {self.weight.dtype}; cast one of them")
+            raise InputError(
+                f"LSHLinear: x has dtype {x.dtype} but the weight has {self.weight.dtype}; cast one of them"
+            )
         if x.device != self.weight.device:
-            raise DeviceError(f"LSHLinear: x is on {x.device} but the layer is on {self.weight.device}")
+            raise DeviceError(
+                f"LSHLinear: x is on {x.device} but the layer is on {self.weight.device}"
+            )
         if x.device.type not in ("cpu", "cuda"):
             raise DeviceError(f"LSHLinear: device {x.device} is not supported (cpu or cuda)")
         if x.device.type == "cuda" and not self.spec.dense:
             reason = gpu_backend_reason()
             if reason:
-                raise DeviceError(f"LSHLinear: x is on {x.device} but no GPU backend is usable ({reason}); move the layer and input with .cpu()")
+                raise DeviceError(
+                    f"LSHLinear: x is on {x.device} but no GPU backend is usable ({reason}); move the layer and input with .cpu()"
+                )
         if labels is None:
             return None
         lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels
@@ -267,7 +296,9 @@ class LSHLinear(nn.Module):
             out = F.linear(x, self.weight, self.bias)
             if not return_active:
                 return out
-            return torch.as_tensor(dense_arrays(x.shape[0], self.out_features).ids, device=x.device), out
+            return torch.as_tensor(
+                dense_arrays(x.shape[0], self.out_features).ids, device=x.device
+            ), out
         if not self.spec.dense:
             self._follow_weights()
         arrays = self._index.select(
@@ -335,7 +366,9 @@ def _mark_reloaded(module: nn.Module, incompatible_keys: Any) -> None:
         module._restored = False
 
 
-def lsh_softmax_cross_entropy(ids: torch.Tensor, values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def lsh_softmax_cross_entropy(
+    ids: torch.Tensor, values: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Mean softmax cross-entropy over each input's active outputs.
 
     ``ids (B, m)`` (-1 padding) and ``values (B, m)`` come from
@@ -344,13 +377,17 @@ def lsh_softmax_cross_entropy(ids: torch.Tensor, values: torch.Tensor, labels: t
     active logits only; the gradient is ``(1 - p)/B`` on the label and ``-p/B`` elsewhere.
     """
     if ids.shape != values.shape or ids.dim() != 2:
-        raise InputError(f"ids and values must have the same (B, m) shape, got {tuple(ids.shape)} and {tuple(values.shape)}")
+        raise InputError(
+            f"ids and values must have the same (B, m) shape, got {tuple(ids.shape)} and {tuple(values.shape)}"
+        )
     labels = torch.as_tensor(labels, device=ids.device).reshape(-1)
     if labels.shape[0] != ids.shape[0]:
         raise InputError(f"labels: expected {ids.shape[0]} labels, got {labels.shape[0]}")
     hit = ids == labels.unsqueeze(1)
     if not bool(hit.any(1).all()):
-        raise InputError("labels: some label is not in its row's active set; pass labels= to the layer in training")
+        raise InputError(
+            "labels: some label is not in its row's active set; pass labels= to the layer in training"
+        )
     logits = values.masked_fill(ids < 0, float("-inf"))
     logp = torch.log_softmax(logits, dim=1)
     return -(logp.masked_fill(~hit, 0.0).sum(1) / hit.sum(1)).mean()
@@ -402,6 +439,7 @@ def train_mlp(
     seed: int = 0,
     progress: bool = True,
     sparse_grad: bool = False,
+    transform: str | None = "simple_lsh",
 ) -> dict[str, Any]:
     """Train an MLP whose hidden layers are ``LSHLinear`` (``nn.Linear`` when ``active=1.0``).
 
@@ -423,7 +461,18 @@ def train_mlp(
         if active >= 1.0:
             layers.append(nn.Linear(width, h))
         else:
-            layer = LSHLinear(width, h, active=active, family=family, k=k, l=l, policy=policy, sparse_grad=sparse_grad, seed=seed + i)
+            layer = LSHLinear(
+                width,
+                h,
+                active=active,
+                family=family,
+                k=k,
+                l=l,
+                policy=policy,
+                transform=transform,
+                sparse_grad=sparse_grad,
+                seed=seed + i,
+            )
             hashed.append(layer)
             layers.append(layer)
         layers.append(nn.ReLU())
@@ -459,7 +508,11 @@ def train_mlp(
     bar.close()
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))).argmax(1).numpy()
+        pred = (
+            model(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)))
+            .argmax(1)
+            .numpy()
+        )
     return {
         "accuracy": float((pred == np.asarray(y_test)).mean()),
         "train_seconds": train_seconds,

@@ -23,12 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-THREADS = 2
+THREADS = 2  # replaced by --threads
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(THREADS),
+        "MKL_NUM_THREADS": str(THREADS),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
 
 
 def _set_threads(framework: str) -> str:
@@ -49,7 +54,9 @@ def _set_threads(framework: str) -> str:
 def _load_mnist(n_train: int):
     from lshcore.datasets import load_mnist
 
-    data_dir = os.environ.get("LSHCORE_DATA", str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    data_dir = os.environ.get(
+        "LSHCORE_DATA", str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    )
     d = load_mnist(data_dir, download=False)
     return d.x_train[:n_train], d.y_train[:n_train], d.x_test, d.y_test
 
@@ -67,9 +74,17 @@ def mnist_worker(args: argparse.Namespace) -> None:
         out = mod.train_mlp(
             xtr, ytr, xte, yte, hidden=args.hidden, active=active, family="srp", k=args.k, l=args.l,
             policy=policy if policy != "dense" else "topk", epochs=args.epochs, batch_size=128,
-            lr=1e-3, seed=0, progress=False,
+            lr=1e-3, seed=0, progress=False, transform=None if args.transform == "none" else args.transform,
         )  # fmt: skip
-        rows.append({"framework": args.framework, "policy": policy, "active": active, **out, "threads": threads})
+        rows.append(
+            {
+                "framework": args.framework,
+                "policy": policy,
+                "active": active,
+                **out,
+                "threads": threads,
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print("RESULT " + json.dumps(rows), flush=True)
 
@@ -79,7 +94,8 @@ def mnist(args: argparse.Namespace) -> None:
     for fw in args.frameworks.split(","):
         cmd = [sys.executable, __file__, "_mnist_worker", "--framework", fw, "--train", str(args.train),
                "--epochs", str(args.epochs), "--hidden", str(args.hidden), "--active", str(args.active),
-               "--k", str(args.k), "--l", str(args.l), "--policies", args.policies]  # fmt: skip
+               "--k", str(args.k), "--l", str(args.l), "--policies", args.policies,
+               "--transform", args.transform, "--threads", str(args.threads)]  # fmt: skip
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -93,7 +109,7 @@ def mnist(args: argparse.Namespace) -> None:
         "",
         f"`{command}` — {args.train} training images, full 10,000 test set, one hidden layer of "
         f"{args.hidden} ReLU, dense 10-way output, Adam lr 1e-3, batch 128, {args.epochs} epochs, "
-        f"SRP k={args.k} l={args.l}, {THREADS} threads, date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"SRP k={args.k} l={args.l}, transform {args.transform}, {THREADS} threads, date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| framework | layer | policy | active | test accuracy | gap to dense (points) | samples/s |",
         "|---|---|---|---|---|---|---|",
@@ -139,7 +155,17 @@ def _torch_steps(sizes: list[int], reps: int, m: int) -> list[dict]:
             loss_fn(x, y).backward()
             hashed_opt.step()
 
-        out.append(_interleave("torch", n, m, k, reps, {"nn.Linear + full softmax": dense_step, "LSHLinear + LSHSoftmaxLoss": hashed_step}, threads))
+        out.append(
+            _interleave(
+                "torch",
+                n,
+                m,
+                k,
+                reps,
+                {"nn.Linear + full softmax": dense_step, "LSHLinear + LSHSoftmaxLoss": hashed_step},
+                threads,
+            )
+        )
     return out
 
 
@@ -165,20 +191,39 @@ def _keras_steps(sizes: list[int], reps: int, m: int) -> list[dict]:
         def dense_step() -> None:
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, dense(x)))
-            dense_opt.apply_gradients(zip(tape.gradient(loss, dense.trainable_variables), dense.trainable_variables))
+            dense_opt.apply_gradients(
+                zip(tape.gradient(loss, dense.trainable_variables), dense.trainable_variables)
+            )
 
         @tf.function(jit_compile=False)
         def hashed_step() -> None:
             with tf.GradientTape() as tape:
                 ids, values = hashed(x, training=True, labels=y, return_active=True)
                 loss = lsh_softmax_cross_entropy(ids, values, y)
-            hashed_opt.apply_gradients(zip(tape.gradient(loss, hashed.trainable_variables), hashed.trainable_variables))
+            hashed_opt.apply_gradients(
+                zip(tape.gradient(loss, hashed.trainable_variables), hashed.trainable_variables)
+            )
 
-        out.append(_interleave("tensorflow", n, m, k, reps, {"keras Dense + full softmax": dense_step, "LSHDense + active softmax": hashed_step}, threads))
+        out.append(
+            _interleave(
+                "tensorflow",
+                n,
+                m,
+                k,
+                reps,
+                {
+                    "keras Dense + full softmax": dense_step,
+                    "LSHDense + active softmax": hashed_step,
+                },
+                threads,
+            )
+        )
     return out
 
 
-def _interleave(framework: str, n: int, m: int, k: int, reps: int, steps: dict, threads: str) -> dict:
+def _interleave(
+    framework: str, n: int, m: int, k: int, reps: int, steps: dict, threads: str
+) -> dict:
     names = list(steps)
     for fn in steps.values():  # warm-up: builds, index fit, tracing, numba compile
         fn()
@@ -190,7 +235,16 @@ def _interleave(framework: str, n: int, m: int, k: int, reps: int, steps: dict, 
             steps[name]()
             times[name].append(time.perf_counter() - t)
     med = {name: statistics.median(v) for name, v in times.items()}
-    row = {"framework": framework, "outputs": n, "active_per_input": m, "k": k, "l": 20, "reps": reps, "threads": threads, "load_avg": os.getloadavg()[0]}
+    row = {
+        "framework": framework,
+        "outputs": n,
+        "active_per_input": m,
+        "k": k,
+        "l": 20,
+        "reps": reps,
+        "threads": threads,
+        "load_avg": os.getloadavg()[0],
+    }
     row.update({f"{name} ms": 1000 * v for name, v in med.items()})
     row["speedup"] = med[names[0]] / med[names[1]]
     print(json.dumps(row), flush=True)
@@ -203,7 +257,9 @@ def steps(args: argparse.Namespace) -> None:
     if "torch" in args.frameworks:
         rows += _torch_steps(sizes, args.reps, args.active_outputs)
     if "tensorflow" in args.frameworks:
-        rows += _keras_steps([s for s in sizes if s <= args.keras_max], args.reps, args.active_outputs)
+        rows += _keras_steps(
+            [s for s in sizes if s <= args.keras_max], args.reps, args.active_outputs
+        )
     command = "python benchmarks/bench_adapters.py " + " ".join(sys.argv[1:])
     lines = [
         "## Per-step time: hashed output layer vs dense layer with full softmax",
@@ -217,7 +273,9 @@ def steps(args: argparse.Namespace) -> None:
     ]
     for r in rows:
         ms = [v for key, v in r.items() if key.endswith(" ms")]
-        lines.append(f"| {r['framework']} | {r['outputs']:,} | {ms[0]:.1f} | {ms[1]:.1f} | {r['speedup']:.2f}x | {r['threads']} | {r['load_avg']:.1f} |")
+        lines.append(
+            f"| {r['framework']} | {r['outputs']:,} | {ms[0]:.1f} | {ms[1]:.1f} | {r['speedup']:.2f}x | {r['threads']} | {r['load_avg']:.1f} |"
+        )
     _write("adapters", rows, lines)
 
 
@@ -229,6 +287,7 @@ def _write(stem: str, rows: list[dict], lines: list[str]) -> None:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("mnist", "_mnist_worker"):
@@ -242,13 +301,17 @@ def main() -> None:
         p.add_argument("--k", type=int, default=6)
         p.add_argument("--l", type=int, default=50)
         p.add_argument("--policies", default="topk,exact")
+        p.add_argument("--transform", default="simple_lsh", help="MIPS transform, or none")
+        p.add_argument("--threads", type=int, default=THREADS)
     p = sub.add_parser("steps")
     p.add_argument("--frameworks", default="torch,tensorflow")
     p.add_argument("--sizes", default="10000,100000,500000")
     p.add_argument("--keras-max", type=int, default=500000)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--active-outputs", type=int, default=256)
+    p.add_argument("--threads", type=int, default=THREADS)
     args = parser.parse_args()
+    THREADS = args.threads
     os.environ.update(_env())
     {"mnist": mnist, "_mnist_worker": mnist_worker, "steps": steps}[args.cmd](args)
 

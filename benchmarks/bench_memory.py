@@ -36,14 +36,18 @@ from lshcore.memory.core import LSHMemory  # noqa: E402
 
 
 def _load() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").exists() else "?"
+    return (
+        Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").exists() else "?"
+    )
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def planted_queries(keys: np.ndarray, m: int, cos: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def planted_queries(
+    keys: np.ndarray, m: int, cos: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``m`` unit queries, each at cosine ``cos`` from a random stored key; returns (q, key ids)."""
     src = rng.integers(0, keys.shape[0], m)
     z = rng.standard_normal((m, keys.shape[1])).astype(np.float32)
@@ -57,13 +61,14 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     d = args.dim
     keys = _unit(rng.standard_normal((n, d), dtype=np.float32))
     labels = np.arange(n, dtype=np.int64)
-    index_params = {"k": args.k, "l": args.l, "n_probes": args.probes} if args.k else None
+    bits = int(min(24, max(4, round(np.log2(n)) - args.bits_below_log2)))
+    index_params = {"k": bits, "l": args.l, "n_probes": args.probes}
     row: dict = {"keys": n, "dim": d, "load_before": _load()}
     t = time.perf_counter()
     lsh = LSHMemory(d, n, index=index_params, seed=0)
     lsh.write(keys, labels)
     row["build_lsh_s"] = time.perf_counter() - t
-    row["lsh_params"] = {key: lsh.index.config().get(key) for key in ("k", "l", "n_probes", "policy")} if hasattr(lsh.index, "config") else {}
+    row["lsh_params"] = {"k": lsh.index.k, "l": lsh.index.l, "n_probes": lsh.index.n_probes}
     t = time.perf_counter()
     exact = LSHMemory(d, n, exact=True)
     exact.write(keys, labels)
@@ -97,8 +102,12 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
         sims = np.where(ids >= 0, np.sum(q * keys[np.maximum(ids, 0)], axis=1), -np.inf)
         row[f"{name}_ms_per_query"] = 1000 * float(np.median(times[name])) / args.queries
         row[f"{name}_recall_at_1"] = float(np.mean(sims >= best - 1e-6))
-    row["speedup_lsh_vs_exact_numpy"] = row["exact_numpy_ms_per_query"] / row["lsh_memory_ms_per_query"]
-    row["speedup_lsh_vs_faiss_flat"] = row["faiss_flat_ip_ms_per_query"] / row["lsh_memory_ms_per_query"]
+    row["speedup_lsh_vs_exact_numpy"] = (
+        row["exact_numpy_ms_per_query"] / row["lsh_memory_ms_per_query"]
+    )
+    row["speedup_lsh_vs_faiss_flat"] = (
+        row["faiss_flat_ip_ms_per_query"] / row["lsh_memory_ms_per_query"]
+    )
     cands = lsh.index.candidates(q)
     row["lsh_candidates_per_query"] = float(np.mean(np.diff(np.asarray(cands.indptr))))
 
@@ -148,7 +157,9 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
             f"| {r['exact_numpy_updates_per_s']:.0f} | {r['load_before']}/{r['load_after']} |"
         )
     lines.append("")
-    lines.append("LSH settings per size: " + "; ".join(f"{r['keys']:,}: {r['lsh_params']}" for r in rows))
+    lines.append(
+        "LSH settings per size: " + "; ".join(f"{r['keys']:,}: {r['lsh_params']}" for r in rows)
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -162,9 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update-batch", type=int, default=16)
     parser.add_argument("--update-reps", type=int, default=5)
     parser.add_argument("--faiss-bits", type=int, default=256)
-    parser.add_argument("--k", type=int, default=0, help="LSH bits per table (0: the memory's defaults)")
-    parser.add_argument("--l", type=int, default=16)
-    parser.add_argument("--probes", type=int, default=16)
+    parser.add_argument("--bits-below-log2", type=int, default=4,
+                        help="LSH bits per table = round(log2(keys)) - this (4 = the memory's default)")  # fmt: skip
+    parser.add_argument("--l", type=int, default=16, help="LSH tables (16 = the memory's default)")
+    parser.add_argument(
+        "--probes", type=int, default=16, help="probes per table (16 = the default)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory"))
     args = parser.parse_args(argv)
@@ -176,8 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
     env = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
-        "threads": {"numpy/BLAS (OMP_NUM_THREADS)": os.environ["OMP_NUM_THREADS"], "numba": numba.get_num_threads(),
-                    "faiss": faiss.omp_get_max_threads()},  # fmt: skip
+        "threads": {
+            "numpy/BLAS (OMP_NUM_THREADS)": os.environ["OMP_NUM_THREADS"],
+            "numba": numba.get_num_threads(),
+            "faiss": faiss.omp_get_max_threads(),
+        },  # fmt: skip
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
     print(f"threads: {env['threads']}", flush=True)
@@ -187,9 +204,25 @@ def main(argv: list[str] | None = None) -> None:
         row = bench_size(n, args, rng)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    command = "BENCH_THREADS=" + str(THREADS) + " .venv/bin/python " + " ".join(["benchmarks/bench_memory.py", *sys.argv[1:]])
+    command = (
+        "BENCH_THREADS="
+        + str(THREADS)
+        + " .venv/bin/python "
+        + " ".join(["benchmarks/bench_memory.py", *sys.argv[1:]])
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps({"command": command, "env": env, "args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=2) + "\n")
+    Path(f"{args.out}.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "env": env,
+                "args": vars(args) | {"out": str(args.out)},
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     Path(f"{args.out}.md").write_text(to_markdown(rows, args, command, env))
     print(to_markdown(rows, args, command, env))
 

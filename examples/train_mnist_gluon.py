@@ -1,6 +1,6 @@
 """Train an MNIST MLP whose hidden layer is a hashed Gluon block (LSHDense).
 
-    python examples/train_mnist_gluon.py [DATA_DIR]    # or set $LSHCORE_DATA
+python examples/train_mnist_gluon.py [DATA_DIR]    # or set $LSHCORE_DATA
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Train an MNIST MLP whose hidden layer is a hashed Keras layer (LSHDense).
 
-    python examples/train_mnist_keras.py [DATA_DIR]    # or set $LSHCORE_DATA
+python examples/train_mnist_keras.py [DATA_DIR]    # or set $LSHCORE_DATA
 """
 
 import os

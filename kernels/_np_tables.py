@@ -168,7 +168,9 @@ def fixed_remove(slots, fill, head, buckets, ids):  # type: ignore[no-untyped-de
     if xp is np:
         np.add.at(kill, inv, hit)
     else:  # cupy
-        xp.add.at(kill, inv, hit)
+        import cupyx
+
+        cupyx.scatter_add(kill, inv, hit)
     keep = valid & (kill == 0)
     order = xp.argsort(~keep, axis=1, kind="stable")
     packed = xp.take_along_axis(ring, order, axis=1)

@@ -71,7 +71,8 @@ class IndexParams:
     def default(cls, n: int, dim: int) -> IndexParams:
         """Settings for cosine search over ``n`` vectors of size ``dim`` (tuned on
         clustered Gaussian data, see benchmarks/results/search.md): about ``log2(n) - 4``
-        bits per table, 16 tables, 16 probes, unbounded buckets."""
+        bits per table, 16 tables, 16 probes, unbounded buckets (recall@10 0.96 at
+        1M x 128 there; K=16, L=24, 8 probes is about twice as fast at the same recall)."""
         n = check_int(n, "n", low=1)
         check_int(dim, "dim", low=1)
         k = int(min(24, max(4, round(np.log2(max(n, 2))) - 4)))
@@ -203,6 +204,8 @@ class LSHIndex:
         self._free: list[int] = []  # released rows below the mark, reused smallest first
         self._next_id = 0
         self._identity = True  # every used row r holds id r (then candidates need no sort)
+        self._version = 0  # bumped whenever stored vectors change (device copy cache key)
+        self._device: tuple[int, Any, Any] | None = None
 
     def _grow(self, need: int) -> None:
         cap = self._row_ids.shape[0]
@@ -389,6 +392,7 @@ class LSHIndex:
             assert self._vectors is not None and self._norms is not None
             self._vectors[rows] = x
             self._norms[rows] = self._norms_of(x)
+            self._version += 1
         if buckets is None:  # the scale changed: every stored vector moves
             self._rehash_rows(None)
         else:
@@ -418,6 +422,7 @@ class LSHIndex:
             assert self._vectors is not None and self._norms is not None
             self._vectors[rows] = x
             self._norms[rows] = self._norms_of(x)
+            self._version += 1
         if new is None:
             self._rehash_rows(None)
             return
@@ -438,6 +443,7 @@ class LSHIndex:
             assert self._vectors is not None and self._norms is not None
             self._vectors[rows] = 0
             self._norms[rows] = 0
+            self._version += 1
         self._free = sorted(set(self._free).union(rows.tolist()))
         if not self._row_of:  # empty again: start rows afresh
             self._n_rows, self._free, self._identity = 0, [], True
@@ -528,9 +534,10 @@ class LSHIndex:
         else:
             fn = self.backend.kernel("rerank_topk")
             xp = self.xp
+            base_x, norms_x = self._on_device(base, norms)
             scores, got = fn(
-                xp.asarray(base),
-                xp.asarray(norms),
+                base_x,
+                norms_x,
                 xp.asarray(indptr),
                 xp.asarray(rows),
                 xp.asarray(q),
@@ -545,6 +552,16 @@ class LSHIndex:
         else:
             ids = got
         return scores, ids
+
+    def _on_device(self, base: Any, norms: Any) -> tuple[Any, Any]:
+        """Vectors and norms as arrays of the backend (a GPU copy of the stored vectors is
+        kept until they change)."""
+        xp = self.xp
+        if self.backend.host_arrays or not self.store:
+            return xp.asarray(base), xp.asarray(norms)
+        if self._device is None or self._device[0] != self._version:
+            self._device = (self._version, xp.asarray(base), xp.asarray(norms))
+        return self._device[1], self._device[2]
 
     # -- rehash / rebuild -------------------------------------------------------------
     def _rehash_rows(self, x_all: Any) -> None:
@@ -590,6 +607,7 @@ class LSHIndex:
         if xr is not None and self.store:
             rows = self._live_rows()
             self._vectors[rows] = xr  # type: ignore[index]
+            self._version += 1
             self._norms[rows] = self._norms_of(np.asarray(xr))  # type: ignore[index]
         self._rehash_rows(xr)
 
@@ -698,6 +716,7 @@ class LSHIndex:
                 assert index._vectors is not None and index._norms is not None
                 index._vectors[:n_rows] = vec
                 index._norms[:n_rows] = index._norms_of(vec) if n_rows else 0
+                index._version += 1
             index._row_of = dict(zip(ids.tolist(), live.tolist(), strict=True))
             index._free = np.nonzero(row_ids < 0)[0].tolist()
             index._next_id = int(meta["next_id"])

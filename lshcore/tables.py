@@ -250,7 +250,7 @@ class LSHTables:
         return xp.ascontiguousarray(reduce_codes(codes, self.num_buckets, self.table_size))
 
     def _ids(self, ids: Any, n: int) -> Any:
-        arr = as_ids(ids, "ids", n=n)
+        arr = as_ids(self.backend.to_numpy(ids), "ids", n=n)
         return self.xp.asarray(arr)
 
     def _check_pair(self, ids: Any, codes: Any) -> tuple[Any, Any]:

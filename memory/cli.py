@@ -30,7 +30,9 @@ def memory() -> None:
               help="Nearest-neighbour search of the memory.")  # fmt: skip
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results (records of way, shot, accuracy; official_20way_1shot) here.")  # fmt: skip
-@click.option("--steps", type=click.IntRange(min=0), default=500, show_default=True, help="Training steps.")
+@click.option(
+    "--steps", type=click.IntRange(min=0), default=500, show_default=True, help="Training steps."
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="PyTorch threads (1 is fastest on a busy 2-core machine).")  # fmt: skip
@@ -52,14 +54,21 @@ def omniglot(
     if data_dir is None:
         root = os.environ.get("LSHCORE_DATA")
         if not root:
-            raise click.UsageError("give --data-dir (or set LSHCORE_DATA to the folder above omniglot/)")
+            raise click.UsageError(
+                "give --data-dir (or set LSHCORE_DATA to the folder above omniglot/)"
+            )
         data_dir = Path(root) / "omniglot"
     from lshcore.memory import omniglot as og  # imports torch: only when the command runs
 
     try:
         og.check_data_dir(data_dir)
         cfg = og.OmniglotConfig(
-            steps=steps, seed=seed, index=index, threads=threads, eval_episodes=eval_episodes, progress=progress
+            steps=steps,
+            seed=seed,
+            index=index,
+            threads=threads,
+            eval_episodes=eval_episodes,
+            progress=progress,
         )
         result = og.run_omniglot(data_dir, cfg)
     except LSHError as exc:

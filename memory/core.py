@@ -109,13 +109,17 @@ def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, An
     """
     from lshcore.index import IndexParams
 
-    params = IndexParams.default(check_int(size, "size", low=1), check_int(key_dim, "key_dim", low=1))
+    params = IndexParams.default(
+        check_int(size, "size", low=1), check_int(key_dim, "key_dim", low=1)
+    )
     out = params.to_dict()
     out.update(policy="unbounded", seed=int(seed))
     return out
 
 
-def selected_keys(memory: LSHMemory, selection: Selection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def selected_keys(
+    memory: LSHMemory, selection: Selection
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a framework wrapper needs to compute the loss with its own ops.
 
     Positive keys (B, key_dim) float32 (zeros where no candidate holds the label, which
@@ -148,7 +152,9 @@ def _check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise InputError(f"{name}: expected shape ({n},) to match the queries, got {arr.shape}")
     if arr.size and (arr.min() < 0 or arr.max() >= _MAX_LABEL):
-        raise InputError(f"{name}: labels must lie in [0, 2**62), got {int(arr.min())}..{int(arr.max())}")
+        raise InputError(
+            f"{name}: labels must lie in [0, 2**62), got {int(arr.min())}..{int(arr.max())}"
+        )
     return arr.astype(np.int64, copy=True)
 
 
@@ -205,7 +211,9 @@ class _ExactSearch:
                 best_s = np.take_along_axis(best_s, keep, axis=1)
                 best_r = np.take_along_axis(best_r, keep, axis=1)
         # best first; ties by smaller slot (as the LSH re-rank orders them)
-        order = np.lexsort((best_r, -best_s), axis=1) if kk > 1 else np.zeros((b, kk), dtype=np.int64)
+        order = (
+            np.lexsort((best_r, -best_s), axis=1) if kk > 1 else np.zeros((b, kk), dtype=np.int64)
+        )
         slots = np.full((b, k), -1, dtype=np.int64)
         sims = np.full((b, k), -np.inf, dtype=np.float32)
         slots[:, :kk] = np.take_along_axis(best_r, order, axis=1)
@@ -357,7 +365,7 @@ class LSHMemory:
 
     @property
     def search(self) -> str:
-        """"exact" or "lsh"."""
+        """ "exact" or "lsh"."""
         return self._search.name
 
     @property
@@ -463,7 +471,9 @@ class LSHMemory:
         qn = self._prepare(q)
         y = _check_labels(labels, qn.shape[0])
         if qn.shape[0] > self.size:
-            raise InputError(f"q: a batch of {qn.shape[0]} queries exceeds the memory size {self.size}")
+            raise InputError(
+                f"q: a batch of {qn.shape[0]} queries exceeds the memory size {self.size}"
+            )
         selection = self._select(qn, y)
         self._apply(selection)
         return selection
@@ -498,7 +508,9 @@ class LSHMemory:
         if not isinstance(selection, Selection):
             raise InputError(f"selection: expected a Selection, got {type(selection).__name__}")
         if selection.version != self._version:
-            raise InputError("selection: the memory changed since this selection was made; select again")
+            raise InputError(
+                "selection: the memory changed since this selection was made; select again"
+            )
         if selection.queries.shape[0] > self.size:
             raise InputError(
                 f"selection: a batch of {selection.queries.shape[0]} exceeds the memory size {self.size}"
@@ -577,7 +589,9 @@ class LSHMemory:
                 if cand_stamps[-1] > limit or end == self._log_end:
                     break
             elif end == self._log_end:
-                raise InputError(f"q: not enough slots to write {m} new keys")  # unreachable: B <= size
+                raise InputError(
+                    f"q: not enough slots to write {m} new keys"
+                )  # unreachable: B <= size
             chunk *= 2
         window = cand_stamps <= limit
         cand_slots, cand_stamps = cand_slots[window], cand_stamps[window]
@@ -702,5 +716,7 @@ class LSHMemory:
             raise FileFormatError(f"{path}: bad random-generator state ({exc})") from exc
         mem._log_rebuild()
         if filled and isinstance(mem._search, _IndexSearch):
-            mem._search.write(np.arange(filled, dtype=np.int64), mem._keys[:filled], np.ones(filled, bool))
+            mem._search.write(
+                np.arange(filled, dtype=np.int64), mem._keys[:filled], np.ones(filled, bool)
+            )
         return mem

@@ -3,8 +3,9 @@
 ``MemoryBlock(memory)(embeddings, labels)`` returns the per-example margin loss (B,)
 as an NDArray, differentiable with respect to ``embeddings`` under ``autograd.record()``:
 the memory picks the positive and negative slots and their keys enter as constants.
-Without labels it returns the predicted labels (B,) int64. Inside
-``autograd.record(train_mode=True)`` (or with ``update=True``) the memory is written.
+Without labels it returns the predicted labels (B,) int64. The memory is written
+inside ``autograd.record()`` (training mode), or when the third argument ``update`` is
+True (Gluon blocks take positional arguments only: ``block(x, labels, True)``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from typing import Any
 
 import numpy as np
 
-if "bool" not in vars(np):  # mxnet 1.9 still reads the alias NumPy 1.24 removed
-    np.bool = bool  # type: ignore[attr-defined]
-
-import mxnet as mx  # noqa: E402
-from mxnet import autograd, gluon  # noqa: E402
-
-from lshcore.errors import InputError  # noqa: E402
-from lshcore.memory.core import LSHMemory, selected_keys  # noqa: E402
+# mxnet through the adapter, which restores numpy.bool (mxnet 1.9 needs it) before import
+from lshcore.adapters.mxnet import autograd, gluon, mx
+from lshcore.errors import InputError
+from lshcore.memory.core import LSHMemory, selected_keys
 
 __all__ = ["MemoryBlock"]
 
@@ -34,7 +31,9 @@ class MemoryBlock(gluon.Block):
             raise InputError(f"memory: expected an LSHMemory, got {type(memory).__name__}")
         self.memory = memory
 
-    def forward(self, embeddings: mx.nd.NDArray, labels: Any = None, update: bool | None = None) -> mx.nd.NDArray:
+    def forward(
+        self, embeddings: mx.nd.NDArray, labels: Any = None, update: bool | None = None
+    ) -> mx.nd.NDArray:
         if not isinstance(embeddings, mx.nd.NDArray) or embeddings.ndim != 2:
             raise InputError(
                 f"embeddings: expected a 2-D NDArray (B, {self.memory.key_dim}), got "
@@ -53,7 +52,9 @@ class MemoryBlock(gluon.Block):
         dtype = embeddings.dtype
         s_pos = mx.nd.sum(q * mx.nd.array(pos, ctx=ctx, dtype=dtype), axis=1)
         s_neg = mx.nd.sum(q * mx.nd.array(neg, ctx=ctx, dtype=dtype), axis=1)
-        loss = mx.nd.relu(s_neg - s_pos + self.memory.alpha) * mx.nd.array(has_neg, ctx=ctx, dtype=dtype)
+        loss = mx.nd.relu(s_neg - s_pos + self.memory.alpha) * mx.nd.array(
+            has_neg, ctx=ctx, dtype=dtype
+        )
         if autograd.is_training() if update is None else update:
             self.memory.apply(selection)
         return loss

@@ -52,7 +52,16 @@ class MemoryLayer(keras.layers.Layer):
         if memory is None:
             if key_dim is None:
                 raise InputError("key_dim: give the key size, or an LSHMemory as memory=")
-            memory = LSHMemory(key_dim, size, k=k, alpha=alpha, index=index, exact=exact, seed=seed, age_noise=age_noise)
+            memory = LSHMemory(
+                key_dim,
+                size,
+                k=k,
+                alpha=alpha,
+                index=index,
+                exact=exact,
+                seed=seed,
+                age_noise=age_noise,
+            )
         elif not isinstance(memory, LSHMemory):
             raise InputError(f"memory: expected an LSHMemory, got {type(memory).__name__}")
         self.memory = memory
@@ -82,7 +91,9 @@ class MemoryLayer(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
         if isinstance(inputs, (list, tuple)):
             if len(inputs) != 2:
-                raise InputError(f"inputs: expected [embeddings, labels], got {len(inputs)} tensors")
+                raise InputError(
+                    f"inputs: expected [embeddings, labels], got {len(inputs)} tensors"
+                )
             embeddings, labels = inputs
         else:
             embeddings, labels = inputs, None
@@ -90,7 +101,10 @@ class MemoryLayer(keras.layers.Layer):
         q = tf.math.l2_normalize(embeddings, axis=1)
         if labels is None:
             pred = tf.numpy_function(
-                lambda x: self.memory.query(x).values, [tf.stop_gradient(q)], tf.int64, stateful=True
+                lambda x: self.memory.query(x).values,
+                [tf.stop_gradient(q)],
+                tf.int64,
+                stateful=True,
             )
             pred.set_shape(embeddings.shape[:1])
             return pred
@@ -113,5 +127,9 @@ class MemoryLayer(keras.layers.Layer):
         return tf.nn.relu(s_neg - s_pos + self.memory.alpha) * tf.cast(has_neg, dtype)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        first = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)) else input_shape
+        first = (
+            input_shape[0]
+            if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple))
+            else input_shape
+        )
         return (first[0],)

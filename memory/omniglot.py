@@ -133,7 +133,9 @@ def load_background(data_dir: str | os.PathLike[str], size: int = IMAGE_SIZE) ->
             for key, files in seen_here.items():
                 members.setdefault(key, files)  # first zip wins: drop the duplicates
         if not members:
-            raise DataError(f"{path}: no <Alphabet>/characterNN/*.png images in {', '.join(BACKGROUND_ZIPS)}")
+            raise DataError(
+                f"{path}: no <Alphabet>/characterNN/*.png images in {', '.join(BACKGROUND_ZIPS)}"
+            )
         keys = sorted(members)
         alphabets = sorted({a for a, _ in keys})
         images, chars = [], []
@@ -178,7 +180,9 @@ def load_runs(data_dir: str | os.PathLike[str], size: int = IMAGE_SIZE) -> list[
             classes = sorted(n for n in names if re.fullmatch(rf"{run}/training/class\d+\.png", n))
             absent = [n for n in tests + answers if n not in names]
             if absent or not classes:
-                raise DataError(f"{path}: {label_file} names {absent[0] if absent else 'no classes'}, not in the zip")
+                raise DataError(
+                    f"{path}: {label_file} names {absent[0] if absent else 'no classes'}, not in the zip"
+                )
             runs.append(
                 OfficialRun(
                     name=run,
@@ -190,7 +194,9 @@ def load_runs(data_dir: str | os.PathLike[str], size: int = IMAGE_SIZE) -> list[
     return runs
 
 
-def split_alphabets(bg: Background, heldout: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_alphabets(
+    bg: Background, heldout: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Character indices of the training and held-out alphabets (``heldout`` alphabets
     picked by ``seed``)."""
     n_alpha = len(bg.alphabets)
@@ -254,7 +260,16 @@ class OmniglotConfig:
         check_int(self.steps, "steps", low=0)
         check_int(self.seed, "seed", low=0)
         check_choice(self.index, "index", ("lsh", "exact"))
-        for name in ("key_dim", "memory_size", "k", "way", "length", "episodes", "eval_episodes", "threads"):
+        for name in (
+            "key_dim",
+            "memory_size",
+            "k",
+            "way",
+            "length",
+            "episodes",
+            "eval_episodes",
+            "threads",
+        ):
             check_int(getattr(self, name), name, low=1)
         if self.way * self.length * self.episodes > self.memory_size:
             raise ConfigError("memory_size must hold way * length * episodes keys")
@@ -262,7 +277,14 @@ class OmniglotConfig:
 
 def make_memory(cfg: OmniglotConfig, seed: int = 0) -> LSHMemory:
     """An empty memory with the run's settings (LSH or exact search)."""
-    return LSHMemory(cfg.key_dim, cfg.memory_size, k=cfg.k, alpha=cfg.alpha, exact=cfg.index == "exact", seed=seed)
+    return LSHMemory(
+        cfg.key_dim,
+        cfg.memory_size,
+        k=cfg.k,
+        alpha=cfg.alpha,
+        exact=cfg.index == "exact",
+        seed=seed,
+    )
 
 
 def _embed(net: Embedder, images: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -290,7 +312,9 @@ def train(
     n_classes = cfg.way * cfg.episodes
     labels = np.arange(n_classes)
     losses = []
-    bar = tqdm(range(cfg.steps), desc=f"omniglot train ({cfg.index})", disable=not cfg.progress, file=log)
+    bar = tqdm(
+        range(cfg.steps), desc=f"omniglot train ({cfg.index})", disable=not cfg.progress, file=log
+    )
     for _ in bar:
         net.train()
         memory.memory.clear()
@@ -301,7 +325,9 @@ def train(
             drawing = np.array([rng.choice(by_char[c]) for c in chars])
             order = rng.permutation(n_classes)
             imgs = np.stack([np.rot90(bg.images[drawing[i]], rots[i]) for i in order])
-            out = memory(net(torch.from_numpy(np.ascontiguousarray(imgs))), torch.from_numpy(labels[order]))
+            out = memory(
+                net(torch.from_numpy(np.ascontiguousarray(imgs))), torch.from_numpy(labels[order])
+            )
             total = total + out.loss
         opt.zero_grad()
         total.backward()
@@ -354,7 +380,9 @@ def evaluate_runs(cfg: OmniglotConfig, net: Embedder, runs: list[OfficialRun]) -
     return hits / total
 
 
-def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any = None) -> dict[str, Any]:
+def run_omniglot(
+    data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any = None
+) -> dict[str, Any]:
     """Load, train, evaluate; returns a JSON-able report with ``records`` (``way``,
     ``shot``, ``accuracy``) and ``official_20way_1shot``."""
     check_data_dir(data_dir)
@@ -373,7 +401,9 @@ def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any
     for way in cfg.ways:
         for shot in cfg.shots:
             acc = evaluate_episodes(cfg, emb, bg.char, held_chars, way, shot, seed=cfg.seed + 1)
-            records.append({"way": int(way), "shot": int(shot), "accuracy": acc, "episodes": cfg.eval_episodes})
+            records.append(
+                {"way": int(way), "shot": int(shot), "accuracy": acc, "episodes": cfg.eval_episodes}
+            )
     official = evaluate_runs(cfg, net, runs)
     heldout_names = sorted({bg.alphabets[bg.alphabet[c]] for c in held_chars})
     return {
@@ -387,12 +417,21 @@ def run_omniglot(data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any
         "train_characters": int(train_chars.size),
         "heldout_characters": int(held_chars.size),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "seconds": {"load": round(t_load, 1), "train": round(t_train, 1),
-                    "total": round(time.perf_counter() - t0, 1)},  # fmt: skip
+        "seconds": {
+            "load": round(t_load, 1),
+            "train": round(t_train, 1),
+            "total": round(time.perf_counter() - t0, 1),
+        },  # fmt: skip
         "threads": threads,
         "settings": {
-            "key_dim": cfg.key_dim, "memory_size": cfg.memory_size, "k": cfg.k, "alpha": cfg.alpha,
-            "way": cfg.way, "length": cfg.length, "episodes": cfg.episodes, "lr": cfg.lr,
+            "key_dim": cfg.key_dim,
+            "memory_size": cfg.memory_size,
+            "k": cfg.k,
+            "alpha": cfg.alpha,
+            "way": cfg.way,
+            "length": cfg.length,
+            "episodes": cfg.episodes,
+            "lr": cfg.lr,
             "rotations": cfg.rotations,
         },  # fmt: skip
     }
@@ -415,6 +454,8 @@ def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[st
         numba.threading_layer()
     except ValueError:  # no parallel region has run yet: the layer can still be chosen
         numba.config.THREADING_LAYER = "workqueue"
-    numba.set_num_threads(min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(
+        min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS)
+    )
     out["numba"] = int(numba.get_num_threads())
     return out

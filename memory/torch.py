@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +49,9 @@ class MemoryModule(nn.Module):
         m = self.memory
         return f"key_dim={m.key_dim}, size={m.size}, k={m.k}, alpha={m.alpha}, search={m.search!r}"
 
-    def forward(self, embeddings: torch.Tensor, labels: Any = None, update: bool | None = None) -> MemoryOutput:
+    def forward(
+        self, embeddings: torch.Tensor, labels: Any = None, update: bool | None = None
+    ) -> MemoryOutput:
         if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
             raise InputError(
                 f"embeddings: expected a 2-D tensor (B, {self.memory.key_dim}), got "

@@ -573,3 +573,76 @@ def test_dense_ids_membership() -> None:
     cand = index.candidates(x[:2])
     assert 1000 in cand.row(0)[0] and 4 in cand.row(1)[0]
     assert np.allclose(index.vectors([1000, 4]), x[:2])
+
+
+# -- property: random operation sequences against a dict model ------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "update", "remove"]),
+        st.lists(st.integers(0, 7), min_size=1, max_size=3, unique=True),
+        st.integers(0, 2**16),
+    ),
+    min_size=1,
+    max_size=16,
+)
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(ops=OPS, policy=st.sampled_from(["fifo", "unbounded"]))
+def test_random_operations_match_a_model(
+    ops: list[tuple[str, list[int], int]], policy: str
+) -> None:
+    index = full_index(policy=policy, bucket_size=64)
+    model: dict[int, np.ndarray] = {}
+    for step, (op, ids, seed) in enumerate(ops):
+        x = data(len(ids), seed=seed * 64 + step)  # distinct vectors per step: no score ties
+        present = [i in model for i in ids]
+        if op == "add":
+            if any(present):
+                with pytest.raises(InputError):
+                    index.add(x, ids=ids)
+                continue
+            index.add(x, ids=ids)
+            model.update({i: x[j] for j, i in enumerate(ids)})
+        elif not all(present):
+            with pytest.raises(InputError):
+                getattr(index, op)(*((ids, x) if op == "update" else (ids,)))
+        elif op == "update":
+            index.update(ids, x)
+            model.update({i: x[j] for j, i in enumerate(ids)})
+        else:
+            index.remove(ids)
+            for i in ids:
+                del model[i]
+        assert index.ids().tolist() == sorted(model)
+    q = data(3, seed=99)
+    _, found = index.search(q, 2)
+    if model:
+        keys = np.array(sorted(model))
+        want = keys[cosine_topk(np.stack([model[i] for i in keys]), q, min(2, keys.size))]
+        assert np.array_equal(found[:, : want.shape[1]], want)
+    cand = index.candidates(q)
+    assert (cand.sizes() == len(model)).all()
+    # both tables, both buckets of each probed: every live id is counted exactly twice
+    assert (cand.counts == 2).all() and np.isin(cand.ids, sorted(model)).all()
+
+
+def test_device_copy_of_vectors_follows_changes() -> None:
+    # a backend whose arrays are not host arrays (as for cupy) gets a cached copy of the
+    # stored vectors; NumPy stands in for the device here
+    device = lshcore.Backend("fake-device", "lshcore.kernels.numpy_ref", host_arrays=False)
+    index = full_index(backend=device)
+    x = data(40)
+    index.add(x)
+    index.search(x[:2], 3)
+    first = index._device
+    index.search(x[:2], 3)
+    assert index._device is first  # unchanged vectors: no new copy
+    index.update([0], -x[[1]])
+    _, found = index.search(-x[[1]], 1)
+    assert found[0, 0] == 0 and index._device is not first
+    index.remove([0])
+    assert index.search(-x[[1]], 1)[1][0, 0] != 0

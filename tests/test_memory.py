@@ -346,3 +346,33 @@ def test_lsh_save_load(tmp_path) -> None:
     assert back.search == "lsh" and len(back.index) == len(mem)
     q = rng.standard_normal((10, 8))
     np.testing.assert_array_equal(mem.query(q).slots, back.query(q).slots)
+
+
+def test_write_preloads_oldest_slots_without_lookup() -> None:
+    mem = LSHMemory(3, 4, exact=True, age_noise=0.0)
+    slots = mem.write(np.eye(3) * 2.0, [7, 8, 9])
+    assert list(slots) == [0, 1, 2] and list(mem.values) == [7, 8, 9, -1]
+    np.testing.assert_allclose(mem.keys[:3], np.eye(3))
+    mem.update(np.array([[1.0, 1.0, 0.0]]), [5])  # wrong nearest: takes the empty slot 3
+    slots = mem.write(np.ones((2, 3)), [1, 2])  # then the two oldest (slots 0 and 1)
+    assert sorted(slots) == [0, 1] and list(mem.values) == [1, 2, 9, 5]
+    assert mem.query(np.ones((1, 3))).values[0] in (1, 2)
+    before = _state(mem)
+    with pytest.raises(InputError, match="exceed the memory size"):
+        mem.write(np.ones((5, 3)), [1, 2, 3, 4, 5])
+    with pytest.raises(InputError, match="integer labels"):
+        mem.write(np.ones((1, 3)), [1.5])
+    _assert_same_state(before, _state(mem))
+
+
+@requires_index
+def test_index_params_object_and_default_settings() -> None:
+    from lshcore.index import IndexParams
+
+    mem = LSHMemory(8, 100, index=IndexParams(k=5, l=6, n_probes=2, seed=4))
+    assert (mem.index.k, mem.index.l, mem.index.n_probes) == (5, 6, 2)
+    default = LSHMemory(8, 4096)
+    params = default_index_params(4096, 8)
+    assert params["policy"] == "unbounded" and default.index.k == params["k"]
+    with pytest.raises(ConfigError):
+        LSHMemory(8, 100, index={"k": 0})

@@ -61,8 +61,12 @@ def _make_data(root: Path, chars_per_alphabet: int = 12, drawings: int = 6, runs
             for c in range(1, 21):
                 key = f"run{r}-{c}"
                 zf.writestr(f"run{r:02d}/training/class{c:02d}.png", _png(strokes(key), (0, 0)))
-                zf.writestr(f"run{r:02d}/test/item{perm[c - 1]:02d}.png", _png(strokes(key), (1, -1)))
-                lines.append(f"run{r:02d}/test/item{perm[c - 1]:02d}.png run{r:02d}/training/class{c:02d}.png")
+                zf.writestr(
+                    f"run{r:02d}/test/item{perm[c - 1]:02d}.png", _png(strokes(key), (1, -1))
+                )
+                lines.append(
+                    f"run{r:02d}/test/item{perm[c - 1]:02d}.png run{r:02d}/training/class{c:02d}.png"
+                )
             zf.writestr(f"run{r:02d}/class_labels.txt", "\n".join(sorted(lines)) + "\n")
     return root
 
@@ -113,7 +117,9 @@ def test_bad_data_dir_names_the_expected_files(tmp_path: Path, data_dir: Path) -
         zf.writestr("run01/class_labels.txt", "run01/test/item01.png\n")
     with pytest.raises(DataError, match="class_labels.txt line 1"):
         og.load_runs(broken)
-    result = CliRunner().invoke(memory_cli, ["omniglot", "--data-dir", str(tmp_path), "--steps", "1"])
+    result = CliRunner().invoke(
+        memory_cli, ["omniglot", "--data-dir", str(tmp_path), "--steps", "1"]
+    )
     assert result.exit_code != 0 and "images_background_small1.zip" in result.output
 
 
