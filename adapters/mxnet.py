@@ -52,7 +52,7 @@ class LSHDense(gluon.Block):
         k: int | None = None,
         l: int | None = None,  # noqa: E741
         policy: str = "topk",
-        transform: str = "simple_lsh",
+        transform: str | None = "simple_lsh",
         seed: int = 0,
         backend: str | None = None,
         inference: str = "sparse",

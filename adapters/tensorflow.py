@@ -60,7 +60,7 @@ class LSHDense(keras.layers.Layer):
         k: int | None = None,
         l: int | None = None,  # noqa: E741
         policy: str = "topk",
-        transform: str = "simple_lsh",
+        transform: str | None = "simple_lsh",
         seed: int = 0,
         backend: str | None = None,
         inference: str = "sparse",

@@ -159,7 +159,7 @@ class LSHLinear(nn.Module):
         k: int | None = None,
         l: int | None = None,  # noqa: E741
         policy: str = "topk",
-        transform: str = "simple_lsh",
+        transform: str | None = "simple_lsh",
         sparse_grad: bool = False,
         seed: int = 0,
         backend: str | None = None,

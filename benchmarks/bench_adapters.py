@@ -122,103 +122,82 @@ def mnist(args: argparse.Namespace) -> None:
             f"| {r['framework']} | {layer} | {r['policy']} | {r['active']} | {100 * r['accuracy']:.2f}% | "
             f"{gap:+.2f} | {r['samples_per_second']:.0f} |"
         )
-    _write("adapters_mnist", rows, lines)
+    _write(f"adapters_mnist{args.tag}", rows, lines)
 
 
 # -- steps ------------------------------------------------------------------------------
 def _torch_steps(sizes: list[int], reps: int, m: int) -> list[dict]:
+    threads = _set_threads("torch")
+    return [_torch_size(n, reps, m, threads) for n in sizes]
+
+
+def _torch_size(n: int, reps: int, m: int, threads: str) -> dict:
     import torch
     from torch.nn import functional as F
 
     from lshcore.adapters.torch import LSHLinear, LSHSoftmaxLoss
 
-    threads = _set_threads("torch")
-    out = []
-    for n in sizes:
-        torch.manual_seed(0)
-        x = torch.randn(128, 128)
-        y = torch.randint(0, n, (128,))
-        dense = torch.nn.Linear(128, n)
-        dense_opt = torch.optim.Adam(dense.parameters(), lr=1e-3, fused=True)
-        k = max(6, math.ceil(math.log2(n / 128)))
-        hashed = LSHLinear(128, n, active=m / n, k=k, l=20, sparse_grad=True, seed=0)
-        loss_fn = LSHSoftmaxLoss(hashed)
-        hashed_opt = torch.optim.SparseAdam(hashed.parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    x = torch.randn(128, 128)
+    y = torch.randint(0, n, (128,))
+    dense = torch.nn.Linear(128, n)
+    dense_opt = torch.optim.Adam(dense.parameters(), lr=1e-3, fused=True)
+    k = max(6, math.ceil(math.log2(n / 128)))
+    hashed = LSHLinear(128, n, active=m / n, k=k, l=20, sparse_grad=True, seed=0)
+    loss_fn = LSHSoftmaxLoss(hashed)
+    hashed_opt = torch.optim.SparseAdam(hashed.parameters(), lr=1e-3)
 
-        def dense_step() -> None:
-            dense_opt.zero_grad(set_to_none=True)
-            F.cross_entropy(dense(x), y).backward()
-            dense_opt.step()
+    def dense_step() -> None:
+        dense_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(dense(x), y).backward()
+        dense_opt.step()
 
-        def hashed_step() -> None:
-            hashed_opt.zero_grad(set_to_none=True)
-            loss_fn(x, y).backward()
-            hashed_opt.step()
+    def hashed_step() -> None:
+        hashed_opt.zero_grad(set_to_none=True)
+        loss_fn(x, y).backward()
+        hashed_opt.step()
 
-        out.append(
-            _interleave(
-                "torch",
-                n,
-                m,
-                k,
-                reps,
-                {"nn.Linear + full softmax": dense_step, "LSHLinear + LSHSoftmaxLoss": hashed_step},
-                threads,
-            )
-        )
-    return out
+    steps = {"nn.Linear + full softmax": dense_step, "LSHLinear + LSHSoftmaxLoss": hashed_step}
+    return _interleave("torch", n, m, k, reps, steps, threads)
 
 
 def _keras_steps(sizes: list[int], reps: int, m: int) -> list[dict]:
+    threads = _set_threads("tensorflow")
+    return [_keras_size(n, reps, m, threads) for n in sizes]
+
+
+def _keras_size(n: int, reps: int, m: int, threads: str) -> dict:
     import keras
     import tensorflow as tf
 
     from lshcore.adapters.tensorflow import LSHDense, lsh_softmax_cross_entropy
 
-    threads = _set_threads("tensorflow")
-    out = []
-    for n in sizes:
-        keras.utils.set_random_seed(0)
-        x = tf.random.normal((128, 128))
-        y = tf.random.uniform((128,), 0, n, dtype=tf.int64)
-        dense = keras.layers.Dense(n)
-        dense_opt = keras.optimizers.Adam(1e-3)
-        k = max(6, math.ceil(math.log2(n / 128)))
-        hashed = LSHDense(n, active=m / n, k=k, l=20, seed=0)
-        hashed_opt = keras.optimizers.Adam(1e-3)
+    keras.utils.set_random_seed(0)
+    x = tf.random.normal((128, 128))
+    y = tf.random.uniform((128,), 0, n, dtype=tf.int64)
+    dense = keras.layers.Dense(n)
+    dense_opt = keras.optimizers.Adam(1e-3)
+    k = max(6, math.ceil(math.log2(n / 128)))
+    hashed = LSHDense(n, active=m / n, k=k, l=20, seed=0)
+    hashed_opt = keras.optimizers.Adam(1e-3)
 
-        @tf.function(jit_compile=False)
-        def dense_step() -> None:
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, dense(x)))
-            dense_opt.apply_gradients(
-                zip(tape.gradient(loss, dense.trainable_variables), dense.trainable_variables)
-            )
+    @tf.function(jit_compile=False)
+    def dense_step() -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, dense(x)))
+        variables = dense.trainable_variables
+        dense_opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
 
-        @tf.function(jit_compile=False)
-        def hashed_step() -> None:
-            with tf.GradientTape() as tape:
-                ids, values = hashed(x, training=True, labels=y, return_active=True)
-                loss = lsh_softmax_cross_entropy(ids, values, y)
-            hashed_opt.apply_gradients(
-                zip(tape.gradient(loss, hashed.trainable_variables), hashed.trainable_variables)
-            )
+    @tf.function(jit_compile=False)
+    def hashed_step() -> None:
+        with tf.GradientTape() as tape:
+            ids, values = hashed(x, training=True, labels=y, return_active=True)
+            loss = lsh_softmax_cross_entropy(ids, values, y)
+        variables = hashed.trainable_variables
+        hashed_opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
 
-        out.append(
-            _interleave(
-                "tensorflow",
-                n,
-                m,
-                k,
-                reps,
-                {
-                    "keras Dense + full softmax": dense_step,
-                    "LSHDense + active softmax": hashed_step,
-                },
-                threads,
-            )
-        )
-    return out
+    steps = {"keras Dense + full softmax": dense_step, "LSHDense + active softmax": hashed_step}
+    return _interleave("tensorflow", n, m, k, reps, steps, threads)
 
 
 def _interleave(
@@ -303,6 +282,7 @@ def main() -> None:
         p.add_argument("--policies", default="topk,exact")
         p.add_argument("--transform", default="simple_lsh", help="MIPS transform, or none")
         p.add_argument("--threads", type=int, default=THREADS)
+        p.add_argument("--tag", default="", help="suffix of the result files")
     p = sub.add_parser("steps")
     p.add_argument("--frameworks", default="torch,tensorflow")
     p.add_argument("--sizes", default="10000,100000,500000")

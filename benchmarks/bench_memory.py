@@ -102,6 +102,25 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
         sims = np.where(ids >= 0, np.sum(q * keys[np.maximum(ids, 0)], axis=1), -np.inf)
         row[f"{name}_ms_per_query"] = 1000 * float(np.median(times[name])) / args.queries
         row[f"{name}_recall_at_1"] = float(np.mean(sims >= best - 1e-6))
+    # one query at a time (latency of a single lookup): --single queries, interleaved
+    single = {
+        "lsh_memory": lambda x: lsh.query(x),
+        "exact_numpy": lambda x: exact.query(x),
+        "faiss_flat_ip": lambda x: flat.search(x, 1),
+        "faiss_lsh": lambda x: flsh.search(x, 1),
+    }
+    one_times: dict[str, list[float]] = {name: [] for name in single}
+    for i in range(args.single):
+        x = q[i : i + 1]
+        for name, fn in single.items():
+            t = time.perf_counter()
+            fn(x)
+            one_times[name].append(time.perf_counter() - t)
+    for name, ts in one_times.items():
+        row[f"{name}_single_ms"] = 1000 * float(np.median(ts))
+    row["single_speedup_lsh_vs_exact_numpy"] = (
+        row["exact_numpy_single_ms"] / row["lsh_memory_single_ms"]
+    )
     row["speedup_lsh_vs_exact_numpy"] = (
         row["exact_numpy_ms_per_query"] / row["lsh_memory_ms_per_query"]
     )
@@ -143,8 +162,11 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
         f"Updates: `memory.update` on batches of {args.update_batch} (half strengthen, half overwrite), "
         f"median of {args.update_reps}.",
         "",
-        "| keys | LSH memory ms/q | recall@1 | exact NumPy ms/q | faiss FlatIP ms/q | faiss IndexLSH ms/q | IndexLSH recall@1 "
-        "| speed-up vs exact NumPy | vs faiss FlatIP | LSH candidates/q | updates/s LSH | updates/s exact | load avg before/after |",
+        f"Batches of {args.queries} queries (throughput, ms per query):",
+        "",
+        "| keys | LSH memory ms/q | recall@1 | exact NumPy ms/q | faiss FlatIP ms/q | faiss IndexLSH ms/q "
+        "| IndexLSH recall@1 | LSH speed-up vs exact NumPy | vs faiss FlatIP | LSH candidates/q "
+        "| updates/s LSH | updates/s exact | load avg before/after |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -155,6 +177,19 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
             f"| {r['speedup_lsh_vs_exact_numpy']:.1f}x | {r['speedup_lsh_vs_faiss_flat']:.2f}x "
             f"| {r['lsh_candidates_per_query']:.0f} | {r['lsh_memory_updates_per_s']:.0f} "
             f"| {r['exact_numpy_updates_per_s']:.0f} | {r['load_before']}/{r['load_after']} |"
+        )
+    lines += [
+        "",
+        f"One query at a time (latency, median of {args.single} single-query calls, ms):",
+        "",
+        "| keys | LSH memory | exact NumPy | faiss FlatIP | faiss IndexLSH | LSH speed-up vs exact NumPy |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['keys']:,} | {r['lsh_memory_single_ms']:.3f} | {r['exact_numpy_single_ms']:.3f} "
+            f"| {r['faiss_flat_ip_single_ms']:.3f} | {r['faiss_lsh_single_ms']:.3f} "
+            f"| {r['single_speedup_lsh_vs_exact_numpy']:.1f}x |"
         )
     lines.append("")
     lines.append(
@@ -170,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=256)
     parser.add_argument("--cos", type=float, default=0.8)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--single", type=int, default=50, help="queries timed one at a time")
     parser.add_argument("--update-batch", type=int, default=16)
     parser.add_argument("--update-reps", type=int, default=5)
     parser.add_argument("--faiss-bits", type=int, default=256)

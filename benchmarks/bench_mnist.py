@@ -54,22 +54,6 @@ def _load() -> Any:
     return load_mnist(DATA, download=False)
 
 
-def _other_cpu_seconds() -> float:
-    """CPU seconds used so far by every process except this one (from /proc)."""
-    total = 0.0
-    me = os.getpid()
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 def _train(
     data: Any,
     active: float,
@@ -88,9 +72,9 @@ def _train(
         784, [1000, 1000, 1000], 10, active=active, seed=seed, **(opts if active < 1 else {})
     )
     trainer = Trainer(model, "adam", lr, batch_size=128, workers=workers, seed=seed)
-    other0 = _other_cpu_seconds()
+    load_before = os.getloadavg()[0]
     stats = trainer.fit(x, y, epochs=epochs)
-    other = _other_cpu_seconds() - other0
+    load_after = os.getloadavg()[0]
     acc, test_counts = trainer.evaluate(data.x_test, data.y_test)
     c = stats.counts
     return {
@@ -110,7 +94,7 @@ def _train(
         "train_samples": len(x),
         "workers": workers,
         "lr": lr,
-        "other_processes_cpu_seconds": other,
+        "loadavg_1min_before_after": [load_before, load_after],
     }
 
 
@@ -149,13 +133,13 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
     print("dense", json.dumps({k: dense[k] for k in keys}), flush=True)
     hashed = {}
     for policy in args.policies.split(","):
-        opts = dict(HASHED, policy=policy, rerank=args.rerank)
+        opts = dict(HASHED, policy=policy, rerank=args.rerank, l=args.l)
         rec = _train(data, args.active, args.epochs, args.limit, LR_HASHED, **opts)
         rec["rerank"] = args.rerank if policy == "rerank" else None
         rec["accuracy_gap_points"] = 100 * (dense["accuracy"] - rec["accuracy"])
         print(policy, json.dumps({k: rec[k] for k in keys}), flush=True)
         hashed[policy] = rec
-    _write(args.name, {"config": HASHED, "hashed": hashed, "dense": dense})
+    _write(args.name, {"config": dict(HASHED, l=args.l), "hashed": hashed, "dense": dense})
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -254,29 +238,31 @@ def cmd_walltime(args: argparse.Namespace) -> None:
 
     data = _load()
     x, y = data.x_train[: args.limit], data.y_train[: args.limit]
-    hashed = Trainer(
-        Model.mlp(784, [1000, 1000, 1000], 10, active=args.active, seed=0, **HASHED),
-        "adam",
-        LR_HASHED,
-    )
-    dense = Trainer(Model.mlp(784, [1000, 1000, 1000], 10, active=1.0, seed=0), "adam", LR_DENSE)
-    hashed.fit(x[:1280], y[:1280], 1)  # compile the kernels, warm the caches
-    dense.fit(x[:1280], y[:1280], 1)
+    mlp = (784, [1000, 1000, 1000], 10)
+    trainers = {
+        "hashed": Trainer(Model.mlp(*mlp, active=args.active, seed=0, **HASHED), "adam", LR_HASHED),
+        "hashed_rerank8": Trainer(
+            Model.mlp(
+                *mlp, active=args.active, seed=0, **dict(HASHED, policy="rerank", rerank=8.0)
+            ),
+            "adam",
+            LR_HASHED,
+        ),
+        "dense": Trainer(Model.mlp(*mlp, active=1.0, seed=0), "adam", LR_DENSE),
+    }
+    for t in trainers.values():
+        t.fit(x[:1280], y[:1280], 1)  # compile the kernels, warm the caches
     torch_state: dict[str, Any] = {}
     _torch_epoch(data, 1280, torch_state)
-    times: dict[str, list[float]] = {"hashed": [], "dense": [], "torch": []}
-    others: list[float] = []
+    times: dict[str, list[float]] = {k: [] for k in [*trainers, "torch"]}
+    loads: list[float] = []
     for rep in range(args.reps):
-        o0 = _other_cpu_seconds()
-        times["hashed"].append(hashed.fit(x, y, 1).train_seconds)
-        times["dense"].append(dense.fit(x, y, 1).train_seconds)
+        for name, t in trainers.items():
+            times[name].append(t.fit(x, y, 1).train_seconds)
         times["torch"].append(_torch_epoch(data, args.limit, torch_state))
-        others.append(_other_cpu_seconds() - o0)
+        loads.append(os.getloadavg()[0])
         print(
-            rep,
-            {k: round(v[-1], 2) for k, v in times.items()},
-            f"other CPU s: {others[-1]:.1f}",
-            flush=True,
+            rep, {k: round(v[-1], 2) for k, v in times.items()}, f"load {loads[-1]:.1f}", flush=True
         )
     med = {k: statistics.median(v) for k, v in times.items()}
     _write(
@@ -288,8 +274,9 @@ def cmd_walltime(args: argparse.Namespace) -> None:
             "seconds": times,
             "median_seconds": med,
             "ratio_dense_over_hashed": med["dense"] / med["hashed"],
+            "ratio_dense_over_hashed_rerank8": med["dense"] / med["hashed_rerank8"],
             "ratio_dense_over_torch": med["dense"] / med["torch"],
-            "other_processes_cpu_seconds": others,
+            "loadavg_1min_after_each_rep": loads,
         },
     )
 
@@ -335,7 +322,10 @@ def main() -> None:
     a.add_argument("--limit", type=int, default=None)
     a.add_argument("--policies", default="topk,rerank")
     a.add_argument("--rerank", type=float, default=4.0)
-    a.add_argument("--no-dense", action="store_true", help="reuse the dense twin of mnist_accuracy.json")
+    a.add_argument("--l", type=int, default=HASHED["l"], help="tables per hashed layer")
+    a.add_argument(
+        "--no-dense", action="store_true", help="reuse the dense twin of mnist_accuracy.json"
+    )
     a.add_argument("--name", default="accuracy", help="results file mnist_<name>.json")
     s = sub.add_parser("sweep")
     s.add_argument("--active", default="0.01,0.05,0.1,0.25,1.0")

@@ -18,6 +18,7 @@ __all__ = [
     "sparse_update",
     "select_active",
     "sorted_table_candidates",
+    "select_from_tables",
     "tiebreak_priority",
 ]
 
@@ -265,3 +266,22 @@ def sorted_table_candidates(
     indptr = np.zeros(batch + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=batch), out=indptr[1:])
     return indptr, (uniq % n_out).astype(np.int64), counts.astype(np.int32)
+
+
+def select_from_tables(
+    qcodes: np.ndarray,
+    sorted_codes: np.ndarray,
+    sorted_ids: np.ndarray,
+    n_out: int,
+    labels: np.ndarray,
+    m: int,
+    min_count: int,
+    use_counts: bool,
+    pad_random: bool,
+    seed: int,
+) -> np.ndarray:
+    """:func:`sorted_table_candidates` followed by :func:`select_active` (fused in numba)."""
+    indptr, ids, counts = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
+    return select_active(
+        indptr, ids, counts, labels, n_out, m, min_count, use_counts, pad_random, seed
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
 from lshcore.kernels._np_hashing import PROBE_PRIME
 
 __all__ = [

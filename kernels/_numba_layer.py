@@ -19,6 +19,7 @@ __all__ = [
     "sparse_update",
     "select_active",
     "sorted_table_candidates",
+    "select_from_tables",
     "tiebreak_priority",
 ]
 
@@ -294,3 +295,71 @@ def sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out):  # type: i
         nnz += nl
         indptr[b + 1] = nnz
     return indptr, out_ids[:nnz].copy(), out_counts[:nnz].copy()
+
+
+@_jit
+def select_from_tables(  # type: ignore[no-untyped-def]
+    qcodes, sorted_codes, sorted_ids, n_out, labels, m, min_count, use_counts, pad_random, seed
+):
+    batch, n_tables = qcodes.shape
+    out = np.full((batch, m), -1, np.int64)
+    counts = np.zeros(n_out, np.int64)
+    cls = np.zeros(n_out, np.int64)
+    hit = np.empty(n_out, np.int64)
+    listed = np.empty(n_out, np.int64)
+    keys = np.empty(n_out, np.int64)
+    for b in range(batch):
+        nh = 0
+        for t in range(n_tables):
+            code = qcodes[b, t]
+            lo = np.searchsorted(sorted_codes[t], code, side="left")
+            hi = np.searchsorted(sorted_codes[t], code, side="right")
+            for p in range(lo, hi):
+                i = sorted_ids[t, p]
+                if counts[i] == 0:
+                    hit[nh] = i
+                    nh += 1
+                counts[i] += 1
+        nl = 0
+        for s in range(nh):
+            i = hit[s]
+            cnt = counts[i]
+            counts[i] = 0
+            if cnt < min_count:
+                continue
+            cls[i] = min(max(cnt, 1), LABEL_CLASS - 1) if use_counts else 1
+            listed[nl] = i
+            nl += 1
+        for q in range(labels.shape[1]):
+            i = labels[b, q]
+            if i < 0:
+                continue
+            if cls[i] == 0:
+                listed[nl] = i
+                nl += 1
+            cls[i] = LABEL_CLASS
+        if pad_random and nl < m:
+            for i in range(n_out):
+                if cls[i] == 0:
+                    listed[nl] = i
+                    nl += 1
+        if nl > m:
+            for s in range(nl):
+                i = listed[s]
+                keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+            cut = np.partition(keys[:nl], nl - m)[nl - m]
+            c = 0
+            for s in range(nl):
+                if keys[s] >= cut:
+                    listed[c] = listed[s]
+                    c += 1
+            for s in range(nl):
+                cls[keys[s] & 0xFFFFFFFF] = 0
+            nl = c
+        else:
+            for s in range(nl):
+                cls[listed[s]] = 0
+        chosen = np.sort(listed[:nl])
+        for s in range(nl):
+            out[b, s] = chosen[s]
+    return out

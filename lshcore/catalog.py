@@ -7,7 +7,10 @@ from typing import Any
 from lshcore import registry
 from lshcore.errors import ConfigError
 from lshcore.family import HashFamily, Transform
+from lshcore.family_minhash import MinHash
 from lshcore.family_projection import SRP, CrossPolytope, PStable, SparseSRP
+from lshcore.family_wta import DWTA, WTA
+from lshcore.mips import SignALSH, SimpleLSH
 
 __all__ = [
     "families",
@@ -20,35 +23,18 @@ __all__ = [
 ]
 
 
-def _builtin_families() -> list[type[HashFamily]]:
-    found: list[type[HashFamily]] = [SRP, SparseSRP, CrossPolytope, PStable]
-    try:  # the comparison-based families live in their own module
-        from lshcore.family_wta import DWTA, WTA
-
-        found += [WTA, DWTA]
-    except ImportError:
-        pass
-    try:
-        from lshcore.family_minhash import MinHash
-
-        found.append(MinHash)
-    except ImportError:
-        pass
-    return found
-
-
-def _builtin_transforms() -> list[type[Transform]]:
-    try:
-        # lshcore.mips, not lshcore.transforms (a module would shadow transforms())
-        from lshcore.mips import SignALSH, SimpleLSH
-
-        return [SimpleLSH, SignALSH]
-    except ImportError:
-        return []
-
-
-BUILTIN_FAMILIES = _builtin_families()
-BUILTIN_TRANSFORMS = _builtin_transforms()
+#: lshcore's own families and transforms, registered by ``lshcore.plugins.builtin``
+BUILTIN_FAMILIES: list[type[HashFamily]] = [
+    SRP,
+    SparseSRP,
+    CrossPolytope,
+    PStable,
+    WTA,
+    DWTA,
+    MinHash,
+]
+# lshcore.mips, not lshcore.transforms (a module would shadow transforms())
+BUILTIN_TRANSFORMS: list[type[Transform]] = [SimpleLSH, SignALSH]
 
 
 def families() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -43,19 +44,22 @@ _HASH_BLOCK_FLOATS = 2**18
 
 def _pack_bits(bits: Any, k: int, l: int, xp: Any) -> Any:  # noqa: E741
     """(n, l*k) booleans -> (n, l) int64 codes, sub-hash j of a table in bit j."""
+    n = bits.shape[0]
     if xp is np and bits.dtype == np.bool_ and bits.flags.c_contiguous:
         # fast NumPy paths (an int64 copy of every bit costs more than the projection)
         if k in (8, 16, 32):  # a table's k bits are whole bytes: pack them and reinterpret
             packed = np.packbits(bits.reshape(-1), bitorder="little")
-            return packed.view(f"<u{k // 8}").reshape(bits.shape[0], l).astype(np.int64)
+            return packed.view(f"<u{k // 8}").reshape(n, l).astype(np.int64)
         if k <= 24:  # float32 sums of distinct powers of two below 2**24 are exact
             weights32 = (2.0 ** np.arange(k)).astype(np.float32)
-            return (bits.reshape(bits.shape[0], l, k).astype(np.float32) @ weights32).astype(
-                np.int64
-            )
-    weights = xp.asarray(1 << np.arange(k, dtype=np.int64))
-    # multiply-and-sum rather than an integer matmul (which CuPy/cuBLAS may not offer)
-    return (bits.reshape(bits.shape[0], l, k).astype(np.int64) * weights).sum(axis=2)
+            return (bits.reshape(n, l, k).astype(np.float32) @ weights32).astype(np.int64)
+    # any k, any array module (CuPy too): one bit plane at a time, so the temporaries are
+    # (n, l) int64 rather than an (n, l, k) int64 copy of every bit (2-9x faster at k > 24)
+    planes = bits.reshape(n, l, k)
+    codes = xp.zeros((n, l), dtype=np.int64)
+    for j in range(k):  # a loop over bit positions, not over points
+        codes |= planes[:, :, j].astype(np.int64) << j
+    return codes
 
 
 class SRP(_BackendFamily):
@@ -116,18 +120,39 @@ class SRP(_BackendFamily):
         return (1.0 - np.arccos(s) / np.pi) ** self.k
 
     def probes(self, x: Any, n_probes: int) -> Any:
+        """Codes (n, l, n_probes): the hash, then the one- and two-bit flips of each table's
+        code in increasing order of the summed |projection| of the flipped bits (the least
+        certain bits first). Beyond the k + k(k-1)/2 flip sets the exact code repeats (a
+        repeated probe is looked up once)."""
+        n_probes = check_int(n_probes, "n_probes", low=1)
         xp = self.xp
         proj = self._project(x).reshape(-1, self.l, self.k)
         codes = _pack_bits(proj >= 0, self.k, self.l, xp)
-        if n_probes <= 1:
+        if n_probes == 1:
             return codes[:, :, None]
-        masks, mask_cost_index = _flip_masks(self.k, xp)
         margin = xp.abs(proj)  # (n, l, k): small margin = uncertain bit
-        # cost of a flip set = sum of the margins of the bits it flips
-        cost = margin @ mask_cost_index  # (n, l, M)
-        n_extra = min(n_probes - 1, masks.shape[0])
+        # the n_probes - 1 cheapest flip sets use only the r least certain bits (a set with
+        # any other bit costs at least as much as each of the r single flips): rank the
+        # r(r+1)/2 sets over those bits, when that is far fewer than the k(k+1)/2 sets
+        r = min(self.k, n_probes - 1)
+        restrict = self.k * (self.k + 1) >= 4 * r * (r + 1)
+        if restrict:
+            near = xp.argpartition(margin, r - 1, axis=2)[:, :, :r]  # bit of each slot
+            margin = xp.take_along_axis(margin, near, axis=2)
+        else:
+            r = self.k
+        first, second, member, set_masks = _flip_sets(r, xp)
+        cost = margin @ member  # (n, l, M): the summed margins of each flip set
+        n_extra = min(n_probes - 1, int(first.shape[0]))
         order = xp.argsort(cost, axis=2)[:, :, :n_extra]
-        flipped = codes[:, :, None] ^ masks[order]
+        if restrict:  # slots -> bit positions
+            one = xp.ones(1, dtype=np.int64)
+            flip_a = xp.take_along_axis(near, first[order], axis=2)
+            flip_b = xp.take_along_axis(near, second[order], axis=2)
+            masks = xp.left_shift(one, flip_a) | xp.left_shift(one, flip_b)
+        else:
+            masks = set_masks[order]
+        flipped = codes[:, :, None] ^ masks
         out = xp.concatenate([codes[:, :, None], flipped], axis=2)
         if out.shape[2] < n_probes:  # more probes than flip sets: repeat the exact code
             pad = xp.repeat(codes[:, :, None], n_probes - out.shape[2], axis=2)
@@ -139,14 +164,23 @@ class SRP(_BackendFamily):
         return int(round(n * per_row * self.k * self.l))
 
 
-def _flip_masks(k: int, xp: Any) -> tuple[Any, Any]:
-    """Every one- and two-bit flip of a k-bit code: masks (M,) and a (k, M) 0/1 matrix."""
-    sets = [(i,) for i in range(k)] + [(i, j) for i in range(k) for j in range(i + 1, k)]
-    masks = np.array([sum(1 << b for b in s) for s in sets], dtype=np.int64)
-    member = np.zeros((k, len(sets)), dtype=np.float32)
-    for m, s in enumerate(sets):
-        member[list(s), m] = 1.0
-    return xp.asarray(masks), xp.asarray(member)
+@functools.lru_cache(maxsize=128)
+def _flip_sets(r: int, xp: Any) -> tuple[Any, Any, Any, Any]:
+    """Every one- and two-element subset of r bit slots (singletons first), M = r(r+1)/2.
+
+    Returns ``(first, second, member, masks)``: int64 (M,) slots of each set (a singleton
+    has ``first == second``), a float32 (r, M) 0/1 membership matrix and the int64 (M,)
+    flip mask of each set when slot i is bit i. Cached per (r, array module): probes()
+    runs once per query batch.
+    """
+    pairs = [(i, j) for i in range(r) for j in range(i + 1, r)]
+    first = np.array(list(range(r)) + [i for i, _ in pairs], dtype=np.int64)
+    second = np.array(list(range(r)) + [j for _, j in pairs], dtype=np.int64)
+    member = np.zeros((r, first.shape[0]), dtype=np.float32)
+    member[first, np.arange(first.shape[0])] = 1.0
+    member[second, np.arange(first.shape[0])] = 1.0
+    masks = (np.int64(1) << first) | (np.int64(1) << second)
+    return xp.asarray(first), xp.asarray(second), xp.asarray(member), xp.asarray(masks)
 
 
 def _next_pow2(n: int) -> int:

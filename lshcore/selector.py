@@ -462,19 +462,30 @@ class ActiveSelector:
             return ActiveSet(ids, 0)
         if self.policy == "exact":
             return self._select_exact(x, lab, m)
+        use_counts = self.policy != "union"
+        min_count = self.threshold if self.policy == "threshold" else 1
+        pad = self.policy != "threshold"
+        m_cand = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+        width = m_cand if self.policy == "rerank" else m
         if self.tables_kind == "index":
             indptr, cids, counts, cost = self._index_candidates(x)
         else:
             tables = self._tables
             assert tables is not None
             q, q_nnz = self._query_matrix(x, tables)
-            codes = self.backend.to_numpy(tables.family.hash(q))
+            codes = np.ascontiguousarray(self.backend.to_numpy(tables.family.hash(q)), np.int64)
             cost = int(tables.family.hash_cost(batch, q_nnz))
+            if self.policy != "batch_union":  # fused kernel: no candidate lists in between
+                self.query_mults += cost
+                ids = kern.select_from_tables(
+                    codes, tables.sorted_codes, tables.sorted_ids, self.n_out, lab, width,
+                    min_count, use_counts, pad, seed,
+                )  # fmt: skip
+                if self.policy == "rerank":
+                    return self._rerank(x, ids, lab, m, cost)
+                return ActiveSet(ids, cost)
             indptr, cids, counts = kern.sorted_table_candidates(
-                np.ascontiguousarray(codes, np.int64),
-                tables.sorted_codes,
-                tables.sorted_ids,
-                self.n_out,
+                codes, tables.sorted_codes, tables.sorted_ids, self.n_out
             )
         self.query_mults += cost
         if self.policy == "batch_union":
@@ -483,32 +494,17 @@ class ActiveSelector:
             one_ptr = np.array([0, hit.size], np.int64)
             all_labels = np.unique(lab[lab >= 0])[None, :]
             row = kern.select_active(
-                one_ptr,
-                hit.astype(np.int64),
-                total[hit].astype(np.int32),
-                all_labels,
-                self.n_out,
-                m,
-                1,
-                True,
-                True,
-                seed,
-            )
+                one_ptr, hit.astype(np.int64), total[hit].astype(np.int32), all_labels,
+                self.n_out, m, 1, True, True, seed,
+            )  # fmt: skip
             return ActiveSet(
                 np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True
             )
-        if self.policy == "rerank":
-            m_cand = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
-            cand = kern.select_active(
-                indptr, cids, counts, lab, self.n_out, m_cand, 1, True, True, seed
-            )
-            return self._rerank(x, cand, lab, m, cost)
-        use_counts = self.policy != "union"
-        min_count = self.threshold if self.policy == "threshold" else 1
-        pad = self.policy != "threshold"
         ids = kern.select_active(
-            indptr, cids, counts, lab, self.n_out, m, min_count, use_counts, pad, seed
+            indptr, cids, counts, lab, self.n_out, width, min_count, use_counts, pad, seed
         )
+        if self.policy == "rerank":
+            return self._rerank(x, ids, lab, m, cost)
         return ActiveSet(ids, cost)
 
     def _rerank(self, x: Any, cand: np.ndarray, lab: np.ndarray, m: int, cost: int) -> ActiveSet:

@@ -104,6 +104,8 @@ def reduce_codes(codes: Any, num_buckets: int, table_size: int) -> Any:
     if num_buckets <= table_size:
         return codes.astype(np.int64, copy=False)
     bits = int(table_size).bit_length() - 1
+    if bits == 0:  # one bucket per table (a shift by 64 is undefined in C/CUDA)
+        return xp.zeros(codes.shape, dtype=np.int64)
     with np.errstate(over="ignore"):
         h = codes.astype(np.uint64) * xp.uint64(_GOLDEN)
     return (h >> xp.uint64(64 - bits)).astype(np.int64)

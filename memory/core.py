@@ -659,7 +659,7 @@ class LSHMemory:
             "filled": self._filled,
             "rng": self._rng.bit_generator.state,
         }
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "keys": self._keys[: self._filled],
             "values": self._values[: self._filled],
             "stamps": self._stamps,

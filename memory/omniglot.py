@@ -453,9 +453,9 @@ def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[st
     try:
         numba.threading_layer()
     except ValueError:  # no parallel region has run yet: the layer can still be chosen
-        numba.config.THREADING_LAYER = "workqueue"
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
     numba.set_num_threads(
-        min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS)
+        min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     )
     out["numba"] = int(numba.get_num_threads())
     return out

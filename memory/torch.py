@@ -71,10 +71,12 @@ class MemoryModule(nn.Module):
             labels = labels.detach().cpu().numpy()
         selection = self.memory.select(q_np, labels)
         pos, neg, has_neg = selected_keys(self.memory, selection)
-        as_t = {"device": embeddings.device, "dtype": embeddings.dtype}
-        s_pos = (q * torch.as_tensor(pos, **as_t)).sum(dim=1)
-        s_neg = (q * torch.as_tensor(neg, **as_t)).sum(dim=1)
-        per_row = torch.relu(s_neg - s_pos + self.memory.alpha) * torch.as_tensor(has_neg, **as_t)
+        dev, dt = embeddings.device, embeddings.dtype
+        s_pos = (q * torch.as_tensor(pos, device=dev, dtype=dt)).sum(dim=1)
+        s_neg = (q * torch.as_tensor(neg, device=dev, dtype=dt)).sum(dim=1)
+        per_row = torch.relu(s_neg - s_pos + self.memory.alpha) * torch.as_tensor(
+            has_neg, device=dev, dtype=dt
+        )
         if self.training if update is None else update:
             self.memory.apply(selection)
         return MemoryOutput(

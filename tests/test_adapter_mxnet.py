@@ -56,7 +56,7 @@ def test_active_one_is_gluon_dense_outputs_and_gradients(data):
             )
         )
     assert layer.weight.grad().stype == "row_sparse"
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

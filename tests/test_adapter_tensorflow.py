@@ -75,7 +75,7 @@ def test_gradient_is_indexed_slices_and_sgd_updates_only_active_rows(data):
     rows = np.broadcast_to(np.arange(8)[:, None], ids.shape)
     np.testing.assert_allclose(out.numpy()[rows, ids], full[rows, ids], rtol=1e-5, atol=1e-6)
     before = layer.kernel.numpy().copy()
-    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, layer.trainable_variables))
+    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, layer.trainable_variables, strict=True))
     changed = set(np.flatnonzero((layer.kernel.numpy() != before).any(1)))
     assert changed == set(ids[ids >= 0].tolist())
 

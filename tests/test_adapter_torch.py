@@ -110,7 +110,7 @@ def test_union_and_gather_give_the_same_values_and_gradients():
         results.append(
             (ids, vals.detach(), x.grad, layer.weight.grad.to_dense(), layer.bias.grad.to_dense())
         )
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b)
 
 

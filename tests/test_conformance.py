@@ -28,7 +28,7 @@ def test_family_conforms_at_odd_sizes(name: str) -> None:
     check_hash_family(name, dim=7, k=3, l=2, seed=5, trials=1024)
 
 
-@pytest.mark.parametrize("name", ["srp", "pstable"])
+@pytest.mark.parametrize("name", ["srp", "pstable", "minhash"])
 def test_collision_check_runs_for_exact_families(name: str) -> None:
     report = check_hash_family(name, k=3)
     assert "collision" in report.passed, str(report)

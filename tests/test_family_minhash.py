@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from lshcore.kernels import numpy_ref
 from scipy.stats import binom
 
 import lshcore
 from lshcore.errors import ConfigError, InputError
 from lshcore.family_minhash import MinHash
+from lshcore.kernels import numpy_ref
 
 BACKENDS = [
     "numpy",

@@ -49,6 +49,56 @@ def test_srp_probes_start_with_the_hash_and_are_distinct() -> None:
     assert all(len(set(row)) == 6 for row in probes.reshape(-1, 6).tolist())
 
 
+def _probes_by_brute_force(proj: np.ndarray, n_probes: int) -> np.ndarray:
+    """Reference multiprobe: all 1- and 2-bit flip sets ranked by summed |projection|."""
+    n, n_tables, k = proj.shape
+    sets = [(i,) for i in range(k)] + [(i, j) for i in range(k) for j in range(i + 1, k)]
+    out = np.empty((n, n_tables, n_probes), dtype=np.int64)
+    for p in range(n):
+        for t in range(n_tables):
+            bits = proj[p, t] >= 0
+            code = int(sum(1 << b for b in range(k) if bits[b]))
+            ranked = sorted(sets, key=lambda s: sum(abs(float(proj[p, t, b])) for b in s))
+            row = [code] + [code ^ sum(1 << b for b in s) for s in ranked]
+            row += [code] * (n_probes - len(row))
+            out[p, t] = row[:n_probes]
+    return out
+
+
+@pytest.mark.parametrize(("k", "n_probes"), [(6, 2), (6, 5), (6, 30), (3, 9), (12, 4), (16, 8)])
+def test_srp_probes_follow_the_least_certain_bits(k: int, n_probes: int) -> None:
+    """probes() ranks flip sets by the summed margins of the flipped bits (checked against
+    an exhaustive enumeration); beyond the k(k+1)/2 sets the exact code repeats."""
+    fam = SRP(10, k, 4, seed=3, backend="numpy")
+    x = RNG.standard_normal((7, 10)).astype(np.float32)
+    proj = (x @ fam.projections).reshape(7, 4, k)
+    want = _probes_by_brute_force(proj, n_probes)
+    for backend in ("numpy", "numba"):
+        got = SRP(10, k, 4, seed=3, backend=backend).probes(x, n_probes)
+        assert got.shape == (7, 4, n_probes) and got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ConfigError, match="n_probes"):
+        fam.probes(x, 0)
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 24, 25, 40, 62])
+def test_pack_bits_any_k_and_layout(k: int) -> None:
+    """_pack_bits puts sub-hash j in bit j on every path (byte packing, float32 dot, the
+    array-generic bit-plane loop used for CuPy, wide k and non-contiguous input)."""
+    from lshcore.family_projection import _pack_bits
+
+    n_tables = 3
+    bits = RNG.random((9, k * n_tables)) < 0.5
+    want = np.zeros((9, n_tables), dtype=np.int64)
+    for j in range(k):
+        want |= bits.reshape(9, n_tables, k)[:, :, j].astype(np.int64) << j
+    assert np.array_equal(_pack_bits(bits, k, n_tables, np), want)
+    wide = np.repeat(bits, 2, axis=0)[::2]  # same values, not C-contiguous
+    assert not wide.flags.c_contiguous
+    assert np.array_equal(_pack_bits(wide, k, n_tables, np), want)
+    assert np.array_equal(_pack_bits(bits.astype(np.int8), k, n_tables, np), want)
+
+
 def test_srp_rejects_unknown_parameters() -> None:
     with pytest.raises(ConfigError, match="srp"):
         lshcore.hash_family("srp", 8, 2, 2, bogus=1)

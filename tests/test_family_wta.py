@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from lshcore.kernels import numpy_ref
 
 import lshcore
 from lshcore.errors import ConfigError, InputError
 from lshcore.family_wta import DWTA, PROBE_ATTEMPTS, WTA, bin_layout
+from lshcore.kernels import numpy_ref
 
 BACKENDS = [
     "numpy",

@@ -469,6 +469,30 @@ def test_save_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["ix.lsh"]
 
 
+def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that dies half-way (disk full, a crash) leaves the previous file whole."""
+    from lshcore import fileformat
+
+    index = LSHIndex(DIM, k=4, l=3)
+    index.add(data(10))
+    path = tmp_path / "ix.lsh"
+    index.save(path)
+    before = path.read_bytes()
+    index.add(data(5, seed=2))
+
+    def savez_then_fail(fh: Any, **arrays: Any) -> None:
+        fh.write(b"PK\x03\x04 partial archive")  # some bytes reach the temporary file
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(fileformat.np, "savez", savez_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        index.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # not truncated, not half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["ix.lsh"]  # no temporary left behind
+    assert len(LSHIndex.load(path)) == 10
+
+
 # -- backends -----------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", ["fifo", "reservoir", "unbounded"])
 def test_numba_index_matches_numpy(policy: str) -> None:

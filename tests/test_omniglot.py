@@ -71,6 +71,23 @@ def _make_data(root: Path, chars_per_alphabet: int = 12, drawings: int = 6, runs
     return root
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_only(monkeypatch):
+    """Set only torch's threads (restored afterwards): switching numba's threading layer,
+    as the command does in its own process, would leak into the rest of the test session."""
+    import torch
+
+    before = torch.get_num_threads()
+
+    def configure(torch_threads: int = 1, numba_threads: int = 1) -> dict:
+        torch.set_num_threads(torch_threads)
+        return {"torch": torch_threads, "numba": None}
+
+    monkeypatch.setattr(og, "configure_threads", configure)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return _make_data(tmp_path_factory.mktemp("omniglot"))
@@ -138,17 +155,22 @@ def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert "official 20-way 1-shot" in result.output
 
 
-def test_training_lowers_the_loss_and_lsh_runs(data_dir: Path) -> None:
-    og.configure_threads(1)
+def test_training_lowers_the_loss_then_lsh_and_exact_agree(data_dir: Path) -> None:
+    og.configure_threads(1)  # the fixture's stand-in: torch threads only
     bg = og.load_background(data_dir)
     train, held = og.split_alphabets(bg)
-    cfg = og.OmniglotConfig(steps=12, index="lsh", episodes=2, length=3, memory_size=64, k=16,
+    cfg = og.OmniglotConfig(steps=12, index="exact", episodes=2, length=3, memory_size=64, k=16,
                             lr=3e-3, progress=False, eval_episodes=10)  # fmt: skip
     net, losses = og.train(cfg, bg, train)
     assert len(losses) == 12 and np.mean(losses[-4:]) < np.mean(losses[:4])
     emb = og._embed(net, bg.images)
     acc = og.evaluate_episodes(cfg, emb, bg.char, held, way=5, shot=1)
     assert acc > 0.3  # chance is 0.2; these synthetic characters are easy
+    # the same evaluation through the LSH index (small memories: it finds the same slots)
+    lsh_cfg = og.OmniglotConfig(index="lsh", memory_size=64, k=16, eval_episodes=10)
+    assert og.evaluate_episodes(lsh_cfg, emb, bg.char, held, way=5, shot=1) == pytest.approx(
+        acc, abs=0.02
+    )
 
 
 @pytest.mark.skipif(not (REAL / og.RUNS_ZIP).is_file(), reason="real Omniglot data not present")

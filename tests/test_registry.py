@@ -77,6 +77,21 @@ def test_builtins_come_through_the_hooks():
     assert lshcore.families() == [] and lshcore.backends() == []
 
 
+def test_every_builtin_is_registered():
+    # the list, spelled out: a built-in that failed to import must not just vanish
+    assert lshcore.families() == [
+        "crosspolytope",
+        "dwta",
+        "minhash",
+        "pstable",
+        "sparse_srp",
+        "srp",
+        "wta",
+    ]
+    assert lshcore.transforms() == ["sign_alsh", "simple_lsh"]
+    assert {"numpy", "numba", "cupy"} == set(lshcore.backends(usable_only=False))
+
+
 def test_transforms_and_backends_listed():
     assert catalog.transforms() == sorted(cls.name for cls in catalog.BUILTIN_TRANSFORMS)
     assert registry.registrations("transform").keys() == set(catalog.transforms())

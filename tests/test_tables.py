@@ -217,6 +217,11 @@ def test_range_reduction() -> None:
     assert as_sets(t.query(codes[:1]))[0][0] == 1
     with pytest.raises(ConfigError, match="power of two"):
         LSHTables(1, 2**20, table_size=1000)
+    # a single bucket per table: every code maps to bucket 0 (no shift by 64 bits)
+    assert (reduce_codes(codes[:50], 2**62, 1) == 0).all()
+    one = LSHTables(2, 64, bucket_size=4, table_size=1, backend="numpy")
+    one.insert([0, 1], [[5, 7], [9, 63]])
+    assert as_sets(one.query([[1, 2]])) == [{0: 2, 1: 2}]
 
 
 def test_memory_formula() -> None:
