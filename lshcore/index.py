@@ -723,6 +723,10 @@ class LSHIndex:
             index._identity = bool(np.all((row_ids == np.arange(n_rows)) | (row_ids < 0)))
             state = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("tables/")}
             index.tables.load_state(state, n_rows)
+            held = [v[v >= 0].ravel() for k, v in state.items() if k in ("slots", "entry_ids")]
+            held_rows = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
+            if held_rows.size and (row_ids[held_rows] < 0).any():
+                raise FileFormatError(f"{path}: the tables hold rows that are not in the index")
             counters = meta.get("counters", {})
             index.hash_mults = int(counters.get("hash_mults", 0))
             index.rerank_mults = int(counters.get("rerank_mults", 0))

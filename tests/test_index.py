@@ -433,6 +433,13 @@ def test_load_rejects_damaged_files(tmp_path: Path) -> None:
     save_arrays(
         bad_meta, "lsh-index", 1, {**meta, "config": {**meta["config"], "policy": "lru"}}, arrays
     )
+    freed = tmp_path / "freed.lsh"  # a table entry pointing at a removed id's row
+    index.remove([7])
+    index.save(freed)
+    fmeta, farrays, _ = load_arrays(freed, "lsh-index", 1)
+    fslots = farrays["tables/slots"].copy()
+    fslots[fslots == 8] = 7  # row 7 is free now; counts and ranges stay consistent
+    save_arrays(freed, "lsh-index", 1, fmeta, {**farrays, "tables/slots": fslots})
     other_family = tmp_path / "family.lsh"
     fam = json.loads(json.dumps(meta["family_config"]))
     fam["seed"] = 99
@@ -449,6 +456,7 @@ def test_load_rejects_damaged_files(tmp_path: Path) -> None:
         bad_ids,
         missing,
         bad_meta,
+        freed,
         other_family,
     ):
         with pytest.raises(FileFormatError):

@@ -167,7 +167,7 @@ def test_training_lowers_the_loss_then_lsh_and_exact_agree(data_dir: Path) -> No
     acc = og.evaluate_episodes(cfg, emb, bg.char, held, way=5, shot=1)
     assert acc > 0.3  # chance is 0.2; these synthetic characters are easy
     # the same evaluation through the LSH index (small memories: it finds the same slots)
-    lsh_cfg = og.OmniglotConfig(index="lsh", memory_size=64, k=16, eval_episodes=10)
+    lsh_cfg = og.OmniglotConfig(index="lsh", memory_size=64, k=16, eval_episodes=10, episodes=2)
     assert og.evaluate_episodes(lsh_cfg, emb, bg.char, held, way=5, shot=1) == pytest.approx(
         acc, abs=0.02
     )

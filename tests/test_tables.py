@@ -52,13 +52,16 @@ def test_id_zero_is_not_empty(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
-def test_reservoir_is_uniform(backend: str) -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_reservoir_is_uniform(backend: str, batched: bool) -> None:
     # every table is an independent reservoir over the same 20 arrivals (capacity 5): a
     # true reservoir keeps each arrival with probability 5/20; SLIDE's 1/n rule would
     # keep the late arrivals far less often
     n_tables, n, cap = 2000, 20, 5
     t = LSHTables(n_tables, 1, bucket_size=cap, policy="reservoir", seed=3, backend=backend)
-    for i in range(n):  # one arrival per call, as in a stream
+    if batched:  # all arrivals in one call: the vectorized path ranks them within a bucket
+        t.insert(np.arange(n), np.zeros((n, n_tables), dtype=np.int64))
+    for i in range(n if not batched else 0):  # one arrival per call, as in a stream
         t.insert([i], np.zeros((1, n_tables), dtype=np.int64))
     held = t.slots[:, 0, :]
     freq = np.array([(held == i).any(axis=1).mean() for i in range(n)])
