@@ -109,7 +109,7 @@ def mnist(args: argparse.Namespace) -> None:
         "",
         f"`{command}` — {args.train} training images, full 10,000 test set, one hidden layer of "
         f"{args.hidden} ReLU, dense 10-way output, Adam lr 1e-3, batch 128, {args.epochs} epochs, "
-        f"SRP k={args.k} l={args.l}, transform {args.transform}, {THREADS} threads, date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"SRP k={args.k} l={args.l}, transform {args.transform}, {THREADS} thread(s), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| framework | layer | policy | active | test accuracy | gap to dense (points) | samples/s |",
         "|---|---|---|---|---|---|---|",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +147,16 @@ def test_same_active_sets_outputs_and_gradients(framework, problem, reference):
     # the gradient touches exactly the active rows
     touched = np.flatnonzero(np.abs(gw).sum(1) > 0)
     assert set(touched) <= set(ref_ids[ref_ids >= 0].tolist())
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters.md"
+DOC_BLOCKS = re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.S | re.M)
+
+
+@pytest.mark.parametrize(("index", "module"), [(0, "torch"), (1, "tensorflow"), (2, "mxnet")])
+def test_docs_blocks_run_as_pasted(index, module, tmp_path, monkeypatch):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    assert f"lshcore.adapters.{module}" in DOC_BLOCKS[index]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(DOC_BLOCKS[index], f"docs/adapters.md block {index + 1}", "exec"), {})

@@ -1,4 +1,4 @@
-"""The ```python blocks of the core docs run as pasted.
+"""The ```python blocks of the core docs (and README's quick start) run as pasted.
 
 Each file's blocks run in order in one namespace (a doc reads as one session), in a
 temporary working directory; any ``test_*`` function a block defines is called too (the
@@ -20,6 +20,7 @@ from lshcore import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [
+    "README.md",
     "docs/families.md",
     "docs/families_comparison.md",
     "docs/index.md",

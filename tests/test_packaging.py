@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,43 @@ def test_example_plugin_found_through_its_entry_point(example_installed: Path):
 
 def test_example_plugin_absent_when_autoload_disabled(example_installed: Path):
     assert run_with_plugin(example_installed, autoload_off=True) == {"present": False}
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_extras_pins_and_make_targets() -> None:
+    """The extras, the pinned set CI uses, and the two README commands as the issue sets them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert {"torch", "tensorflow", "mxnet", "gpu", "all", "test", "bench"} <= set(extras)
+    assert project["scripts"]["lshcore"] == "lshcore.cli:main"
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[_normalized(name)] = version
+    assert {
+        "numpy": "1.26.4",
+        "torch": "2.13.0",
+        "tensorflow-cpu": "2.21.0",
+        "mxnet": "1.9.1",
+        "numba": "0.68.1",
+        "cupy-cuda12x": "13.6.0",
+    }.items() <= pins.items()
+    for dep in project["dependencies"]:  # every runtime dependency is pinned too
+        name = _normalized(dep.split(">")[0].split("=")[0].split("<")[0].strip())
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt" in makefile
+    for target in ("venv", "demo", "test"):  # each creates the venv first when missing
+        rule = next(ln for ln in makefile.splitlines() if ln.startswith(f"{target}:"))
+        assert "$(STAMP)" in rule, rule
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
