@@ -102,14 +102,22 @@ def main() -> None:
             f"- 1-minute load average after each repetition: {', '.join(f'{v:.1f}' for v in wall.get('loadavg_1min_after_each_rep', []))}",
             "",
         ]
-    hog = _load("hogwild")
-    if hog:
+    titled = False
+    for name in ("hogwild", "hogwild_env1", "hogwild_omp2"):
+        hog = _load(name)
+        if not hog:
+            continue
+        if not titled:
+            out += [
+                "## Hogwild: 2 worker threads vs 1 (target >= 1.7x samples/s, accuracy within 0.5 point)",
+                "",
+            ]
+            titled = True
         sps = hog["median_samples_per_second"]
         acc_ = hog["median_accuracy"]
         out += [
-            "## Hogwild: 2 worker threads vs 1 (target >= 1.7x samples/s, accuracy within 0.5 point)",
-            "",
-            f"Command: `{hog['command']}` (interleaved 1, 2, 1, 2 ...; medians)",
+            f"Command: `{hog['command']}` (interleaved 1, 2, 1, 2; medians; BLAS threads "
+            f"{hog['threads'].get('OMP_NUM_THREADS')} in the environment)",
             "",
             "| workers | samples/s (runs) | test accuracy (runs) |",
             "|---|---|---|",
@@ -121,7 +129,8 @@ def main() -> None:
             out.append(f"| {w} | {sps[w]:.0f} ({speeds}) | {_pct(acc_[w])} ({accs}) |")
         out += [
             "",
-            f"- speed-up 2/1: **{hog['speedup_2_over_1']:.2f}x**; accuracy change {-hog['accuracy_drop_points']:+.2f} points",
+            f"- speed-up 2/1: **{hog['speedup_2_over_1']:.2f}x**; accuracy change "
+            f"{-hog['accuracy_drop_points']:+.2f} points",
             "",
         ]
     sched = _load("schedules")

@@ -38,6 +38,11 @@ _LAZY = {
     "IndexParams": "lshcore.index",
     "LSHTables": "lshcore.tables",
     "load_dataset": "lshcore.datasets",
+    "ActiveSelector": "lshcore.selector",
+    "HashedLayer": "lshcore.layer",
+    "DenseLayer": "lshcore.layer",
+    "Model": "lshcore.model",
+    "Trainer": "lshcore.engine",
 }
 
 
