@@ -162,6 +162,11 @@ class LSHDense(gluon.Block):
         spec = self._index.spec
         weight = self.weight.data(x.context)
         bias = None if self.bias is None else self.bias.data(x.context)
+        if x.dtype != weight.dtype:
+            raise InputError(
+                f"LSHDense: x has dtype {np.dtype(x.dtype).name} but the weight has "
+                f"{np.dtype(weight.dtype).name}; cast x with x.astype(...)"
+            )
         recording = autograd.is_recording()
         dense = spec.dense or (not training and spec.inference == "dense")
         if dense and not recording:  # no gradient to keep row-sparse: Dense's own op

@@ -190,6 +190,21 @@ class LSHLinear(nn.Module):
         self.reset_parameters()
         self.register_load_state_dict_post_hook(_mark_reloaded)
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> LSHLinear:
+        """A hashed copy of ``linear`` (same weights, device and dtype); ``kwargs`` as in
+        the constructor (``active``, ``family``, ...)."""
+        layer = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            device=linear.weight.device, dtype=linear.weight.dtype, **kwargs,
+        )  # fmt: skip
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None and layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer._seen_versions = None  # build the index over the copied weights
+        return layer
+
     # -- parameters and index ---------------------------------------------------------
     def reset_parameters(self) -> None:
         """``nn.Linear``'s initialization, drawn from the global torch RNG."""

@@ -116,6 +116,8 @@ def test_bad_inputs_raise_clear_errors(data):
         layer(nd.zeros((2, 11)))
     with pytest.raises(InputError, match="floating"):
         layer(nd.zeros((2, 12), dtype="int32"))
+    with pytest.raises(InputError, match="float64"):
+        layer(nd.zeros((2, 12), dtype="float64"))
     with pytest.raises(InputError, match="out of range"):
         with autograd.record():
             layer(x, nd.array(np.full(8, 60)))

@@ -52,6 +52,18 @@ def test_active_one_is_nn_linear_outputs_and_gradients():
         torch.testing.assert_close(bg, ref.bias.grad)
 
 
+def test_from_linear_copies_weights_and_hashes_them():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(12, 60)
+    layer = LSHLinear.from_linear(linear, active=0.1, k=4, l=8, policy="exact")
+    x = torch.randn(3, 12)
+    ids, vals = layer(x, return_active=True)
+    full = linear(x).detach()
+    torch.testing.assert_close(vals.detach(), full.gather(1, ids))
+    expect = torch.sort(full.topk(6, 1).indices, 1).values
+    assert torch.equal(ids, expect)  # exact policy: the true top 10%
+
+
 @pytest.mark.parametrize("fn", ["union", "gather"])
 def test_gradcheck_float64(fn):
     gen = torch.Generator().manual_seed(0)
