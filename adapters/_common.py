@@ -34,6 +34,7 @@ __all__ = [
     "gpu_backend_reason",
     "load_digits_split",
     "load_example_data",
+    "mult_summary",
     "union_arrays",
 ]
 
@@ -172,6 +173,8 @@ class IndexFollower:
         self.selector: Any = None
         self._touched = np.zeros(spec.n_out, dtype=bool)
         self._fitted = False
+        #: multiplications of the training calls so far (see :meth:`select`)
+        self.mults = {"selection": 0, "active": 0, "dense": 0, "dense_full": 0}
 
     # -- selector life cycle ---------------------------------------------------------
     def _make_selector(self) -> Any:
@@ -283,7 +286,46 @@ class IndexFollower:
             raise LSHError("the index is not built: call fit(weight, bias) first")
         xs = as_batch(x, self.spec.n_in, "x")
         active = self.selector.select(xs, labels=labels, training=training)
-        return union_arrays(_padded_ids(active, x.shape[0]))
+        ids = _padded_ids(active, x.shape[0])
+        if training:
+            self._count(xs, ids, int(getattr(active, "hash_mults", 0)))
+        return union_arrays(ids)
+
+    def _count(self, x: np.ndarray, ids: np.ndarray, selection: int) -> None:
+        """Add one training batch to :attr:`mults`, counted over the input's non-zeros as
+        the core layer counts them: ``selection`` (hashing the queries, plus the exact
+        products of ``rerank``/``exact``), ``active`` (the active outputs' products:
+        sum over inputs of active count x non-zeros), ``dense`` (what the dense layer
+        multiplies for the same batch: non-zeros x n_out) and ``dense_full`` (batch x
+        n_in x n_out, the core benchmarks' dense count). The framework may compute more
+        than ``active`` (one GEMM over the union of the batch's active rows)."""
+        nnz = np.count_nonzero(x, axis=1)
+        self.mults["selection"] += selection
+        self.mults["active"] += int(((ids >= 0).sum(axis=1) * nnz).sum())
+        self.mults["dense"] += int(nnz.sum()) * self.spec.n_out
+        self.mults["dense_full"] += x.shape[0] * self.spec.n_in * self.spec.n_out
+
+
+def mult_summary(followers: list[IndexFollower]) -> dict[str, Any]:
+    """The training multiplications of some hashed layers, summed, and their share of the
+    dense layers': ``forward_share`` = (selection + active) / dense and ``train_share`` =
+    (selection + rehash + 2 active) / (2 dense) (forward and weight gradient; the input gradient
+    of a first layer is not needed by either), all over the inputs' non-zeros;
+    ``train_share_of_dense_full`` the same against batch x n_in x n_out."""
+    keys = ("selection", "active", "dense", "dense_full")
+    tot = {key: sum(f.mults[key] for f in followers) for key in keys}
+    tot["rehash"] = sum(
+        int(getattr(f.selector, "rehash_mults", 0)) for f in followers if f.selector is not None
+    )
+    dense = max(tot["dense"], 1)
+    hashed = tot["selection"] + tot["rehash"] + 2 * tot["active"]
+    return {
+        "mults": tot,
+        "train_share_of_dense_full": hashed / (2 * max(tot["dense_full"], 1)),
+        "forward_share": (tot["selection"] + tot["active"]) / dense,
+        "train_share": hashed / (2 * dense),
+        "selection_share": tot["selection"] / dense,
+    }
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

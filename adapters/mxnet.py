@@ -24,7 +24,7 @@ if "bool" not in np.__dict__:  # mxnet 1.9.1 uses np.bool (numpy 2 has it again)
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
-from lshcore.adapters._common import IndexFollower, LayerSpec, check_labels  # noqa: E402
+from lshcore.adapters._common import IndexFollower, LayerSpec, check_labels, mult_summary  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
 from lshcore.validation import check_int  # noqa: E402
 
@@ -232,6 +232,7 @@ def train_mlp(
     seed: int = 0,
     progress: bool = True,
     transform: str | None = "simple_lsh",
+    selector_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a Gluon MLP whose hidden layers are ``LSHDense`` (``nn.Dense`` when ``active=1.0``).
 
@@ -247,12 +248,13 @@ def train_mlp(
     n_classes = int(max(y_train.max(), np.max(y_test))) + 1
     net = gluon.nn.Sequential()
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    hashed: list[LSHDense] = []
     with net.name_scope():
         for i, h in enumerate(sizes):
             if active >= 1.0:
                 net.add(gluon.nn.Dense(h, activation="relu", flatten=False))
             else:
-                net.add(
+                hashed.append(
                     LSHDense(
                         h,
                         active=active,
@@ -263,8 +265,10 @@ def train_mlp(
                         transform=transform,
                         seed=seed + i,
                         activation="relu",
+                        selector_params=selector_params,
                     )
                 )
+                net.add(hashed[-1])
         net.add(gluon.nn.Dense(n_classes, flatten=False))
     net.initialize(mx.init.Xavier())
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr})
@@ -290,10 +294,12 @@ def train_mlp(
             bar.update(1)
     nd.waitall()
     train_seconds = time.perf_counter() - start
+    counts = mult_summary([layer._index for layer in hashed if layer._index is not None])
     bar.close()
     pred = net(nd.array(np.ascontiguousarray(x_test, dtype=np.float32))).argmax(axis=1).asnumpy()
     return {
         "accuracy": float((pred == np.asarray(y_test)).mean()),
         "train_seconds": train_seconds,
         "samples_per_second": epochs * n / train_seconds,
+        **(counts if hashed else {}),
     }

@@ -30,6 +30,7 @@ from lshcore.adapters._common import (  # noqa: E402
     IndexFollower,
     LayerSpec,
     check_labels,
+    mult_summary,
 )
 from lshcore.errors import InputError  # noqa: E402
 from lshcore.validation import check_int  # noqa: E402
@@ -296,6 +297,7 @@ def train_mlp(
     seed: int = 0,
     progress: bool = True,
     transform: str | None = "simple_lsh",
+    selector_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a Keras MLP whose hidden layers are ``LSHDense`` (``Dense`` when ``active=1.0``).
 
@@ -307,6 +309,7 @@ def train_mlp(
     n_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
     layers: list[Any] = [keras.Input(shape=(x_train.shape[1],))]
+    hashed: list[LSHDense] = []
     for i, h in enumerate(sizes):
         if active >= 1.0:
             layers.append(keras.layers.Dense(h, activation="relu"))
@@ -322,8 +325,10 @@ def train_mlp(
                     transform=transform,
                     seed=seed + i,
                     activation="relu",
+                    selector_params=selector_params,
                 )
             )
+            hashed.append(layers[-1])
     layers.append(keras.layers.Dense(n_classes))
     model = keras.Sequential(layers)
     model.compile(
@@ -341,6 +346,7 @@ def train_mlp(
         shuffle=True,
     )
     train_seconds = time.perf_counter() - start
+    counts = mult_summary([layer._index for layer in hashed if layer._index is not None])
     logits = model.predict(
         np.ascontiguousarray(x_test, dtype=np.float32), batch_size=1024, verbose=0
     )
@@ -348,4 +354,5 @@ def train_mlp(
         "accuracy": float((logits.argmax(1) == np.asarray(y_test)).mean()),
         "train_seconds": train_seconds,
         "samples_per_second": epochs * len(x_train) / train_seconds,
+        **(counts if hashed else {}),
     }

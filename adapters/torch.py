@@ -30,6 +30,7 @@ from lshcore.adapters._common import (
     check_labels,
     dense_arrays,
     gpu_backend_reason,
+    mult_summary,
 )
 from lshcore.errors import ConfigError, InputError
 from lshcore.validation import check_choice, check_int
@@ -455,6 +456,7 @@ def train_mlp(
     progress: bool = True,
     sparse_grad: bool = False,
     transform: str | None = "simple_lsh",
+    selector_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train an MLP whose hidden layers are ``LSHLinear`` (``nn.Linear`` when ``active=1.0``).
 
@@ -487,6 +489,7 @@ def train_mlp(
                 transform=transform,
                 sparse_grad=sparse_grad,
                 seed=seed + i,
+                **dict(selector_params or {}),
             )
             hashed.append(layer)
             layers.append(layer)
@@ -521,6 +524,7 @@ def train_mlp(
             bar.update(1)
     train_seconds = time.perf_counter() - start
     bar.close()
+    counts = mult_summary([layer._index for layer in hashed])
     model.eval()
     with torch.no_grad():
         pred = (
@@ -532,4 +536,5 @@ def train_mlp(
         "accuracy": float((pred == np.asarray(y_test)).mean()),
         "train_seconds": train_seconds,
         "samples_per_second": epochs * n / train_seconds,
+        **(counts if hashed else {}),
     }

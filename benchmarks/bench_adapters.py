@@ -62,6 +62,18 @@ def _load_mnist(n_train: int):
 
 
 # -- mnist ------------------------------------------------------------------------------
+def _selector_params(args: argparse.Namespace) -> dict:
+    """``--rerank`` and ``--param key=value`` (numbers parsed) for ``ActiveSelector``."""
+    params: dict = {"rerank": args.rerank}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
 def mnist_worker(args: argparse.Namespace) -> None:
     import importlib
 
@@ -75,6 +87,7 @@ def mnist_worker(args: argparse.Namespace) -> None:
             xtr, ytr, xte, yte, hidden=args.hidden, active=active, family="srp", k=args.k, l=args.l,
             policy=policy if policy != "dense" else "topk", epochs=args.epochs, batch_size=128,
             lr=1e-3, seed=0, progress=False, transform=None if args.transform == "none" else args.transform,
+            selector_params=_selector_params(args) if policy != "dense" else None,
         )  # fmt: skip
         rows.append(
             {
@@ -95,7 +108,8 @@ def mnist(args: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "_mnist_worker", "--framework", fw, "--train", str(args.train),
                "--epochs", str(args.epochs), "--hidden", str(args.hidden), "--active", str(args.active),
                "--k", str(args.k), "--l", str(args.l), "--policies", args.policies,
-               "--transform", args.transform, "--threads", str(args.threads)]  # fmt: skip
+               "--transform", args.transform, "--threads", str(args.threads),
+               "--rerank", str(args.rerank)] + [a for p in args.param for a in ("--param", p)]  # fmt: skip
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -104,24 +118,39 @@ def mnist(args: argparse.Namespace) -> None:
         rows += json.loads(line[-1][7:])
         print(f"{fw} done", flush=True)
     command = "python benchmarks/bench_adapters.py " + " ".join(sys.argv[1:])
+    extra = ", ".join(f"{k}={v}" for k, v in _selector_params(args).items())
     lines = [
         "## MNIST: hashed hidden layer vs the framework's dense layer",
         "",
         f"`{command}` — {args.train} training images, full 10,000 test set, one hidden layer of "
         f"{args.hidden} ReLU, dense 10-way output, Adam lr 1e-3, batch 128, {args.epochs} epochs, "
-        f"SRP k={args.k} l={args.l}, transform {args.transform}, {THREADS} thread(s), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"SRP k={args.k} l={args.l}, transform {args.transform}, selector {extra}, {THREADS} thread(s), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| framework | layer | policy | active | test accuracy | gap to dense (points) | samples/s |",
-        "|---|---|---|---|---|---|---|",
+        "| framework | layer | policy | active | test accuracy | gap to dense (points) "
+        "| training mults / dense (selection) | samples/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dense = next(d for d in rows if d["framework"] == r["framework"] and d["policy"] == "dense")
         gap = 100 * (r["accuracy"] - dense["accuracy"])
         layer = "dense" if r["policy"] == "dense" else "hashed"
+        share = "100%"
+        if "train_share" in r:
+            share = f"{100 * r['train_share']:.1f}% ({100 * r['selection_share']:.1f}%)"
         lines.append(
             f"| {r['framework']} | {layer} | {r['policy']} | {r['active']} | {100 * r['accuracy']:.2f}% | "
-            f"{gap:+.2f} | {r['samples_per_second']:.0f} |"
+            f"{gap:+.2f} | {share} | {r['samples_per_second']:.0f} |"
         )
+    lines += [
+        "",
+        "Training mults / dense: the hidden layer's multiplications in training (selection: "
+        "hashing the batch plus rerank's exact candidate products; rehashing the rows; the "
+        "active outputs' forward and weight-gradient products) over the dense layer's "
+        "(forward and weight gradient), "
+        "both counted over the input's non-zeros, as the core layer counts them. The "
+        "frameworks compute one GEMM over the union of a batch's active rows, so their "
+        "actual work is larger than this count.",
+    ]
     _write(f"adapters_mnist{args.tag}", rows, lines)
 
 
@@ -283,6 +312,10 @@ def main() -> None:
         p.add_argument("--transform", default="simple_lsh", help="MIPS transform, or none")
         p.add_argument("--threads", type=int, default=THREADS)
         p.add_argument("--tag", default="", help="suffix of the result files")
+        p.add_argument("--rerank", type=float, default=4.0, help="candidates of rerank, in m")
+        p.add_argument(
+            "--param", action="append", default=[], help="key=value for ActiveSelector (repeat)"
+        )
     p = sub.add_parser("steps")
     p.add_argument("--frameworks", default="torch,tensorflow")
     p.add_argument("--sizes", default="10000,100000,500000")

@@ -103,7 +103,7 @@ def main() -> None:
             "",
         ]
     titled = False
-    for name in ("hogwild", "hogwild_env1", "hogwild_omp2"):
+    for name in ("hogwild", "hogwild_omp2"):
         hog = _load(name)
         if not hog:
             continue
@@ -115,6 +115,8 @@ def main() -> None:
             titled = True
         sps = hog["median_samples_per_second"]
         acc_ = hog["median_accuracy"]
+        if name == "hogwild_omp2":
+            out += ["Before the engine fixes (lazy buffer pages, BLAS threads per worker):", ""]
         out += [
             f"Command: `{hog['command']}` (interleaved 1, 2, 1, 2; medians; BLAS threads "
             f"{hog['threads'].get('OMP_NUM_THREADS')} in the environment)",

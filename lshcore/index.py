@@ -486,7 +486,13 @@ class LSHIndex:
         return Candidates(xp.asarray(indptr), xp.asarray(ids[order]), xp.asarray(counts[order]))
 
     def search(
-        self, q: Any, k: int, *, n_probes: int | None = None, vectors: Any = None
+        self,
+        q: Any,
+        k: int,
+        *,
+        n_probes: int | None = None,
+        vectors: Any = None,
+        norms: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best candidates of each query by exact score: ``(scores, ids)``, shape (m, k).
 
@@ -494,7 +500,11 @@ class LSHIndex:
         the Euclidean distance for ``l2`` families, Jaccard (of the non-zero supports)
         for ``jaccard`` families. Best first; ids padded with -1 and scores with -inf
         when a query has fewer than ``k`` candidates. With ``store=False`` pass
-        ``vectors`` (N, dim), row i holding the vector of id i.
+        ``vectors`` (N, dim), row i holding the vector of id i, and optionally their
+        ``norms`` (N,) (Euclidean norms; squared norms for ``l2`` families), which
+        spares recomputing them on every call (e.g. all ones for unit vectors). A
+        float32 C-contiguous ``vectors`` with ``norms`` given is used as is (no copy,
+        no O(N) scan): only its shape and dtype are checked.
         """
         k = check_int(k, "k", low=1, high=1 << 20)
         q = as_batch(q, self.dim, "q")
@@ -504,6 +514,10 @@ class LSHIndex:
             else check_int(n_probes, "n_probes", low=1, high=1 << 12)
         )
         if self.store:
+            if vectors is not None or norms is not None:
+                raise ConfigError(
+                    "search(): this index stores its vectors (store=True); do not pass vectors= or norms="
+                )
             base, norms = self._vectors, self._norms
             assert base is not None and norms is not None
         else:
@@ -511,12 +525,7 @@ class LSHIndex:
                 raise ConfigError(
                     "search(): this index keeps no vectors (store=False); pass vectors="
                 )
-            base = np.ascontiguousarray(as_batch(vectors, self.dim, "vectors"))
-            if self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
-                raise InputError(
-                    f"vectors: has {base.shape[0]} rows but the index holds id {int(self._row_ids.max())}"
-                )
-            norms = self._norms_of(base)
+            base, norms = self._external_vectors(vectors, norms)
         if probes > 1 and not _supports_probes(self.family):
             raise ConfigError(
                 f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
@@ -552,6 +561,40 @@ class LSHIndex:
         else:
             ids = got
         return scores, ids
+
+    def _external_vectors(self, vectors: Any, norms: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``vectors`` (N, dim) and ``norms`` (N,) of a store=False index."""
+        fast = (
+            norms is not None
+            and isinstance(vectors, np.ndarray)
+            and vectors.dtype == np.float32
+            and vectors.flags.c_contiguous
+        )
+        if fast:
+            if vectors.ndim != 2 or vectors.shape[1] != self.dim or vectors.shape[0] == 0:
+                raise InputError(
+                    f"vectors: expected shape (n, {self.dim}), got {tuple(vectors.shape)}"
+                )
+            base = vectors
+        else:
+            base = np.ascontiguousarray(as_batch(vectors, self.dim, "vectors"))
+        if self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
+            raise InputError(
+                f"vectors: has {base.shape[0]} rows but the index holds id {int(self._row_ids.max())}"
+            )
+        if norms is None:
+            return base, self._norms_of(base)
+        arr = np.asarray(norms)
+        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+            raise InputError(f"norms: expected a real-valued array, got dtype {arr.dtype}")
+        if arr.shape != (base.shape[0],):
+            raise InputError(
+                f"norms: expected shape ({base.shape[0]},) (one per row of vectors), got {arr.shape}"
+            )
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not bool(np.isfinite(arr).all()) or (arr.size and float(arr.min()) < 0):
+            raise InputError("norms: must be finite and non-negative")
+        return base, arr
 
     def _on_device(self, base: Any, norms: Any) -> tuple[Any, Any]:
         """Vectors and norms as arrays of the backend (a GPU copy of the stored vectors is

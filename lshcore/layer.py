@@ -120,14 +120,22 @@ class _Layer:
             self.states_b = [np.zeros_like(self.bias) for _ in range(opt.n_states)]
 
     def new_workspace(self) -> Workspace:
+        """Buffers for one worker, their pages touched now: first-touch page faults in
+        the timed loop serialize Hogwild threads on the kernel's memory-map lock."""
         size = self.n_out * self.n_in
+
+        def zeros(n: int, dtype: Any) -> np.ndarray:
+            arr = np.empty(n, dtype)
+            arr.fill(0)
+            return arr
+
         return Workspace(
-            grad_w=np.zeros(size, np.float32),
-            grad_b=np.zeros(self.n_out, np.float32),
-            mark_w=np.zeros(size, np.uint8),
-            mark_b=np.zeros(self.n_out, np.uint8),
-            touched_w=np.zeros(size, np.int64),
-            touched_b=np.zeros(self.n_out, np.int64),
+            grad_w=zeros(size, np.float32),
+            grad_b=zeros(self.n_out, np.float32),
+            mark_w=zeros(size, np.uint8),
+            mark_b=zeros(self.n_out, np.uint8),
+            touched_w=zeros(size, np.int64),
+            touched_b=zeros(self.n_out, np.int64),
         )
 
     def _activate(self, z: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ Two layouts, chosen by ``policy``:
   seeded). Memory: ``L * table_size * (4 * bucket_size + 16)`` bytes.
 * ``unbounded``: a sorted run of ``(bucket key, id)`` entries over all tables (with the
   start of every bucket when ``L * table_size <= 2**24``), plus a small sorted run of
-  recent inserts that is merged in once it exceeds 1/8 of the main run; removal marks
+  recent inserts that is merged in once it exceeds ``16 * sqrt(main run)`` entries (so an
+  insert costs O(L * sqrt(n_items)) moves, amortized, not O(L * n_items)); removal marks
   entries (tombstones). Buckets grow without limit, so every inserted id stays findable.
   Memory: ``12 * L * n_items`` bytes + ``8 * L * table_size`` for the bucket starts
   (plus a transient copy while merging).
@@ -22,6 +23,7 @@ of two); otherwise ``bucket = code`` and ``table_size = num_buckets``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +51,12 @@ UNBOUNDED_TABLE_SIZE = 1 << 30
 #: l * table_size is at most this; above it, buckets are found by binary search
 OFFSETS_LIMIT = 1 << 24
 #: the unbounded layout's pending run is merged into the main run once it holds more
-#: than max(PENDING_MIN, main / PENDING_FRACTION) entries
+#: than max(PENDING_MIN, PENDING_SQRT * sqrt(main)) entries: an insert of n entries
+#: rewrites the pending run (O(PENDING_SQRT * sqrt(main))) and pays an amortized
+#: O(n * sqrt(main) / PENDING_SQRT) share of the merges, instead of O(main / 8) per
+#: insert with a pending run proportional to the main one
 PENDING_MIN = 1 << 14
-PENDING_FRACTION = 8
+PENDING_SQRT = 16
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,11 @@ def reduce_codes(codes: Any, num_buckets: int, table_size: int) -> Any:
     with np.errstate(over="ignore"):
         h = codes.astype(np.uint64) * xp.uint64(_GOLDEN)
     return (h >> xp.uint64(64 - bits)).astype(np.int64)
+
+
+def pending_limit(main: int) -> int:
+    """Entries the unbounded layout's pending run may hold beside a main run of ``main``."""
+    return max(PENDING_MIN, PENDING_SQRT * math.isqrt(max(int(main), 0)))
 
 
 def _xp_of(a: Any) -> Any:
@@ -296,9 +306,7 @@ class LSHTables:
                 self.pending_keys, self.pending_ids, gk, gi
             )
             self.pending_dead = 0
-            if self.pending_keys.shape[0] > max(
-                PENDING_MIN, self.keys.shape[0] // PENDING_FRACTION
-            ):
+            if self.pending_keys.shape[0] > pending_limit(int(self.keys.shape[0])):
                 self.compact()
         self._id_bound = max(self._id_bound, int(ids.max()) + 1)
 

@@ -44,7 +44,9 @@ FILE_VERSION = 1
 _MAX_LABEL = 2**62
 # float32 elements held at once by a search chunk (queries x keys, or candidates x key_dim)
 _CHUNK_ELEMENTS = 1 << 23
-_METRIC_IP = 0  # lshcore.kernels rerank_topk: score = inner product
+# oldest-slot choice: windows of more candidates than this draw only the noise that can
+# win (order statistics per age group) instead of one draw per candidate
+_SAMPLE_ABOVE = 4096
 
 
 class QueryResult(NamedTuple):
@@ -271,13 +273,9 @@ class _IndexSearch:
         b = q.shape[0]
         if mem._filled == 0:
             return np.full((b, k), -1, dtype=np.int64), np.full((b, k), -np.inf, dtype=np.float32)
-        cand = self.index.candidates(q)
-        backend = self.index.backend
-        # keys and queries are unit vectors: inner product (metric 0) is the cosine;
-        # the memory's own keys are passed, so the index needs no copy of them
-        sims, slots = backend.kernel("rerank_topk")(
-            mem._keys, self._ones, cand.indptr, cand.ids, q, np.ones(b, np.float32), k, _METRIC_IP
-        )
+        # the memory's own unit keys (norms all one) are passed, so the index keeps no
+        # copy of them and recomputes no norms
+        sims, slots = self.index.search(q, k, vectors=mem._keys, norms=self._ones)
         return np.asarray(slots, dtype=np.int64), np.asarray(sims, dtype=np.float32)
 
 
@@ -576,25 +574,50 @@ class LSHMemory:
         if rest == 0:
             return out
         chunk = max(256, 4 * rest)
-        while True:
-            end = min(self._log_end, self._log_head + chunk)
-            seg_slots = self._log_slots[self._log_head : end]
-            seg_stamps = self._log_stamps[self._log_head : end]
-            live = self._stamps[seg_slots] == seg_stamps
-            if exclude.size:
-                live &= ~np.isin(seg_slots, exclude)
-            cand_slots, cand_stamps = seg_slots[live], seg_stamps[live]
-            if cand_slots.shape[0] >= rest:
-                limit = cand_stamps[rest - 1] + 2.0 * self.age_noise
-                if cand_stamps[-1] > limit or end == self._log_end:
-                    break
-            elif end == self._log_end:
-                raise InputError(
-                    f"q: not enough slots to write {m} new keys"
-                )  # unreachable: B <= size
-            chunk *= 2
+        # excluded slots look dead during the scan (their stamps are restored below)
+        saved = self._stamps[exclude].copy()
+        self._stamps[exclude] = -1
+        try:
+            # each log entry is scanned once: segments of doubling size are appended
+            # until the live candidates run past the noise window of the rest-th oldest
+            parts_slots: list[np.ndarray] = []
+            parts_stamps: list[np.ndarray] = []
+            found = 0
+            pos = self._log_head
+            limit = 0.0
+            while True:
+                end = min(self._log_end, pos + chunk)
+                seg_slots = self._log_slots[pos:end]
+                seg_stamps = self._log_stamps[pos:end]
+                live = self._stamps[seg_slots] == seg_stamps
+                parts_slots.append(seg_slots[live])
+                parts_stamps.append(seg_stamps[live])
+                found += int(parts_slots[-1].shape[0])
+                pos = end
+                if found >= rest:
+                    if limit == 0.0:
+                        stamps_so_far = np.concatenate(parts_stamps)
+                        limit = stamps_so_far[rest - 1] + 2.0 * self.age_noise
+                    last = parts_stamps[-1]
+                    if (last.size and last[-1] > limit) or end == self._log_end:
+                        break
+                elif end == self._log_end:
+                    raise InputError(
+                        f"q: not enough slots to write {m} new keys"
+                    )  # unreachable: B <= size
+                chunk *= 2
+        finally:
+            self._stamps[exclude] = saved
+        cand_slots = np.concatenate(parts_slots)
+        cand_stamps = np.concatenate(parts_stamps)
         window = cand_stamps <= limit
         cand_slots, cand_stamps = cand_slots[window], cand_stamps[window]
+        if (
+            self.age_noise > 0
+            and cand_slots.shape[0] > _SAMPLE_ABOVE
+            and bool(np.all(cand_stamps[1:] >= cand_stamps[:-1]))
+        ):
+            return np.concatenate([out, self._sample_oldest(cand_slots, cand_stamps, rest)])
         # canonical order (stamp, slot), so the noise draw does not depend on log order
         canon = np.lexsort((cand_slots, cand_stamps))
         cand_slots, cand_stamps = cand_slots[canon], cand_stamps[canon]
@@ -603,6 +626,34 @@ class LSHMemory:
         )
         pick = np.argsort(-noisy, kind="stable")[:rest]
         return np.concatenate([out, cand_slots[pick]])
+
+    def _sample_oldest(self, slots: np.ndarray, stamps: np.ndarray, rest: int) -> np.ndarray:
+        """The ``rest`` largest ``age + uniform(-age_noise, age_noise)`` among ``slots``
+        (grouped by non-decreasing ``stamps``) without a draw per slot.
+
+        Within a group of ``n`` slots of one age only the ``min(rest, n)`` largest noise
+        draws can win: they are drawn as the top order statistics of ``n`` uniforms
+        (``u_1 = w_1^(1/n)``, ``u_(j+1) = u_j * w_(j+1)^(1/(n-j))``) and given to distinct
+        members chosen uniformly (by rank of slot id, so the draw does not depend on log
+        order). Same distribution as drawing every slot's noise; O(groups * rest + n).
+        """
+        a = self.age_noise
+        cut = np.flatnonzero(stamps[1:] != stamps[:-1]) + 1
+        starts = np.concatenate([[0], cut])
+        ends = np.concatenate([cut, [stamps.shape[0]]])
+        noisy_parts, slot_parts = [], []
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+            n_g = hi - lo
+            r = min(rest, n_g)
+            w = self._rng.random(r)
+            u = np.exp(np.cumsum(np.log(w) / (n_g - np.arange(r))))  # descending
+            ranks = self._rng.choice(n_g, r, replace=False)
+            members = np.partition(slots[lo:hi], ranks)[ranks]
+            noisy_parts.append((self._step - stamps[lo]) + (2.0 * u - 1.0) * a)
+            slot_parts.append(members)
+        noisy = np.concatenate(noisy_parts)
+        pick = np.argsort(-noisy, kind="stable")[:rest]
+        return np.concatenate(slot_parts)[pick].astype(np.int64)
 
     def _log_append(self, slots: np.ndarray, stamp: int) -> None:
         n = slots.shape[0]

@@ -160,3 +160,21 @@ def test_train_mlp_learns_digits():
     )
     assert set(out) >= {"accuracy", "train_seconds", "samples_per_second"}
     assert out["accuracy"] > 0.4  # chance is 0.1
+
+
+def test_train_mlp_passes_selector_params_and_counts_mults():
+    from lshcore.adapters._common import load_digits_split
+
+    xtr, ytr, xte, yte = load_digits_split(0)
+    out = train_mlp(
+        xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
+        batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
+    )  # fmt: skip
+    nnz, n = int(np.count_nonzero(xtr)), len(xtr)
+    m = out["mults"]
+    # hashing [x, 1] with k*l = 40 projections, then 2 * 8 exact candidate products
+    assert m["selection"] == 40 * (nnz + n) + 16 * nnz
+    assert m["active"] == 8 * nnz and m["dense"] == 32 * nnz and m["dense_full"] == n * 64 * 32
+    assert out["train_share"] == pytest.approx(
+        (m["selection"] + m["rehash"] + 16 * nnz) / (64 * nnz)
+    )

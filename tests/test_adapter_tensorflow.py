@@ -216,3 +216,21 @@ def test_return_active_and_active_softmax_loss_gradient(data):
     p /= p.sum(1, keepdims=True)
     target = (ids_np == labels[:, None]).astype(np.float32)
     np.testing.assert_allclose(grad, (p - target) / 8, rtol=1e-5, atol=1e-6)
+
+
+def test_train_mlp_passes_selector_params_and_counts_mults():
+    from lshcore.adapters._common import load_digits_split
+
+    xtr, ytr, xte, yte = load_digits_split(0)
+    out = train_mlp(
+        xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
+        batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
+    )  # fmt: skip
+    nnz, n = int(np.count_nonzero(xtr)), len(xtr)
+    m = out["mults"]
+    # hashing [x, 1] with k*l = 40 projections, then 2 * 8 exact candidate products
+    assert m["selection"] == 40 * (nnz + n) + 16 * nnz
+    assert m["active"] == 8 * nnz and m["dense"] == 32 * nnz and m["dense_full"] == n * 64 * 32
+    assert out["train_share"] == pytest.approx(
+        (m["selection"] + m["rehash"] + 16 * nnz) / (64 * nnz)
+    )

@@ -678,3 +678,30 @@ def test_device_copy_of_vectors_follows_changes() -> None:
     assert found[0, 0] == 0 and index._device is not first
     index.remove([0])
     assert index.search(-x[[1]], 1)[1][0, 0] != 0
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_search_store_false_with_norms(backend: str) -> None:
+    x = data(60)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    index = full_index(store=False, backend=backend)
+    index.add(unit)
+    want_s, want_i = index.search(unit[:5], 4, vectors=unit)
+    got_s, got_i = index.search(unit[:5], 4, vectors=unit, norms=np.ones(60, np.float32))
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_s, want_s, atol=1e-5)
+    # the given norms are used (not recomputed): doubling one key's norm halves its cosine
+    norms = np.ones(60, np.float32)
+    norms[got_i[0, 0]] = 2.0
+    half_s, _ = index.search(unit[:1], 60, vectors=unit, norms=norms)
+    assert np.isclose(half_s[0], got_s[0, 0] / 2).any()
+    with pytest.raises(InputError, match="norms"):
+        index.search(unit[:2], 3, vectors=unit, norms=np.ones(59, np.float32))
+    with pytest.raises(InputError, match="norms"):
+        index.search(unit[:2], 3, vectors=unit, norms=-np.ones(60, np.float32))
+    with pytest.raises(InputError, match="vectors"):
+        index.search(unit[:2], 3, vectors=unit[:, :5].copy(), norms=np.ones(60, np.float32))
+    stored = full_index(backend=backend)
+    stored.add(unit)
+    with pytest.raises(ConfigError, match="norms"):
+        stored.search(unit[:2], 3, vectors=unit, norms=np.ones(60, np.float32))

@@ -228,7 +228,9 @@ def test_fused_table_selection_agrees_with_the_two_step_kernels() -> None:
     q = rng.integers(0, 4, (7, 8))
     labels = np.array([[5], [-1], [59], [0], [-1], [1], [2]], np.int64)
     for args in [(1, True, True), (1, False, True), (3, True, False)]:
-        two = ref.select_active(*ref.sorted_table_candidates(q, sorted_codes, order, 60), labels, 60, 9, *args, 4)
+        two = ref.select_active(
+            *ref.sorted_table_candidates(q, sorted_codes, order, 60), labels, 60, 9, *args, 4
+        )
         for kern in (ref, jit):
             fused = kern.select_from_tables(q, sorted_codes, order, 60, labels, 9, *args, 4)
             assert np.array_equal(fused, two)

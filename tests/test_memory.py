@@ -376,3 +376,34 @@ def test_index_params_object_and_default_settings() -> None:
     assert params["policy"] == "unbounded" and default.index.k == params["k"]
     with pytest.raises(ConfigError):
         LSHMemory(8, 100, index={"k": 0})
+
+
+def _oldest_draws(big_path: bool, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """1500 draws of 3 slots to overwrite: slots 0-19 written a step before 20-39."""
+    import lshcore.memory.core as core
+
+    monkeypatch.setattr(core, "_SAMPLE_ABOVE", 0 if big_path else 10**9)
+    mem = LSHMemory(3, 40, exact=True, age_noise=2.0, seed=1)
+    rng = np.random.default_rng(0)
+    mem.write(rng.standard_normal((20, 3)), np.arange(20))
+    mem.write(rng.standard_normal((20, 3)), np.arange(20, 40))
+    return np.stack([mem._oldest(3, exclude=np.array([0, 25])) for _ in range(1500)])
+
+
+def test_oldest_sampling_of_large_windows_has_the_same_distribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    per_slot = _oldest_draws(False, monkeypatch)
+    grouped = _oldest_draws(True, monkeypatch)
+    for picks in (per_slot, grouped):
+        assert all(len(set(row)) == 3 for row in picks.tolist())  # distinct
+        assert not np.isin(picks, [0, 25]).any()  # excluded slots are never picked
+    # the older group wins most picks, by the same share on both paths (0.98 here)
+    older_plain, older_grouped = (np.mean(p < 20) for p in (per_slot, grouped))
+    assert 0.9 < older_plain < 1.0 and 0.9 < older_grouped < 1.0
+    assert abs(older_plain - older_grouped) < 0.015
+    # ... and the newer group's share is not zero on either (the noise spans both ages)
+    assert (per_slot >= 20).sum() > 20 and (grouped >= 20).sum() > 20
+    # within the older group every slot is equally likely (no bias to small slot ids)
+    counts = np.bincount(grouped[grouped < 20], minlength=20)[1:]
+    assert counts.min() > 0.6 * counts.mean()

@@ -382,3 +382,21 @@ def test_cupy_backend_tables() -> None:
     t.insert(cupy.arange(3), cupy.asarray([[0, 1], [0, 2], [3, 1]]))
     c = t.query(cupy.asarray([[0, 1]]))
     assert lshcore.to_numpy(c.ids).tolist() == [0, 1, 2]
+
+
+def test_unbounded_pending_run_grows_with_sqrt_of_main() -> None:
+    from lshcore.tables import PENDING_MIN, pending_limit
+
+    assert pending_limit(0) == PENDING_MIN
+    assert pending_limit(16_000_000) == 16 * 4000  # not main / 8 (2,000,000)
+    t = LSHTables(1, 1 << 10, policy="unbounded", backend="numpy")
+    rng = np.random.default_rng(2)
+    t.insert(np.arange(40_000), rng.integers(0, 1 << 10, (40_000, 1)))
+    t.compact()
+    limit = pending_limit(40_000)
+    # inserts stay pending up to the limit, then one merge empties the pending run
+    t.insert(np.arange(40_000, 40_000 + limit), rng.integers(0, 1 << 10, (limit, 1)))
+    assert t.pending_keys.shape[0] == limit and t.keys.shape[0] == 40_000
+    t.insert(np.array([10**6]), np.array([[5]]))
+    assert t.pending_keys.shape[0] == 0 and t.keys.shape[0] == 40_001 + limit
+    assert 10**6 in t.query(np.array([[5]])).ids.tolist()
