@@ -27,13 +27,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hashing.py --threads 1 --out benchmarks/results/hashing
 
 lint: $(STAMP)
-	$(BIN)/ruff check lshcore kernels plugins adapters memory tests benchmarks
-	$(BIN)/ruff format --check lshcore kernels plugins adapters memory tests benchmarks
+	$(BIN)/ruff check lshcore kernels plugins adapters memory tests benchmarks examples
+	$(BIN)/ruff format --check lshcore kernels plugins adapters memory tests benchmarks examples
 	$(BIN)/mypy lshcore
 
 format: $(STAMP)
-	$(BIN)/ruff format lshcore kernels plugins adapters memory tests benchmarks
-	$(BIN)/ruff check --fix lshcore kernels plugins adapters memory tests benchmarks
+	$(BIN)/ruff format lshcore kernels plugins adapters memory tests benchmarks examples
+	$(BIN)/ruff check --fix lshcore kernels plugins adapters memory tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,6 +36,7 @@ __all__ = [
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
+    "sorted_query_rerank",
     "reservoir_draw",
     "METRIC_IP",
     "METRIC_COSINE",
@@ -340,3 +341,15 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     out_s[qidx[sel], rk] = scores[sel]
     out_r[qidx[sel], rk] = rows[sel]
     return out_s, out_r
+
+
+def sorted_query_rerank(keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+    """:func:`sorted_query` then :func:`rerank_topk` of the candidates, in one call.
+
+    Returns ``(scores, rows, n_candidates)``: the top-``k`` as :func:`rerank_topk` gives
+    them and the total number of distinct (query, candidate) pairs scored. The numba
+    version fuses the two (no candidate lists are built or sorted).
+    """
+    indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound)
+    scores, got = rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric)
+    return scores, got, int(indptr[-1])

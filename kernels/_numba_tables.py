@@ -23,6 +23,7 @@ __all__ = [
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
+    "sorted_query_rerank",
     "reservoir_draw",
     "METRIC_IP",
     "METRIC_COSINE",
@@ -479,3 +480,101 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     else:
         _rerank_parallel(*args, n_chunks)
     return out_s, out_r
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _fused_rows(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, qlo, qhi):  # type: ignore[no-untyped-def]
+    """Score each distinct candidate of queries qlo..qhi-1 as it is found; keep the top k.
+
+    ``seen[v] == i + 1`` marks v as scored for query i (no reset between queries).
+    Returns the number of distinct candidates scored.
+    """
+    width = lo.shape[2]
+    d = vectors.shape[1]
+    seen = np.zeros(id_bound, dtype=np.int32)
+    total = 0
+    for i in range(qlo, qhi):
+        stamp = np.int32(i + 1)
+        filled = 0
+        for run_no in range(2):
+            run = ids if run_no == 0 else pids
+            for w in range(width):
+                for j in range(lo[run_no, i, w], hi[run_no, i, w]):
+                    r = run[j]
+                    if r < 0 or seen[r] == stamp:
+                        continue
+                    seen[r] = stamp
+                    total += 1
+                    acc = np.float32(0.0)
+                    for c in range(d):
+                        acc += vectors[r, c] * queries[i, c]
+                    if metric == METRIC_COSINE:
+                        den = xnorm[r] * qnorm[i]
+                        s = acc / den if den > 0 else np.float32(0.0)
+                    elif metric == METRIC_L2:
+                        s = -np.sqrt(max(xnorm[r] + qnorm[i] - 2 * acc, np.float32(0.0)))
+                    else:
+                        s = acc
+                    s = np.float32(s)
+                    if filled == k and not (
+                        s > out_s[i, k - 1] or (s == out_s[i, k - 1] and r < out_r[i, k - 1])
+                    ):
+                        continue
+                    # insert keeping (score desc, row asc); rows arrive in any order
+                    pos = filled if filled < k else k - 1
+                    while pos > 0 and (
+                        s > out_s[i, pos - 1] or (s == out_s[i, pos - 1] and r < out_r[i, pos - 1])
+                    ):
+                        out_s[i, pos] = out_s[i, pos - 1]
+                        out_r[i, pos] = out_r[i, pos - 1]
+                        pos -= 1
+                    out_s[i, pos] = s
+                    out_r[i, pos] = r
+                    if filled < k:
+                        filled += 1
+    return total
+
+
+@_pjit
+def _fused_parallel(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, n_chunks):  # type: ignore[no-untyped-def]
+    m = queries.shape[0]
+    totals = np.zeros(n_chunks, dtype=np.int64)
+    for c in prange(n_chunks):
+        totals[c] = _fused_rows(
+            ids,
+            pids,
+            lo,
+            hi,
+            vectors,
+            xnorm,
+            queries,
+            qnorm,
+            k,
+            metric,
+            id_bound,
+            out_s,
+            out_r,
+            c * m // n_chunks,
+            (c + 1) * m // n_chunks,
+        )
+    return totals.sum()
+
+
+def sorted_query_rerank(keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+    """Candidates and their exact top-``k`` in one pass (see the NumPy reference)."""
+    m = qkeys.shape[0]
+    bound = max(int(id_bound), 1)
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_r = np.full((m, k), -1, dtype=np.int64)
+    if bound > _MARKER_LIMIT:  # too many ids for a per-thread marker: two passes
+        indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, bound)
+        s, r = rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric)
+        return s, r, int(indptr[m])
+    lo, hi, raw_ptr = _sorted_bounds(keys, offsets, pkeys, qkeys)
+    n_chunks = _chunks(m, int(raw_ptr[m]) * max(vectors.shape[1], 1) // 8)
+    args = (ids, pids, lo, hi, vectors, xnorm, queries, qnorm, int(k), int(metric), bound, out_s, out_r)
+    if n_chunks == 1:
+        total = _fused_rows(*args, 0, m)
+    else:
+        total = _fused_parallel(*args, n_chunks)
+    return out_s, out_r, int(total)

@@ -26,7 +26,4 @@ def main() -> None:
 
 
 for _module, _attr in _COMMANDS:
-    try:
-        main.add_command(getattr(importlib.import_module(_module), _attr))
-    except (ImportError, AttributeError):  # that area is not built yet
-        pass
+    main.add_command(getattr(importlib.import_module(_module), _attr))

@@ -530,8 +530,24 @@ class LSHIndex:
             raise ConfigError(
                 f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
             )
-        cand = self._row_candidates(q, probes)
         tn = self.backend.to_numpy
+        if self.measure != "jaccard" and self.backend.host_arrays and (
+            self.store or self._identity
+        ):
+            # rows are ids (or mapped below): candidates scored as they are found
+            scores, got, n_cand = self.tables.query_rerank(
+                self._hash_query(q, probes),
+                max(self._n_rows, 1),
+                base,
+                norms,
+                q,
+                self._norms_of(q),
+                k,
+                _METRICS[self.measure],
+            )
+            self.rerank_mults += int(n_cand) * self.dim
+            return self._search_result(tn(scores), tn(got))
+        cand = self._row_candidates(q, probes)
         indptr, rows = tn(cand.indptr), tn(cand.ids)
         if not self.store:  # the caller's vectors are indexed by id
             cand = self._to_ids(cand)
@@ -555,6 +571,10 @@ class LSHIndex:
                 _METRICS[self.measure],
             )
             scores, got = tn(scores), tn(got)
+        return self._search_result(scores, got)
+
+    def _search_result(self, scores: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` from re-ranked rows (stored index) or ids (store=False)."""
         if self.store:
             ids = np.full(got.shape, -1, dtype=np.int64)
             ids[got >= 0] = self._row_ids[got[got >= 0]]

@@ -351,8 +351,8 @@ class LSHTables:
         b = self.buckets(codes)
         return self.query_buckets(b)
 
-    def query_buckets(self, buckets: Any, id_bound: int | None = None) -> Candidates:
-        """Query with reduced ``buckets`` (m, l[, p]); duplicate probes count once."""
+    def _probe_buckets(self, buckets: Any) -> Any:
+        """(m, l, p) buckets with repeated probes of a table set to -1 (looked up once)."""
         xp = self.xp
         if buckets.ndim == 2:
             buckets = buckets[:, :, None]
@@ -361,16 +361,63 @@ class LSHTables:
             dup = xp.zeros(buckets.shape, dtype=bool)
             dup[:, :, 1:] = buckets[:, :, 1:] == buckets[:, :, :-1]
             buckets = xp.where(dup, -1, buckets)
-        buckets = xp.ascontiguousarray(buckets, dtype=np.int64)
+        return xp.ascontiguousarray(buckets, dtype=np.int64)
+
+    def _global_keys(self, buckets: Any) -> Any:
+        """(m, l * p) keys ``table * table_size + bucket`` of the unbounded layout (-1 kept)."""
+        xp = self.xp
+        m, l, p = buckets.shape  # noqa: E741
+        off = xp.arange(l, dtype=np.int64)[None, :, None] * self.table_size
+        return xp.where(buckets >= 0, buckets + off, -1).reshape(m, l * p)
+
+    def query_rerank(
+        self,
+        buckets: Any,
+        id_bound: int,
+        vectors: Any,
+        xnorm: Any,
+        queries: Any,
+        qnorm: Any,
+        k: int,
+        metric: int,
+    ) -> tuple[Any, Any, int]:
+        """Exact top-``k`` of the candidates of reduced ``buckets`` (m, l[, p]):
+        ``(scores, ids, n_candidates)`` as ``rerank_topk`` of :meth:`query_buckets` gives
+        them (``vectors`` indexed by id). The unbounded layout scores candidates as it
+        finds them (kernel ``sorted_query_rerank``: no candidate lists built or sorted)."""
+        if self.fixed:
+            cand = self.query_buckets(buckets, id_bound)
+            scores, got = self._kernel("rerank_topk")(
+                vectors, xnorm, cand.indptr, cand.ids, queries, qnorm, k, metric
+            )
+            return scores, got, int(cand.indptr[-1])
+        b = self._probe_buckets(buckets)
+        return self._kernel("sorted_query_rerank")(
+            self.keys,
+            self.entry_ids,
+            self.offsets,
+            self.pending_keys,
+            self.pending_ids,
+            self._global_keys(b),
+            int(id_bound),
+            vectors,
+            xnorm,
+            queries,
+            qnorm,
+            int(k),
+            int(metric),
+        )
+
+    def query_buckets(self, buckets: Any, id_bound: int | None = None) -> Candidates:
+        """Query with reduced ``buckets`` (m, l[, p]); duplicate probes count once."""
+        buckets = self._probe_buckets(buckets)
         bound = self._id_bound if id_bound is None else int(id_bound)
         if self.fixed:
             indptr, ids, counts = self._kernel("fixed_query")(
                 self.slots, self.fill, self.head, buckets, bound
             )
         else:
-            m, l, p = buckets.shape  # noqa: E741
-            off = xp.arange(l, dtype=np.int64)[None, :, None] * self.table_size
-            gk = xp.where(buckets >= 0, buckets + off, -1).reshape(m, l * p)
+            gk = self._global_keys(buckets)
             indptr, ids, counts = self._kernel("sorted_query")(
                 self.keys,
                 self.entry_ids,

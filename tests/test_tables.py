@@ -400,3 +400,42 @@ def test_unbounded_pending_run_grows_with_sqrt_of_main() -> None:
     t.insert(np.array([10**6]), np.array([[5]]))
     assert t.pending_keys.shape[0] == 0 and t.keys.shape[0] == 40_001 + limit
     assert 10**6 in t.query(np.array([[5]])).ids.tolist()
+
+
+@pytest.mark.parametrize("metric", [ref.METRIC_IP, ref.METRIC_COSINE, ref.METRIC_L2])
+def test_sorted_query_rerank_matches_query_then_rerank(metric: int) -> None:
+    from lshcore.kernels import _numba_tables as nb
+
+    rng = np.random.default_rng(7)
+    n, d, l, k = 300, 6, 3, 5  # noqa: E741
+    t = LSHTables(l, 16, policy="unbounded", backend="numpy")
+    codes = rng.integers(0, 16, (n, l))
+    t.insert(np.arange(n), codes)
+    t.compact()  # a main run with offsets ...
+    t.insert(np.arange(n, n + 40), rng.integers(0, 16, (40, l)))  # ... and a pending run
+    t.remove(np.arange(0, n, 7), codes[::7])  # tombstones
+    vec = rng.standard_normal((n + 40, d)).astype(np.float32)
+    vec[10] = vec[11]  # tied scores: the smaller row wins
+    norms = np.linalg.norm(vec, axis=1).astype(np.float32)
+    if metric == ref.METRIC_L2:
+        norms = norms**2
+    q = rng.standard_normal((9, d)).astype(np.float32)
+    q[0] = vec[11]
+    qn = np.linalg.norm(q, axis=1).astype(np.float32)
+    if metric == ref.METRIC_L2:
+        qn = qn**2
+    qb = t._probe_buckets(rng.integers(0, 16, (9, l, 2)))
+    qb[0, :, 0] = codes[11]
+    qb[0, :, 1] = np.where(codes[10] == codes[11], -1, codes[10])
+    gk = t._global_keys(qb)
+    state = (t.keys, t.entry_ids, t.offsets, t.pending_keys, t.pending_ids, gk, n + 40)
+    indptr, rows, _ = ref.sorted_query(*state)
+    want_s, want_r = ref.rerank_topk(vec, norms, indptr, rows, q, qn, k, metric)
+    for mod in (ref, nb):
+        s, r, total = mod.sorted_query_rerank(*state, vec, norms, q, qn, k, metric)
+        np.testing.assert_array_equal(r, want_r)
+        np.testing.assert_allclose(s, want_s, rtol=1e-5, atol=1e-5)
+        assert total == int(indptr[-1])
+    assert not np.isin(want_r, np.arange(0, n, 7)).any()  # removed ids never come back
+    if metric == ref.METRIC_IP:
+        assert 10 in want_r[0] and list(want_r[0]).index(10) < list(want_r[0]).index(11)
