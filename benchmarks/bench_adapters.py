@@ -84,7 +84,7 @@ def mnist_worker(args: argparse.Namespace) -> None:
     rows = []
     for policy, active in [(p, args.active) for p in args.policies.split(",")] + [("dense", 1.0)]:
         out = mod.train_mlp(
-            xtr, ytr, xte, yte, hidden=args.hidden, active=active, family="srp", k=args.k, l=args.l,
+            xtr, ytr, xte, yte, hidden=args.hidden, active=active, family=args.family, k=args.k, l=args.l,
             policy=policy if policy != "dense" else "topk", epochs=args.epochs, batch_size=128,
             lr=1e-3, seed=0, progress=False, transform=None if args.transform == "none" else args.transform,
             selector_params=_selector_params(args) if policy != "dense" else None,
@@ -109,7 +109,7 @@ def mnist(args: argparse.Namespace) -> None:
                "--epochs", str(args.epochs), "--hidden", str(args.hidden), "--active", str(args.active),
                "--k", str(args.k), "--l", str(args.l), "--policies", args.policies,
                "--transform", args.transform, "--threads", str(args.threads),
-               "--rerank", str(args.rerank)] + [a for p in args.param for a in ("--param", p)]  # fmt: skip
+               "--rerank", str(args.rerank), "--family", args.family] + [a for p in args.param for a in ("--param", p)]  # fmt: skip
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -124,7 +124,7 @@ def mnist(args: argparse.Namespace) -> None:
         "",
         f"`{command}` — {args.train} training images, full 10,000 test set, one hidden layer of "
         f"{args.hidden} ReLU, dense 10-way output, Adam lr 1e-3, batch 128, {args.epochs} epochs, "
-        f"SRP k={args.k} l={args.l}, transform {args.transform}, selector {extra}, {THREADS} thread(s), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"{args.family} k={args.k} l={args.l}, transform {args.transform}, selector {extra}, {THREADS} thread(s), date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| framework | layer | policy | active | test accuracy | gap to dense (points) "
         "| training mults / dense (selection) | samples/s |",
@@ -312,6 +312,7 @@ def main() -> None:
         p.add_argument("--transform", default="simple_lsh", help="MIPS transform, or none")
         p.add_argument("--threads", type=int, default=THREADS)
         p.add_argument("--tag", default="", help="suffix of the result files")
+        p.add_argument("--family", default="srp", help="hash family (srp, sparse_srp, ...)")
         p.add_argument("--rerank", type=float, default=4.0, help="candidates of rerank, in m")
         p.add_argument(
             "--param", action="append", default=[], help="key=value for ActiveSelector (repeat)"

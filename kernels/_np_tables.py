@@ -343,7 +343,9 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     return out_s, out_r
 
 
-def sorted_query_rerank(keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+def sorted_query_rerank(
+    keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric
+):  # type: ignore[no-untyped-def]
     """:func:`sorted_query` then :func:`rerank_topk` of the candidates, in one call.
 
     Returns ``(scores, rows, n_candidates)``: the top-``k`` as :func:`rerank_topk` gives

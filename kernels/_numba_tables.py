@@ -483,7 +483,9 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
-def _fused_rows(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, qlo, qhi):  # type: ignore[no-untyped-def]
+def _fused_rows(
+    ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, qlo, qhi
+):  # type: ignore[no-untyped-def]
     """Score each distinct candidate of queries qlo..qhi-1 as it is found; keep the top k.
 
     ``seen[v] == i + 1`` marks v as scored for query i (no reset between queries).
@@ -536,7 +538,9 @@ def _fused_rows(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id
 
 
 @_pjit
-def _fused_parallel(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, n_chunks):  # type: ignore[no-untyped-def]
+def _fused_parallel(
+    ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, n_chunks
+):  # type: ignore[no-untyped-def]
     m = queries.shape[0]
     totals = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
@@ -560,7 +564,9 @@ def _fused_parallel(ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric
     return totals.sum()
 
 
-def sorted_query_rerank(keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric):  # type: ignore[no-untyped-def]
+def sorted_query_rerank(
+    keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k, metric
+):  # type: ignore[no-untyped-def]
     """Candidates and their exact top-``k`` in one pass (see the NumPy reference)."""
     m = qkeys.shape[0]
     bound = max(int(id_bound), 1)
@@ -572,7 +578,21 @@ def sorted_query_rerank(keys, ids, offsets, pkeys, pids, qkeys, id_bound, vector
         return s, r, int(indptr[m])
     lo, hi, raw_ptr = _sorted_bounds(keys, offsets, pkeys, qkeys)
     n_chunks = _chunks(m, int(raw_ptr[m]) * max(vectors.shape[1], 1) // 8)
-    args = (ids, pids, lo, hi, vectors, xnorm, queries, qnorm, int(k), int(metric), bound, out_s, out_r)
+    args = (
+        ids,
+        pids,
+        lo,
+        hi,
+        vectors,
+        xnorm,
+        queries,
+        qnorm,
+        int(k),
+        int(metric),
+        bound,
+        out_s,
+        out_r,
+    )
     if n_chunks == 1:
         total = _fused_rows(*args, 0, m)
     else:

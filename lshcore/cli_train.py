@@ -480,15 +480,15 @@ def train(**kwargs: Any) -> None:
 
 @click.command("demo")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--policy", type=click.Choice(POLICIES), default="topk", show_default=True)
+@click.option("--policy", type=click.Choice(POLICIES), default="rerank", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def demo(epochs: int, policy: str, progress: bool) -> None:
     """Train a hashed MLP on the bundled digits data beside its dense twin (about a minute)."""
     opts = {
         "dataset": "digits",
         "data_dir": None,
-        "hidden": [512, 512],
-        "active": [0.1],
+        "hidden": [1000, 1000],
+        "active": [0.05],
         "family": "dwta",
         "k": 1,
         "l": 100,
@@ -503,7 +503,7 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "rebuild": "never",
         "transform": "auto",
         "bin_size": 16,
-        "rerank": 4.0,
+        "rerank": 8.0,
         "limit": None,
         "compare_dense": True,
         "save": None,
@@ -513,7 +513,7 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "progress": progress,
     }
     click.echo(
-        f"lshcore demo: digits (8x8), 64-512-512-10, hidden layers hashed at 10% active "
+        f"lshcore demo: digits (8x8), 64-1000-1000-10, hidden layers hashed at 5% active "
         f"({policy}, DWTA K=1 L=100), Adam 3e-3, against the dense twin"
     )
     _train_impl(opts)

@@ -531,8 +531,10 @@ class LSHIndex:
                 f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
             )
         tn = self.backend.to_numpy
-        if self.measure != "jaccard" and self.backend.host_arrays and (
-            self.store or self._identity
+        if (
+            self.measure != "jaccard"
+            and self.backend.host_arrays
+            and (self.store or self._identity)
         ):
             # rows are ids (or mapped below): candidates scored as they are found
             scores, got, n_cand = self.tables.query_rerank(
@@ -598,7 +600,9 @@ class LSHIndex:
             base = vectors
         else:
             base = np.ascontiguousarray(as_batch(vectors, self.dim, "vectors"))
-        if self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
+        # identity rows: every id is below the row high-water mark (no O(N) max needed)
+        fits = self._identity and self._n_rows <= base.shape[0]
+        if not fits and self._n_rows and int(self._row_ids.max()) >= base.shape[0]:
             raise InputError(
                 f"vectors: has {base.shape[0]} rows but the index holds id {int(self._row_ids.max())}"
             )

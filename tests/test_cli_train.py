@@ -122,4 +122,4 @@ def test_missing_mnist_names_the_dataset(tmp_path, monkeypatch) -> None:
 def test_demo_runs(monkeypatch) -> None:
     res = CliRunner().invoke(main, ["demo", "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "dense twin" in res.output and "topk" in res.output
+    assert "dense twin" in res.output and "rerank active=0.05" in res.output
