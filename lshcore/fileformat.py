@@ -71,6 +71,9 @@ def load_arrays(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # every lshcore file is a zip archive
+            raise FileFormatError(f"{path}: not an lshcore file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if _HEADER not in archive.files:
