@@ -103,6 +103,7 @@ def _write(name: str, payload: Any) -> None:
     payload = {
         "command": " ".join([".venv/bin/python", "benchmarks/bench_mnist.py", *sys.argv[1:]]),
         "threads": _threads(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         **payload,
     }
     (RESULTS / f"mnist_{name}.json").write_text(json.dumps(payload, indent=2))
@@ -140,6 +141,69 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         print(policy, json.dumps({k: rec[k] for k in keys}), flush=True)
         hashed[policy] = rec
     _write(args.name, {"config": dict(HASHED, l=args.l), "hashed": hashed, "dense": dense})
+
+
+def cmd_curve(args: argparse.Namespace) -> None:
+    """One model, test accuracy after every epoch; the JSON is rewritten after each epoch
+    (so a run cut short keeps its curve). Evaluating between epochs advances the
+    selectors' call counters, so the run differs slightly from one without evaluation."""
+    from lshcore.engine import Trainer
+    from lshcore.model import Model
+
+    data = _load()
+    x, y = data.x_train[: args.limit], data.y_train[: args.limit]
+    dense = args.policy == "dense"
+    lr = args.lr if args.lr is not None else (LR_DENSE if dense else LR_HASHED)
+    opts = dict(HASHED, policy=args.policy, rerank=args.rerank, l=args.l, bin_size=args.bin_size)
+    model = Model.mlp(
+        784,
+        [1000, 1000, 1000],
+        10,
+        active=1.0 if dense else args.active,
+        seed=args.seed,
+        **({} if dense else opts),
+    )
+    trainer = Trainer(model, "adam", lr, batch_size=128, workers=1, seed=args.seed)
+    curve: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def after(epoch: int, stats: Any) -> None:
+        acc, _ = trainer.evaluate(data.x_test, data.y_test)
+        mults = stats.counts.total / model.dense_cost(stats.samples)
+        rec = {
+            "epoch": epoch,
+            "test_accuracy": acc,
+            "loss": stats.losses[-1],
+            "mult_fraction": mults,
+            "train_seconds": stats.train_seconds,
+            "wall_seconds": time.perf_counter() - t0,
+            "loadavg_1min": os.getloadavg()[0],
+        }
+        for other in [q for q in args.eval_policies.split(",") if q] if not dense else []:
+            # the same trained weights, another selection rule at inference only
+            sels = [ly.selector for ly in model.layers if getattr(ly, "selector", None)]
+            saved = [(s.policy, s.rerank) for s in sels]
+            for s in sels:
+                s.policy, s.rerank = other, args.rerank
+            rec[f"test_accuracy_infer_{other}"] = trainer.evaluate(data.x_test, data.y_test)[0]
+            for s, (pol, rr) in zip(sels, saved, strict=True):
+                s.policy, s.rerank = pol, rr
+        curve.append(rec)
+        print(args.policy, json.dumps(rec), flush=True)
+        _write(
+            args.name,
+            {
+                "model": "dense" if dense else args.policy,
+                "config": None if dense else opts,
+                "active": 1.0 if dense else args.active,
+                "lr": lr,
+                "seed": args.seed,
+                "train_samples": len(x),
+                "curve": curve,
+            },
+        )
+
+    trainer.fit(x, y, epochs=args.epochs, callback=after)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -266,7 +330,7 @@ def cmd_walltime(args: argparse.Namespace) -> None:
         )
     med = {k: statistics.median(v) for k, v in times.items()}
     _write(
-        "walltime",
+        args.name,
         {
             "samples_per_epoch": len(x),
             "config": HASHED,
@@ -299,7 +363,7 @@ def cmd_hogwild(args: argparse.Namespace) -> None:
     med = {w: statistics.median(r["samples_per_second"] for r in v) for w, v in runs.items()}
     acc = {w: statistics.median(r["accuracy"] for r in v) for w, v in runs.items()}
     _write(
-        "hogwild",
+        args.name,
         {
             "config": HASHED,
             "runs": {str(k): v for k, v in runs.items()},
@@ -327,6 +391,20 @@ def main() -> None:
         "--no-dense", action="store_true", help="reuse the dense twin of mnist_accuracy.json"
     )
     a.add_argument("--name", default="accuracy", help="results file mnist_<name>.json")
+    c = sub.add_parser("curve", help="one model, test accuracy after every epoch")
+    c.add_argument("--policy", default="topk", help="a selector policy, or 'dense'")
+    c.add_argument("--active", type=float, default=0.05)
+    c.add_argument("--epochs", type=int, default=10)
+    c.add_argument("--limit", type=int, default=None)
+    c.add_argument("--rerank", type=float, default=8.0)
+    c.add_argument("--l", type=int, default=HASHED["l"], help="tables per hashed layer")
+    c.add_argument("--bin-size", type=int, default=HASHED["bin_size"])
+    c.add_argument("--lr", type=float, default=None, help="Adam lr (default 3e-3 / 1e-3 dense)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--eval-policies", default="", help="also evaluate with these policies (e.g. rerank,exact)"
+    )
+    c.add_argument("--name", required=True, help="results file mnist_<name>.json")
     s = sub.add_parser("sweep")
     s.add_argument("--active", default="0.01,0.05,0.1,0.25,1.0")
     s.add_argument("--policies", default="topk,random,exact")
@@ -336,14 +414,17 @@ def main() -> None:
     w.add_argument("--active", type=float, default=0.05)
     w.add_argument("--limit", type=int, default=20000)
     w.add_argument("--reps", type=int, default=3)
+    w.add_argument("--name", default="walltime", help="results file mnist_<name>.json")
     h = sub.add_parser("hogwild")
     h.add_argument("--active", type=float, default=0.05)
     h.add_argument("--epochs", type=int, default=1)
     h.add_argument("--limit", type=int, default=20000)
     h.add_argument("--reps", type=int, default=2)
+    h.add_argument("--name", default="hogwild", help="results file mnist_<name>.json")
     args = p.parse_args()
     {
         "accuracy": cmd_accuracy,
+        "curve": cmd_curve,
         "sweep": cmd_sweep,
         "walltime": cmd_walltime,
         "hogwild": cmd_hogwild,

@@ -29,6 +29,68 @@ def _mults(rec: dict[str, Any]) -> str:
     )
 
 
+def _when(rec: dict[str, Any]) -> str:
+    """When a run was taken and the host's load (earlier files have no date)."""
+    date = rec.get("date_utc", "2026-11-25, before 16:30 UTC")
+    load = rec.get("threads", {}).get("loadavg_start")
+    after = rec.get("loadavg_1min_after_each_rep")
+    text = f"{date}, 1-min load at start {load[0]:.1f}" if load else date
+    if after:
+        text += f", after each repetition {', '.join(f'{v:.1f}' for v in after)}"
+    return text
+
+
+CURVES = (
+    ("curve10_dense", "dense twin (Adam 1e-3)"),
+    ("curve10_topk", "topk 5% (Adam 3e-3)"),
+    ("curve10_topk_lr1e-3", "topk 5% (Adam 1e-3)"),
+    ("curve10_rerank8", "rerank x8 5% (Adam 3e-3)"),
+)
+
+
+def _curves() -> list[str]:
+    """Test accuracy after every epoch of the `curve` runs (one process per model)."""
+    runs = [(name, label, _load(name)) for name, label in CURVES]
+    runs = [r for r in runs if r[2]]
+    if not runs:
+        return []
+    cols: list[tuple[str, str, str]] = []  # (name, key, header)
+    for name, label, rec in runs:
+        cols.append((name, "test_accuracy", label))
+        for key in rec["curve"][0]:
+            if key.startswith("test_accuracy_infer_"):
+                cols.append((name, key, f"{label}, inference {key.rsplit('_', 1)[1]}"))
+    data = {name: rec for name, _, rec in runs}
+    n = max(len(rec["curve"]) for _, _, rec in runs)
+    out = [
+        "## Test accuracy after every epoch (60,000 images per epoch, seed 0)",
+        "",
+        "Commands (the four ran at the same time, 1 BLAS/numba thread each): "
+        + "; ".join(f"`{rec['command']}`" for _, _, rec in runs),
+        f". Runs started {runs[0][2].get('date_utc', '?')} UTC. `inference P`: the same trained "
+        "weights evaluated with policy P instead of the training policy (test only).",
+        "",
+        "| epoch | " + " | ".join(h for _, _, h in cols) + " | 1-min load |",
+        "|---|" + "---|" * len(cols) + "---|",
+    ]
+    for e in range(n):
+        cells, loads = [], []
+        for name, key, _ in cols:
+            curve = data[name]["curve"]
+            cells.append(_pct(curve[e][key]) if e < len(curve) else "-")
+            if e < len(curve) and key == "test_accuracy":
+                loads.append(f"{curve[e]['loadavg_1min']:.1f}")
+        out.append(f"| {e + 1} | " + " | ".join(cells) + f" | {'/'.join(loads)} |")
+    out.append("")
+    fr = [
+        f"{label} {_pct(rec['curve'][-1]['mult_fraction'])}"
+        for _, label, rec in runs
+        if rec.get("active", 1.0) < 1
+    ]
+    out += [f"Training multiplications / dense (whole run): {', '.join(fr)}.", ""]
+    return out
+
+
 def main() -> None:
     out = ["# MNIST benchmarks of the hashed sparse MLP", ""]
     out += [
@@ -65,6 +127,7 @@ def main() -> None:
             )
     if not first:
         out.append("")
+    out += _curves()
     sweep = _load("sweep")
     if sweep:
         recs = sweep["records"]
@@ -79,11 +142,13 @@ def main() -> None:
         for r in recs:
             out.append(f"| {r['policy']} | {r['active']:g} | {_pct(r['accuracy'])} | {_mults(r)} |")
         out.append("")
-    wall = _load("walltime")
-    if wall:
+    for name in ("walltime_quiet", "walltime"):
+        wall = _load(name)
+        if not wall:
+            continue
         med = wall["median_seconds"]
         out += [
-            "## Wall time per epoch (interleaved hashed, dense, PyTorch; medians)",
+            f"## Wall time per epoch (interleaved hashed, dense, PyTorch; medians) - {_when(wall)}",
             "",
             f"Command: `{wall['command']}` (epochs of {wall['samples_per_epoch']} images, {len(wall['seconds']['dense'])} repetitions)",
             "",
@@ -103,7 +168,7 @@ def main() -> None:
             "",
         ]
     titled = False
-    for name in ("hogwild", "hogwild_omp2"):
+    for name in ("hogwild_quiet", "hogwild", "hogwild_omp2"):
         hog = _load(name)
         if not hog:
             continue
@@ -117,6 +182,7 @@ def main() -> None:
         acc_ = hog["median_accuracy"]
         if name == "hogwild_omp2":
             out += ["Before the engine fixes (lazy buffer pages, BLAS threads per worker):", ""]
+        out += [f"Run: {_when(hog)}", ""]
         out += [
             f"Command: `{hog['command']}` (interleaved 1, 2, 1, 2; medians; BLAS threads "
             f"{hog['threads'].get('OMP_NUM_THREADS')} in the environment)",

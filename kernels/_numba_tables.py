@@ -12,6 +12,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from lshcore.kernels import _numba_setup  # noqa: F401  (numba's pool: passive wait)
 from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2
 
 __all__ = [

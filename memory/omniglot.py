@@ -440,20 +440,19 @@ def run_omniglot(
 def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[str, int | None]:
     """Set PyTorch's threads and the numba threads of the index kernels; returns both.
 
-    Numba is switched to its ``workqueue`` layer when it has not started threads yet: the
-    OpenMP layer's idle threads spin and slowed PyTorch's backward pass about tenfold
-    here (2 shared cores). The memory's searches are small, so one numba thread is enough.
+    numba's pool is started by the numba backend's shared setup
+    (``lshcore.kernels._numba_setup``: OpenMP layer, passive wait, so idle numba threads
+    do not take CPU from PyTorch's steps; see docs/index.md, "Threads"). The memory's
+    searches are small, so one numba thread is enough.
     """
     torch.set_num_threads(check_int(torch_threads, "threads", low=1))
     out: dict[str, int | None] = {"torch": torch.get_num_threads(), "numba": None}
     try:
         import numba
+
+        from lshcore.kernels import _numba_setup  # noqa: F401  (before numba's pool starts)
     except ImportError:
         return out
-    try:
-        numba.threading_layer()
-    except ValueError:  # no parallel region has run yet: the layer can still be chosen
-        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
     numba.set_num_threads(
         min(check_int(numba_threads, "numba_threads", low=1), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     )
