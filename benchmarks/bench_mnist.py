@@ -154,7 +154,14 @@ def cmd_curve(args: argparse.Namespace) -> None:
     x, y = data.x_train[: args.limit], data.y_train[: args.limit]
     dense = args.policy == "dense"
     lr = args.lr if args.lr is not None else (LR_DENSE if dense else LR_HASHED)
-    opts = dict(HASHED, policy=args.policy, rerank=args.rerank, l=args.l, bin_size=args.bin_size)
+    opts = dict(
+        HASHED,
+        policy=args.policy,
+        rerank=args.rerank,
+        l=args.l,
+        bin_size=args.bin_size,
+        tiebreak=args.tiebreak,
+    )
     model = Model.mlp(
         784,
         [1000, 1000, 1000],
@@ -401,6 +408,7 @@ def main() -> None:
     c.add_argument("--bin-size", type=int, default=HASHED["bin_size"])
     c.add_argument("--lr", type=float, default=None, help="Adam lr (default 3e-3 / 1e-3 dense)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--tiebreak", default="random", help="equal hit counts: random or norm")
     c.add_argument(
         "--eval-policies", default="", help="also evaluate with these policies (e.g. rerank,exact)"
     )

@@ -9,7 +9,11 @@ fixed when a pool starts), run interleaved over repetitions:
 * ``before``: numba's pool started with OpenMP's default wait (``LSHCORE_NUMBA_PASSIVE=0``:
   the behaviour before ``lshcore.kernels._numba_setup``);
 * ``after``: lshcore's default (numba's pool started passive);
+* ``torch_first``: lshcore's default, but ``import torch`` first: numba then shares
+  PyTorch's already started OpenMP runtime and the setup cannot apply;
 * ``workqueue``: numba's ``workqueue`` layer (not thread-safe; for comparison only).
+
+Except in ``torch_first``, lshcore's numba backend is imported before torch.
 
 Usage: python benchmarks/bench_threads.py [--n 200000] [--torch-threads 2] [--numba-threads 2]
        [--reps 3] [--out benchmarks/results/threads]
@@ -29,6 +33,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "torch_only": {},
     "before": {"LSHCORE_NUMBA_PASSIVE": "0"},
     "after": {},
+    "torch_first": {},
     "workqueue": {"LSHCORE_NUMBA_PASSIVE": "0", "NUMBA_THREADING_LAYER": "workqueue"},
 }
 
@@ -36,6 +41,9 @@ VARIANTS: dict[str, dict[str, str]] = {
 def child(a: argparse.Namespace) -> None:
     """One variant: print a JSON line with the step times."""
     import numpy as np
+
+    if a.variant not in ("torch_only", "torch_first"):
+        import lshcore.kernels.numba_cpu  # noqa: F401  (numba's pool starts before torch)
     import torch
 
     torch.manual_seed(0)
@@ -81,6 +89,14 @@ def child(a: argparse.Namespace) -> None:
             numba_threads=numba.get_num_threads(),
             setup=THREADS_SETUP["applied"],
         )
+    # CPU burnt while the process sleeps right after a search (numba's idle workers
+    # spinning), measured before PyTorch's own thread pool has started
+    idle = []
+    for _ in range(5 if search is not None else 0):
+        search()  # type: ignore[misc]
+        c = time.process_time()
+        time.sleep(0.05)
+        idle.append(time.process_time() - c)
     for _ in range(3):
         step()
     steps, searches = [], []
@@ -91,6 +107,7 @@ def child(a: argparse.Namespace) -> None:
             searches.append(time.perf_counter() - t)
         steps.append(step())
     out.update(
+        idle_cpu_ms=float(np.median(idle) * 1e3) if idle else None,
         variant=a.variant,
         torch_threads=torch.get_num_threads(),
         step_ms=float(np.median(steps) * 1e3),
@@ -149,28 +166,31 @@ def main() -> None:
                 "step_ms": med([r["step_ms"] for r in recs]),
                 "step_ms_all": [round(r["step_ms"], 1) for r in recs],
                 "search_ms": med(s) if s else None,
+                "idle_cpu_ms": med([r["idle_cpu_ms"] for r in recs]) if s else None,
             }
         )
-    cmd = "python benchmarks/bench_threads.py " + " ".join(sys.argv[1:])
+    shown = "python benchmarks/bench_threads.py " + " ".join(sys.argv[1:])
     lines = [
         f"## torch threads {a.torch_threads}, numba threads {a.numba_threads}",
         "",
-        f"Command: `{cmd}`",
+        f"Command: `{shown}`",
         "",
         f"{a.n} x {a.dim} vectors, SRP k=10 l=16 unbounded; {a.queries} queries per search; "
         f"small CNN step (batch 32, 28x28). {a.rounds} rounds of search + step per process, "
-        f"median step; {a.reps} interleaved processes per variant (median of medians). "
+        f"median step; idle CPU: median of 5 sleeps; {a.reps} interleaved processes per variant (median of medians). "
         f"{platform.machine()}, {os.cpu_count()} cores, load average {load0:.2f} before / "
         f"{load1:.2f} after.",
         "",
-        "| variant | numba layer | passive setup | torch step ms (median) | per process | search ms |",
-        "|---|---|---|---|---|---|",
+        "| variant | numba layer | passive setup | torch step ms (median) | per process | search ms "
+        "| CPU ms burnt in a 50 ms sleep after a search |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         srch = "-" if r["search_ms"] is None else f"{r['search_ms']:.1f}"
+        idle = "-" if r["idle_cpu_ms"] is None else f"{r['idle_cpu_ms']:.1f}"
         lines.append(
             f"| {r['variant']} | {r['layer']} | {r['setup']} | {r['step_ms']:.1f} | "
-            f"{r['step_ms_all']} | {srch} |"
+            f"{r['step_ms_all']} | {srch} | {idle} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -196,6 +196,7 @@ def select_active(
     use_counts: bool,
     pad_random: bool,
     seed: int,
+    tie: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pick up to ``m`` neurons per row from CSR candidates; returns ids (B, m), -1 padded.
 
@@ -203,7 +204,8 @@ def select_active(
     hit count (or 1 for any candidate when ``use_counts`` is False), candidates with a
     count below ``min_count`` dropped; ties go to a seeded random priority, and with
     ``pad_random`` non-candidates fill the remaining places in random order. Ids in a
-    row are sorted ascending, padding last.
+    row are sorted ascending, padding last. ``tie`` ((n_out,) ints in [0, 65535]), when
+    given, replaces the random priority by a fixed one per neuron (larger first).
     """
     batch = indptr.shape[0] - 1
     rows = np.arange(batch, dtype=np.int64)
@@ -218,7 +220,10 @@ def select_active(
         lab_rows = np.broadcast_to(rows[:, None], labels.shape)
         cls[lab_rows[lab_ok], labels[lab_ok]] = LABEL_CLASS
     all_ids = np.arange(n_out, dtype=np.int64)
-    prio = tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    if tie is None:
+        prio = tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    else:
+        prio = np.broadcast_to(np.asarray(tie, np.int64)[None, :], (batch, n_out))
     key = (cls << 48) | (prio << 32) | all_ids[None, :]
     if not pad_random:
         key = np.where(cls > 0, key, -1)
@@ -279,9 +284,10 @@ def select_from_tables(
     use_counts: bool,
     pad_random: bool,
     seed: int,
+    tie: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`sorted_table_candidates` followed by :func:`select_active` (fused in numba)."""
     indptr, ids, counts = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
     return select_active(
-        indptr, ids, counts, labels, n_out, m, min_count, use_counts, pad_random, seed
+        indptr, ids, counts, labels, n_out, m, min_count, use_counts, pad_random, seed, tie
     )

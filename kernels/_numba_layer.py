@@ -193,7 +193,17 @@ def sparse_update(kind, param, grad, mark, touched, n, state1, state2, lr, h1, h
 
 @_jit
 def select_active(
-    indptr, cand_ids, cand_counts, labels, n_out, m, min_count, use_counts, pad_random, seed
+    indptr,
+    cand_ids,
+    cand_counts,
+    labels,
+    n_out,
+    m,
+    min_count,
+    use_counts,
+    pad_random,
+    seed,
+    tie=None,
 ):  # type: ignore[no-untyped-def]
     batch = indptr.shape[0] - 1
     out = np.full((batch, m), -1, np.int64)
@@ -228,7 +238,10 @@ def select_active(
         if nl > m:
             for s in range(nl):
                 i = listed[s]
-                keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+                if tie is None:
+                    keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+                else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
+                    keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
             # keys are unique: the m largest are those >= the (nl - m)-th smallest
             cut = np.partition(keys[:nl], nl - m)[nl - m]
             c = 0
@@ -299,7 +312,17 @@ def sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out):  # type: i
 
 @_jit
 def select_from_tables(  # type: ignore[no-untyped-def]
-    qcodes, sorted_codes, sorted_ids, n_out, labels, m, min_count, use_counts, pad_random, seed
+    qcodes,
+    sorted_codes,
+    sorted_ids,
+    n_out,
+    labels,
+    m,
+    min_count,
+    use_counts,
+    pad_random,
+    seed,
+    tie=None,
 ):
     batch, n_tables = qcodes.shape
     out = np.full((batch, m), -1, np.int64)
@@ -346,7 +369,10 @@ def select_from_tables(  # type: ignore[no-untyped-def]
         if nl > m:
             for s in range(nl):
                 i = listed[s]
-                keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+                if tie is None:
+                    keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+                else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
+                    keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
             cut = np.partition(keys[:nl], nl - m)[nl - m]
             c = 0
             for s in range(nl):

@@ -17,13 +17,19 @@ Nothing is overridden that the user chose: a variable already in the environment
 left as is (and used), the threading layer is never changed (``workqueue`` aborts the
 process when two Python threads launch parallel kernels at once, which Hogwild
 training and concurrent readers of an index do; ``omp`` and ``tbb`` allow it), and
-``LSHCORE_NUMBA_PASSIVE=0`` turns the whole setup off. When numba's pool has already
-started (some other code ran a parallel numba function first) nothing can change;
-``THREADS_SETUP["applied"]`` says what happened.
+``LSHCORE_NUMBA_PASSIVE=0`` turns the whole setup off.
+
+GNU OpenMP is one runtime per process in practice: numba's ``omp`` layer binds to an
+OpenMP runtime already loaded globally (PyTorch's ``libgomp.so.1``), and PyTorch imported
+later binds to the one numba loaded. So when the setup applies, PyTorch's pool is
+passive too; when PyTorch (or numba's pool) was loaded first, the runtime has already
+read its settings and nothing can change here (set ``OMP_WAIT_POLICY=PASSIVE`` before
+starting Python instead). ``THREADS_SETUP`` says what happened.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from typing import Any
@@ -50,6 +56,18 @@ def _started_layer() -> str | None:
         return None
 
 
+def _openmp_loaded() -> bool:
+    """Whether an OpenMP runtime is already in the process's global symbols.
+
+    PyTorch loads its own ``libgomp.so.1`` globally: numba's OpenMP layer then binds to
+    that runtime (one pool for both), which read its wait policy long ago.
+    """
+    try:
+        return hasattr(ctypes.CDLL(None), "GOMP_parallel")
+    except OSError:
+        return False
+
+
 def setup_numba_threads() -> dict[str, Any]:
     """Start numba's thread pool with a passive OpenMP wait policy (once; see module doc).
 
@@ -61,10 +79,19 @@ def setup_numba_threads() -> dict[str, Any]:
         if THREADS_SETUP["applied"] is not None:
             return THREADS_SETUP
         layer = _started_layer()
+        chosen: tuple[str, ...] = ()
         if os.environ.get(PASSIVE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
             applied, chosen, reason = False, (), f"disabled by {PASSIVE_ENV}"
         elif layer is not None:
             applied, chosen, reason = False, (), "numba's thread pool had already started"
+        elif _openmp_loaded():
+            applied, reason = (
+                False,
+                (
+                    "an OpenMP runtime was already loaded (e.g. by import torch): numba shares it "
+                    "and its wait policy"
+                ),
+            )
         elif any(v in os.environ for v in _USER_WAIT_VARS):
             applied, chosen, reason = False, (), "wait policy set by the user's environment"
         else:

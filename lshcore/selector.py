@@ -22,6 +22,10 @@ Policies (``policy=``):
 - ``random``: ``m`` neurons at random (the baseline).
 
 In training (``training=True`` with ``labels``) the label neurons are always active.
+
+``tiebreak`` (``topk``, ``rerank``, ``threshold``; sorted tables): ``"random"`` (default)
+breaks equal hit counts with a seeded random priority; ``"norm"`` prefers the rows
+``[w, b]`` with the larger norm (ranked at each table refresh, counted as rehashing).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
 
 POLICIES = ("topk", "union", "threshold", "batch_union", "rerank", "exact", "random")
 LSH_POLICIES = ("topk", "union", "threshold", "batch_union", "rerank")
+TIEBREAKS = ("random", "norm")
 #: default rehash schedule, chosen by benchmarks/bench_mnist_schedules.py (docs/training.md)
 DEFAULT_REHASH = "changed:0.1:10"
 
@@ -172,6 +177,7 @@ class _Tables:
     def __init__(self, family: Any, transform: Any, codes: np.ndarray):
         self.family = family
         self.transform = transform
+        self.tie: np.ndarray | None = None  # fixed tie-break priorities (tiebreak="norm")
         self.set_codes(codes)
 
     def set_codes(self, codes: np.ndarray) -> None:
@@ -212,6 +218,7 @@ class ActiveSelector:
         rerank: float = 4.0,
         tables: str = "sorted",
         bucket_size: int = 128,
+        tiebreak: str = "random",
         **family_params: Any,
     ):
         self.n_in = check_int(n_in, "n_in", low=1)
@@ -229,6 +236,9 @@ class ActiveSelector:
         if tables not in ("sorted", "index"):
             raise ConfigError(f"tables must be 'sorted' or 'index'; got {tables!r}")
         self.tables_kind = tables
+        if tiebreak not in TIEBREAKS:
+            raise UnknownNameError("tiebreak", str(tiebreak), TIEBREAKS)
+        self.tiebreak = tiebreak
         self.bucket_size = check_int(bucket_size, "bucket_size", low=1)
         self._index: Any = None
         self.family_name = str(family)
@@ -286,6 +296,7 @@ class ActiveSelector:
             "rerank": self.rerank,
             "tables": self.tables_kind,
             "bucket_size": self.bucket_size,
+            "tiebreak": self.tiebreak,
             **self.family_params,
         }
 
@@ -320,7 +331,20 @@ class ActiveSelector:
         )
         data = tf.data(rows) if tf is not None else rows
         codes = self.backend.to_numpy(fam.hash(data))
-        return _Tables(fam, tf, codes), int(fam.hash_cost(rows.shape[0]))
+        tables = _Tables(fam, tf, codes)
+        return tables, int(fam.hash_cost(rows.shape[0])) + self._set_tie(tables, rows)
+
+    def _set_tie(self, tables: _Tables, rows: np.ndarray) -> int:
+        """``tiebreak="norm"``: rank the rows ``[w, b]`` by norm (0..65535, largest last) so
+        that among equal hit counts the larger rows win (DWTA/WTA ignore the scale, but the
+        activation grows with it). Returns the multiplications (n_out * (n_in + 1))."""
+        if self.tiebreak != "norm":
+            return 0
+        norms = np.einsum("ij,ij->i", rows, rows)
+        rank = np.empty(self.n_out, np.int64)
+        rank[np.argsort(norms, kind="stable")] = np.arange(self.n_out)
+        tables.tie = (rank * 65535) // max(self.n_out - 1, 1)
+        return int(rows.shape[0] * rows.shape[1])
 
     def fit(self, weight: Any, bias: Any) -> ActiveSelector:
         """Build the tables over the rows ``[w, b]`` of ``weight (n_out, n_in)``, ``bias (n_out,)``."""
@@ -479,7 +503,7 @@ class ActiveSelector:
                 self.query_mults += cost
                 ids = kern.select_from_tables(
                     codes, tables.sorted_codes, tables.sorted_ids, self.n_out, lab, width,
-                    min_count, use_counts, pad, seed,
+                    min_count, use_counts, pad, seed, self._tie(tables),
                 )  # fmt: skip
                 if self.policy == "rerank":
                     return self._rerank(x, ids, lab, m, cost)
@@ -501,11 +525,18 @@ class ActiveSelector:
                 np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True
             )
         ids = kern.select_active(
-            indptr, cids, counts, lab, self.n_out, width, min_count, use_counts, pad, seed
-        )
+            indptr, cids, counts, lab, self.n_out, width, min_count, use_counts, pad, seed,
+            self._tie(self._tables),
+        )  # fmt: skip
         if self.policy == "rerank":
             return self._rerank(x, ids, lab, m, cost)
         return ActiveSet(ids, cost)
+
+    def _tie(self, tables: _Tables | None) -> np.ndarray | None:
+        """The fixed tie-break priorities, or None (seeded random ones)."""
+        if tables is None or self.policy not in ("topk", "rerank", "threshold"):
+            return None
+        return tables.tie
 
     def _rerank(self, x: Any, cand: np.ndarray, lab: np.ndarray, m: int, cost: int) -> ActiveSet:
         """The ``m`` candidates with the largest exact activations (labels kept)."""
@@ -657,6 +688,7 @@ class ActiveSelector:
             codes = tables.codes.copy()
             codes[dirty] = codes_dirty
             new_tables = _Tables(tables.family, tables.transform, codes)
+        c += self._set_tie(new_tables, rows_all)
         self._tables = new_tables
         self._dirty[:] = False
         self.rehashes += 1
@@ -678,6 +710,8 @@ class ActiveSelector:
         arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
         if self._tables is not None:
             arrays["codes"] = self._tables.codes.copy()
+            if self._tables.tie is not None:
+                arrays["tie"] = self._tables.tie.copy()
             if self._tables.transform is not None:
                 meta["scale"] = self._tables.transform.scale
         return meta, arrays
@@ -724,6 +758,8 @@ class ActiveSelector:
                 **sel.family_params,
             )
             sel._tables = _Tables(fam, tf, arrays["codes"])
+            if "tie" in arrays:
+                sel._tables.tie = np.asarray(arrays["tie"], np.int64).copy()
         return sel
 
     def __repr__(self) -> str:

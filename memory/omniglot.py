@@ -440,10 +440,11 @@ def run_omniglot(
 def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[str, int | None]:
     """Set PyTorch's threads and the numba threads of the index kernels; returns both.
 
-    numba's pool is started by the numba backend's shared setup
-    (``lshcore.kernels._numba_setup``: OpenMP layer, passive wait, so idle numba threads
-    do not take CPU from PyTorch's steps; see docs/index.md, "Threads"). The memory's
-    searches are small, so one numba thread is enough.
+    numba's pool is left to the numba backend's shared setup (``lshcore.kernels._numba_setup``,
+    see docs/index.md, "Threads"): numba shares PyTorch's OpenMP runtime, and torch is
+    already imported here, so what keeps numba off PyTorch's threads is one numba thread:
+    the kernels then run serially, with no OpenMP regions. The memory's searches are
+    small, so one thread is enough.
     """
     torch.set_num_threads(check_int(torch_threads, "threads", low=1))
     out: dict[str, int | None] = {"torch": torch.get_num_threads(), "numba": None}

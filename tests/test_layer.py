@@ -234,3 +234,36 @@ def test_fused_table_selection_agrees_with_the_two_step_kernels() -> None:
         for kern in (ref, jit):
             fused = kern.select_from_tables(q, sorted_codes, order, 60, labels, 9, *args, 4)
             assert np.array_equal(fused, two)
+
+
+def test_fixed_tie_priorities_pick_the_larger_priority_in_all_kernels() -> None:
+    # 6 candidates with equal counts, 3 places: the fixed priority decides (larger first)
+    indptr = np.array([0, 6], np.int64)
+    ids = np.arange(6, dtype=np.int64)
+    counts = np.full(6, 2, np.int32)
+    tie = np.array([10, 500, 3, 65535, 0, 7], np.int64)
+    no_labels = np.full((1, 0), -1, np.int64)
+    for kern in (ref, jit):
+        out = kern.select_active(indptr, ids, counts, no_labels, 6, 3, 1, True, True, 9, tie)
+        assert out.tolist() == [[0, 1, 3]]
+        # a higher count still beats any priority
+        c2 = counts.copy()
+        c2[4] = 3
+        out = kern.select_active(indptr, ids, c2, no_labels, 6, 3, 1, True, True, 9, tie)
+        assert out.tolist() == [[1, 3, 4]]
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 4, (60, 8))
+    order = np.argsort(codes, axis=0, kind="stable").T.copy()
+    sorted_codes = np.take_along_axis(codes.T, order, axis=1).copy()
+    q = rng.integers(0, 4, (7, 8))
+    labels = np.array([[5], [-1], [59], [0], [-1], [1], [2]], np.int64)
+    tie60 = rng.integers(0, 65536, 60)
+    two = ref.select_active(
+        *ref.sorted_table_candidates(q, sorted_codes, order, 60),
+        labels, 60, 9, 1, True, True, 4, tie60,
+    )  # fmt: skip
+    for kern in (ref, jit):
+        fused = kern.select_from_tables(
+            q, sorted_codes, order, 60, labels, 9, 1, True, True, 4, tie60
+        )
+        assert np.array_equal(fused, two)

@@ -244,3 +244,29 @@ def test_lshindex_tables_select_like_the_sorted_tables(family: str, transform: s
     assert via_index.rehashes == 1
     with pytest.raises(ConfigError, match="tables"):
         ActiveSelector(N_IN, N_OUT, tables="btree")
+
+
+def test_norm_tiebreak_prefers_larger_rows_and_survives_save_load() -> None:
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((N_OUT, N_IN)).astype(np.float32)
+    w *= rng.uniform(0.1, 3.0, (N_OUT, 1)).astype(np.float32)
+    b = np.zeros(N_OUT, np.float32)
+    x = rng.standard_normal((32, N_IN)).astype(np.float32)
+    opts = dict(active=0.05, policy="topk", family="dwta", k=1, l=2, transform=None, seed=2)
+    with pytest.raises(UnknownNameError, match="tiebreak"):
+        ActiveSelector(N_IN, N_OUT, tiebreak="largest", **opts)
+    norms = np.linalg.norm(w, axis=1)
+    mean_norm = {}
+    for tb in ("random", "norm"):
+        sel = ActiveSelector(N_IN, N_OUT, tiebreak=tb, **opts).fit(w, b)
+        ids = sel.select(x).ids
+        mean_norm[tb] = float(norms[ids[ids >= 0]].mean())
+        # rehashing counts the norms: n_out * (n_in + 1) more multiplications for "norm"
+        if tb == "norm":
+            meta, arrays = sel.state()
+            assert "tie" in arrays and meta["config"]["tiebreak"] == "norm"
+            assert arrays["tie"][np.argmax(norms)] == 65535
+            again = ActiveSelector.from_state(meta, arrays, w, b)
+            again.calls = sel.calls - 1
+            assert np.array_equal(again.select(x).ids, ids)
+    assert mean_norm["norm"] > 1.2 * mean_norm["random"]

@@ -19,6 +19,8 @@ WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 SCRIPT = """
 import json, os, sys
+if {pre_torch}:
+    import torch  # loads PyTorch's OpenMP runtime first
 if {pre_start}:
     import numba
     numba.get_num_threads()  # someone else starts numba's pool first
@@ -26,6 +28,7 @@ import lshcore
 kernels = lshcore.get_backend("numba").kernels  # the path every numba user takes
 from lshcore.kernels._numba_setup import THREADS_SETUP
 import numba
+numba.get_num_threads()  # starts the pool where the setup did not
 print(json.dumps({{
     "setup": {{k: (list(v) if isinstance(v, tuple) else v) for k, v in THREADS_SETUP.items()}},
     "layer": numba.threading_layer(),
@@ -34,12 +37,14 @@ print(json.dumps({{
 """
 
 
-def run_fresh(extra_env: dict[str, str], pre_start: bool = False) -> tuple[dict, str]:
+def run_fresh(
+    extra_env: dict[str, str], pre_start: bool = False, pre_torch: bool = False
+) -> tuple[dict, str]:
     env = {k: v for k, v in os.environ.items() if k not in WAIT_VARS}
     for k in ("LSHCORE_BACKEND", "LSHCORE_NUMBA_PASSIVE", "NUMBA_THREADING_LAYER"):
         env.pop(k, None)
     env.update(extra_env)
-    script = SCRIPT.format(pre_start=pre_start, wait_vars=WAIT_VARS)
+    script = SCRIPT.format(pre_start=pre_start, pre_torch=pre_torch, wait_vars=WAIT_VARS)
     run = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
@@ -81,4 +86,12 @@ def test_opt_out_and_an_already_started_pool_leave_everything_alone():
     out, _ = run_fresh({}, pre_start=True)
     assert out["setup"]["applied"] is False
     assert "already started" in out["setup"]["reason"]
+    assert out["env"] == {v: None for v in WAIT_VARS}
+
+
+def test_an_openmp_runtime_loaded_first_is_reported_not_changed():
+    pytest.importorskip("torch")
+    out, _ = run_fresh({}, pre_torch=True)
+    assert out["setup"]["applied"] is False
+    assert "already loaded" in out["setup"]["reason"]
     assert out["env"] == {v: None for v in WAIT_VARS}
