@@ -44,6 +44,8 @@ CURVES = (
     ("curve10_dense", "dense twin (Adam 1e-3)"),
     ("curve10_topk", "topk 5% (Adam 3e-3)"),
     ("curve10_topk_lr1e-3", "topk 5% (Adam 1e-3)"),
+    ("curve10_topk_norm", "topk 5%, norm ties (Adam 3e-3)"),
+    ("curve10_topk_norm_lr1e-3", "topk 5%, norm ties (Adam 1e-3)"),
     ("curve10_rerank8", "rerank x8 5% (Adam 3e-3)"),
 )
 
@@ -65,22 +67,32 @@ def _curves() -> list[str]:
     out = [
         "## Test accuracy after every epoch (60,000 images per epoch, seed 0)",
         "",
-        "Commands (the four ran at the same time, 1 BLAS/numba thread each): "
-        + "; ".join(f"`{rec['command']}`" for _, _, rec in runs),
-        f". Runs started {runs[0][2].get('date_utc', '?')} UTC. `inference P`: the same trained "
+        "Commands (one process per model, up to four at the same time, 1 BLAS/numba thread "
+        "each): " + "; ".join(f"`{rec['command']}`" for _, _, rec in runs),
+        ". Runs of 2026-11-25, 16:31-16:55 UTC (1-min load 3.4-6.7 from these runs and other sessions). `inference P`: the same trained "
         "weights evaluated with policy P instead of the training policy (test only).",
         "",
-        "| epoch | " + " | ".join(h for _, _, h in cols) + " | 1-min load |",
-        "|---|" + "---|" * len(cols) + "---|",
+        "| epoch | " + " | ".join(h for _, _, h in cols) + " |",
+        "|---|" + "---|" * len(cols),
     ]
     for e in range(n):
-        cells, loads = [], []
+        cells = []
         for name, key, _ in cols:
             curve = data[name]["curve"]
             cells.append(_pct(curve[e][key]) if e < len(curve) else "-")
-            if e < len(curve) and key == "test_accuracy":
-                loads.append(f"{curve[e]['loadavg_1min']:.1f}")
-        out.append(f"| {e + 1} | " + " | ".join(cells) + f" | {'/'.join(loads)} |")
+        out.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    last = {}
+    for name, key, _ in cols:
+        tail = [r[key] for r in data[name]["curve"][-3:]]
+        last[(name, key)] = sum(tail) / len(tail)
+    dense_last = last.get(("curve10_dense", "test_accuracy"))
+    out.append("| mean of last 3 | " + " | ".join(_pct(v) for v in last.values()) + " |")
+    if dense_last is not None:
+        out.append(
+            "| gap to dense (last 3) | "
+            + " | ".join(f"{100 * (dense_last - v):.2f}" for v in last.values())
+            + " |"
+        )
     out.append("")
     fr = [
         f"{label} {_pct(rec['curve'][-1]['mult_fraction'])}"
