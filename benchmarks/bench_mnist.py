@@ -3,9 +3,12 @@
 Sub-commands (each writes benchmarks/results/mnist_<name>.json):
 
   accuracy  784-1000-1000-1000-10, all hidden layers hashed at --active, against the dense twin
+  curve     one model (a policy or dense), test accuracy after every epoch (--tiebreak,
+            --lr, --eval-policies: the same weights evaluated with other policies)
   sweep     active shares x policies (topk, random, exact): accuracy vs multiplications (+ PNG)
   walltime  epoch time of the hashed model vs its dense twin (same engine) vs a PyTorch
-            nn.Linear MLP, interleaved A,B,C repetitions, medians and ratios
+            nn.Linear MLP, interleaved A,B,C repetitions, medians and ratios (--hogwild: also the
+            hashed model with 2 workers)
   hogwild   samples/s and accuracy with 1 and 2 worker threads, interleaved
 
 Run from the repository root, e.g.::
@@ -34,7 +37,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "mnist"
 
 # the hashed configuration chosen by the small experiments in docs/training.md
-HASHED = {
+HASHED: dict[str, Any] = {
     "policy": "topk",
     "family": "dwta",
     "k": 1,
@@ -188,7 +191,8 @@ def cmd_curve(args: argparse.Namespace) -> None:
         }
         for other in [q for q in args.eval_policies.split(",") if q] if not dense else []:
             # the same trained weights, another selection rule at inference only
-            sels = [ly.selector for ly in model.layers if getattr(ly, "selector", None)]
+            found = (getattr(ly, "selector", None) for ly in model.layers)
+            sels = [s for s in found if s is not None]
             saved = [(s.policy, s.rerank) for s in sels]
             for s in sels:
                 s.policy, s.rerank = other, args.rerank
@@ -321,6 +325,10 @@ def cmd_walltime(args: argparse.Namespace) -> None:
         ),
         "dense": Trainer(Model.mlp(*mlp, active=1.0, seed=0), "adam", LR_DENSE),
     }
+    if args.hogwild:  # the hashed model on both cores too (BLAS uses 2 threads for dense)
+        trainers["hashed_2workers"] = Trainer(
+            Model.mlp(*mlp, active=args.active, seed=0, **HASHED), "adam", LR_HASHED, workers=2
+        )
     for t in trainers.values():
         t.fit(x[:1280], y[:1280], 1)  # compile the kernels, warm the caches
     torch_state: dict[str, Any] = {}
@@ -347,6 +355,9 @@ def cmd_walltime(args: argparse.Namespace) -> None:
             "ratio_dense_over_hashed": med["dense"] / med["hashed"],
             "ratio_dense_over_hashed_rerank8": med["dense"] / med["hashed_rerank8"],
             "ratio_dense_over_torch": med["dense"] / med["torch"],
+            "ratio_dense_over_hashed_2workers": med["dense"] / med["hashed_2workers"]
+            if "hashed_2workers" in med
+            else None,
             "loadavg_1min_after_each_rep": loads,
         },
     )
@@ -423,6 +434,9 @@ def main() -> None:
     w.add_argument("--limit", type=int, default=20000)
     w.add_argument("--reps", type=int, default=3)
     w.add_argument("--name", default="walltime", help="results file mnist_<name>.json")
+    w.add_argument(
+        "--hogwild", action="store_true", help="also time the hashed model with 2 workers"
+    )
     h = sub.add_parser("hogwild")
     h.add_argument("--active", type=float, default=0.05)
     h.add_argument("--epochs", type=int, default=1)

@@ -106,8 +106,9 @@ def _curves() -> list[str]:
 def main() -> None:
     out = ["# MNIST benchmarks of the hashed sparse MLP", ""]
     out += [
-        "Machine: the shared 2-core development host (1-minute load average 3-9 from other work during",
-        "every run; see `loadavg*` in the JSON files). Network",
+        "Machine: the shared 2-core development host. Runs before 2026-11-25 16:30 UTC had a 1-minute",
+        "load average of 3-9 from other work; the `_quiet` runs (16:54-16:59) had 0.5-1.2 with no other",
+        "Python process (see `loadavg*`/`date_utc` in the JSON files). Network",
         "784-1000-1000-1000-10, ReLU, all three hidden layers hashed, dense output layer,",
         "Adam, batch 128, seed 0. Hashed configuration: see `config` in each JSON file.",
         "Accuracy is on the 10,000 test images with the layers' active sets (sparse inference).",
@@ -121,7 +122,9 @@ def main() -> None:
         d = acc["dense"]
         if first:
             out += [
-                "## Accuracy and multiplications (target: within 1.0 point of dense; <= 10% mults, aim 5%)",
+                "## Accuracy and multiplications, 3 epochs (target: within 1.0 point of dense; <= 10% mults, aim 5%)",
+                "",
+                "Earlier runs (2026-11-25, before 16:30 UTC, load 3-9); the 10-epoch curves follow.",
                 "",
                 "| model | test accuracy | gap to dense | training multiplications / dense | samples/s | command |",
                 "|---|---|---|---|---|---|",
@@ -154,7 +157,7 @@ def main() -> None:
         for r in recs:
             out.append(f"| {r['policy']} | {r['active']:g} | {_pct(r['accuracy'])} | {_mults(r)} |")
         out.append("")
-    for name in ("walltime_quiet", "walltime"):
+    for name in ("walltime_quiet2", "walltime_quiet", "walltime"):
         wall = _load(name)
         if not wall:
             continue
@@ -176,11 +179,19 @@ def main() -> None:
             f"- dense twin / hashed 5% (same engine): **{wall['ratio_dense_over_hashed']:.2f}x** (target > 1)",
             f"- dense twin (our engine) / PyTorch nn.Linear MLP, fused Adam, 2 threads: **{wall['ratio_dense_over_torch']:.2f}x**",
             f"- dense twin / hashed rerank-8 5%: **{wall.get('ratio_dense_over_hashed_rerank8', float('nan')):.2f}x**",
+            *(
+                [
+                    f"- dense twin / hashed 5% with 2 Hogwild workers (both on 2 cores): "
+                    f"**{wall['ratio_dense_over_hashed_2workers']:.2f}x**"
+                ]
+                if wall.get("ratio_dense_over_hashed_2workers")
+                else []
+            ),
             f"- 1-minute load average after each repetition: {', '.join(f'{v:.1f}' for v in wall.get('loadavg_1min_after_each_rep', []))}",
             "",
         ]
     titled = False
-    for name in ("hogwild_quiet", "hogwild", "hogwild_omp2"):
+    for name in ("hogwild_quiet_60k", "hogwild_quiet", "hogwild", "hogwild_omp2"):
         hog = _load(name)
         if not hog:
             continue
