@@ -192,6 +192,48 @@ def sparse_update(kind, param, grad, mark, touched, n, state1, state2, lr, h1, h
 
 
 @_jit
+def _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out):  # type: ignore[no-untyped-def]
+    """Shared tail of the selection kernels: add row b's labels, pad at random, keep the
+    m best of the ``nl`` listed neurons by (class, priority), reset ``cls``, write ``out[b]``."""
+    for q in range(labels.shape[1]):
+        i = labels[b, q]
+        if i < 0:
+            continue
+        if cls[i] == 0:
+            listed[nl] = i
+            nl += 1
+        cls[i] = LABEL_CLASS
+    if pad_random and nl < m:
+        for i in range(n_out):
+            if cls[i] == 0:
+                listed[nl] = i
+                nl += 1
+    if nl > m:
+        for s in range(nl):
+            i = listed[s]
+            if tie is None:
+                keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
+            else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
+                keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
+        # keys are unique: the m largest are those >= the (nl - m)-th smallest
+        cut = np.partition(keys[:nl], nl - m)[nl - m]
+        c = 0
+        for s in range(nl):
+            if keys[s] >= cut:
+                listed[c] = listed[s]
+                c += 1
+        for s in range(nl):
+            cls[keys[s] & 0xFFFFFFFF] = 0
+        nl = c
+    else:
+        for s in range(nl):
+            cls[listed[s]] = 0
+    chosen = np.sort(listed[:nl])
+    for s in range(nl):
+        out[b, s] = chosen[s]
+
+
+@_jit
 def select_active(
     indptr,
     cand_ids,
@@ -222,42 +264,7 @@ def select_active(
                 listed[nl] = i
                 nl += 1
             cls[i] = val
-        for q in range(labels.shape[1]):
-            i = labels[b, q]
-            if i < 0:
-                continue
-            if cls[i] == 0:
-                listed[nl] = i
-                nl += 1
-            cls[i] = LABEL_CLASS
-        if pad_random and nl < m:
-            for i in range(n_out):
-                if cls[i] == 0:
-                    listed[nl] = i
-                    nl += 1
-        if nl > m:
-            for s in range(nl):
-                i = listed[s]
-                if tie is None:
-                    keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
-                else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
-                    keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
-            # keys are unique: the m largest are those >= the (nl - m)-th smallest
-            cut = np.partition(keys[:nl], nl - m)[nl - m]
-            c = 0
-            for s in range(nl):
-                if keys[s] >= cut:
-                    listed[c] = listed[s]
-                    c += 1
-            for s in range(nl):
-                cls[keys[s] & 0xFFFFFFFF] = 0
-            nl = c
-        else:
-            for s in range(nl):
-                cls[listed[s]] = 0
-        chosen = np.sort(listed[:nl])
-        for s in range(nl):
-            out[b, s] = chosen[s]
+        _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out)
     return out
 
 
@@ -353,39 +360,5 @@ def select_from_tables(  # type: ignore[no-untyped-def]
             cls[i] = min(max(cnt, 1), LABEL_CLASS - 1) if use_counts else 1
             listed[nl] = i
             nl += 1
-        for q in range(labels.shape[1]):
-            i = labels[b, q]
-            if i < 0:
-                continue
-            if cls[i] == 0:
-                listed[nl] = i
-                nl += 1
-            cls[i] = LABEL_CLASS
-        if pad_random and nl < m:
-            for i in range(n_out):
-                if cls[i] == 0:
-                    listed[nl] = i
-                    nl += 1
-        if nl > m:
-            for s in range(nl):
-                i = listed[s]
-                if tie is None:
-                    keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
-                else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
-                    keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
-            cut = np.partition(keys[:nl], nl - m)[nl - m]
-            c = 0
-            for s in range(nl):
-                if keys[s] >= cut:
-                    listed[c] = listed[s]
-                    c += 1
-            for s in range(nl):
-                cls[keys[s] & 0xFFFFFFFF] = 0
-            nl = c
-        else:
-            for s in range(nl):
-                cls[listed[s]] = 0
-        chosen = np.sort(listed[:nl])
-        for s in range(nl):
-            out[b, s] = chosen[s]
+        _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out)
     return out
