@@ -1,7 +1,7 @@
 """Framework-neutral glue shared by the PyTorch, Keras and Gluon adapters.
 
 The adapters never hash or select themselves: :class:`IndexFollower` owns one
-:class:`lshcore.selector.ActiveSelector` per layer and turns its padded active ids into
+:class:`lshcore.training.selector.ActiveSelector` per layer and turns its padded active ids into
 the arrays every framework needs to compute the active outputs with its own ops:
 
 * ``ids (B, m)`` int64, -1 padding (what the selector returns);
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from lshcore.core.validation import as_batch, check_choice, check_float, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
-from lshcore.validation import as_batch, check_choice, check_float, check_int
 
 __all__ = [
     "ActiveArrays",
@@ -148,7 +148,7 @@ def check_labels(labels: Any, batch: int, n_out: int, name: str = "labels") -> n
 
 def gpu_backend_reason() -> str:
     """Why the ``cupy`` backend cannot run here ("" when it can)."""
-    from lshcore.backend import get_backend
+    from lshcore.registry.catalog import get_backend
 
     try:
         get_backend("cupy")
@@ -179,10 +179,10 @@ class IndexFollower:
     # -- selector life cycle ---------------------------------------------------------
     def _make_selector(self) -> Any:
         try:
-            from lshcore.selector import ActiveSelector
+            from lshcore.training.selector import ActiveSelector
         except ImportError as exc:  # the core module is required for active < 1
             raise BackendUnavailableError(
-                f"active={self.spec.active} needs lshcore.selector ({exc}); "
+                f"active={self.spec.active} needs lshcore.training.selector ({exc}); "
                 "use active=1.0 for a dense layer"
             ) from exc
         s = self.spec
@@ -261,7 +261,7 @@ class IndexFollower:
         there was nothing saved (then the caller refits)."""
         if self.spec.dense or not meta:
             return False
-        from lshcore.selector import ActiveSelector
+        from lshcore.training.selector import ActiveSelector
 
         self.selector = ActiveSelector.from_state(
             meta, arrays, _f32(weight), self._bias(bias), backend=self.spec.backend
@@ -361,7 +361,7 @@ def load_example_data(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST ``(x_train, y_train, x_test, y_test)`` from ``data_dir`` or ``$LSHCORE_DATA``
     (never downloaded); scikit-learn's digits when MNIST is not there (says so)."""
-    from lshcore.datasets import load_mnist
+    from lshcore.data.datasets import load_mnist
     from lshcore.errors import DataError
 
     try:

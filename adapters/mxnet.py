@@ -25,8 +25,8 @@ import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
 from lshcore.adapters._common import IndexFollower, LayerSpec, check_labels, mult_summary  # noqa: E402
+from lshcore.core.validation import check_int  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
-from lshcore.validation import check_int  # noqa: E402
 
 __all__ = ["LSHDense", "train_mlp"]
 
@@ -133,7 +133,7 @@ class LSHDense(gluon.Block):
 
     @property
     def selector(self) -> Any:
-        """The underlying ``lshcore.selector.ActiveSelector`` (None when ``active=1.0``)."""
+        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when ``active=1.0``)."""
         return None if self._index is None else self._index.selector
 
     # -- forward -----------------------------------------------------------------------

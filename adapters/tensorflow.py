@@ -32,8 +32,8 @@ from lshcore.adapters._common import (  # noqa: E402
     check_labels,
     mult_summary,
 )
+from lshcore.core.validation import check_int  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
-from lshcore.validation import check_int  # noqa: E402
 
 __all__ = ["LSHDense", "lsh_softmax_cross_entropy", "train_mlp"]
 
@@ -173,7 +173,7 @@ class LSHDense(keras.layers.Layer):
 
     @property
     def selector(self) -> Any:
-        """The underlying ``lshcore.selector.ActiveSelector`` (None when ``active=1.0``)."""
+        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when ``active=1.0``)."""
         return None if self._index is None else self._index.selector
 
     def _select_py(self, x: Any, labels: Any, training: Any) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """The hashed layer as a native PyTorch module (imports torch, and no other framework).
 
-``LSHLinear`` is an ``nn.Module`` whose forward asks an ``lshcore.selector.ActiveSelector``
+``LSHLinear`` is an ``nn.Module`` whose forward asks an ``lshcore.training.selector.ActiveSelector``
 for each input's active outputs and computes only those, through custom
 ``torch.autograd.Function``\\ s, so gradients reach the input and the active weight rows
 only (a sparse COO row gradient with ``sparse_grad=True``, for ``torch.optim.SparseAdam``).
@@ -32,8 +32,8 @@ from lshcore.adapters._common import (
     gpu_backend_reason,
     mult_summary,
 )
+from lshcore.core.validation import check_choice, check_int
 from lshcore.errors import ConfigError, InputError
-from lshcore.validation import check_choice, check_int
 
 __all__ = ["LSHLinear", "LSHSoftmaxLoss", "lsh_softmax_cross_entropy", "train_mlp"]
 
@@ -239,7 +239,7 @@ class LSHLinear(nn.Module):
 
     @property
     def selector(self) -> Any:
-        """The underlying ``lshcore.selector.ActiveSelector`` (None when ``active=1.0``)."""
+        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when ``active=1.0``)."""
         return self._index.selector
 
     def get_extra_state(self) -> dict[str, Any]:

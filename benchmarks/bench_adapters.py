@@ -52,7 +52,7 @@ def _set_threads(framework: str) -> str:
 
 
 def _load_mnist(n_train: int):
-    from lshcore.datasets import load_mnist
+    from lshcore.data.datasets import load_mnist
 
     data_dir = os.environ.get(
         "LSHCORE_DATA", str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data")

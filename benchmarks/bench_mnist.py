@@ -52,7 +52,7 @@ LR_DENSE = 1e-3
 
 
 def _load() -> Any:
-    from lshcore.datasets import load_mnist
+    from lshcore.data.datasets import load_mnist
 
     return load_mnist(DATA, download=False)
 
@@ -67,8 +67,8 @@ def _train(
     seed: int = 0,
     **opts: Any,
 ) -> dict[str, Any]:
-    from lshcore.engine import Trainer
-    from lshcore.model import Model
+    from lshcore.training.engine import Trainer
+    from lshcore.training.model import Model
 
     x, y = data.x_train[:limit], data.y_train[:limit]
     model = Model.mlp(
@@ -150,8 +150,8 @@ def cmd_curve(args: argparse.Namespace) -> None:
     """One model, test accuracy after every epoch; the JSON is rewritten after each epoch
     (so a run cut short keeps its curve). Evaluating between epochs advances the
     selectors' call counters, so the run differs slightly from one without evaluation."""
-    from lshcore.engine import Trainer
-    from lshcore.model import Model
+    from lshcore.training.engine import Trainer
+    from lshcore.training.model import Model
 
     data = _load()
     x, y = data.x_train[: args.limit], data.y_train[: args.limit]
@@ -308,8 +308,8 @@ def _torch_epoch(data: Any, limit: int | None, reps_state: dict[str, Any]) -> fl
 
 
 def cmd_walltime(args: argparse.Namespace) -> None:
-    from lshcore.engine import Trainer
-    from lshcore.model import Model
+    from lshcore.training.engine import Trainer
+    from lshcore.training.model import Model
 
     data = _load()
     x, y = data.x_train[: args.limit], data.y_train[: args.limit]

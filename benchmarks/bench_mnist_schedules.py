@@ -8,9 +8,9 @@ Run: .venv/bin/python benchmarks/bench_mnist_schedules.py
 import json
 from pathlib import Path
 
-from lshcore.datasets import load_mnist
-from lshcore.engine import Trainer
-from lshcore.model import Model
+from lshcore.data.datasets import load_mnist
+from lshcore.training.engine import Trainer
+from lshcore.training.model import Model
 
 d = load_mnist(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist", download=False)
 out = []

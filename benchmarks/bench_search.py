@@ -56,7 +56,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lshcore  # noqa: E402
-from lshcore.index import LSHIndex  # noqa: E402
+from lshcore.search.index import LSHIndex  # noqa: E402
 
 try:
     import faiss  # noqa: E402

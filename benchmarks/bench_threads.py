@@ -70,8 +70,8 @@ def child(a: argparse.Namespace) -> None:
     if a.variant != "torch_only":
         import numba
 
-        from lshcore.index import LSHIndex
         from lshcore.kernels._numba_setup import THREADS_SETUP
+        from lshcore.search.index import LSHIndex
 
         numba.set_num_threads(a.numba_threads)
         rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.datasets import Dataset, load_xmc, split_xmc
+from lshcore.data.datasets import Dataset, load_xmc, split_xmc
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xmc"
 KS = (1, 3, 5)
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{platform.python_version()}; torch threads {args.threads}; one-vs-rest n_jobs {args.n_jobs}; "
         f"load average at start of write-up {os.getloadavg()[0]:.2f}.",
         "",
-        f"## Loading (`lshcore.datasets.load_xmc`, median of {args.load_repeats})",
+        f"## Loading (`lshcore.data.datasets.load_xmc`, median of {args.load_repeats})",
         "",
         "| data | points | features | labels | features/point | labels/point | points without labels | load s | points/s |",
         "|---|---|---|---|---|---|---|---|---|",

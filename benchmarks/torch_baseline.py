@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from lshcore.core.validation import as_batch, as_ids, check_choice, check_float, check_int
 from lshcore.errors import ConfigError, InputError
-from lshcore.validation import as_batch, as_ids, check_choice, check_float, check_int
 
 __all__ = ["train_torch_mlp", "dense_mults_per_sample"]
 
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write all runs to this JSON file")
     args = parser.parse_args(argv)
 
-    from lshcore.datasets import load_dataset
+    from lshcore.data.datasets import load_dataset
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     data = load_dataset(args.dataset, args.data_dir, download=False, seed=args.seed)

@@ -1,6 +1,6 @@
 """NumPy reference kernels of the hash tables and of the exact top-k re-rank.
 
-Two table layouts (see ``lshcore.tables``):
+Two table layouts (see ``lshcore.search.tables``):
 
 * **fixed** buckets (policies ``fifo`` and ``reservoir``): ``slots`` (L, T, C) int32 holds
   ids (-1 = empty slot); a bucket is a ring of capacity C whose ``fill`` (L, T) int32

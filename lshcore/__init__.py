@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lshcore.backend import Backend, backends, get_backend, to_numpy
+from lshcore import _compat
+from lshcore.core.backend import Backend, to_numpy
 from lshcore.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -22,27 +23,33 @@ from lshcore.errors import (
     PluginError,
     UnknownNameError,
 )
-from lshcore.family import HashFamily, Transform
-from lshcore.hookspecs import hookimpl, hookspec
-from lshcore.registry import plugin_manager, register_plugin, unregister_plugin
+from lshcore.hashing.base import HashFamily, Transform
+from lshcore.registry.catalog import (
+    backends,
+    families,
+    get_backend,
+    hash_family,
+    transform,
+    transforms,
+)
+from lshcore.registry.hookspecs import hookimpl, hookspec
+from lshcore.registry.manager import plugin_manager, register_plugin, unregister_plugin
 
 __version__ = "0.1.0"
 
+_compat.install()  # old module paths (lshcore.selector, ...) stay importable
+
 # Heavier public names, imported on first use so that `import lshcore` stays light.
 _LAZY = {
-    "families": "lshcore.catalog",
-    "transforms": "lshcore.catalog",
-    "hash_family": "lshcore.catalog",
-    "transform": "lshcore.catalog",
-    "LSHIndex": "lshcore.index",
-    "IndexParams": "lshcore.index",
-    "LSHTables": "lshcore.tables",
-    "load_dataset": "lshcore.datasets",
-    "ActiveSelector": "lshcore.selector",
-    "HashedLayer": "lshcore.layer",
-    "DenseLayer": "lshcore.layer",
-    "Model": "lshcore.model",
-    "Trainer": "lshcore.engine",
+    "LSHIndex": "lshcore.search.index",
+    "IndexParams": "lshcore.search.index",
+    "LSHTables": "lshcore.search.tables",
+    "load_dataset": "lshcore.data.datasets",
+    "ActiveSelector": "lshcore.training.selector",
+    "HashedLayer": "lshcore.training.layer",
+    "DenseLayer": "lshcore.training.layer",
+    "Model": "lshcore.training.model",
+    "Trainer": "lshcore.training.engine",
 }
 
 
@@ -73,6 +80,10 @@ __all__ = [
     "Transform",
     "UnknownNameError",
     "backends",
+    "families",
+    "hash_family",
+    "transform",
+    "transforms",
     "get_backend",
     "hookimpl",
     "hookspec",

@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lshcore.core.fileformat import load_arrays, save_arrays
+from lshcore.core.validation import as_batch, check_float, check_int
 from lshcore.errors import ConfigError, FileFormatError, InputError
-from lshcore.fileformat import load_arrays, save_arrays
-from lshcore.validation import as_batch, check_float, check_int
 
 __all__ = [
     "LSHMemory",
@@ -109,7 +109,7 @@ def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, An
     table, 16 tables, 16 probes) with unbounded buckets, so every written slot stays
     findable; ``benchmarks/results/memory.md`` gives the measured recall.
     """
-    from lshcore.index import IndexParams
+    from lshcore.search.index import IndexParams
 
     params = IndexParams.default(
         check_int(size, "size", low=1), check_int(key_dim, "key_dim", low=1)
@@ -239,7 +239,7 @@ class _IndexSearch:
     name = "lsh"
 
     def __init__(self, memory: LSHMemory, params: dict[str, Any]):
-        from lshcore.index import LSHIndex  # the index pulls in kernels: load on use
+        from lshcore.search.index import LSHIndex  # the index pulls in kernels: load on use
 
         self.memory = memory
         self.params = dict(params)

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from lshcore.core.validation import check_choice, check_int
 from lshcore.errors import ConfigError, DataError
 from lshcore.memory.core import LSHMemory
 from lshcore.memory.torch import MemoryModule
-from lshcore.validation import check_choice, check_int
 
 __all__ = [
     "BACKGROUND_ZIPS",

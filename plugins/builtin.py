@@ -1,9 +1,32 @@
-"""The built-in hook implementations: lshcore's own families, transforms and backends."""
+"""The built-in hook implementations: lshcore's own families, transforms and backends.
+
+They register through the same hooks as third-party plugins.
+"""
 
 from __future__ import annotations
 
-from lshcore.backend import Backend, CupyBackend
-from lshcore.hookspecs import Register, hookimpl
+from lshcore.core.backend import Backend, CupyBackend
+from lshcore.hashing.base import HashFamily, Transform
+from lshcore.hashing.minhash import MinHash
+from lshcore.hashing.mips import SignALSH, SimpleLSH
+from lshcore.hashing.projection import SRP, CrossPolytope, PStable, SparseSRP
+from lshcore.hashing.wta import DWTA, WTA
+from lshcore.registry.hookspecs import Register, hookimpl
+
+__all__ = ["BUILTIN_FAMILIES", "BUILTIN_TRANSFORMS"]
+
+#: lshcore's own hash families, in the order ``lshcore plugins`` lists them
+BUILTIN_FAMILIES: list[type[HashFamily]] = [
+    SRP,
+    SparseSRP,
+    CrossPolytope,
+    PStable,
+    WTA,
+    DWTA,
+    MinHash,
+]
+#: lshcore's own MIPS transforms
+BUILTIN_TRANSFORMS: list[type[Transform]] = [SimpleLSH, SignALSH]
 
 
 @hookimpl
@@ -24,15 +47,11 @@ def lshcore_register_backends(register: Register) -> None:
 
 @hookimpl
 def lshcore_register_hash_families(register: Register) -> None:
-    from lshcore import catalog as fam
-
-    for cls in fam.BUILTIN_FAMILIES:
+    for cls in BUILTIN_FAMILIES:
         register(cls.name, cls)
 
 
 @hookimpl
 def lshcore_register_transforms(register: Register) -> None:
-    from lshcore import catalog as fam
-
-    for cls in fam.BUILTIN_TRANSFORMS:
+    for cls in BUILTIN_TRANSFORMS:
         register(cls.name, cls)

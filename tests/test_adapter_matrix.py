@@ -3,7 +3,7 @@ hashed layer, PyTorch, Keras and Gluon give the same active sets, outputs and gr
 
 Each framework runs one training forward (labels forced active) of a linear hashed
 layer and backpropagates ``loss = sum(G * out)`` for a fixed ``G``; everything is
-compared with the core ``lshcore.layer.HashedLayer``.
+compared with the core ``lshcore.training.layer.HashedLayer``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def problem():
 
 
 def _core(p):
-    from lshcore.layer import Counts, HashedLayer
+    from lshcore.training.layer import Counts, HashedLayer
 
     layer = HashedLayer(N_IN, N_OUT, activation="linear", **HASHING)
     layer.weight[...] = p["w"]

@@ -14,9 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 import lshcore
-from lshcore import catalog, registry
-from lshcore.backend import Backend
 from lshcore.cli import main
+from lshcore.core.backend import Backend
+from lshcore.plugins import builtin
+from lshcore.registry import catalog
+from lshcore.registry import manager as registry
 
 BUILTIN = "lshcore.plugins.builtin"
 
@@ -62,7 +64,7 @@ def test_json_lists_every_registration_with_its_plugin():
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     families = {row["name"]: row for row in report["families"]}
-    assert set(families) == {c.name for c in catalog.BUILTIN_FAMILIES} | {"ones"}
+    assert set(families) == {c.name for c in builtin.BUILTIN_FAMILIES} | {"ones"}
     assert families["srp"]["plugin"] == BUILTIN and families["srp"]["origin"] == "built-in"
     assert families["ones"]["plugin"] == "extra" and families["ones"]["measure"] == "hamming"
     assert families["ones"]["origin"] == "run time"

@@ -56,7 +56,7 @@ def test_train_writes_json_table_and_model(tmp_path) -> None:
     assert 0 < rec["mult_fraction"] < 1
     assert rec["mult_fraction"] == pytest.approx(rec["mults_total"] / rec["mults_dense"])
     assert rec["args"]["hidden"] == [32]
-    from lshcore.engine import Trainer
+    from lshcore.training.engine import Trainer
 
     assert Trainer.load(model).epoch == 1
 
@@ -109,7 +109,7 @@ def test_bad_options_are_usage_errors(args, option) -> None:
 
 def test_missing_mnist_names_the_dataset(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LSHCORE_DATA", str(tmp_path))
-    import lshcore.datasets as ds
+    import lshcore.data.datasets as ds
 
     def offline(*a, **k):
         raise ds.DataError("MNIST not found in " + str(tmp_path))

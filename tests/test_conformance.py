@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import lshcore
-from lshcore.family import HashFamily
-from lshcore.family_projection import SRP
+from lshcore.core.validation import as_batch
+from lshcore.hashing.base import HashFamily
+from lshcore.hashing.projection import SRP
 from lshcore.testing import check_hash_family
-from lshcore.validation import as_batch
 
 
 @pytest.mark.parametrize("name", lshcore.families())

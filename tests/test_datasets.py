@@ -1,4 +1,4 @@
-"""Tests of lshcore.datasets: digits, MNIST IDX files, Fashion-MNIST search, XMC files."""
+"""Tests of lshcore.data.datasets: digits, MNIST IDX files, Fashion-MNIST search, XMC files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lshcore import datasets
-from lshcore.datasets import (
+from lshcore.data.datasets import (
     IDX_FILES,
     MNIST_MD5,
     Dataset,

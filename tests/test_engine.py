@@ -1,14 +1,14 @@
-"""Tests of lshcore.engine: training, accounting, Hogwild workers, bit-for-bit resume."""
+"""Tests of lshcore.training.engine: training, accounting, Hogwild workers, bit-for-bit resume."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lshcore.datasets import load_digits
-from lshcore.engine import Trainer
+from lshcore.data.datasets import load_digits
 from lshcore.errors import InputError
-from lshcore.model import Model
+from lshcore.training.engine import Trainer
+from lshcore.training.model import Model
 
 
 @pytest.fixture(scope="module")

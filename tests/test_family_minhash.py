@@ -9,7 +9,7 @@ from scipy.stats import binom
 
 import lshcore
 from lshcore.errors import ConfigError, InputError
-from lshcore.family_minhash import MinHash
+from lshcore.hashing.minhash import MinHash
 from lshcore.kernels import numpy_ref
 
 BACKENDS = [

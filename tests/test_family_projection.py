@@ -12,7 +12,7 @@ from scipy.linalg import hadamard
 
 import lshcore
 from lshcore.errors import ConfigError, InputError
-from lshcore.family_projection import (
+from lshcore.hashing.projection import (
     SRP,
     CrossPolytope,
     PStable,
@@ -85,7 +85,7 @@ def test_srp_probes_follow_the_least_certain_bits(k: int, n_probes: int) -> None
 def test_pack_bits_any_k_and_layout(k: int) -> None:
     """_pack_bits puts sub-hash j in bit j on every path (byte packing, float32 dot, the
     array-generic bit-plane loop used for CuPy, wide k and non-contiguous input)."""
-    from lshcore.family_projection import _pack_bits
+    from lshcore.hashing.projection import _pack_bits
 
     n_tables = 3
     bits = RNG.random((9, k * n_tables)) < 0.5

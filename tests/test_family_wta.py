@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 import lshcore
 from lshcore.errors import ConfigError, InputError
-from lshcore.family_wta import DWTA, PROBE_ATTEMPTS, WTA, bin_layout
+from lshcore.hashing.wta import DWTA, PROBE_ATTEMPTS, WTA, bin_layout
 from lshcore.kernels import numpy_ref
 
 BACKENDS = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.errors import FileFormatError
-from lshcore.fileformat import load_arrays, save_arrays
 
 
 def _save(path, **kw):

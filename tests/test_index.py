@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import lshcore
+from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.errors import ConfigError, FileFormatError, InputError
-from lshcore.fileformat import load_arrays, save_arrays
-from lshcore.index import IndexParams, LSHIndex
+from lshcore.search.index import IndexParams, LSHIndex
 
 HOST_BACKENDS = ["numpy", "numba"]
 DIM = 12
@@ -113,7 +113,7 @@ def test_mips_transform_scores_inner_products() -> None:
 
 
 def test_l2_family_scores_negative_distance() -> None:
-    if lshcore.catalog.family_class("pstable").measure != "l2":
+    if lshcore.registry.catalog.family_class("pstable").measure != "l2":
         pytest.skip("pstable is not an l2 family here")
     x, q = data(150), data(3, seed=4)
     index = LSHIndex(DIM, family="pstable", k=1, l=64, policy="unbounded")

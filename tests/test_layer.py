@@ -1,4 +1,4 @@
-"""Tests of the layer kernels (NumPy reference vs numba) and of lshcore.layer."""
+"""Tests of the layer kernels (NumPy reference vs numba) and of lshcore.training.layer."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 
 from lshcore.errors import ConfigError, InputError
 from lshcore.kernels import _np_layer as ref
-from lshcore.layer import Counts, DenseLayer, HashedLayer
-from lshcore.optim import make_optimizer
-from lshcore.selector import SparseBatch
+from lshcore.training.layer import Counts, DenseLayer, HashedLayer
+from lshcore.training.optim import make_optimizer
+from lshcore.training.selector import SparseBatch
 
 jit = pytest.importorskip("lshcore.kernels._numba_layer")
 

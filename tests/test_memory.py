@@ -253,7 +253,7 @@ def test_save_load_round_trip_and_continue(tmp_path) -> None:
 
 
 def test_load_rejects_foreign_and_corrupt_files(tmp_path) -> None:
-    from lshcore.fileformat import save_arrays
+    from lshcore.core.fileformat import save_arrays
 
     other = tmp_path / "other.npz"
     save_arrays(other, "lsh-index", 1, {}, {"x": np.zeros(3)})
@@ -290,7 +290,8 @@ def test_default_index_params_grow_with_size() -> None:
 # -- the LSH index path --------------------------------------------------------------
 
 requires_index = pytest.mark.skipif(
-    importlib.util.find_spec("lshcore.index") is None, reason="lshcore.index is not built yet"
+    importlib.util.find_spec("lshcore.search.index") is None,
+    reason="lshcore.search.index is not built yet",
 )
 
 
@@ -367,7 +368,7 @@ def test_write_preloads_oldest_slots_without_lookup() -> None:
 
 @requires_index
 def test_index_params_object_and_default_settings() -> None:
-    from lshcore.index import IndexParams
+    from lshcore.search.index import IndexParams
 
     mem = LSHMemory(8, 100, index=IndexParams(k=5, l=6, n_probes=2, seed=4))
     assert (mem.index.k, mem.index.l, mem.index.n_probes) == (5, 6, 2)

@@ -55,7 +55,7 @@ def _batch(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 def test_keras_layer_loss_gradient_and_graph_mode() -> None:
     import tensorflow as tf
 
-    from lshcore.memory.keras import MemoryLayer
+    from lshcore.memory.tensorflow import MemoryLayer
 
     mem = _memory()
     layer = MemoryLayer(memory=mem)
@@ -92,7 +92,7 @@ def test_keras_layer_loss_gradient_and_graph_mode() -> None:
 def test_keras_config_round_trip_and_bad_input() -> None:
     import tensorflow as tf
 
-    from lshcore.memory.keras import MemoryLayer
+    from lshcore.memory.tensorflow import MemoryLayer
 
     layer = MemoryLayer(key_dim=8, size=64, k=16, alpha=0.2, exact=True, seed=3, name="mem")
     again = MemoryLayer.from_config(layer.get_config())
@@ -110,7 +110,7 @@ def test_keras_config_round_trip_and_bad_input() -> None:
 
 @needs_mx
 def test_gluon_block_loss_gradient_and_update() -> None:
-    from lshcore.memory.gluon import MemoryBlock, autograd, mx
+    from lshcore.memory.mxnet import MemoryBlock, autograd, mx
 
     mem = _memory()
     block = MemoryBlock(mem)

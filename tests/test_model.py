@@ -1,4 +1,4 @@
-"""Tests of lshcore.model: structure, loss, save/load."""
+"""Tests of lshcore.training.model: structure, loss, save/load."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from lshcore.errors import ConfigError, FileFormatError
-from lshcore.layer import Counts, DenseLayer, HashedLayer
-from lshcore.model import Model, softmax_xent
-from lshcore.optim import make_optimizer
-from lshcore.selector import SparseBatch
+from lshcore.training.layer import Counts, DenseLayer, HashedLayer
+from lshcore.training.model import Model, softmax_xent
+from lshcore.training.optim import make_optimizer
+from lshcore.training.selector import SparseBatch
 
 
 def test_softmax_xent_gradient_matches_finite_differences() -> None:
@@ -98,7 +98,7 @@ def test_save_load_roundtrip(tmp_path) -> None:
 
 
 def test_load_rejects_foreign_and_damaged_files(tmp_path) -> None:
-    from lshcore.fileformat import save_arrays
+    from lshcore.core.fileformat import save_arrays
 
     other = save_arrays(tmp_path / "idx.npz", "lsh-index", 1, {}, {"a": np.zeros(2)})
     with pytest.raises(FileFormatError, match="lsh-model"):

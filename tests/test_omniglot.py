@@ -16,9 +16,9 @@ ImageDraw = pytest.importorskip("PIL.ImageDraw")
 
 from click.testing import CliRunner  # noqa: E402
 
+from lshcore.cli.memory import memory as memory_cli  # noqa: E402
 from lshcore.errors import DataError  # noqa: E402
 from lshcore.memory import omniglot as og  # noqa: E402
-from lshcore.memory.cli import memory as memory_cli  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 

@@ -1,13 +1,13 @@
-"""Tests of lshcore.optim: sparse (lazy) and dense steps, and construction errors."""
+"""Tests of lshcore.training.optim: sparse (lazy) and dense steps, and construction errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lshcore.backend import get_backend
 from lshcore.errors import ConfigError, UnknownNameError
-from lshcore.optim import OPTIMIZERS, make_optimizer
+from lshcore.registry.catalog import get_backend
+from lshcore.training.optim import OPTIMIZERS, make_optimizer
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import lshcore
-from lshcore import catalog, registry
-from lshcore.backend import Backend
+from lshcore.core.backend import Backend
 from lshcore.errors import BackendUnavailableError, InputError, PluginError, UnknownNameError
+from lshcore.plugins import builtin
+from lshcore.registry import catalog
+from lshcore.registry import manager as registry
 
 BUILTIN = "lshcore.plugins.builtin"
 
@@ -67,7 +69,7 @@ def snapshot() -> dict[str, dict[str, Any]]:
 
 def test_builtins_come_through_the_hooks():
     regs = registry.registrations("hash family")
-    assert lshcore.families() == sorted(cls.name for cls in catalog.BUILTIN_FAMILIES)
+    assert lshcore.families() == sorted(cls.name for cls in builtin.BUILTIN_FAMILIES)
     assert "srp" in lshcore.families()
     assert regs["srp"].plugin == BUILTIN and regs["srp"].origin == "built-in"
     impls = registry.plugin_manager().hook.lshcore_register_hash_families.get_hookimpls()
@@ -93,7 +95,7 @@ def test_every_builtin_is_registered():
 
 
 def test_transforms_and_backends_listed():
-    assert catalog.transforms() == sorted(cls.name for cls in catalog.BUILTIN_TRANSFORMS)
+    assert catalog.transforms() == sorted(cls.name for cls in builtin.BUILTIN_TRANSFORMS)
     assert registry.registrations("transform").keys() == set(catalog.transforms())
     assert {"numpy", "numba"} <= set(lshcore.backends())
     assert "cupy" in lshcore.backends(usable_only=False)
@@ -104,7 +106,8 @@ def test_transforms_and_backends_listed():
 def test_public_functions_are_not_shadowed_by_submodules():
     # importing a submodule binds it on the package: a module lshcore/<name>.py would
     # replace the public function lshcore.<name>() once anything imports that module
-    for module in ("lshcore.catalog", "lshcore.backend", "lshcore.registry"):
+    subpackages = ("core", "registry", "hashing", "search", "training", "data", "cli", "testing")
+    for module in [f"lshcore.{name}" for name in subpackages] + ["lshcore.registry.catalog"]:
         importlib.import_module(module)
     for name in ("families", "transforms", "backends", "hash_family", "transform"):
         value = getattr(lshcore, name)

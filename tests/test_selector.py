@@ -1,4 +1,4 @@
-"""Tests of lshcore.selector (active-set selection) and lshcore.schedule."""
+"""Tests of lshcore.training.selector (active-set selection) and lshcore.training.schedule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameError
-from lshcore.schedule import Schedule, parse_schedule
-from lshcore.selector import POLICIES, ActiveSelector, SparseBatch
+from lshcore.training.schedule import Schedule, parse_schedule
+from lshcore.training.selector import POLICIES, ActiveSelector, SparseBatch
 
 N_IN, N_OUT = 24, 200
 

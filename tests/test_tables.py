@@ -10,7 +10,7 @@ import pytest
 import lshcore
 from lshcore.errors import ConfigError, InputError
 from lshcore.kernels import _np_tables as ref
-from lshcore.tables import Candidates, LSHTables, default_table_size, reduce_codes
+from lshcore.search.tables import Candidates, LSHTables, default_table_size, reduce_codes
 
 HOST_BACKENDS = ["numpy", "numba"]
 
@@ -385,7 +385,7 @@ def test_cupy_backend_tables() -> None:
 
 
 def test_unbounded_pending_run_grows_with_sqrt_of_main() -> None:
-    from lshcore.tables import PENDING_MIN, pending_limit
+    from lshcore.search.tables import PENDING_MIN, pending_limit
 
     assert pending_limit(0) == PENDING_MIN
     assert pending_limit(16_000_000) == 16 * 4000  # not main / 8 (2,000,000)

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lshcore
+from lshcore.core.validation import as_batch
 from lshcore.errors import ConfigError
-from lshcore.family import HashFamily
-from lshcore.family_projection import SRP
+from lshcore.hashing.base import HashFamily
+from lshcore.hashing.projection import SRP
 from lshcore.testing import (
     KitReport,
     angle_pairs,
@@ -29,7 +30,6 @@ from lshcore.testing import (
     pairs_at_jaccard,
     sparse_vectors,
 )
-from lshcore.validation import as_batch
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "families.md"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lshcore.datasets import load_digits
+from lshcore.data.datasets import load_digits
 from lshcore.errors import ConfigError, InputError
 
 pytest.importorskip("torch")

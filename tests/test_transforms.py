@@ -9,8 +9,8 @@ from hypothesis import given, settings
 
 import lshcore
 from lshcore.errors import ConfigError, InputError, NotFittedError
-from lshcore.family_projection import SRP
-from lshcore.mips import SignALSH, SimpleLSH
+from lshcore.hashing.mips import SignALSH, SimpleLSH
+from lshcore.hashing.projection import SRP
 from lshcore.testing import dense_vectors
 
 RNG = np.random.default_rng(2024)

@@ -21,8 +21,10 @@ from typing import Any
 
 import pluggy
 
-from lshcore import hookspecs
+from lshcore.core.backend import Backend
 from lshcore.errors import PluginError, UnknownNameError
+from lshcore.hashing.base import HashFamily, Transform
+from lshcore.registry import hookspecs
 
 __all__ = [
     "Registration",
@@ -86,9 +88,6 @@ def _new_plugin_manager() -> pluggy.PluginManager:
 
 def _check_object(kind: str, name: str, obj: Any, plugin: str) -> None:
     """PluginError unless ``obj`` is what a ``kind`` registration must be."""
-    from lshcore.backend import Backend  # here: lshcore.backend imports this module
-    from lshcore.family import HashFamily, Transform
-
     if kind == "hash family":
         ok, expected = (
             isinstance(obj, type) and issubclass(obj, HashFamily),

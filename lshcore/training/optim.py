@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from lshcore.core.validation import check_float
 from lshcore.errors import UnknownNameError
-from lshcore.validation import check_float
 
 __all__ = ["Optimizer", "make_optimizer", "OPTIMIZERS"]
 

@@ -35,10 +35,10 @@ import scipy.sparse as sp
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lshcore.backend import backends as usable_backends
-from lshcore.backend import to_numpy
+from lshcore.core.backend import to_numpy
 from lshcore.errors import ConfigError
-from lshcore.family import HashFamily
+from lshcore.hashing.base import HashFamily
+from lshcore.registry.catalog import backends as usable_backends
 
 __all__ = [
     "pairs_at_angle",
@@ -362,7 +362,7 @@ def check_hash_family(
     from ``seed``, so a run is reproducible. Returns a :class:`KitReport`.
     """
     if isinstance(name_or_class, str):
-        from lshcore.catalog import family_class
+        from lshcore.registry.catalog import family_class
 
         cls = family_class(name_or_class)
         label = repr(name_or_class)

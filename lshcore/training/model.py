@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.backend import Backend
+from lshcore.core.backend import Backend
+from lshcore.core.fileformat import load_arrays, save_arrays
+from lshcore.core.validation import as_batch, check_float
 from lshcore.errors import ConfigError, FileFormatError
-from lshcore.fileformat import load_arrays, save_arrays
-from lshcore.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
-from lshcore.optim import Optimizer
-from lshcore.selector import ActiveSelector, SparseBatch, labels_matrix
-from lshcore.validation import as_batch, check_float
+from lshcore.training.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
+from lshcore.training.optim import Optimizer
+from lshcore.training.selector import ActiveSelector, SparseBatch, labels_matrix
 
 __all__ = ["Model", "softmax_xent", "MODEL_KIND", "MODEL_VERSION"]
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from lshcore.core.validation import check_choice, check_float, check_int
 from lshcore.errors import ConfigError, DataError, UnknownNameError
-from lshcore.validation import check_choice, check_float, check_int
 
 __all__ = [
     "Dataset",

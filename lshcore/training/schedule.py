@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lshcore.core.validation import check_float
 from lshcore.errors import ConfigError
-from lshcore.validation import check_float
 
 __all__ = ["Schedule", "parse_schedule"]
 

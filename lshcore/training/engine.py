@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from lshcore.core.validation import as_batch, check_int
 from lshcore.errors import ConfigError, InputError
-from lshcore.layer import Counts, Workspace
-from lshcore.model import Model
-from lshcore.optim import make_optimizer
-from lshcore.validation import as_batch, check_int
+from lshcore.training.layer import Counts, Workspace
+from lshcore.training.model import Model
+from lshcore.training.optim import make_optimizer
 
 __all__ = ["Trainer", "TrainStats"]
 

@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lshcore.backend import Backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import check_int, is_sparse
 from lshcore.errors import ConfigError
-from lshcore.family_projection import _BackendFamily
-from lshcore.validation import check_int, is_sparse
+from lshcore.hashing.projection import _BackendFamily
 
 __all__ = ["DWTA", "WTA", "PROBE_ATTEMPTS", "bin_layout", "pack_codes"]
 

@@ -3,7 +3,7 @@
 The index hashes vectors with a family (optionally after a MIPS transform), keeps each
 id's buckets so that ``update``/``remove`` can take the old entries out, optionally
 stores the vectors (``store=True``) to re-rank candidates exactly in :meth:`search`,
-and saves/loads itself with :mod:`lshcore.fileformat` (kind ``"lsh-index"``).
+and saves/loads itself with :mod:`lshcore.core.fileformat` (kind ``"lsh-index"``).
 
 Internally every id owns a dense *row* (reused after removal); the tables hold rows,
 which keeps the candidate-counting scratch small whatever the ids are.
@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from lshcore import catalog
-from lshcore.backend import Backend, get_backend
+from lshcore.core.backend import Backend
+from lshcore.core.fileformat import load_arrays, save_arrays
+from lshcore.core.validation import as_batch, as_ids, check_choice, check_int, is_sparse
 from lshcore.errors import ConfigError, FileFormatError, InputError
-from lshcore.family import HashFamily, Transform
-from lshcore.fileformat import load_arrays, save_arrays
-from lshcore.tables import POLICIES, Candidates, LSHTables
-from lshcore.validation import as_batch, as_ids, check_choice, check_int, is_sparse
+from lshcore.hashing.base import HashFamily, Transform
+from lshcore.registry import catalog
+from lshcore.registry.catalog import get_backend
+from lshcore.search.tables import POLICIES, Candidates, LSHTables
 
 __all__ = ["LSHIndex", "IndexParams", "FILE_KIND", "FILE_VERSION"]
 
@@ -104,12 +105,12 @@ class LSHIndex:
 
     Parameters: ``family`` (a registered hash family name), ``k`` (sub-hashes per
     table), ``l`` (tables), ``bucket_size`` and ``policy`` (``"fifo"``, ``"reservoir"``,
-    ``"unbounded"``; see :mod:`lshcore.tables`), ``backend`` (``"numpy"``, ``"numba"``,
+    ``"unbounded"``; see :mod:`lshcore.search.tables`), ``backend`` (``"numpy"``, ``"numba"``,
     ``"cupy"``; default the default backend), ``transform`` (a MIPS transform name such
     as ``"simple_lsh"``, or a :class:`~lshcore.Transform`; then scores are inner
     products), ``seed``, ``store`` (keep the vectors for exact re-ranking),
     ``n_probes`` (default probes per table; > 1 needs a family with multiprobe),
-    ``table_size`` (buckets per table, default see :func:`lshcore.tables.default_table_size`)
+    ``table_size`` (buckets per table, default see :func:`lshcore.search.tables.default_table_size`)
     and ``**family_params`` for the family.
 
     Adding an id that is already in the index raises InputError (use :meth:`update`).

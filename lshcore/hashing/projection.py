@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lshcore.backend import Backend, get_backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import check_float, check_int, is_sparse
 from lshcore.errors import ConfigError
-from lshcore.family import HashFamily
-from lshcore.validation import check_float, check_int, is_sparse
+from lshcore.hashing.base import HashFamily
+from lshcore.registry.catalog import get_backend
 
 __all__ = ["SRP", "SparseSRP", "CrossPolytope", "PStable"]
 

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lshcore.core.validation import as_batch, check_float, check_int, is_sparse
 from lshcore.errors import ConfigError, NotFittedError
-from lshcore.family import Transform
-from lshcore.validation import as_batch, check_float, check_int, is_sparse
+from lshcore.hashing.base import Transform
 
 __all__ = ["SimpleLSH", "SignALSH"]
 

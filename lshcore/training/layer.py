@@ -1,7 +1,7 @@
 """Fully connected layers of the core engine: dense, and hashed (LSH-selected neurons).
 
 Activations between layers are either a dense array ``(B, n)`` float32 or a
-:class:`~lshcore.selector.SparseBatch` (the active ids and their values). A
+:class:`~lshcore.training.selector.SparseBatch` (the active ids and their values). A
 :class:`HashedLayer` computes only its active neurons and returns a SparseBatch, so a
 following hashed layer multiplies only active inputs by active rows: the savings compound.
 
@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.backend import Backend, get_backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import check_int
 from lshcore.errors import ConfigError, InputError
-from lshcore.optim import Optimizer
-from lshcore.selector import ActiveSelector, SparseBatch
-from lshcore.validation import check_int
+from lshcore.registry.catalog import get_backend
+from lshcore.training.optim import Optimizer
+from lshcore.training.selector import ActiveSelector, SparseBatch
 
 __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
 

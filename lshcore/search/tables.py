@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.backend import Backend, get_backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import as_ids, check_choice, check_int
 from lshcore.errors import ConfigError, InputError
-from lshcore.validation import as_ids, check_choice, check_int
+from lshcore.registry.catalog import get_backend
 
 __all__ = [
     "Candidates",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lshcore.validation import as_batch, check_int
+from lshcore.core.validation import as_batch, check_int
 
 __all__ = ["HashFamily", "Transform"]
 

@@ -26,7 +26,7 @@ def run_index_demo(
     """
     from sklearn.datasets import load_digits
 
-    from lshcore.index import LSHIndex
+    from lshcore.search.index import LSHIndex
 
     digits = load_digits()
     data = digits.data.astype(np.float32)

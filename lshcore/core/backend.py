@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from lshcore import registry
 from lshcore.errors import BackendUnavailableError
 
-__all__ = ["Backend", "get_backend", "default_backend_name", "backends", "to_numpy"]
-
-BACKEND_ENV = "LSHCORE_BACKEND"
+__all__ = ["Backend", "CupyBackend", "to_numpy"]
 
 
 class Backend:
@@ -134,29 +130,3 @@ def to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "get") and type(x).__module__.split(".")[0] == "cupy":
         return x.get()
     return np.asarray(x)
-
-
-def backends(usable_only: bool = True) -> list[str]:
-    """Names of the registered backends (only the usable ones by default)."""
-    regs = registry.registrations("backend")
-    return sorted(n for n, r in regs.items() if not usable_only or r.obj.available())
-
-
-def default_backend_name() -> str:
-    """``$LSHCORE_BACKEND`` if set, else ``numba`` when usable, else ``numpy``."""
-    env = os.environ.get(BACKEND_ENV)
-    if env:
-        return env
-    regs = registry.registrations("backend")
-    if "numba" in regs and regs["numba"].obj.available():
-        return "numba"
-    return "numpy"
-
-
-def get_backend(backend: str | Backend | None = None) -> Backend:
-    """A usable backend by name (None means the default); UnknownNameError lists names."""
-    if isinstance(backend, Backend):
-        return backend.require()
-    name = default_backend_name() if backend is None else backend
-    obj: Backend = registry.lookup("backend", name)
-    return obj.require()

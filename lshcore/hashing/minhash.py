@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lshcore.backend import Backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import check_int, is_sparse
 from lshcore.errors import ConfigError
-from lshcore.family_projection import _BackendFamily
-from lshcore.family_wta import PROBE_ATTEMPTS, pack_codes
-from lshcore.validation import check_int, is_sparse
+from lshcore.hashing.projection import _BackendFamily
+from lshcore.hashing.wta import PROBE_ATTEMPTS, pack_codes
 
 __all__ = ["MinHash"]
 

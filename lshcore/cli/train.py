@@ -11,8 +11,8 @@ import click
 import numpy as np
 
 from lshcore.errors import ConfigError, DataError, UnknownNameError
-from lshcore.optim import OPTIMIZERS
-from lshcore.selector import POLICIES
+from lshcore.training.optim import OPTIMIZERS
+from lshcore.training.selector import POLICIES
 
 __all__ = ["train", "demo", "run_training"]
 
@@ -47,7 +47,7 @@ def _parse_active(ctx: click.Context, param: click.Parameter, value: str) -> lis
 
 
 def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
-    from lshcore.datasets import load_dataset
+    from lshcore.data.datasets import load_dataset
 
     return load_dataset(dataset, data_dir, seed=seed)
 
@@ -78,8 +78,8 @@ def run_training(
     desc: str = "",
 ) -> dict[str, Any]:
     """Train one model on ``data`` (a Dataset) and return its record (see ``lshcore train``)."""
-    from lshcore.engine import Trainer
-    from lshcore.model import Model
+    from lshcore.training.engine import Trainer
+    from lshcore.training.model import Model
 
     if transform == "auto":  # rank-based families hash the raw vectors
         transform = "none" if family in ("dwta", "wta") else "simple_lsh"
@@ -236,7 +236,7 @@ def _plot(
 
 
 def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
-    from lshcore import catalog
+    from lshcore.registry import catalog
 
     if opts["framework"] == "core" and any(a < 1 for a in opts["active"]):
         try:
@@ -469,7 +469,7 @@ def train(**kwargs: Any) -> None:
     if kwargs["family"] not in ("dwta", "wta"):
         kwargs["bin_size"] = None
     for name, value in (("--rehash", kwargs["rehash"]), ("--rebuild", kwargs["rebuild"])):
-        from lshcore.schedule import parse_schedule
+        from lshcore.training.schedule import parse_schedule
 
         try:
             parse_schedule(value, name)

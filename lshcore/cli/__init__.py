@@ -1,7 +1,4 @@
-"""The ``lshcore`` command line, on click.
-
-Each area keeps its commands in its own module; they are attached here.
-"""
+"""The ``lshcore`` command line, on click: one module per command, attached here."""
 
 from __future__ import annotations
 
@@ -11,11 +8,11 @@ import click
 
 # (module, attribute) of each command attached to the top-level group
 _COMMANDS = [
-    ("lshcore.cli_plugins", "plugins"),
-    ("lshcore.cli_index", "index_demo"),
-    ("lshcore.cli_train", "train"),
-    ("lshcore.cli_train", "demo"),
-    ("lshcore.memory.cli", "memory"),
+    ("lshcore.cli.plugins", "plugins"),
+    ("lshcore.cli.index", "index_demo"),
+    ("lshcore.cli.train", "train"),
+    ("lshcore.cli.train", "demo"),
+    ("lshcore.cli.memory", "memory"),
 ]
 
 

@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.backend import Backend, get_backend
+from lshcore.core.backend import Backend
+from lshcore.core.validation import as_batch, check_float, check_int, is_sparse
 from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameError
-from lshcore.schedule import Schedule, parse_schedule
-from lshcore.validation import as_batch, check_float, check_int, is_sparse
+from lshcore.registry.catalog import get_backend
+from lshcore.training.schedule import Schedule, parse_schedule
 
 __all__ = [
     "ActiveSet",
@@ -192,7 +193,7 @@ class ActiveSelector:
 
     ``active`` is the share of neurons per input (``m = ceil(active * n_out)``);
     ``family``/``k``/``l``/``transform`` the LSH functions (``transform=None`` hashes the
-    rows as they are); ``rehash``/``rebuild`` the schedules of :mod:`lshcore.schedule`
+    rows as they are); ``rehash``/``rebuild`` the schedules of :mod:`lshcore.training.schedule`
     (``schedule`` is an alias of ``rehash``); ``threshold`` the hit count of the
     ``threshold`` policy; ``batch_factor`` the set size of ``batch_union`` in units of m.
     """
@@ -245,7 +246,7 @@ class ActiveSelector:
         self.family_params = dict(family_params)
         self.transform_name = None if transform in (None, "none") else str(transform)
         if policy in LSH_POLICIES:
-            from lshcore import catalog
+            from lshcore.registry import catalog
 
             catalog.family_class(self.family_name)  # UnknownNameError now, not at fit
             if self.transform_name is not None and self.transform_name not in catalog.transforms():
@@ -312,7 +313,7 @@ class ActiveSelector:
         return np.concatenate([w, b[:, None]], axis=1).astype(np.float32)
 
     def _make_tables(self, rows: np.ndarray, seed: int) -> tuple[_Tables, int]:
-        from lshcore import catalog
+        from lshcore.registry import catalog
 
         tf = None
         dim = self.n_in + 1
@@ -371,8 +372,8 @@ class ActiveSelector:
         return self
 
     def _make_index(self, rows: np.ndarray, seed: int) -> Any:
-        """An :class:`~lshcore.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
-        from lshcore.index import LSHIndex
+        """An :class:`~lshcore.search.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
+        from lshcore.search.index import LSHIndex
 
         index = LSHIndex(
             self.n_in + 1,
@@ -726,7 +727,7 @@ class ActiveSelector:
         backend: Any = None,
     ) -> ActiveSelector:
         """Rebuild a selector saved with :meth:`state` over the given parameters."""
-        from lshcore import catalog
+        from lshcore.registry import catalog
 
         cfg = dict(meta["config"])
         sel = cls(backend=backend, **cfg)
