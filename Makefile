@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint typecheck format bench clean
 
 # The venv holds the project (editable) with every extra, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,7 +29,17 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lshcore kernels plugins adapters memory tests benchmarks examples
 	$(BIN)/ruff format --check lshcore kernels plugins adapters memory tests benchmarks examples
-	$(BIN)/mypy lshcore
+	$(MAKE) typecheck
+
+# mypy over every folder of the package: package-dir maps kernels/, plugins/, adapters/
+# and memory/ into lshcore.*, which mypy cannot follow, so check a tree of symlinks
+# laid out as the installed package.
+TYPECHECK := build/typecheck
+typecheck: $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/lshcore
+	for f in lshcore/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/lshcore/; done
+	for d in kernels plugins adapters memory; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/lshcore/$$d; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p lshcore
 
 format: $(STAMP)
 	$(BIN)/ruff format lshcore kernels plugins adapters memory tests benchmarks examples
