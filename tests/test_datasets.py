@@ -26,7 +26,15 @@ from lshcore.data.datasets import (
 from lshcore.errors import ConfigError, DataError, UnknownNameError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared" / "data"
+# ../shared/data from the main checkout; ../../shared/data from a worktree under wt/
+SHARED = next(
+    (
+        p / "shared" / "data"
+        for p in (REPO_ROOT.parent, REPO_ROOT.parent.parent)
+        if (p / "shared" / "data").is_dir()
+    ),
+    REPO_ROOT.parent / "shared" / "data",
+)
 MNIST_DIR = SHARED / "mnist"
 XMC_DIR = SHARED / "xmc"
 
@@ -432,7 +440,10 @@ def test_xmc_small_file_parsed_exactly(tmp_path):
         ("4 5\n", r"line 1: bad header"),
         ("a b c\n", r"line 1: bad header"),
         ("2 5 3\n0 0:1\n", r"line 3: header says 2 points but the file has 1"),
-        ("1 5 3\n0 0:1\n1 1:1\n", r"line 3: header says 1 points but the file has 2"),
+        (
+            "1 5 3\n0 0:1\n1 1:1\n",
+            r"line 3: header says 1 points but the file has at least 2 data lines",
+        ),
         ("2 5 3\n0 0:1\n3 1:1\n", r"line 3: label id 3 is out of range \[0, 3\)"),
         ("2 5 3\n0 0:1\n1,x 1:1\n", r"line 3: bad label id 'x'"),
         ("2 5 3\n0 5:1\n1 1:1\n", r"line 2: feature id 5 is out of range \[0, 5\)"),
@@ -441,6 +452,16 @@ def test_xmc_small_file_parsed_exactly(tmp_path):
         ("2 5 3\n0 0:nan\n1 1:1\n", r"line 2: feature 0 has non-finite value"),
         ("3 5 3\n0 0:1\n\n1 1:1\n", r"line 3: empty line"),
         ("2 5 3\n0 0:1\n-1 1:1\n", r"line 3: label id -1 is out of range"),
+        ("2 5 3\n0 0:1\n1 1:1:2\n", r"line 3: bad feature 'f:v' pair '1:1:2'"),
+        ("2 5 3\n0 0:1\n1 :2\n", r"line 3: bad feature 'f:v' pair ':2'"),
+        ("2 5 3\n0 0:1\n1 x:2\n", r"line 3: bad feature 'f:v' pair 'x:2' \(feature id is not"),
+        ("2 5 3\n0 0:1\n1.5 1:1\n", r"line 3: bad label id '1.5'"),
+        ("2 5 3\n0 0:1\n1,,2 1:1\n", r"line 3: bad label id ''"),
+        ("2 5 3\n0 0:inf\n1 1:1\n", r"line 2: feature 0 has non-finite value 'inf'"),
+        ("2 5 3\n0 0:1e39\n1 1:1\n", r"line 2: feature value '1e39' overflows float32"),
+        ("-2 5 3\n", r"line 1: bad header"),
+        ("2 5 3 4\n", r"line 1: bad header"),
+        ("", r"line 1: bad header"),
     ],
 )
 def test_xmc_malformed_lines_name_file_and_line(tmp_path, text, pattern):

@@ -13,6 +13,7 @@ _COMMANDS = [
     ("lshcore.cli.train", "train"),
     ("lshcore.cli.train", "demo"),
     ("lshcore.cli.memory", "memory"),
+    ("lshcore.cli.data", "data"),
 ]
 
 

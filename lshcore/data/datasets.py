@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from lshcore.core.validation import check_choice, check_float, check_int
+from lshcore.data.xmc import XMCData, load_libsvm, load_xmc
+from lshcore.data.xmc import csr_rows as _csr_rows
 from lshcore.errors import ConfigError, DataError, UnknownNameError
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "load_mnist",
     "load_fashion_mnist",
     "load_xmc",
+    "load_libsvm",
     "split_xmc",
     "load_dataset",
 ]
@@ -159,38 +162,6 @@ class Dataset:
             f"Dataset({self.name!r}, {kind}, train={self.n_train}, test={self.n_test}, "
             f"features={self.n_features}, classes={self.n_classes})"
         )
-
-
-@dataclass(frozen=True)
-class XMCData:
-    """A whole XMC file: ``x`` CSR ``(n_points, n_features)`` float32, ``y`` CSR
-    ``(n_points, n_labels)`` float32 0/1."""
-
-    path: str
-    x: Any
-    y: Any
-    n_points: int
-    n_features: int
-    n_labels: int
-
-    def label_lists(self) -> list[np.ndarray]:
-        """Label ids of each point as sorted int64 arrays (possibly empty)."""
-        return _csr_rows(self.y)
-
-    def __len__(self) -> int:
-        return self.n_points
-
-    def __repr__(self) -> str:
-        return (
-            f"XMCData({self.path!r}, points={self.n_points}, features={self.n_features}, "
-            f"labels={self.n_labels}, nnz={self.x.nnz}, label_nnz={self.y.nnz})"
-        )
-
-
-def _csr_rows(matrix: Any) -> list[np.ndarray]:
-    csr = matrix.tocsr()
-    ind = csr.indices.astype(np.int64)
-    return [ind[csr.indptr[i] : csr.indptr[i + 1]] for i in range(csr.shape[0])]
 
 
 # ----------------------------------------------------------------------------- digits
@@ -502,115 +473,8 @@ def load_fashion_mnist(
 
 
 # ----------------------------------------------------------------------------- XMC files
-
-
-def _xmc_ids(text: str, upper: int, what: str, where: str) -> list[int]:
-    ids = []
-    for tok in text.split(","):
-        try:
-            value = int(tok)
-        except ValueError:
-            raise DataError(f"{where}: bad {what} id {tok!r}") from None
-        if not 0 <= value < upper:
-            raise DataError(f"{where}: {what} id {value} is out of range [0, {upper})")
-        ids.append(value)
-    return ids
-
-
-def load_xmc(path: str | os.PathLike[str], *, name: str | None = None) -> XMCData:
-    """Read a file in the Extreme Classification Repository text format.
-
-    First line ``N D L``; then N lines ``l1,l2,... f:v f:v ...`` (ids from 0; a point
-    without labels starts with a space). Returns :class:`XMCData` with CSR features
-    (float32; duplicate feature ids are summed) and a CSR 0/1 label matrix. Raises
-    DataError naming the file and line for a bad header, an id out of range, a bad
-    ``f:v`` pair, a non-finite value or a wrong number of lines.
-    """
-    import scipy.sparse as sp
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-    lines = text.split("\n")
-    header = lines[0].split()
-    try:
-        if len(header) != 3:
-            raise ValueError
-        n_points, n_features, n_labels = (int(h) for h in header)
-        if min(n_points, n_features, n_labels) < 0:
-            raise ValueError
-    except ValueError:
-        raise DataError(
-            f"{path}, line 1: bad header {lines[0][:80]!r}; expected 'N D L' (three non-negative integers)"
-        ) from None
-    body = lines[1:]
-    # Trailing blank lines (a final newline) are allowed; anything else must be a point.
-    while body and not body[-1].strip():
-        body.pop()
-    if len(body) != n_points:
-        raise DataError(
-            f"{path}, line {min(len(body), n_points) + 2}: "
-            f"header says {n_points} points but the file has {len(body)} data lines"
-        )
-    feat_ptr = np.zeros(n_points + 1, dtype=np.int64)
-    label_ptr = np.zeros(n_points + 1, dtype=np.int64)
-    feat_ids: list[int] = []
-    feat_vals: list[float] = []
-    label_ids: list[int] = []
-    for i, raw in enumerate(body):
-        where = f"{path}, line {i + 2}"
-        line = raw.rstrip("\r")
-        if not line:
-            raise DataError(f"{where}: empty line (a point without labels starts with a space)")
-        label_text, _, feat_text = line.partition(" ")
-        if label_text:
-            labels = _xmc_ids(label_text, n_labels, "label", where)
-            label_ids.extend(sorted(set(labels)))
-        label_ptr[i + 1] = len(label_ids)
-        for tok in feat_text.split():
-            f_text, sep, v_text = tok.partition(":")
-            try:
-                if not sep:
-                    raise ValueError
-                f_id = int(f_text)
-                value = float(v_text)
-            except ValueError:
-                raise DataError(f"{where}: bad feature 'f:v' pair {tok!r}") from None
-            if not 0 <= f_id < n_features:
-                raise DataError(f"{where}: feature id {f_id} is out of range [0, {n_features})")
-            if not np.isfinite(value):
-                raise DataError(f"{where}: feature {f_id} has non-finite value {v_text!r}")
-            feat_ids.append(f_id)
-            feat_vals.append(value)
-        feat_ptr[i + 1] = len(feat_ids)
-    x = sp.csr_matrix(
-        (
-            np.asarray(feat_vals, dtype=np.float32),
-            np.asarray(feat_ids, dtype=np.int32),
-            feat_ptr,
-        ),
-        shape=(n_points, n_features),
-    )
-    x.sum_duplicates()
-    x.sort_indices()
-    y = sp.csr_matrix(
-        (
-            np.ones(len(label_ids), dtype=np.float32),
-            np.asarray(label_ids, dtype=np.int32),
-            label_ptr,
-        ),
-        shape=(n_points, n_labels),
-    )
-    return XMCData(
-        path=str(path) if name is None else name,
-        x=x,
-        y=y,
-        n_points=n_points,
-        n_features=n_features,
-        n_labels=n_labels,
-    )
+# load_xmc / load_libsvm are the streaming readers of lshcore.data.xmc, re-exported here;
+# the on-disk store for data larger than memory is lshcore.data.store.
 
 
 def split_xmc(
