@@ -251,10 +251,10 @@ def _plot(
     plt.close(fig)
 
 
-SELECTION_KEYS = ("family", "k", "l", "policy", "seed", "rehash", "rebuild", "transform")
-SELECTION_KEYS += ("bin_size", "rerank")
-TRAINING_KEYS = ("hidden", "epochs", "batch_size", "lr", "optimizer", "workers", "seed")
-TRAINING_KEYS += ("progress", "limit")
+SELECTION_KEYS: tuple[str, ...] = ("family", "k", "l", "policy", "seed", "rehash", "rebuild")
+SELECTION_KEYS += ("transform", "bin_size", "rerank")
+TRAINING_KEYS: tuple[str, ...] = ("hidden", "epochs", "batch_size", "lr", "optimizer")
+TRAINING_KEYS += ("workers", "seed", "progress", "limit")
 #: datasets read from --data-dir (the others ship with a library)
 DIR_DATASETS = ("mnist", "fashion-mnist")
 
