@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.validation import as_batch, check_choice, check_float, check_int
-from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
+from lshcore.core.validation import as_batch, check_choice, check_int
+from lshcore.errors import BackendUnavailableError, InputError, LSHError
+from lshcore.training.params import SelectionParams
 
 __all__ = [
     "ActiveArrays",
@@ -52,7 +53,11 @@ class LayerSpec:
 
     ``active`` is the share of outputs kept per input (1.0 = dense, no index at all);
     ``inference`` says what evaluation computes: ``"sparse"`` (hash as in training) or
-    ``"dense"`` (every output). ``selector_params`` go to ``ActiveSelector`` unchanged.
+    ``"dense"`` (every output). ``k``/``l`` None mean the defaults of
+    :class:`~lshcore.training.params.SelectionParams`; ``selector_params`` are its other
+    settings (``rehash``, ``tiebreak``, ...) and family keywords. Everything is validated
+    here, names included (UnknownNameError for an unknown family, policy or transform),
+    and :attr:`params` holds the result.
     """
 
     n_in: int
@@ -67,22 +72,17 @@ class LayerSpec:
     backend: str | None = None
     inference: str = "sparse"
     selector_params: dict[str, Any] = field(default_factory=dict)
+    params: SelectionParams = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int(self.n_in, "in_features", low=1)
         check_int(self.n_out, "out_features", low=1)
-        check_float(self.active, "active", low=0.0, high=1.0, open_low=True)
-        if self.k is not None:
-            check_int(self.k, "k", low=1)
-        if self.l is not None:
-            check_int(self.l, "l", low=1)
-        check_int(self.seed, "seed", low=0)
         check_choice(self.inference, "inference", INFERENCE_MODES)
-        for name in ("family", "policy", "transform"):
-            if not isinstance(getattr(self, name), str) and not (
-                name == "transform" and self.transform is None
-            ):
-                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        params = SelectionParams.from_kwargs(
+            active=self.active, family=self.family, k=self.k, l=self.l, policy=self.policy,
+            transform=self.transform, seed=self.seed, **self.selector_params,
+        )  # fmt: skip
+        object.__setattr__(self, "params", params)  # frozen: set once, here
 
     @property
     def dense(self) -> bool:
@@ -186,20 +186,7 @@ class IndexFollower:
                 "use active=1.0 for a dense layer"
             ) from exc
         s = self.spec
-        kwargs: dict[str, Any] = {
-            "active": s.active,
-            "policy": s.policy,
-            "family": s.family,
-            "transform": s.transform,
-            "seed": s.seed,
-            "backend": s.backend,
-            **s.selector_params,
-        }
-        if s.k is not None:
-            kwargs["k"] = s.k
-        if s.l is not None:
-            kwargs["l"] = s.l
-        return ActiveSelector(s.n_in, s.n_out, **kwargs)
+        return ActiveSelector(s.n_in, s.n_out, s.params, backend=s.backend)
 
     @property
     def fitted(self) -> bool:

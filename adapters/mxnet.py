@@ -67,7 +67,7 @@ class LSHDense(gluon.Block):
         super().__init__(**kwargs)
         self._units = check_int(units, "units", low=1)
         self._in_units = check_int(in_units, "in_units", low=0)
-        self._spec_args = {
+        self._spec_args: dict[str, Any] = {
             "active": active, "family": family, "k": k, "l": l, "policy": policy,
             "transform": transform, "seed": seed, "backend": backend, "inference": inference,
             "selector_params": dict(selector_params or {}),

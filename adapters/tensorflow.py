@@ -74,7 +74,7 @@ class LSHDense(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = check_int(units, "units", low=1)
-        self._spec_args = {
+        self._spec_args: dict[str, Any] = {
             "active": active, "family": family, "k": k, "l": l, "policy": policy,
             "transform": transform, "seed": seed, "backend": backend, "inference": inference,
             "selector_params": dict(selector_params or {}),

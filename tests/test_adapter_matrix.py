@@ -111,7 +111,7 @@ def _mxnet(p):
 
 def _run(framework, p):
     if framework == "core":
-        return _core(p)
+        return _core(p)  # the core layer, checked against the NumPy reference below
     if framework == "torch":
         torch = pytest.importorskip("torch", reason="PyTorch is not installed")
         from lshcore.adapters.torch import LSHLinear
@@ -130,7 +130,23 @@ def _run(framework, p):
 
 @pytest.fixture(scope="module")
 def reference(problem):
-    return _core(problem)
+    """Computed by no layer: the selector's active sets (labels forced, first training
+    call), and NumPy's dense products and gradients masked to them."""
+    from lshcore.training.selector import ActiveSelector
+
+    p = problem
+    ids = (
+        ActiveSelector(N_IN, N_OUT, **HASHING)
+        .fit(p["w"], p["b"])
+        .select(p["x"], labels=p["labels"], training=True)
+        .ids
+    )
+    mask = np.zeros((BATCH, N_OUT), bool)
+    rows = np.broadcast_to(np.arange(BATCH)[:, None], ids.shape)
+    mask[rows[ids >= 0], ids[ids >= 0]] = True
+    out = np.where(mask, p["x"] @ p["w"].T + p["b"], 0).astype(np.float32)
+    gz = np.where(mask, p["g"], 0).astype(np.float32)
+    return ids, out, gz @ p["w"], gz.T @ p["x"], gz.sum(0)
 
 
 @pytest.mark.parametrize("framework", ["core", "torch", "tensorflow", "mxnet"])
@@ -160,3 +176,52 @@ def test_docs_blocks_run_as_pasted(index, module, tmp_path, monkeypatch):
     assert f"lshcore.adapters.{module}" in DOC_BLOCKS[index]
     monkeypatch.chdir(tmp_path)
     exec(compile(DOC_BLOCKS[index], f"docs/adapters.md block {index + 1}", "exec"), {})
+
+
+def _construct(framework, **kwargs):
+    """A hashed layer of ``framework`` built with ``kwargs`` (skips a missing framework)."""
+    if framework == "core":
+        from lshcore.training.layer import HashedLayer
+
+        return HashedLayer(N_IN, N_OUT, **kwargs)
+    if importlib.util.find_spec(framework) is None:
+        pytest.skip(f"{framework} is not installed")
+    if framework == "torch":
+        from lshcore.adapters.torch import LSHLinear
+
+        return LSHLinear(N_IN, N_OUT, **kwargs)
+    if framework == "tensorflow":
+        from lshcore.adapters.tensorflow import LSHDense
+
+        return LSHDense(N_OUT, **kwargs)
+    from lshcore.adapters.mxnet import LSHDense as GluonDense
+
+    return GluonDense(N_OUT, in_units=N_IN, **kwargs)
+
+
+@pytest.mark.parametrize("framework", ["core", "torch", "tensorflow", "mxnet"])
+@pytest.mark.parametrize("name", ["family", "policy", "transform"])
+def test_unknown_names_fail_at_construction(framework, name):
+    from lshcore.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="nope"):
+        _construct(framework, **{**HASHING, name: "nope"})
+
+
+def test_inference_active_sets_are_a_pure_function_of_the_input(problem):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from lshcore.adapters.torch import LSHLinear
+    from lshcore.training.layer import Counts, HashedLayer
+
+    x = problem["x"]
+    layer = LSHLinear(N_IN, N_OUT, **HASHING).eval()
+    with torch.no_grad():
+        first = layer(torch.from_numpy(x), return_active=True)[0].numpy()
+        for _ in range(3):
+            again = layer(torch.from_numpy(x), return_active=True)[0].numpy()
+            np.testing.assert_array_equal(again, first)
+    core = HashedLayer(N_IN, N_OUT, **HASHING)
+    ws = core.new_workspace()
+    ids = [core.forward(x, ws, Counts()).ids for _ in range(3)]
+    np.testing.assert_array_equal(ids[0], ids[1])
+    np.testing.assert_array_equal(ids[0], ids[2])

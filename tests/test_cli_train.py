@@ -76,12 +76,19 @@ def test_sweep_writes_a_list_and_a_plot(tmp_path) -> None:
             str(plot),
             "--policy",
             "random",
+            "--limit",
+            "100",
         ],
     )
     assert res.exit_code == 0, res.output
     recs = json.loads(out.read_text())
     assert [r["active"] for r in recs] == [0.25, 1.0]
-    assert recs[1]["mult_fraction"] == pytest.approx(1.0)
+    # an independent tally of the dense 64-32-10 MLP on the 100 samples of --limit:
+    # forward 64*32 + 32*10, weight gradients the same, input gradient of layer 2 only
+    per_sample = (64 * 32 + 32 * 10) * 2 + 32 * 10
+    assert recs[1]["mults_total"] == recs[1]["mults_dense"] == 100 * per_sample
+    assert recs[1]["mults"]["forward"] == 100 * (64 * 32 + 32 * 10)
+    assert 0 < recs[0]["mults_total"] < 0.5 * 100 * per_sample
     assert recs[0]["policy"] == "random" and recs[1]["policy"] == "dense"
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -92,6 +99,10 @@ def test_sweep_writes_a_list_and_a_plot(tmp_path) -> None:
         (["--dataset", "cifar"], "--dataset"),
         (["--hidden", "10,x"], "--hidden"),
         (["--hidden", "0"], "--hidden"),
+        (["--hidden", "64,,64"], "--hidden"),
+        (["--hidden", "64,"], "--hidden"),
+        (["--data-dir", "."], "--data-dir"),
+        (["--transform", "nope"], "--transform"),
         (["--active", "0"], "--active"),
         (["--active", "1.5"], "--active"),
         (["--active", "0.1,abc"], "--active"),
@@ -123,3 +134,21 @@ def test_demo_runs(monkeypatch) -> None:
     res = CliRunner().invoke(main, ["demo", "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "dense twin" in res.output and "rerank active=0.05" in res.output
+
+
+def test_saved_model_reproduces_the_printed_accuracy(tmp_path) -> None:
+    out = tmp_path / "r.json"
+    model = tmp_path / "m.npz"
+    res = CliRunner().invoke(
+        main, [*TINY, "--active", "0.1", "--json", str(out), "--save", str(model)]
+    )
+    assert res.exit_code == 0, res.output
+    printed = json.loads(out.read_text())["accuracy"]
+    assert f"{100 * printed:.2f}%" in res.output
+    from lshcore.data.datasets import load_dataset
+    from lshcore.training.engine import Trainer
+
+    data = load_dataset("digits", seed=0)
+    trainer = Trainer.load(model)
+    for _ in range(2):  # and again: evaluating changes nothing
+        assert trainer.evaluate(data.x_test, data.y_test)[0] == printed

@@ -12,9 +12,9 @@ import numpy as np
 
 from lshcore.errors import ConfigError, DataError, UnknownNameError
 from lshcore.training.optim import OPTIMIZERS
-from lshcore.training.selector import POLICIES
+from lshcore.training.params import POLICIES, SelectionParams
 
-__all__ = ["train", "demo", "run_training"]
+__all__ = ["train", "demo", "run_training", "selection_params"]
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
 FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
@@ -22,7 +22,8 @@ FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
 
 def _parse_hidden(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     try:
-        sizes = [int(v) for v in str(value).split(",") if v.strip() != ""]
+        # every piece must be a number: "64,,64" is a typo, not two layers
+        sizes = [int(v) for v in str(value).split(",")]
     except ValueError:
         raise click.BadParameter(
             f"expected comma-separated positive integers like 1000,1000; got {value!r}"
@@ -52,57 +53,66 @@ def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
     return load_dataset(dataset, data_dir, seed=seed)
 
 
-def run_training(
-    data: Any,
+def selection_params(
     *,
-    hidden: list[int],
     active: float,
     family: str = "srp",
     k: int = 6,
     l: int = 20,  # noqa: E741
     policy: str = "topk",
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float | None = None,
-    optimizer: str = "adam",
-    workers: int = 1,
     seed: int = 0,
     rehash: str = "changed:0.1:10",
     rebuild: str = "never",
     transform: str = "auto",
     bin_size: int | None = None,
     rerank: float = 4.0,
+) -> SelectionParams:
+    """The validated selection settings of ``lshcore train``'s options (``transform="auto"``:
+    none for the rank-based families wta/dwta, else simple_lsh)."""
+    if transform == "auto":  # rank-based families hash the raw vectors
+        transform = "none" if family in ("dwta", "wta") else "simple_lsh"
+    extra: dict[str, Any] = {"bin_size": bin_size} if bin_size is not None else {}
+    return SelectionParams.from_kwargs(
+        active=active, family=family, k=k, l=l, policy=policy, seed=seed, rehash=rehash,
+        rebuild=rebuild, transform=transform, rerank=rerank, family_params=extra,
+    )  # fmt: skip
+
+
+def run_training(
+    data: Any,
+    *,
+    hidden: list[int],
+    active: float,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float | None = None,
+    optimizer: str = "adam",
+    workers: int = 1,
+    seed: int = 0,
     progress: bool = False,
     save: str | None = None,
     limit: int | None = None,
     desc: str = "",
+    params: SelectionParams | None = None,
+    **selection: Any,
 ) -> dict[str, Any]:
-    """Train one model on ``data`` (a Dataset) and return its record (see ``lshcore train``)."""
+    """Train one model on ``data`` (a Dataset) and return its record (see ``lshcore train``).
+
+    The selection settings are ``params`` or, when None, built from ``selection``
+    (``family``, ``k``, ``l``, ``policy``, ``rehash``, ``rebuild``, ``transform``,
+    ``bin_size``, ``rerank``) by :func:`selection_params`.
+    """
     from lshcore.training.engine import Trainer
     from lshcore.training.model import Model
 
-    if transform == "auto":  # rank-based families hash the raw vectors
-        transform = "none" if family in ("dwta", "wta") else "simple_lsh"
-    extra: dict[str, Any] = {"bin_size": bin_size} if bin_size is not None else {}
+    if params is None:
+        params = selection_params(active=active, seed=seed, **selection)
+    else:
+        params = params.replace(active=active)
     x_train, y_train = data.x_train, data.y_train
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
-    model = Model.mlp(
-        x_train.shape[1],
-        hidden,
-        data.n_classes,
-        active=active,
-        seed=seed,
-        policy=policy,
-        family=family,
-        k=k,
-        l=l,
-        rehash=rehash,
-        rebuild=rebuild,
-        transform=transform,
-        rerank=rerank,
-        **extra,
-    )
+    model = Model.mlp(x_train.shape[1], hidden, data.n_classes, seed=seed, params=params)
     trainer = Trainer(model, optimizer, lr, batch_size=batch_size, workers=workers, seed=seed)
     if progress:
         click.echo(f"training {desc or f'active={active:g}'} ...", err=True)
@@ -116,7 +126,7 @@ def run_training(
     return {
         "dataset": data.name,
         "active": active,
-        "policy": policy if active < 1 else "dense",
+        "policy": params.policy if active < 1 else "dense",
         "accuracy": accuracy,
         "mults_total": counts.total,
         "mults_dense": stats.mults_dense,
@@ -134,7 +144,7 @@ def run_training(
 
 
 def _run_framework(
-    framework: str, data: Any, opts: dict[str, Any], active: float
+    framework: str, data: Any, opts: dict[str, Any], params: SelectionParams
 ) -> dict[str, Any]:
     import importlib
 
@@ -149,21 +159,18 @@ def _run_framework(
         data.x_test,
         data.y_test,
         hidden=opts["hidden"],
-        active=active,
-        family=opts["family"],
-        k=opts["k"],
-        l=opts["l"],
-        policy=opts["policy"],
+        **_adapter_selection(params),
         epochs=opts["epochs"],
         batch_size=opts["batch_size"],
         lr=opts["lr"] if opts["lr"] is not None else 1e-3,
         seed=opts["seed"],
         progress=opts["progress"],
     )
+    active = params.active
     return {
         "dataset": data.name,
         "active": active,
-        "policy": opts["policy"] if active < 1 else "dense",
+        "policy": params.policy if active < 1 else "dense",
         "accuracy": float(result["accuracy"]),
         "mults_total": result.get("mults_total"),
         "mults_dense": result.get("mults_dense"),
@@ -173,6 +180,15 @@ def _run_framework(
         "workers": 1,
         "framework": framework,
     }
+
+
+def _adapter_selection(params: SelectionParams) -> dict[str, Any]:
+    """``params`` as the adapters' ``train_mlp`` keywords (the layer's named settings,
+    the rest in ``selector_params``)."""
+    named = ("active", "family", "k", "l", "policy", "transform")
+    flat = params.to_dict()
+    rest = {k: v for k, v in flat.items() if k not in named and k != "seed"}
+    return {**{k: flat[k] for k in named}, "selector_params": rest}
 
 
 def _pct(part: Any, whole: Any) -> str:
@@ -235,74 +251,89 @@ def _plot(
     plt.close(fig)
 
 
-def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
-    from lshcore.registry import catalog
+SELECTION_KEYS: tuple[str, ...] = ("family", "k", "l", "policy", "seed", "rehash", "rebuild")
+SELECTION_KEYS += ("transform", "bin_size", "rerank")
+TRAINING_KEYS: tuple[str, ...] = ("hidden", "epochs", "batch_size", "lr", "optimizer")
+TRAINING_KEYS += ("workers", "seed", "progress", "limit")
+#: datasets read from --data-dir (the others ship with a library)
+DIR_DATASETS = ("mnist", "fashion-mnist")
 
-    if opts["framework"] == "core" and any(a < 1 for a in opts["active"]):
-        try:
-            catalog.family_class(opts["family"])
-        except UnknownNameError as exc:
-            raise click.BadParameter(str(exc), param_hint="--family") from None
-        if opts["transform"] not in ("auto", "none", *catalog.transforms()):
-            known = ", ".join(["auto", "none", *catalog.transforms()])
-            raise click.BadParameter(
-                f"unknown transform {opts['transform']!r}; known: {known}", param_hint="--transform"
-            )
+
+def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """``lshcore train``: validate, load the data, train each model, report."""
+    params = _check_options(opts)
+    data = _load_data(opts)
+    records, dense = _train_models(opts, data, params)
+    _attach_dense(opts, records, dense)
+    _report(opts, records, dense)
+    return records
+
+
+def _check_options(opts: dict[str, Any]) -> SelectionParams:
+    """The selection settings of the first --active share, validated before any data is
+    loaded (a usage error names the option)."""
+    if opts["data_dir"] is not None and opts["dataset"] not in DIR_DATASETS:
+        raise click.BadParameter(
+            f"--dataset {opts['dataset']} is bundled and reads no folder; --data-dir applies "
+            f"to {', '.join(DIR_DATASETS)} only",
+            param_hint="--data-dir",
+        )
     try:
-        data = _load(opts["dataset"], opts["data_dir"], opts["seed"])
+        return selection_params(active=opts["active"][0], **{k: opts[k] for k in SELECTION_KEYS})
+    except UnknownNameError as exc:
+        option = next((o for o in ("family", "policy", "transform") if o in exc.kind), "family")
+        raise click.BadParameter(str(exc), param_hint=f"--{option}") from None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _load_data(opts: dict[str, Any]) -> Any:
+    try:
+        return _load(opts["dataset"], opts["data_dir"], opts["seed"])
     except DataError as exc:
         raise click.ClickException(f"--dataset {opts['dataset']}: {exc}") from exc
-    sweep = len(opts["active"]) > 1
+
+
+def _save_path(opts: dict[str, Any], active: float) -> str | None:
+    """Where the model of share ``active`` goes (a sweep adds ``-active<share>``)."""
+    save = opts["save"]
+    if save and len(opts["active"]) > 1:
+        path = Path(save)
+        return str(path.with_suffix("")) + f"-active{active:g}" + (path.suffix or ".npz")
+    return save
+
+
+def _train_one(
+    opts: dict[str, Any], data: Any, params: SelectionParams, **kw: Any
+) -> dict[str, Any]:
+    """One model (core engine or a framework adapter) with selection ``params``."""
+    if opts["framework"] != "core":
+        return _run_framework(opts["framework"], data, opts, params)
+    train_opts = {k: opts[k] for k in TRAINING_KEYS}
+    return run_training(data, active=params.active, params=params, **train_opts, **kw)
+
+
+def _train_models(
+    opts: dict[str, Any], data: Any, params: SelectionParams
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A record per --active share, and the dense twin's with --compare-dense."""
     records: list[dict[str, Any]] = []
     dense: dict[str, Any] | None = None
-    core_keys = (
-        "hidden",
-        "family",
-        "k",
-        "l",
-        "policy",
-        "epochs",
-        "batch_size",
-        "lr",
-        "optimizer",
-        "workers",
-        "seed",
-        "rehash",
-        "rebuild",
-        "transform",
-        "bin_size",
-        "rerank",
-        "progress",
-        "limit",
-    )
     try:
         for active in opts["active"]:
-            save = opts["save"]
-            if save and sweep:
-                save = (
-                    str(Path(save).with_suffix(""))
-                    + f"-active{active:g}"
-                    + (Path(save).suffix or ".npz")
-                )
-            if opts["framework"] == "core":
-                rec = run_training(
-                    data,
-                    active=active,
-                    save=save,
-                    **{k: opts[k] for k in core_keys},
-                )
-            else:
-                rec = _run_framework(opts["framework"], data, opts, active)
-            records.append(rec)
+            share = params.replace(active=active)
+            records.append(_train_one(opts, data, share, save=_save_path(opts, active)))
         if opts["compare_dense"]:
-            if opts["framework"] == "core":
-                dense = run_training(
-                    data, active=1.0, desc="dense twin", **{k: opts[k] for k in core_keys}
-                )
-            else:
-                dense = _run_framework(opts["framework"], data, opts, 1.0)
+            dense = _train_one(opts, data, params.replace(active=1.0), desc="dense twin")
     except (ConfigError, UnknownNameError) as exc:
         raise click.UsageError(str(exc)) from exc
+    return records, dense
+
+
+def _attach_dense(
+    opts: dict[str, Any], records: list[dict[str, Any]], dense: dict[str, Any] | None
+) -> None:
+    """Each record gets the options and, with a dense twin, its figures."""
     args = {k: v for k, v in opts.items() if k != "progress"}
     for rec in records:
         rec["args"] = args
@@ -310,9 +341,15 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
             rec["dense_accuracy"] = dense["accuracy"]
             rec["dense_train_seconds"] = dense["train_seconds"]
             rec["dense_samples_per_second"] = dense["samples_per_second"]
+
+
+def _report(
+    opts: dict[str, Any], records: list[dict[str, Any]], dense: dict[str, Any] | None
+) -> None:
+    """The table on stdout; the JSON and the plot when asked for."""
     click.echo(_table(records, dense))
     if opts["json_path"]:
-        payload: Any = records if sweep else records[0]
+        payload: Any = records if len(opts["active"]) > 1 else records[0]
         Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
         Path(opts["json_path"]).write_text(json.dumps(payload, indent=2, default=_jsonable))
         click.echo(f"wrote {opts['json_path']}")
@@ -320,7 +357,6 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
         title = f"{opts['dataset']}: {','.join(map(str, opts['hidden']))} hidden, {opts['policy']}"
         _plot(opts["plot"], records, dense, title)
         click.echo(f"wrote {opts['plot']}")
-    return records
 
 
 def _jsonable(v: Any) -> Any:

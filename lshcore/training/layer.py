@@ -22,6 +22,7 @@ from lshcore.core.validation import check_int
 from lshcore.errors import ConfigError, InputError
 from lshcore.registry.catalog import get_backend
 from lshcore.training.optim import Optimizer
+from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector, SparseBatch
 
 __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
@@ -293,8 +294,10 @@ class DenseLayer(_Layer):
 class HashedLayer(_Layer):
     """Only the neurons its :class:`ActiveSelector` picks are computed, forward and backward.
 
-    ``selector`` options (``active``, ``policy``, ``family``, ``k``, ``l``, ``transform``,
-    ``rehash``, ``rebuild``, ...) are passed through ``**selector_options``.
+    ``params`` (a :class:`~lshcore.training.params.SelectionParams`) are the selection
+    settings; ``**selector_options`` (``active``, ``policy``, ``family``, ``k``, ...)
+    override them. The selector is seeded with the layer's ``seed`` unless an option says
+    otherwise. Unknown names fail here (UnknownNameError), not at the first forward call.
     """
 
     hashed = True
@@ -307,11 +310,14 @@ class HashedLayer(_Layer):
         seed: int = 0,
         backend: str | Backend | None = None,
         fan_in: int | None = None,
+        params: SelectionParams | None = None,
         **selector_options: Any,
     ):
         super().__init__(n_in, n_out, activation, seed, backend, fan_in)
         selector_options.setdefault("seed", self.seed)
-        self.selector = ActiveSelector(n_in, n_out, backend=self.backend, **selector_options)
+        self.selector = ActiveSelector(
+            n_in, n_out, params, backend=self.backend, **selector_options
+        )
         self.selector.fit(self.weight, self.bias)
 
     def forward(

@@ -15,10 +15,11 @@ import numpy as np
 
 from lshcore.core.backend import Backend
 from lshcore.core.fileformat import load_arrays, save_arrays
-from lshcore.core.validation import as_batch, check_float
+from lshcore.core.validation import as_batch
 from lshcore.errors import ConfigError, FileFormatError
 from lshcore.training.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
 from lshcore.training.optim import Optimizer
+from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector, SparseBatch, labels_matrix
 
 __all__ = ["Model", "softmax_xent", "MODEL_KIND", "MODEL_VERSION"]
@@ -79,18 +80,24 @@ class Model:
         n_in: int,
         hidden: list[int],
         n_out: int,
-        active: float = 0.05,
+        active: float | None = None,
         hashed_output: bool = False,
         sparse_init: bool = False,
         seed: int = 0,
         backend: str | Backend | None = None,
+        params: SelectionParams | None = None,
         **selector_options: Any,
     ) -> Model:
         """ReLU hidden layers (hashed when ``active < 1``) and a linear output layer
         (dense unless ``hashed_output``); layer i is seeded with ``seed + i``. With
         ``sparse_init`` a layer after a hashed layer is initialised for its active fan-in
-        (``ceil(active * n_in)``) instead of n_in."""
-        active = check_float(active, "active", low=0.0, high=1.0, open_low=True)
+        (``ceil(active * n_in)``) instead of n_in. The hashed layers' selection settings
+        are ``params`` (a :class:`SelectionParams`) with ``active`` and
+        ``**selector_options`` applied, validated once here."""
+        if active is not None:
+            selector_options["active"] = active
+        selection = SelectionParams.from_kwargs(params, **selector_options)
+        active = selection.active
         sizes = [n_in, *hidden, n_out]
         layers: list[_Layer] = []
         for i in range(len(sizes) - 1):
@@ -108,8 +115,7 @@ class Model:
                         seed + i,
                         backend,
                         fan_in,
-                        active=active,
-                        **selector_options,
+                        selection,
                     )
                 )
             else:

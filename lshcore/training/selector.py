@@ -37,9 +37,16 @@ from typing import Any
 import numpy as np
 
 from lshcore.core.backend import Backend
-from lshcore.core.validation import as_batch, check_float, check_int, is_sparse
-from lshcore.errors import ConfigError, InputError, NotFittedError, UnknownNameError
+from lshcore.core.validation import as_batch, check_int, is_sparse
+from lshcore.errors import ConfigError, InputError, NotFittedError
 from lshcore.registry.catalog import get_backend
+from lshcore.training.params import (
+    DEFAULT_REHASH,
+    LSH_POLICIES,
+    POLICIES,
+    TIEBREAKS,
+    SelectionParams,
+)
 from lshcore.training.schedule import Schedule, parse_schedule
 
 __all__ = [
@@ -49,13 +56,10 @@ __all__ = [
     "POLICIES",
     "LSH_POLICIES",
     "labels_matrix",
+    "SelectionParams",
+    "DEFAULT_REHASH",
+    "TIEBREAKS",
 ]
-
-POLICIES = ("topk", "union", "threshold", "batch_union", "rerank", "exact", "random")
-LSH_POLICIES = ("topk", "union", "threshold", "batch_union", "rerank")
-TIEBREAKS = ("random", "norm")
-#: default rehash schedule, chosen by benchmarks/bench_mnist_schedules.py (docs/training.md)
-DEFAULT_REHASH = "changed:0.1:10"
 
 
 @dataclass
@@ -202,74 +206,36 @@ class ActiveSelector:
         self,
         n_in: int,
         n_out: int,
-        active: float = 0.05,
-        policy: str = "topk",
-        family: str = "srp",
-        k: int = 6,
-        l: int = 20,  # noqa: E741
-        transform: str | None = "simple_lsh",
-        seed: int = 0,
-        backend: str | Backend | None = None,
-        rehash: str | Schedule | None = None,
-        rebuild: str | Schedule | None = None,
+        params: SelectionParams | None = None,
         *,
-        schedule: str | Schedule | None = None,
-        threshold: int = 2,
-        batch_factor: float = 4.0,
-        rerank: float = 4.0,
-        tables: str = "sorted",
-        bucket_size: int = 128,
-        tiebreak: str = "random",
-        **family_params: Any,
+        backend: str | Backend | None = None,
+        **options: Any,
     ):
         self.n_in = check_int(n_in, "n_in", low=1)
         self.n_out = check_int(n_out, "n_out", low=1)
-        self.active = check_float(active, "active", low=0.0, high=1.0, open_low=True)
-        if policy not in POLICIES:
-            raise UnknownNameError("policy", str(policy), POLICIES)
-        self.policy = policy
-        self.k = check_int(k, "k", low=1, high=62)
-        self.l = check_int(l, "l", low=1)
-        self.seed = check_int(seed, "seed", low=0)
-        self.threshold = check_int(threshold, "threshold", low=1)
-        self.batch_factor = check_float(batch_factor, "batch_factor", low=1.0)
-        self.rerank = check_float(rerank, "rerank", low=1.0)
-        if tables not in ("sorted", "index"):
-            raise ConfigError(f"tables must be 'sorted' or 'index'; got {tables!r}")
-        self.tables_kind = tables
-        if tiebreak not in TIEBREAKS:
-            raise UnknownNameError("tiebreak", str(tiebreak), TIEBREAKS)
-        self.tiebreak = tiebreak
-        self.bucket_size = check_int(bucket_size, "bucket_size", low=1)
-        self._index: Any = None
-        self.family_name = str(family)
-        self.family_params = dict(family_params)
-        self.transform_name = None if transform in (None, "none") else str(transform)
-        if policy in LSH_POLICIES:
-            from lshcore.registry import catalog
-
-            catalog.family_class(self.family_name)  # UnknownNameError now, not at fit
-            if self.transform_name is not None and self.transform_name not in catalog.transforms():
-                raise UnknownNameError(
-                    "transform", self.transform_name, [*catalog.transforms(), "none"]
-                )
-        if rehash is not None and schedule is not None:
-            raise ConfigError("give either rehash= or its alias schedule=, not both")
-        self.rehash_schedule = parse_schedule(
-            rehash if rehash is not None else schedule, "rehash", "fixed:50"
-        )
-        self.rebuild_schedule = parse_schedule(rebuild, "rebuild", "never")
+        if params is not None and not isinstance(params, SelectionParams):
+            raise ConfigError(
+                f"params must be a SelectionParams (or pass active=..., policy=... as "
+                f"keywords), got {type(params).__name__}"
+            )
+        #: the validated selection settings (keywords in ``options`` override ``params``)
+        self.params = SelectionParams.from_kwargs(params, **options)
+        p = self.params
+        self.rehash_schedule = parse_schedule(p.rehash, "rehash")
+        self.rebuild_schedule = parse_schedule(p.rebuild, "rebuild")
         self.backend = get_backend(backend)
-        self._kernels = (
-            self.backend.kernels if self.backend.host_arrays else get_backend("numpy").kernels
-        )
-        self.m = min(self.n_out, max(1, int(np.ceil(self.active * self.n_out - 1e-9))))
+        # a device backend's candidates come back as host arrays: select with NumPy's kernels
+        host = self.backend if self.backend.host_arrays else get_backend("numpy")
+        self._kernels = host.kernels
+        self.m = min(self.n_out, max(1, int(np.ceil(p.active * self.n_out - 1e-9))))
+        self._index: Any = None
         self._tables: _Tables | None = None
         self._weight: np.ndarray | None = None
         self._bias: np.ndarray | None = None
         self._dirty = np.zeros(self.n_out, dtype=bool)
-        self._lock = threading.Lock()
-        self.calls = 0  # select() calls so far: varies the random tie-breaks per batch
+        self._lock = threading.Lock()  # table updates (after_update)
+        self._calls_lock = threading.Lock()  # the training tie-break counter
+        self.calls = 0  # training select() calls so far: varies the tie-breaks per batch
         self.step = 0  # after_update() calls so far
         self.rebuilds = 0
         self.rehashes = 0
@@ -277,29 +243,27 @@ class ActiveSelector:
         self.rehash_mults = 0
         self.changed_share: float | None = None
 
+    # read-only views of the settings, under the names the selector always had
+    active = property(lambda self: self.params.active)
+    policy = property(lambda self: self.params.policy)
+    k = property(lambda self: self.params.k)
+    l = property(lambda self: self.params.l)  # noqa: E741
+    seed = property(lambda self: self.params.seed)
+    threshold = property(lambda self: self.params.threshold)
+    batch_factor = property(lambda self: self.params.batch_factor)
+    rerank = property(lambda self: self.params.rerank)
+    tables_kind = property(lambda self: self.params.tables)
+    tiebreak = property(lambda self: self.params.tiebreak)
+    bucket_size = property(lambda self: self.params.bucket_size)
+    family_name = property(lambda self: self.params.family)
+    family_params = property(lambda self: self.params.family_params)
+    transform_name = property(lambda self: self.params.transform)
+
     # -- construction -------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-able) that rebuild this selector."""
-        return {
-            "n_in": self.n_in,
-            "n_out": self.n_out,
-            "active": self.active,
-            "policy": self.policy,
-            "family": self.family_name,
-            "k": self.k,
-            "l": self.l,
-            "transform": self.transform_name,
-            "seed": self.seed,
-            "rehash": self.rehash_schedule.spec(),
-            "rebuild": self.rebuild_schedule.spec(),
-            "threshold": self.threshold,
-            "batch_factor": self.batch_factor,
-            "rerank": self.rerank,
-            "tables": self.tables_kind,
-            "bucket_size": self.bucket_size,
-            "tiebreak": self.tiebreak,
-            **self.family_params,
-        }
+        """Constructor arguments (JSON-able) that rebuild this selector: ``n_in``,
+        ``n_out`` and the :class:`SelectionParams` as a flat dict."""
+        return {"n_in": self.n_in, "n_out": self.n_out, **self.params.to_dict()}
 
     @property
     def uses_hashing(self) -> bool:
@@ -455,83 +419,156 @@ class ActiveSelector:
         """The active neurons for each row of ``x`` (dense (B, n_in), CSR, or SparseBatch).
 
         ``labels`` ((B,) ints, (B, n) -1-padded, or a list of arrays) are forced into the
-        set when ``training`` is True.
+        set when ``training`` is True. In training each call draws fresh tie-breaks and
+        padding (a counter, safe across threads); otherwise (inference) they come from a
+        fixed seed, so the result is a pure function of the weights, tables and ``x``.
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.select() before fit(weight, bias)")
         x, batch, _ = self._as_input(x)
         lab = labels_matrix(labels if training else None, batch, self.n_out)
+        return self._POLICY_METHODS[self.policy](
+            self, x, lab, self._width(lab), self._seed(training)
+        )
+
+    def _width(self, lab: np.ndarray) -> int:
+        """The padded set size m for this batch (room for every label)."""
         m = max(self.m, lab.shape[1])
         if self.policy == "batch_union":
             m = max(
                 min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum())
             )
             m = min(m, self.n_out)
-        seed = (self.seed * 1_000_003 + self.calls) & 0x7FFFFFFF
-        self.calls += 1
-        kern = self._kernels
-        if self.policy == "random":
-            empty = np.zeros(batch + 1, np.int64)
-            ids = kern.select_active(
-                empty,
-                np.zeros(0, np.int64),
-                np.zeros(0, np.int32),
-                lab,
-                self.n_out,
-                m,
-                1,
-                True,
-                True,
-                seed,
-            )
-            return ActiveSet(ids, 0)
-        if self.policy == "exact":
-            return self._select_exact(x, lab, m)
-        use_counts = self.policy != "union"
-        min_count = self.threshold if self.policy == "threshold" else 1
-        pad = self.policy != "threshold"
-        m_cand = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
-        width = m_cand if self.policy == "rerank" else m
+        return m
+
+    def _seed(self, training: bool) -> int:
+        """The tie-break/padding seed of one call: the next counter value in training
+        (taken under a lock so that Hogwild workers never share one), a fixed value in
+        inference (which must not depend on how often the layer was called)."""
+        if not training:
+            return (self.seed * 1_000_003 + 0x5EED_1EAF) & 0x7FFFFFFF
+        with self._calls_lock:
+            calls = self.calls
+            self.calls += 1
+        return (self.seed * 1_000_003 + calls) & 0x7FFFFFFF
+
+    # -- one method per policy: (x, labels (B, n), width m, seed) -> ActiveSet ----------
+    def _select_random(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """``m`` neurons at random per row (labels kept): the baseline."""
+        empty = np.zeros(lab.shape[0] + 1, np.int64)
+        ids = self._kernels.select_active(
+            empty, np.zeros(0, np.int64), np.zeros(0, np.int32), lab,
+            self.n_out, m, 1, True, True, seed,
+        )  # fmt: skip
+        return ActiveSet(ids, 0)
+
+    def _select_exact(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """The true top ``m`` by activation (labels kept): an oracle, a dense product."""
+        assert self._weight is not None and self._bias is not None
+        if isinstance(x, SparseBatch):
+            nnz = x.nnz()
+            x = x.to_dense()
+        elif is_sparse(x):
+            nnz = int(x.nnz)
+            x = x.toarray()
+        else:
+            nnz = int(np.count_nonzero(x))
+        z = x @ self._weight.T + self._bias
+        ok = lab >= 0
+        if ok.any():
+            rows = np.broadcast_to(np.arange(z.shape[0])[:, None], lab.shape)
+            z[rows[ok], lab[ok]] = np.inf
+        if m < self.n_out:
+            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
+        else:
+            top = np.broadcast_to(np.arange(self.n_out), z.shape)
+        return ActiveSet(
+            np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out
+        )
+
+    def _select_topk(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """The ``m`` neurons hit in the most tables, padded at random."""
+        return self._select_counted(x, lab, m, seed, min_count=1, use_counts=True, pad=True)
+
+    def _select_union(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """Any neuron hit at least once; a random subset of ``m``, padded at random."""
+        return self._select_counted(x, lab, m, seed, min_count=1, use_counts=False, pad=True)
+
+    def _select_threshold(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """Neurons hit in at least ``threshold`` tables (at most ``m``, no padding)."""
+        return self._select_counted(
+            x, lab, m, seed, min_count=self.threshold, use_counts=True, pad=False
+        )
+
+    def _select_rerank(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """``rerank * m`` candidates as ``topk``, then the ``m`` largest exact activations."""
+        width = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+        cand = self._select_counted(x, lab, width, seed, min_count=1, use_counts=True, pad=True)
+        return self._rerank(x, cand.ids, lab, m, cand.hash_mults)
+
+    def _select_batch_union(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
+        """One set for the batch: the ``m`` neurons with the most hits summed over it."""
+        indptr, cids, counts, cost = self._candidates(x)
+        total = np.bincount(cids, weights=counts, minlength=self.n_out)
+        hit = np.flatnonzero(total > 0)
+        one_ptr = np.array([0, hit.size], np.int64)
+        all_labels = np.unique(lab[lab >= 0])[None, :]
+        row = self._kernels.select_active(
+            one_ptr, hit.astype(np.int64), total[hit].astype(np.int32), all_labels,
+            self.n_out, m, 1, True, True, seed,
+        )  # fmt: skip
+        batch = lab.shape[0]
+        return ActiveSet(np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True)
+
+    _POLICY_METHODS = {
+        "topk": _select_topk,
+        "union": _select_union,
+        "threshold": _select_threshold,
+        "batch_union": _select_batch_union,
+        "rerank": _select_rerank,
+        "exact": _select_exact,
+        "random": _select_random,
+    }
+
+    def _select_counted(
+        self, x: Any, lab: np.ndarray, width: int, seed: int, *,
+        min_count: int, use_counts: bool, pad: bool,
+    ) -> ActiveSet:  # fmt: skip
+        """Per-row sets of ``width`` from the tables' hit counts (``hash_mults`` = query cost)."""
+        if self.tables_kind == "index":
+            indptr, cids, counts, cost = self._candidates(x)
+            ids = self._kernels.select_active(
+                indptr, cids, counts, lab, self.n_out, width, min_count, use_counts, pad, seed,
+                self._tie(self._tables),
+            )  # fmt: skip
+            return ActiveSet(ids, cost)
+        tables, codes, cost = self._query_codes(x)
+        self.query_mults += cost
+        ids = self._kernels.select_from_tables(  # fused: no candidate lists in between
+            codes, tables.sorted_codes, tables.sorted_ids, self.n_out, lab, width,
+            min_count, use_counts, pad, seed, self._tie(tables),
+        )  # fmt: skip
+        return ActiveSet(ids, cost)
+
+    def _query_codes(self, x: Any) -> tuple[_Tables, np.ndarray, int]:
+        """(tables, query codes (B, L) int64, hashing multiplications) of the sorted tables."""
+        tables = self._tables
+        assert tables is not None
+        q, q_nnz = self._query_matrix(x, tables)
+        codes = np.ascontiguousarray(self.backend.to_numpy(tables.family.hash(q)), np.int64)
+        return tables, codes, int(tables.family.hash_cost(q.shape[0], q_nnz))
+
+    def _candidates(self, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """CSR candidate lists ``(indptr, ids, hit counts, cost)`` of the batch's rows."""
         if self.tables_kind == "index":
             indptr, cids, counts, cost = self._index_candidates(x)
         else:
-            tables = self._tables
-            assert tables is not None
-            q, q_nnz = self._query_matrix(x, tables)
-            codes = np.ascontiguousarray(self.backend.to_numpy(tables.family.hash(q)), np.int64)
-            cost = int(tables.family.hash_cost(batch, q_nnz))
-            if self.policy != "batch_union":  # fused kernel: no candidate lists in between
-                self.query_mults += cost
-                ids = kern.select_from_tables(
-                    codes, tables.sorted_codes, tables.sorted_ids, self.n_out, lab, width,
-                    min_count, use_counts, pad, seed, self._tie(tables),
-                )  # fmt: skip
-                if self.policy == "rerank":
-                    return self._rerank(x, ids, lab, m, cost)
-                return ActiveSet(ids, cost)
-            indptr, cids, counts = kern.sorted_table_candidates(
+            tables, codes, cost = self._query_codes(x)
+            indptr, cids, counts = self._kernels.sorted_table_candidates(
                 codes, tables.sorted_codes, tables.sorted_ids, self.n_out
             )
         self.query_mults += cost
-        if self.policy == "batch_union":
-            total = np.bincount(cids, weights=counts, minlength=self.n_out)
-            hit = np.flatnonzero(total > 0)
-            one_ptr = np.array([0, hit.size], np.int64)
-            all_labels = np.unique(lab[lab >= 0])[None, :]
-            row = kern.select_active(
-                one_ptr, hit.astype(np.int64), total[hit].astype(np.int32), all_labels,
-                self.n_out, m, 1, True, True, seed,
-            )  # fmt: skip
-            return ActiveSet(
-                np.ascontiguousarray(np.broadcast_to(row, (batch, m))), cost, shared=True
-            )
-        ids = kern.select_active(
-            indptr, cids, counts, lab, self.n_out, width, min_count, use_counts, pad, seed,
-            self._tie(self._tables),
-        )  # fmt: skip
-        if self.policy == "rerank":
-            return self._rerank(x, ids, lab, m, cost)
-        return ActiveSet(ids, cost)
+        return indptr, cids, counts, cost
 
     def _tie(self, tables: _Tables | None) -> np.ndarray | None:
         """The fixed tie-break priorities, or None (seeded random ones)."""
@@ -562,29 +599,6 @@ class ActiveSelector:
         else:
             ids = cand
         return ActiveSet(np.ascontiguousarray(ids, dtype=np.int64), cost + int(mults))
-
-    def _select_exact(self, x: Any, lab: np.ndarray, m: int) -> ActiveSet:
-        assert self._weight is not None and self._bias is not None
-        if isinstance(x, SparseBatch):
-            nnz = x.nnz()
-            x = x.to_dense()
-        elif is_sparse(x):
-            nnz = int(x.nnz)
-            x = x.toarray()
-        else:
-            nnz = int(np.count_nonzero(x))
-        z = x @ self._weight.T + self._bias
-        ok = lab >= 0
-        if ok.any():
-            rows = np.broadcast_to(np.arange(z.shape[0])[:, None], lab.shape)
-            z[rows[ok], lab[ok]] = np.inf
-        if m < self.n_out:
-            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
-        else:
-            top = np.broadcast_to(np.arange(self.n_out), z.shape)
-        return ActiveSet(
-            np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out
-        )
 
     # -- keeping the tables in step -----------------------------------------------------
     def after_update(self, weight: Any, bias: Any, rows_changed: Any = None) -> int:
