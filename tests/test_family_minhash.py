@@ -78,7 +78,7 @@ def test_dense_sparse_and_backends_agree(backend: str) -> None:
         np.testing.assert_array_equal(f.hash(csr), codes)
         np.testing.assert_array_equal(ref.hash(x), codes)
         np.testing.assert_array_equal(ref.hash(csr), codes)
-        kernel = f.backend.kernel("minhash_bins_csr")
+        kernel = f.backend.kernels.minhash_bins_csr
         np.testing.assert_array_equal(
             kernel(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), f.coord_rank, l),
             numpy_ref.minhash_bins_dense(x, f.coord_rank, l),

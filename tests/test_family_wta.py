@@ -194,7 +194,7 @@ def test_densify_kernel_against_reference(backend: str) -> None:
     codes[1, :, 0] = [3, 0, 7]
     a = rng.integers(1, 2**31 - 1, size=3)
     c = rng.integers(0, 2**31 - 1, size=3)
-    kernel = lshcore.get_backend(backend).kernel("densify_bins")
+    kernel = lshcore.get_backend(backend).kernels.densify_bins
     for attempts in (0, 1, PROBE_ATTEMPTS):
         out = kernel(codes, a, c, attempts)
         np.testing.assert_array_equal(out, numpy_ref.densify_bins(codes, a, c, attempts))
