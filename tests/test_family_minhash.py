@@ -213,7 +213,8 @@ def test_registered_and_described() -> None:
     f = lshcore.hash_family("minhash", 64, 3, 4, seed=1, bits=2, backend="numpy")
     assert isinstance(f, MinHash) and f.measure == "jaccard" and f.supports_sparse
     assert f.num_buckets == 2**6
-    assert f.hash_cost(10) == 0 and f.hash_cost(10, nnz=99) == 0
+    assert f.hash_cost(10) == 0 and f.hash_cost(10, nnz=99) == 0  # no multiplications
+    assert f.hash_comparisons(10) == 10 * 3 * 64 and f.hash_comparisons(10, nnz=99) == 99 * 3
     with pytest.raises(ConfigError, match="minhash"):
         lshcore.hash_family("minhash", 64, 3, 4, bin_size=8)
 

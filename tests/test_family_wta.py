@@ -264,7 +264,10 @@ def test_registered_and_described() -> None:
     f = lshcore.hash_family("dwta", 50, 3, 4, seed=2, bin_size=4, backend="numpy")
     assert isinstance(f, DWTA) and f.measure == "rank" and f.supports_sparse
     assert lshcore.hash_family("wta", 50, 3, 4).measure == "rank"
-    assert f.hash_cost(100) == 0 and f.hash_cost(100, nnz=500) == 0
+    assert f.hash_cost(100) == 0 and f.hash_cost(100, nnz=500) == 0  # no multiplications
+    # comparisons: b - 1 per bin dense; one per occupied slot sparse (12 bins * 4 / 50)
+    assert f.hash_comparisons(100) == 100 * 12 * 3
+    assert f.hash_comparisons(100, nnz=500) == round(500 * 12 * 4 / 50)
     with pytest.raises(NotImplementedError):
         f.collision_probability(0.5)
 

@@ -109,4 +109,8 @@ class MinHash(_BackendFamily):
         return (s + (1.0 - s) * 2.0**-self.bits) ** self.k
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
-        return 0  # comparisons and table look-ups only
+        return 0  # no multiplications: see hash_comparisons
+
+    def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
+        """One per (coordinate read, permutation): dense n * k * dim, sparse nnz * k."""
+        return int((n * self.dim if nnz is None else nnz) * self.k)

@@ -153,7 +153,15 @@ class DWTA(_BackendFamily):
         return self.xp.asarray(pack_codes(codes, self.k, self.l, self.bits))
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
-        return 0  # comparisons only
+        return 0  # no multiplications: see hash_comparisons
+
+    def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
+        """Dense: ``b - 1`` per bin and input (n * k*l * (b-1)). Sparse: one per (non-zero,
+        slot it occupies), nnz * k*l*b / dim on average (each coordinate fills about
+        k*l*b/dim slots)."""
+        if nnz is None:
+            return int(n * self.n_bins * (self.bin_size - 1))
+        return int(round(nnz * self.n_bins * self.bin_size / self.dim))
 
 
 class WTA(DWTA):
