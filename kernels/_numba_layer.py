@@ -32,7 +32,7 @@ _M4 = np.uint64(0xD6E8FEB86659FD93)
 
 
 @_jit
-def _prio(seed: int, row: int, ident: int) -> int:
+def _prio(seed: int, row: int, ident: int) -> np.int64:
     z = np.uint64(seed) * _M1 + np.uint64(row) * _M2 + np.uint64(ident) * _M3
     z = z ^ (z >> np.uint64(31))
     z = z * _M4

@@ -1,7 +1,72 @@
 """GPU kernels on CuPy. Importing this module imports cupy.
 
-Array-generic code (written against an ``xp`` namespace) is shared with NumPy; only
-kernels that need CUDA-specific code live here.
+The table kernels come from ``_cupy_tables`` (array-generic NumPy code run on CuPy
+arrays). The hashing and layer kernels are the NumPy reference, run on host arrays
+(the hash families and the selector copy to the host first); a later GPU version
+replaces them. ``__all__`` is a literal list because registration reads it from the
+source without importing the module (and so without importing cupy).
 """
 
-from lshcore.kernels._cupy_tables import *  # noqa: F403
+from lshcore.kernels._cupy_tables import (
+    METRIC_COSINE,
+    METRIC_IP,
+    METRIC_L2,
+    bucket_offsets,
+    fixed_insert,
+    fixed_query,
+    fixed_remove,
+    rerank_topk,
+    reservoir_draw,
+    sorted_insert,
+    sorted_query,
+    sorted_remove,
+)
+from lshcore.kernels._np_hashing import (
+    densify_bins,
+    minhash_bins_csr,
+    minhash_bins_dense,
+    wta_bins_csr,
+    wta_bins_dense,
+)
+from lshcore.kernels._np_layer import (
+    dense_to_sparse,
+    layer_backward,
+    layer_forward,
+    select_active,
+    select_from_tables,
+    sorted_table_candidates,
+    sparse_update,
+    tiebreak_priority,
+)
+from lshcore.kernels._np_tables import (
+    sorted_query_rerank,
+)
+
+__all__ = [
+    "wta_bins_dense",
+    "wta_bins_csr",
+    "densify_bins",
+    "minhash_bins_dense",
+    "minhash_bins_csr",
+    "tiebreak_priority",
+    "dense_to_sparse",
+    "layer_forward",
+    "layer_backward",
+    "sparse_update",
+    "select_active",
+    "sorted_table_candidates",
+    "select_from_tables",
+    "reservoir_draw",
+    "fixed_insert",
+    "fixed_remove",
+    "fixed_query",
+    "sorted_insert",
+    "sorted_remove",
+    "sorted_query",
+    "bucket_offsets",
+    "rerank_topk",
+    "sorted_query_rerank",
+    "METRIC_IP",
+    "METRIC_COSINE",
+    "METRIC_L2",
+]

@@ -1,9 +1,69 @@
 """Fast CPU kernels compiled with numba (nogil, cached). Importing this module imports numba.
 
-A kernel missing here falls back to the NumPy reference (see ``Backend.kernel``).
+Every kernel of the contract (:class:`lshcore.core.contract.Kernels`) is defined here;
+there is no fallback. ``__all__`` is a literal list because registration reads it from
+the source without importing the module (and so without importing numba).
 """
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (first: starts numba's pool passive)
-from lshcore.kernels._numba_hashing import *  # noqa: F403
-from lshcore.kernels._numba_layer import *  # noqa: F403
-from lshcore.kernels._numba_tables import *  # noqa: F403
+from lshcore.kernels._numba_hashing import (
+    densify_bins,
+    minhash_bins_csr,
+    minhash_bins_dense,
+    wta_bins_csr,
+    wta_bins_dense,
+)
+from lshcore.kernels._numba_layer import (
+    dense_to_sparse,
+    layer_backward,
+    layer_forward,
+    select_active,
+    select_from_tables,
+    sorted_table_candidates,
+    sparse_update,
+    tiebreak_priority,
+)
+from lshcore.kernels._numba_tables import (
+    METRIC_COSINE,
+    METRIC_IP,
+    METRIC_L2,
+    bucket_offsets,
+    fixed_insert,
+    fixed_query,
+    fixed_remove,
+    rerank_topk,
+    reservoir_draw,
+    sorted_insert,
+    sorted_query,
+    sorted_query_rerank,
+    sorted_remove,
+)
+
+__all__ = [
+    "wta_bins_dense",
+    "wta_bins_csr",
+    "densify_bins",
+    "minhash_bins_dense",
+    "minhash_bins_csr",
+    "tiebreak_priority",
+    "dense_to_sparse",
+    "layer_forward",
+    "layer_backward",
+    "sparse_update",
+    "select_active",
+    "sorted_table_candidates",
+    "select_from_tables",
+    "reservoir_draw",
+    "fixed_insert",
+    "fixed_remove",
+    "fixed_query",
+    "sorted_insert",
+    "sorted_remove",
+    "sorted_query",
+    "bucket_offsets",
+    "rerank_topk",
+    "sorted_query_rerank",
+    "METRIC_IP",
+    "METRIC_COSINE",
+    "METRIC_L2",
+]

@@ -1,9 +1,71 @@
 """The NumPy reference kernels (always available; the other backends are tested against these).
 
 Kernels are grouped by topic in private modules and gathered here so that a backend is
-one module of functions with the same names and signatures.
+one module of functions with the names and signatures of the contract
+(:class:`lshcore.core.contract.Kernels`). ``__all__`` is a literal list because
+registration reads it from the source without importing the module.
 """
 
-from lshcore.kernels._np_hashing import *  # noqa: F403
-from lshcore.kernels._np_layer import *  # noqa: F403
-from lshcore.kernels._np_tables import *  # noqa: F403
+from lshcore.kernels._np_hashing import (
+    PROBE_PRIME,
+    densify_bins,
+    minhash_bins_csr,
+    minhash_bins_dense,
+    wta_bins_csr,
+    wta_bins_dense,
+)
+from lshcore.kernels._np_layer import (
+    dense_to_sparse,
+    layer_backward,
+    layer_forward,
+    select_active,
+    select_from_tables,
+    sorted_table_candidates,
+    sparse_update,
+    tiebreak_priority,
+)
+from lshcore.kernels._np_tables import (
+    METRIC_COSINE,
+    METRIC_IP,
+    METRIC_L2,
+    bucket_offsets,
+    fixed_insert,
+    fixed_query,
+    fixed_remove,
+    rerank_topk,
+    reservoir_draw,
+    sorted_insert,
+    sorted_query,
+    sorted_query_rerank,
+    sorted_remove,
+)
+
+__all__ = [
+    "wta_bins_dense",
+    "wta_bins_csr",
+    "densify_bins",
+    "minhash_bins_dense",
+    "minhash_bins_csr",
+    "tiebreak_priority",
+    "dense_to_sparse",
+    "layer_forward",
+    "layer_backward",
+    "sparse_update",
+    "select_active",
+    "sorted_table_candidates",
+    "select_from_tables",
+    "reservoir_draw",
+    "fixed_insert",
+    "fixed_remove",
+    "fixed_query",
+    "sorted_insert",
+    "sorted_remove",
+    "sorted_query",
+    "bucket_offsets",
+    "rerank_topk",
+    "sorted_query_rerank",
+    "PROBE_PRIME",
+    "METRIC_IP",
+    "METRIC_COSINE",
+    "METRIC_L2",
+]

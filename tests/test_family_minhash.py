@@ -78,7 +78,7 @@ def test_dense_sparse_and_backends_agree(backend: str) -> None:
         np.testing.assert_array_equal(f.hash(csr), codes)
         np.testing.assert_array_equal(ref.hash(x), codes)
         np.testing.assert_array_equal(ref.hash(csr), codes)
-        kernel = f.backend.kernel("minhash_bins_csr")
+        kernel = f.backend.kernels.minhash_bins_csr
         np.testing.assert_array_equal(
             kernel(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), f.coord_rank, l),
             numpy_ref.minhash_bins_dense(x, f.coord_rank, l),
@@ -213,7 +213,8 @@ def test_registered_and_described() -> None:
     f = lshcore.hash_family("minhash", 64, 3, 4, seed=1, bits=2, backend="numpy")
     assert isinstance(f, MinHash) and f.measure == "jaccard" and f.supports_sparse
     assert f.num_buckets == 2**6
-    assert f.hash_cost(10) == 0 and f.hash_cost(10, nnz=99) == 0
+    assert f.hash_cost(10) == 0 and f.hash_cost(10, nnz=99) == 0  # no multiplications
+    assert f.hash_comparisons(10) == 10 * 3 * 64 and f.hash_comparisons(10, nnz=99) == 99 * 3
     with pytest.raises(ConfigError, match="minhash"):
         lshcore.hash_family("minhash", 64, 3, 4, bin_size=8)
 

@@ -194,7 +194,7 @@ def test_densify_kernel_against_reference(backend: str) -> None:
     codes[1, :, 0] = [3, 0, 7]
     a = rng.integers(1, 2**31 - 1, size=3)
     c = rng.integers(0, 2**31 - 1, size=3)
-    kernel = lshcore.get_backend(backend).kernel("densify_bins")
+    kernel = lshcore.get_backend(backend).kernels.densify_bins
     for attempts in (0, 1, PROBE_ATTEMPTS):
         out = kernel(codes, a, c, attempts)
         np.testing.assert_array_equal(out, numpy_ref.densify_bins(codes, a, c, attempts))
@@ -264,7 +264,10 @@ def test_registered_and_described() -> None:
     f = lshcore.hash_family("dwta", 50, 3, 4, seed=2, bin_size=4, backend="numpy")
     assert isinstance(f, DWTA) and f.measure == "rank" and f.supports_sparse
     assert lshcore.hash_family("wta", 50, 3, 4).measure == "rank"
-    assert f.hash_cost(100) == 0 and f.hash_cost(100, nnz=500) == 0
+    assert f.hash_cost(100) == 0 and f.hash_cost(100, nnz=500) == 0  # no multiplications
+    # comparisons: b - 1 per bin dense; one per occupied slot sparse (12 bins * 4 / 50)
+    assert f.hash_comparisons(100) == 100 * 12 * 3
+    assert f.hash_comparisons(100, nnz=500) == round(500 * 12 * 4 / 50)
     with pytest.raises(NotImplementedError):
         f.collision_probability(0.5)
 

@@ -3,28 +3,30 @@
 ``numpy`` is the reference and always usable; ``numba`` (fast CPU kernels, the
 default when numba is installed) runs on NumPy arrays; ``cupy`` runs on a CUDA GPU and
 is usable only when a device answers. Nothing here imports numba or cupy until a
-backend is actually used.
+backend is actually used. Every kernel is called one way, ``backend.kernels.<name>``,
+typed by the contract :class:`lshcore.core.contract.Kernels`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from lshcore.errors import BackendUnavailableError
+from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
+from lshcore.errors import BackendUnavailableError, PluginError
 
 __all__ = ["Backend", "CupyBackend", "to_numpy"]
 
 
 class Backend:
-    """A named backend: ``xp`` (array module) and ``kernels`` (a module of kernels).
+    """A named backend: ``xp`` (array module) and ``kernels`` (its kernel module).
 
-    ``kernels`` falls back to the NumPy reference for any kernel the backend's module
-    does not define, when the backend works on NumPy arrays (``host_arrays``).
+    ``kernel_module`` must define every kernel of the contract
+    (:data:`lshcore.core.contract.KERNEL_NAMES`); there is no fallback. Registration
+    checks it (:meth:`missing_kernels`) without importing the module.
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class Backend:
         self.array_module = array_module
         self.requires = requires
         self.host_arrays = host_arrays
-        self._kernels: ModuleType | None = None
+        self._kernels: Kernels | None = None
         self._available: bool | None = None
         self._reason = ""
 
@@ -78,24 +80,28 @@ class Backend:
         self.require()
         return importlib.import_module(self.array_module)
 
+    def missing_kernels(self) -> list[str]:
+        """Contract kernels that ``kernel_module`` does not declare (read without import)."""
+        declared = declared_kernels(self.kernel_module)
+        return [name for name in KERNEL_NAMES if name not in declared]
+
     @property
-    def kernels(self) -> ModuleType:
-        """The kernels module of this backend (imported on first use)."""
+    def kernels(self) -> Kernels:
+        """The kernel module of this backend (imported on first use), typed by the contract.
+
+        PluginError when the imported module lacks a kernel it was checked to declare.
+        """
         if self._kernels is None:
             self.require()
-            self._kernels = importlib.import_module(self.kernel_module)
+            module = importlib.import_module(self.kernel_module)
+            missing = [n for n in KERNEL_NAMES if not callable(getattr(module, n, None))]
+            if missing:
+                raise PluginError(
+                    f"backend {self.name!r}: kernel module {self.kernel_module!r} does not "
+                    f"define kernel(s) {', '.join(missing)}"
+                )
+            self._kernels = cast(Kernels, module)
         return self._kernels
-
-    def kernel(self, name: str) -> Any:
-        """One kernel by name, falling back to the NumPy reference on host backends."""
-        fn = getattr(self.kernels, name, None)
-        if fn is None and self.host_arrays:
-            from lshcore.kernels import numpy_ref
-
-            fn = getattr(numpy_ref, name, None)
-        if fn is None:
-            raise NotImplementedError(f"backend {self.name!r} has no kernel {name!r}")
-        return fn
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         """``x`` as an array of this backend."""

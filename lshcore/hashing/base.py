@@ -61,7 +61,15 @@ class HashFamily:
         return self.hash(x)[:, :, None]
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
-        """Multiplications spent hashing ``n`` inputs (``nnz`` non-zeros if sparse)."""
+        """Multiply-adds spent hashing ``n`` inputs (``nnz`` non-zeros if sparse)."""
+        return 0
+
+    def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
+        """Value comparisons spent hashing ``n`` inputs (``nnz`` non-zeros if sparse).
+
+        The work of comparison-based families (WTA, DWTA, MinHash), which
+        :meth:`hash_cost` (multiply-adds only) does not see; 0 for projection families.
+        """
         return 0
 
     def config(self) -> dict[str, Any]:

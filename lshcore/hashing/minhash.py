@@ -85,18 +85,18 @@ class MinHash(_BackendFamily):
         x = self.check_input(x, xp=np if on_host else self.xp)
         if is_sparse(x):
             x.eliminate_zeros()  # a stored zero is not a member (x is a private copy)
-            low = self._kernel("minhash_bins_csr")(
+            low = self.backend.kernels.minhash_bins_csr(
                 x.indptr.astype(np.int64), x.indices.astype(np.int64), self.coord_rank, self.l
             )
         else:
-            low = self._kernel("minhash_bins_dense")(
+            low = self.backend.kernels.minhash_bins_dense(
                 self.backend.to_numpy(x), self.coord_rank, self.l
             )
         low = np.asarray(low)
         group = np.arange(self.k)[None, :, None]
         codes = np.where(low >= 0, self.position_code[group, np.maximum(low, 0)], -1)
         return np.asarray(
-            self._kernel("densify_bins")(codes, self.probe_a, self.probe_c, PROBE_ATTEMPTS)
+            self.backend.kernels.densify_bins(codes, self.probe_a, self.probe_c, PROBE_ATTEMPTS)
         )
 
     def hash(self, x: Any) -> Any:
@@ -109,12 +109,8 @@ class MinHash(_BackendFamily):
         return (s + (1.0 - s) * 2.0**-self.bits) ** self.k
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
-        return 0  # comparisons and table look-ups only
+        return 0  # no multiplications: see hash_comparisons
 
-    def _kernel(self, name: str) -> Any:
-        """A kernel of this family's backend; non-host backends hash on the host."""
-        if self.backend.host_arrays:
-            return self.backend.kernel(name)
-        from lshcore.kernels import numpy_ref
-
-        return getattr(numpy_ref, name)
+    def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
+        """One per (coordinate read, permutation): dense n * k * dim, sparse nnz * k."""
+        return int((n * self.dim if nnz is None else nnz) * self.k)

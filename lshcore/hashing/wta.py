@@ -122,10 +122,12 @@ class DWTA(_BackendFamily):
         """Per-bin codes (n, k*l) int64 in [0, bin_size), densified for DWTA (NumPy array)."""
         on_host = self.backend.host_arrays or is_sparse(x)
         x = self.check_input(x, xp=np if on_host else self.xp)
-        kernel = self._kernel
+        # one kernel path for every backend; the cupy module's hashing kernels run on host
+        # arrays, which is why non-host input is copied with to_numpy below
+        kernels = self.backend.kernels
         if is_sparse(x):
             x.eliminate_zeros()  # a stored zero is a zero (x is already a private copy)
-            codes = kernel("wta_bins_csr")(
+            codes = kernels.wta_bins_csr(
                 x.indptr.astype(np.int64),
                 x.indices.astype(np.int64),
                 x.data,
@@ -136,11 +138,9 @@ class DWTA(_BackendFamily):
                 self.densify,
             )
         else:
-            codes = kernel("wta_bins_dense")(
-                self.backend.to_numpy(x), self.bin_coords, self.densify
-            )
+            codes = kernels.wta_bins_dense(self.backend.to_numpy(x), self.bin_coords, self.densify)
         if self.densify:
-            codes = kernel("densify_bins")(
+            codes = kernels.densify_bins(
                 codes.reshape(codes.shape[0], 1, self.n_bins),
                 self.probe_a,
                 self.probe_c,
@@ -153,15 +153,15 @@ class DWTA(_BackendFamily):
         return self.xp.asarray(pack_codes(codes, self.k, self.l, self.bits))
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
-        return 0  # comparisons only
+        return 0  # no multiplications: see hash_comparisons
 
-    def _kernel(self, name: str) -> Any:
-        """A kernel of this family's backend; non-host backends hash on the host."""
-        if self.backend.host_arrays:
-            return self.backend.kernel(name)
-        from lshcore.kernels import numpy_ref
-
-        return getattr(numpy_ref, name)
+    def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
+        """Dense: ``b - 1`` per bin and input (n * k*l * (b-1)). Sparse: one per (non-zero,
+        slot it occupies), nnz * k*l*b / dim on average (each coordinate fills about
+        k*l*b/dim slots)."""
+        if nnz is None:
+            return int(n * self.n_bins * (self.bin_size - 1))
+        return int(round(nnz * self.n_bins * self.bin_size / self.dim))
 
 
 class WTA(DWTA):

@@ -101,6 +101,18 @@ def _check_object(kind: str, name: str, obj: Any, plugin: str) -> None:
         raise PluginError(
             f"plugin {plugin!r} registered {kind} {name!r} as {obj!r}, which is not {expected}"
         )
+    if kind == "backend":
+        # read from the module's source, not imported: no numba or cupy at registration
+        try:
+            missing = obj.missing_kernels()
+        except PluginError as exc:
+            raise PluginError(f"plugin {plugin!r} registered backend {name!r}: {exc}") from exc
+        if missing:
+            raise PluginError(
+                f"plugin {plugin!r} registered backend {name!r} whose kernel module "
+                f"{obj.kernel_module!r} lacks kernel(s) {', '.join(missing)} "
+                f"(the contract is lshcore.core.contract.Kernels)"
+            )
 
 
 class _Registry:

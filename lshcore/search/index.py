@@ -560,7 +560,7 @@ class LSHIndex:
         if self.measure == "jaccard":
             scores, got = _rerank_jaccard(base, indptr, rows, q, k)
         else:
-            fn = self.backend.kernel("rerank_topk")
+            fn = self.backend.kernels.rerank_topk
             xp = self.xp
             base_x, norms_x = self._on_device(base, norms)
             scores, got = fn(

@@ -219,7 +219,7 @@ class LSHTables:
     def _refresh_offsets(self) -> None:
         n_keys = self.l * self.table_size
         if n_keys <= OFFSETS_LIMIT:
-            self.offsets = self._kernel("bucket_offsets")(self.keys, n_keys)
+            self.offsets = self.backend.kernels.bucket_offsets(self.keys, n_keys)
         else:
             self.offsets = self.xp.zeros(0, dtype=np.int64)
 
@@ -245,9 +245,6 @@ class LSHTables:
         return counts.reshape(self.l, self.table_size)
 
     # -- helpers ----------------------------------------------------------------------
-    def _kernel(self, name: str) -> Any:
-        return self.backend.kernel(name)
-
     def buckets(self, codes: Any, name: str = "codes") -> Any:
         """Validated codes (n, l) or (n, l, p) mapped to bucket indices (int64)."""
         xp = self.xp
@@ -285,7 +282,7 @@ class LSHTables:
         if ids.shape[0] == 0:
             return
         if self.fixed:
-            self._kernel("fixed_insert")(
+            self.backend.kernels.fixed_insert(
                 self.slots,
                 self.fill,
                 self.head,
@@ -303,7 +300,7 @@ class LSHTables:
             gi = xp.tile(ids.astype(np.int32), self.l)
             # recent inserts go to the small pending run (cheap to rewrite); it is merged
             # into the main run once it outgrows a fraction of it (amortized O(1) moves)
-            self.pending_keys, self.pending_ids = self._kernel("sorted_insert")(
+            self.pending_keys, self.pending_ids = self.backend.kernels.sorted_insert(
                 self.pending_keys, self.pending_ids, gk, gi
             )
             self.pending_dead = 0
@@ -321,14 +318,14 @@ class LSHTables:
         if ids.shape[0] == 0:
             return
         if self.fixed:
-            self._kernel("fixed_remove")(
+            self.backend.kernels.fixed_remove(
                 self.slots, self.fill, self.head, buckets, ids.astype(np.int32)
             )
             return
         xp = self.xp
         gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
         gi = xp.tile(ids.astype(np.int32), self.l)
-        remove = self._kernel("sorted_remove")
+        remove = self.backend.kernels.sorted_remove
         self.n_dead += int(remove(self.keys, self.entry_ids, gk, gi))
         self.pending_dead += int(remove(self.pending_keys, self.pending_ids, gk, gi))
         if self.n_dead > max(1024, self.keys.shape[0] // 2):
@@ -339,7 +336,7 @@ class LSHTables:
         if self.fixed or (self.n_dead == 0 and self.pending_keys.shape[0] == 0):
             return
         live = self.pending_ids >= 0
-        self.keys, self.entry_ids = self._kernel("sorted_insert")(
+        self.keys, self.entry_ids = self.backend.kernels.sorted_insert(
             self.keys, self.entry_ids, self.pending_keys[live], self.pending_ids[live]
         )
         self.n_dead = 0
@@ -388,12 +385,12 @@ class LSHTables:
         finds them (kernel ``sorted_query_rerank``: no candidate lists built or sorted)."""
         if self.fixed:
             cand = self.query_buckets(buckets, id_bound)
-            scores, got = self._kernel("rerank_topk")(
+            scores, got = self.backend.kernels.rerank_topk(
                 vectors, xnorm, cand.indptr, cand.ids, queries, qnorm, k, metric
             )
             return scores, got, int(cand.indptr[-1])
         b = self._probe_buckets(buckets)
-        return self._kernel("sorted_query_rerank")(
+        return self.backend.kernels.sorted_query_rerank(
             self.keys,
             self.entry_ids,
             self.offsets,
@@ -414,12 +411,12 @@ class LSHTables:
         buckets = self._probe_buckets(buckets)
         bound = self._id_bound if id_bound is None else int(id_bound)
         if self.fixed:
-            indptr, ids, counts = self._kernel("fixed_query")(
+            indptr, ids, counts = self.backend.kernels.fixed_query(
                 self.slots, self.fill, self.head, buckets, bound
             )
         else:
             gk = self._global_keys(buckets)
-            indptr, ids, counts = self._kernel("sorted_query")(
+            indptr, ids, counts = self.backend.kernels.sorted_query(
                 self.keys,
                 self.entry_ids,
                 self.offsets,

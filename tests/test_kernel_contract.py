@@ -1,0 +1,400 @@
+"""The kernel contract: every registered backend implements every kernel, each kernel
+agrees with the NumPy reference, and a backend that lacks one is refused at registration."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import lshcore
+from lshcore.core.backend import Backend
+from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
+from lshcore.errors import PluginError
+from lshcore.kernels import numpy_ref as ref
+from lshcore.registry import manager as registry
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(registry.AUTOLOAD_ENV, "1")
+    registry.reset()
+    yield
+    registry.reset()
+
+
+# -- small inputs for every kernel ------------------------------------------------------
+# Each builder returns the argument list of one call; table kernels take arrays of the
+# backend's module (converted for cupy), the others host arrays.
+
+TABLE_KERNELS = {
+    "reservoir_draw",
+    "fixed_insert",
+    "fixed_remove",
+    "fixed_query",
+    "sorted_insert",
+    "sorted_remove",
+    "sorted_query",
+    "bucket_offsets",
+    "rerank_topk",
+    "sorted_query_rerank",
+}
+RNG_SEED = 20240601
+
+
+def _dense(rng: np.random.Generator, n: int = 6, dim: int = 16) -> np.ndarray:
+    x = rng.uniform(-1, 1, (n, dim)).astype(np.float32)
+    x[rng.random((n, dim)) < 0.5] = 0.0
+    x[-1] = 0.0  # an all-zero row: every DWTA bin empty
+    return x
+
+
+def _csr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = sp.csr_matrix(x)
+    c.eliminate_zeros()
+    return c.indptr.astype(np.int64), c.indices.astype(np.int64), c.data.astype(np.float32)
+
+
+def _wta_layout(rng: np.random.Generator, dim: int = 16, n_bins: int = 6, b: int = 4):
+    perm = np.concatenate([rng.permutation(dim), rng.permutation(dim)])
+    bin_coords = np.ascontiguousarray(perm[: n_bins * b].reshape(n_bins, b).astype(np.int64))
+    coord_slots = np.argsort(bin_coords.ravel(), kind="stable").astype(np.int64)
+    counts = np.bincount(bin_coords.ravel(), minlength=dim)
+    coord_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return bin_coords, coord_ptr, coord_slots, n_bins, b
+
+
+def _candidates(rng: np.random.Generator, batch: int = 5, n_out: int = 20):
+    rows = [np.sort(rng.choice(n_out, rng.integers(0, 8), replace=False)) for _ in range(batch)]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    ids = np.concatenate(rows).astype(np.int64)
+    counts = rng.integers(1, 4, ids.shape[0]).astype(np.int32)
+    labels = np.full((batch, 2), -1, np.int64)
+    labels[0, 0], labels[2, :] = 3, (7, 11)
+    return indptr, ids, counts, labels, n_out
+
+
+def _sorted_tables(rng: np.random.Generator, l: int = 3, n: int = 20):  # noqa: E741
+    codes = rng.integers(0, 5, (l, n)).astype(np.int64)
+    order = np.argsort(codes, axis=1, kind="stable")
+    sorted_codes = np.ascontiguousarray(np.take_along_axis(codes, order, axis=1))
+    qcodes = rng.integers(0, 5, (4, l)).astype(np.int64)
+    return qcodes, sorted_codes, np.ascontiguousarray(order.astype(np.int64)), n
+
+
+def _fixed_state(rng: np.random.Generator, l: int = 3, t: int = 4, c: int = 3, n: int = 20):  # noqa: E741
+    slots = np.full((l, t, c), -1, np.int32)
+    fill = np.zeros((l, t), np.int32)
+    head = np.zeros((l, t), np.int32)
+    seen = np.zeros((l, t), np.int64)
+    buckets = rng.integers(0, t, (n, l)).astype(np.int64)
+    ids = np.arange(n, dtype=np.int32)
+    return slots, fill, head, seen, buckets, ids
+
+
+def _sorted_run(rng: np.random.Generator, n_keys: int = 12, n: int = 30):
+    keys = np.sort(rng.integers(0, n_keys, n)).astype(np.int64)
+    ids = rng.integers(0, 25, n).astype(np.int32)
+    ids[::7] = -1  # tombstones
+    pkeys = np.sort(rng.integers(0, n_keys, 5)).astype(np.int64)
+    pids = rng.integers(0, 25, 5).astype(np.int32)
+    qkeys = rng.integers(-1, n_keys, (4, 3)).astype(np.int64)
+    return keys, ids, ref.bucket_offsets(keys, n_keys), pkeys, pids, qkeys, 25
+
+
+def _vectors(rng: np.random.Generator, n: int = 25, d: int = 6, m: int = 4):
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    queries = rng.standard_normal((m, d)).astype(np.float32)
+    return (
+        vectors,
+        np.linalg.norm(vectors, axis=1).astype(np.float32),
+        queries,
+        np.linalg.norm(queries, axis=1).astype(np.float32),
+    )
+
+
+def _layer(rng: np.random.Generator, batch: int = 5, n_in: int = 12, n_out: int = 10, m: int = 4):
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    x[x < 0.3] = 0.0
+    in_ids, in_vals = ref.dense_to_sparse(x)
+    out_ids = np.sort(np.stack([rng.choice(n_out, m, replace=False) for _ in range(batch)]), axis=1)
+    out_ids[1, -1] = -1
+    grad = rng.standard_normal((batch, m)).astype(np.float32)
+    return w, b, in_ids, in_vals, out_ids.astype(np.int64), grad
+
+
+def _backward_buffers(n_out: int, n_in: int) -> list[Any]:
+    size = n_out * n_in
+    return [
+        np.zeros(size, np.float32),
+        np.zeros(n_out, np.float32),
+        np.zeros(size, np.uint8),
+        np.zeros(n_out, np.uint8),
+        np.zeros(size, np.int64),
+        np.zeros(n_out, np.int64),
+        0,
+        0,
+    ]
+
+
+def _args(name: str, rng: np.random.Generator) -> list[Any]:
+    if name == "wta_bins_dense":
+        return [_dense(rng), _wta_layout(rng)[0], True]
+    if name == "wta_bins_csr":
+        bin_coords, coord_ptr, coord_slots, n_bins, b = _wta_layout(rng)
+        return [*_csr(_dense(rng)), coord_ptr, coord_slots, n_bins, b, False]
+    if name == "densify_bins":
+        codes = rng.integers(0, 4, (5, 2, 6)).astype(np.int64)
+        codes[rng.random(codes.shape) < 0.4] = -1
+        codes[0] = -1
+        a = rng.integers(1, 2**31 - 1, 2).astype(np.int64)
+        return [codes, a, rng.integers(0, 2**31 - 1, 2).astype(np.int64), 4]
+    if name in ("minhash_bins_dense", "minhash_bins_csr"):
+        x = (rng.random((6, 20)) < 0.2).astype(np.float32)
+        rank = np.stack([rng.permutation(20) for _ in range(3)]).astype(np.int64)
+        if name == "minhash_bins_dense":
+            return [x, rank, 4]
+        indptr, indices, _ = _csr(x)
+        return [indptr, indices, rank, 4]
+    if name == "tiebreak_priority":
+        return [7, rng.integers(0, 9, (3, 1)), rng.integers(0, 50, (1, 5))]
+    if name == "dense_to_sparse":
+        return [_dense(rng)]
+    if name == "layer_forward":
+        w, b, in_ids, in_vals, out_ids, _ = _layer(rng)
+        return [w, b, in_ids, in_vals, out_ids]
+    if name == "layer_backward":
+        w, _, in_ids, in_vals, out_ids, grad = _layer(rng)
+        return [w, in_ids, in_vals, out_ids, grad, True, *_backward_buffers(*w.shape)]
+    if name == "sparse_update":
+        touched = np.zeros(20, np.int64)
+        touched[:4] = [2, 5, 7, 13]
+        grad = np.zeros(20, np.float32)
+        grad[touched[:4]] = rng.standard_normal(4)
+        mark = np.zeros(20, np.uint8)
+        mark[touched[:4]] = 1
+        param = rng.standard_normal(20).astype(np.float32)
+        s1, s2 = np.full(20, 0.5, np.float32), np.full(20, 0.25, np.float32)
+        return [3, param, grad, mark, touched, 4, s1, s2, 0.1, 0.9, 0.99, 1e-8, 3]
+    if name == "select_active":
+        indptr, ids, counts, labels, n_out = _candidates(rng)
+        return [indptr, ids, counts, labels, n_out, 5, 1, True, True, 3, None]
+    if name == "sorted_table_candidates":
+        return list(_sorted_tables(rng))
+    if name == "select_from_tables":
+        qcodes, codes, ids, n_out = _sorted_tables(rng)
+        labels = np.full((qcodes.shape[0], 1), -1, np.int64)
+        labels[1, 0] = 4
+        return [qcodes, codes, ids, n_out, labels, 6, 1, True, True, 5, None]
+    if name == "reservoir_draw":
+        return [9, 123, np.arange(1, 60, dtype=np.int64)]
+    if name == "fixed_insert":
+        return [*_fixed_state(rng), True, 5]
+    if name in ("fixed_remove", "fixed_query"):
+        slots, fill, head, seen, buckets, ids = _fixed_state(rng)
+        ref.fixed_insert(slots, fill, head, seen, buckets, ids, False, 5)
+        if name == "fixed_remove":
+            return [slots, fill, head, buckets[::3].copy(), ids[::3].copy()]
+        q = rng.integers(-1, 4, (5, 3, 2)).astype(np.int64)
+        return [slots, fill, head, q, ids.shape[0]]
+    if name in ("sorted_insert", "sorted_remove"):
+        keys, ids = _sorted_run(rng)[:2]
+        new_keys = rng.integers(0, 12, 6).astype(np.int64)
+        new_ids = rng.integers(0, 25, 6).astype(np.int32)
+        if name == "sorted_remove":
+            new_keys[:3], new_ids[:3] = keys[[1, 4, 9]], ids[[1, 4, 9]]
+        return [keys, ids, new_keys, new_ids]
+    if name == "sorted_query":
+        return list(_sorted_run(rng))
+    if name == "bucket_offsets":
+        return [_sorted_run(rng)[0], 12]
+    if name == "rerank_topk":
+        vectors, xnorm, queries, qnorm = _vectors(rng)
+        rows = [np.sort(rng.choice(25, rng.integers(0, 9), replace=False)) for _ in range(4)]
+        indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+        cand = np.concatenate(rows).astype(np.int64)
+        return [vectors, xnorm, indptr, cand, queries, qnorm, 3, ref.METRIC_COSINE]
+    if name == "sorted_query_rerank":
+        vectors, xnorm, queries, qnorm = _vectors(rng)
+        return [*_sorted_run(rng), vectors, xnorm, queries, qnorm, 3, ref.METRIC_IP]
+    raise AssertionError(f"no test input for kernel {name!r}: add one here")
+
+
+def _assert_same(got: Any, want: Any, where: str) -> None:
+    """Equal results: arrays by dtype and value (float to 1e-5), tuples element-wise."""
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_same(g, w, f"{where}[{i}]")
+        return
+    if want is None:
+        assert got is None, where
+        return
+    g, w = lshcore.to_numpy(got), np.asarray(want)
+    assert g.shape == w.shape, f"{where}: shape {g.shape} != {w.shape}"
+    if w.dtype.kind == "f":
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=where)
+    else:
+        assert g.dtype == w.dtype or w.ndim == 0, f"{where}: dtype {g.dtype} != {w.dtype}"
+        np.testing.assert_array_equal(g, w, err_msg=where)
+
+
+def _usable(name: str) -> Backend:
+    backend = registry.lookup("backend", name)
+    if not backend.available():
+        pytest.skip(f"backend {name!r} unavailable here: {backend.why_unavailable()}")
+    return backend
+
+
+# -- the contract ---------------------------------------------------------------------
+
+
+def test_the_contract_lists_every_reference_kernel() -> None:
+    public = {n for n in ref.__all__ if callable(getattr(ref, n))}
+    assert set(KERNEL_NAMES) == public
+    assert len(KERNEL_NAMES) == len(set(KERNEL_NAMES)) >= 23
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba", "cupy"])
+def test_each_registered_backend_declares_the_whole_contract(name: str) -> None:
+    backend = registry.lookup("backend", name)
+    assert backend.missing_kernels() == []
+    assert set(KERNEL_NAMES) <= declared_kernels(backend.kernel_module)
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba", "cupy"])
+def test_each_usable_backend_implements_the_contract_signatures(name: str) -> None:
+    kernels = _usable(name).kernels
+    for kernel in KERNEL_NAMES:
+        fn = getattr(kernels, kernel)
+        fn = getattr(fn, "py_func", fn)  # a numba dispatcher: its Python function
+        want = list(inspect.signature(getattr(Kernels, kernel)).parameters)[1:]  # no self
+        assert list(inspect.signature(fn).parameters) == want, kernel
+
+
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
+@pytest.mark.parametrize("name", ["numba", "cupy"])
+def test_kernel_agrees_with_the_numpy_reference(name: str, kernel: str) -> None:
+    backend = _usable(name)
+    args = _args(kernel, np.random.default_rng(RNG_SEED))
+    ref_args = copy.deepcopy(args)
+    if backend.host_arrays or kernel not in TABLE_KERNELS:
+        mine = copy.deepcopy(args)
+    else:
+        xp = backend.xp
+        mine = [xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    want = getattr(ref, kernel)(*ref_args)
+    got = getattr(backend.kernels, kernel)(*mine)
+    if kernel == "layer_backward":  # the order of first touches is free, the set is not
+        for arrays, n in ((ref_args, want[1]), (mine, got[1])):
+            arrays[10][:n].sort()
+        for arrays, n in ((ref_args, want[2]), (mine, got[2])):
+            arrays[11][:n].sort()
+    _assert_same(got, want, f"{name}.{kernel} result")
+    for i, (g, w) in enumerate(zip(mine, ref_args, strict=True)):  # in-place effects too
+        if isinstance(w, np.ndarray):
+            _assert_same(g, w, f"{name}.{kernel} argument {i} after the call")
+
+
+def test_the_inputs_exercise_the_kernels() -> None:
+    # guards the agreement test against inputs so trivial that any kernel would agree
+    rng = np.random.default_rng(RNG_SEED)
+    codes = ref.wta_bins_dense(*_args("wta_bins_dense", rng))
+    assert (codes == -1).any() and (codes >= 1).any()
+    args = _args("fixed_remove", np.random.default_rng(RNG_SEED))
+    before = args[1].sum()
+    ref.fixed_remove(*args)
+    assert args[1].sum() < before
+    indptr, ids, _ = ref.fixed_query(*_args("fixed_query", np.random.default_rng(RNG_SEED)))
+    assert ids.size > 0 and (np.diff(indptr) > 0).sum() >= 2
+    assert ref.sorted_remove(*_args("sorted_remove", np.random.default_rng(RNG_SEED))) >= 3
+
+
+# -- registration refuses an incomplete backend -----------------------------------------
+
+
+def _kernel_module(tmp_path: Path, name: str, body: str) -> str:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    return name
+
+
+def _plugin(backend: Backend) -> object:
+    class Plugin:
+        @lshcore.hookimpl
+        def lshcore_register_backends(self, register: Callable[[str, Any], None]) -> None:
+            register(backend.name, backend)
+
+    return Plugin()
+
+
+def test_a_backend_missing_kernels_is_refused_at_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = _kernel_module(
+        tmp_path,
+        "lshcore_partial_kernels",
+        """
+        import lshcore_no_such_accelerator  # proves registration does not import this module
+
+        __all__ = ["wta_bins_dense", "densify_bins"]
+
+        def wta_bins_dense(x, bin_coords, densify): ...
+        def densify_bins(codes, probe_a, probe_c, attempts): ...
+        """,
+    )
+    before = lshcore.backends(usable_only=False)
+    with pytest.raises(PluginError) as info:
+        lshcore.register_plugin(_plugin(Backend("partial", module)), name="partial-plugin")
+    text = str(info.value)
+    assert "'partial'" in text and "'partial-plugin'" in text and module in text
+    assert "layer_forward" in text and "sorted_query_rerank" in text
+    assert "wta_bins_dense," not in text and "densify_bins" not in text  # only the missing
+    assert module not in sys.modules
+    assert lshcore.backends(usable_only=False) == before  # registry unchanged
+    assert "partial-plugin" not in registry.plugins()
+
+
+def test_a_complete_third_party_backend_registers_without_being_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # no __all__: the top-level imports are read instead
+    module = _kernel_module(
+        tmp_path,
+        "lshcore_complete_kernels",
+        "from lshcore.kernels.numpy_ref import (\n"
+        + "".join(f"    {n},\n" for n in KERNEL_NAMES)
+        + ")\n",
+    )
+    lshcore.register_plugin(_plugin(Backend("complete", module)), name="complete-plugin")
+    assert module not in sys.modules
+    backend = lshcore.get_backend("complete")
+    assert backend.kernels.layer_forward is ref.layer_forward
+
+
+def test_a_module_that_declares_a_kernel_it_lacks_fails_at_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ", ".join(repr(n) for n in KERNEL_NAMES)
+    module = _kernel_module(tmp_path, "lshcore_lying_kernels", f"__all__ = [{names}]\n")
+    lshcore.register_plugin(_plugin(Backend("lying", module)), name="lying-plugin")
+    with pytest.raises(PluginError, match=r"'lying'.*does not define kernel\(s\) wta_bins_dense"):
+        _ = lshcore.get_backend("lying").kernels
+
+
+def test_an_unknown_kernel_module_is_refused_at_registration() -> None:
+    with pytest.raises(PluginError, match=r"'ghost'.*lshcore_no_such_kernel_module"):
+        lshcore.register_plugin(_plugin(Backend("ghost", "lshcore_no_such_kernel_module")))
+    assert "ghost" not in lshcore.backends(usable_only=False)
