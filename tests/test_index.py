@@ -705,3 +705,42 @@ def test_search_store_false_with_norms(backend: str) -> None:
     stored.add(unit)
     with pytest.raises(ConfigError, match="norms"):
         stored.search(unit[:2], 3, vectors=unit, norms=np.ones(60, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("policy", ["fifo", "unbounded"])
+def test_vectors_beyond_float32_score_range_are_refused(backend: str, policy: str) -> None:
+    """Issue 9: a vector near 1e20 was accepted but scored 0 (its squared norm overflowed
+    float32), so no search found it again. Now: refused with a clear error, index
+    unchanged; large vectors below the limit keep exact, finite scores."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    from lshcore.search.index import MAX_NORM
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, DIM)).astype(np.float32)
+    index = LSHIndex(DIM, "srp", k=4, l=8, policy=policy, backend=backend, seed=0)
+    index.add(x)
+    huge = np.full((1, DIM), 1e20, dtype=np.float32)
+    for call in (lambda: index.add(huge), lambda: index.update([0], huge)):
+        with pytest.raises(InputError, match=r"x: row 0 has norm .* above the limit"):
+            call()
+    with pytest.raises(InputError, match=r"q: row 0 has norm"):
+        index.search(huge, 3)
+    assert len(index) == 20
+    np.testing.assert_array_equal(index.vectors([0]), x[:1])
+    # just below the limit: stored, found, and scored exactly (cosine 1 with itself)
+    d = rng.standard_normal((2, DIM))
+    big = (d / np.linalg.norm(d, axis=1, keepdims=True) * (MAX_NORM / 2)).astype(np.float32)
+    ids = index.add(big)
+    scores, got = index.search(big, 1)
+    np.testing.assert_array_equal(got[:, 0], ids)
+    np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
+    assert np.isfinite(scores).all()
+
+
+def test_l2_index_refuses_overflowing_vectors() -> None:
+    index = LSHIndex(DIM, "pstable", k=4, l=4, backend="numpy", seed=0)
+    with pytest.raises(InputError, match="above the limit"):
+        index.add(np.full((1, DIM), 1e19, dtype=np.float32))
+    assert len(index) == 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import Backend
+from lshcore.core.backend import Backend, to_numpy
 from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.core.validation import as_batch, as_ids, check_choice, check_int, is_sparse
 from lshcore.errors import ConfigError, FileFormatError, InputError
@@ -38,6 +38,11 @@ ID_LIMIT = 2**31  # ids are ints in [0, 2**31)
 
 _METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
 _HASH_CHUNK = 1 << 16  # rows hashed at once when adding
+#: largest Euclidean norm accepted for a vector or query. Scores are computed in float32
+#: (|x| * |q|, |x|^2 + |q|^2 - 2 x.q): with both norms at most 1e18 every product stays
+#: below 1e36 < 3.4e38, so every stored vector keeps a finite, correct score (near 1e20
+#: the squares overflowed to inf and the vector scored 0 against everything)
+MAX_NORM = 1e18
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,9 @@ class LSHIndex:
             raise InputError(
                 f"{name}: sparse input needs store=False (this index stores dense vectors)"
             )
-        return as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
+        x = as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
+        _check_norms(x, name)
+        return x
 
     def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
@@ -340,9 +347,10 @@ class LSHIndex:
         return self.tables.buckets(codes)
 
     def _norms_of(self, x: np.ndarray) -> np.ndarray:
-        if self.measure == "l2":
-            return np.einsum("ij,ij->i", x, x).astype(np.float32)
-        return np.sqrt(np.einsum("ij,ij->i", x, x)).astype(np.float32)
+        """(n,) float32 norms (squared for ``l2``) of ``x`` (n, dim), summed in float64 so
+        that large finite values do not overflow."""
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        return (sq if self.measure == "l2" else np.sqrt(sq)).astype(np.float32)
 
     def _refit_needed(self, x: Any) -> bool:
         return self.transform is not None and bool(self.transform.needs_refit(x))
@@ -490,6 +498,7 @@ class LSHIndex:
     def candidates(self, q: Any, n_probes: int | None = None) -> Candidates:
         """Candidate ids of each query ``q`` (m, dim) with how many (table, probe) buckets held each."""
         q = as_batch(q, self.dim, "q", allow_sparse=self._sparse_queries())
+        _check_norms(q, "q")
         probes = self._probes(n_probes)
         with self._lock.read:
             self._check_probes(probes)
@@ -552,6 +561,7 @@ class LSHIndex:
         """
         k = check_int(k, "k", low=1, high=1 << 20)
         q = as_batch(q, self.dim, "q")
+        _check_norms(q, "q")
         probes = self._probes(n_probes)
         with self._lock.read:
             base, base_norms = self._search_base(vectors, norms)
@@ -885,6 +895,27 @@ class LSHIndex:
             f"LSHIndex(dim={self.dim}, family={self.family_name!r}, k={self.k}, l={self.l}, "
             f"policy={self.tables.policy!r}, bucket_size={self.tables.bucket_size}, "
             f"n={len(self)}, backend={self.backend.name!r})"
+        )
+
+
+def _check_norms(x: Any, name: str) -> None:
+    """InputError naming the first row of ``x`` (n, dim), dense or CSR, whose norm exceeds
+    :data:`MAX_NORM` (computed in float64: no overflow)."""
+    if is_sparse(x):
+        csr = x.tocsr()
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        sq = np.bincount(
+            rows, weights=np.square(csr.data, dtype=np.float64), minlength=csr.shape[0]
+        )
+    else:
+        a = to_numpy(x)
+        sq = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    big = np.flatnonzero(sq > MAX_NORM * MAX_NORM)
+    if big.size:
+        i = int(big[0])
+        raise InputError(
+            f"{name}: row {i} has norm {np.sqrt(sq[i]):.3g}, above the limit {MAX_NORM:.0e} "
+            "(scores are float32 and would overflow); scale the vectors down"
         )
 
 
