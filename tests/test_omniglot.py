@@ -148,9 +148,12 @@ def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert {(r["way"], r["shot"]) for r in report["records"]} == {(5, 1), (5, 5), (20, 1), (20, 5)}
+    # chance is 1/way; the synthetic characters differ by whole strokes, so even a few
+    # training steps must beat it by a wide margin (an evaluation that mislabels, or
+    # compares the wrong slots, lands near chance)
     for rec in report["records"]:
-        assert 0.0 <= rec["accuracy"] <= 1.0
-    assert 0.0 <= report["official_20way_1shot"] <= 1.0 and report["official_runs"] == 2
+        assert rec["accuracy"] >= 2.0 / rec["way"] + 0.2, rec
+    assert report["official_20way_1shot"] >= 0.5 and report["official_runs"] == 2
     assert report["index"] == "exact" and report["steps"] == 3
     assert "official 20-way 1-shot" in result.output
 
