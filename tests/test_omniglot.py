@@ -20,7 +20,12 @@ from lshcore.cli.memory import memory as memory_cli  # noqa: E402
 from lshcore.errors import DataError  # noqa: E402
 from lshcore.memory import omniglot as og  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared/data beside the checkout; from a worktree (/work/wt/<name>) that folder is
+# further up, so every ancestor is tried (a fixed parents[1].parent missed it and the
+# real-data test skipped although the data were there)
+_REAL_TRIED = [d / "shared" / "data" / "omniglot" for d in (_ROOT, *_ROOT.parents)]
+REAL = next((d for d in _REAL_TRIED if (d / og.RUNS_ZIP).is_file()), _REAL_TRIED[1])
 
 
 def _png(strokes: np.ndarray, jitter: np.ndarray) -> bytes:
@@ -176,7 +181,11 @@ def test_training_lowers_the_loss_then_lsh_and_exact_agree(data_dir: Path) -> No
     )
 
 
-@pytest.mark.skipif(not (REAL / og.RUNS_ZIP).is_file(), reason="real Omniglot data not present")
+@pytest.mark.skipif(
+    not (REAL / og.RUNS_ZIP).is_file(),
+    reason=f"real Omniglot data not present ({og.RUNS_ZIP} looked for under shared/data/omniglot "
+    f"beside {_ROOT} and each folder above it)",
+)
 def test_real_data_loads_and_runs() -> None:
     runs = og.load_runs(REAL)
     assert len(runs) == 20 and all(r.answer.shape == (20,) for r in runs)
