@@ -136,12 +136,17 @@ def selected_keys(
 
 
 def _normalize(x: np.ndarray, name: str) -> np.ndarray:
-    """Rows of x scaled to unit norm; InputError naming a zero row."""
-    norms = np.linalg.norm(x, axis=1)
+    """Rows of x (n, d) scaled to unit norm, float32; InputError naming a zero row.
+
+    Norms are taken in float64: squaring finite float32 values near 1e20 overflows
+    float32 to inf, and x / inf stored an all-zero key that no query could find.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x64, axis=1)
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise InputError(f"{name}: row {int(zero[0])} has zero norm and cannot be normalized")
-    return (x / norms[:, None]).astype(np.float32, copy=False)
+    return (x64 / norms[:, None]).astype(np.float32)
 
 
 def _check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:

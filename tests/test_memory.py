@@ -408,3 +408,21 @@ def test_oldest_sampling_of_large_windows_has_the_same_distribution(
     # within the older group every slot is equally likely (no bias to small slot ids)
     counts = np.bincount(grouped[grouped < 20], minlength=20)[1:]
     assert counts.min() > 0.6 * counts.mean()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_huge_or_tiny_finite_keys_are_stored_and_found(exact: bool, scale: float) -> None:
+    """Issue 9: squaring values near 1e20 overflowed float32 (and near 1e-30 underflowed),
+    so update stored an all-zero key (or called a non-zero key zero)."""
+    mem = LSHMemory(8, 16, k=4, exact=exact, seed=0)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 8)).astype(np.float32)
+    mem.update(base * np.float32(scale), [0, 1, 2])
+    keys = mem.keys[:3]
+    np.testing.assert_allclose(np.linalg.norm(keys, axis=1), 1.0, rtol=1e-5)
+    unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+    np.testing.assert_allclose(keys, unit, rtol=1e-5, atol=1e-6)
+    found = mem.query(unit)
+    np.testing.assert_array_equal(found.values, [0, 1, 2])
+    np.testing.assert_allclose(found.similarities, 1.0, rtol=1e-5)

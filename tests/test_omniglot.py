@@ -20,7 +20,12 @@ from lshcore.cli.memory import memory as memory_cli  # noqa: E402
 from lshcore.errors import DataError  # noqa: E402
 from lshcore.memory import omniglot as og  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+_ROOT = Path(__file__).resolve().parents[1]
+# ../shared/data beside the checkout; from a worktree (/work/wt/<name>) that folder is
+# further up, so every ancestor is tried (a fixed parents[1].parent missed it and the
+# real-data test skipped although the data were there)
+_REAL_TRIED = [d / "shared" / "data" / "omniglot" for d in (_ROOT, *_ROOT.parents)]
+REAL = next((d for d in _REAL_TRIED if (d / og.RUNS_ZIP).is_file()), _REAL_TRIED[1])
 
 
 def _png(strokes: np.ndarray, jitter: np.ndarray) -> bytes:
@@ -148,9 +153,12 @@ def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert {(r["way"], r["shot"]) for r in report["records"]} == {(5, 1), (5, 5), (20, 1), (20, 5)}
+    # chance is 1/way; the synthetic characters differ by whole strokes, so even a few
+    # training steps must beat it by a wide margin (an evaluation that mislabels, or
+    # compares the wrong slots, lands near chance)
     for rec in report["records"]:
-        assert 0.0 <= rec["accuracy"] <= 1.0
-    assert 0.0 <= report["official_20way_1shot"] <= 1.0 and report["official_runs"] == 2
+        assert rec["accuracy"] >= 2.0 / rec["way"] + 0.2, rec
+    assert report["official_20way_1shot"] >= 0.5 and report["official_runs"] == 2
     assert report["index"] == "exact" and report["steps"] == 3
     assert "official 20-way 1-shot" in result.output
 
@@ -173,7 +181,11 @@ def test_training_lowers_the_loss_then_lsh_and_exact_agree(data_dir: Path) -> No
     )
 
 
-@pytest.mark.skipif(not (REAL / og.RUNS_ZIP).is_file(), reason="real Omniglot data not present")
+@pytest.mark.skipif(
+    not (REAL / og.RUNS_ZIP).is_file(),
+    reason=f"real Omniglot data not present ({og.RUNS_ZIP} looked for under shared/data/omniglot "
+    f"beside {_ROOT} and each folder above it)",
+)
 def test_real_data_loads_and_runs() -> None:
     runs = og.load_runs(REAL)
     assert len(runs) == 20 and all(r.answer.shape == (20,) for r in runs)

@@ -4,13 +4,25 @@ A file is an uncompressed ``.npz`` (zip) archive: a member ``__header__`` holds 
 JSON ``{"format": "lshcore", "kind": ..., "version": ..., "meta": {...}}`` and every
 other member is one plain NumPy array. Loading never unpickles, checks the header,
 and turns any damage (truncation, bad CRC, a foreign file) into FileFormatError.
+
+Saving writes a hidden temp file ``.<name>.<pid>.<random>.tmp`` beside the target and
+renames it over the target, so a reader sees the old file or the new one, never a part.
+The new file gets the old file's permission bits, or those a plain ``open()`` would give
+(``0o666`` less the umask), not ``mkstemp``'s 0600. A symlink target is followed (the
+file it points to is replaced, the link stays). A save killed by SIGKILL leaves its temp
+file behind: the next save of the same target removes temp files of processes that are
+no longer running; a save in the main thread under the default SIGTERM disposition
+removes its temp file on SIGTERM before the process dies of that signal.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,8 +44,14 @@ def save_arrays(
     meta: dict[str, Any],
     arrays: dict[str, np.ndarray],
 ) -> Path:
-    """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
+    """Write ``arrays`` and JSON-able ``meta`` to ``path`` atomically (temp file + rename).
+
+    Returns the path written (the symlink's target when ``path`` is a symlink). OS errors
+    (a directory in the way, no permission, a full disk) name ``path``, never the temp file.
+    """
+    asked = Path(path)
+    # follow a symlink: renaming over the link itself would replace it with a plain file
+    path = Path(os.path.realpath(asked)) if asked.is_symlink() else asked
     if _HEADER in arrays:
         raise ValueError(f"array name {_HEADER!r} is reserved")
     header = {"format": FORMAT_NAME, "kind": kind, "version": int(version), "meta": meta}
@@ -45,9 +63,32 @@ def save_arrays(
                 f"array {name!r} has dtype object, which cannot be saved without pickle"
             )
         payload[name] = arr
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(asked))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        _write_atomic(path, payload)
+    except OSError as exc:
+        if exc.filename == str(asked) and not exc.filename2:
+            raise
+        raise type(exc)(
+            exc.errno, f"cannot save {asked}: {exc.strerror or exc}", str(asked)
+        ) from exc
+    return path
+
+
+_TEMPS: set[str] = set()  # temp files of saves in progress in this process
+
+
+def _write_atomic(path: Path, payload: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
+    _TEMPS.add(tmp)
+    restore = _guard_sigterm()
+    try:
+        os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
             fh.flush()
@@ -57,7 +98,87 @@ def save_arrays(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+    finally:
+        _TEMPS.discard(tmp)
+        restore()
+
+
+def _new_file_mode(path: Path) -> int:
+    """The old file's permission bits, or 0o666 less the umask for a new file."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # read without changing it (os.umask sets it, racing other threads)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of earlier saves of ``path`` whose process has died."""
+    prefix = f".{path.name}."
+    for entry in path.parent.glob(f"{_glob_escape(prefix)}*.tmp"):
+        middle = entry.name[len(prefix) : -len(".tmp")]
+        pid_text = middle.split(".", 1)[0]
+        if not pid_text.isdigit() or "." not in middle:
+            continue  # not one of ours
+        if _alive(int(pid_text)):
+            continue  # a save in progress (maybe in another process): leave it
+        try:
+            entry.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete: the save goes on
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _guard_sigterm() -> Any:
+    """While saving in the main thread with SIGTERM at its default, remove our temp files
+    on SIGTERM and then die of it as before. Returns the function restoring the handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return lambda: None  # the application handles SIGTERM; our except cleans up
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # no signals here (e.g. an embedded interpreter)
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    for tmp in list(_TEMPS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def load_arrays(
@@ -69,8 +190,12 @@ def load_arrays(
     version newer than ``max_version``, or is truncated or corrupt.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a directory, not an lshcore file")
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileFormatError(f"{path}: not a regular file, not an lshcore file")
     with open(path, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":  # every lshcore file is a zip archive
             raise FileFormatError(f"{path}: not an lshcore file (not a zip archive)")

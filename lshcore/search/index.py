@@ -14,18 +14,20 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import Backend
+from lshcore.core.backend import Backend, to_numpy
 from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.core.validation import as_batch, as_ids, check_choice, check_int, is_sparse
 from lshcore.errors import ConfigError, FileFormatError, InputError
 from lshcore.hashing.base import HashFamily, Transform
 from lshcore.registry import catalog
 from lshcore.registry.catalog import get_backend
+from lshcore.search._rwlock import RWLock
 from lshcore.search.tables import POLICIES, Candidates, LSHTables
 
 __all__ = ["LSHIndex", "IndexParams", "FILE_KIND", "FILE_VERSION"]
@@ -36,6 +38,11 @@ ID_LIMIT = 2**31  # ids are ints in [0, 2**31)
 
 _METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
 _HASH_CHUNK = 1 << 16  # rows hashed at once when adding
+#: largest Euclidean norm accepted for a vector or query. Scores are computed in float32
+#: (|x| * |q|, |x|^2 + |q|^2 - 2 x.q): with both norms at most 1e18 every product stays
+#: below 1e36 < 3.4e38, so every stored vector keeps a finite, correct score (near 1e20
+#: the squares overflowed to inf and the vector scored 0 against everything)
+MAX_NORM = 1e18
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,12 @@ class LSHIndex:
     and ``**family_params`` for the family.
 
     Adding an id that is already in the index raises InputError (use :meth:`update`).
+
+    Thread safety: :meth:`search`, :meth:`candidates` and the other readers may run
+    from many threads at once (the numba kernels release the GIL, so they run in
+    parallel); :meth:`add`, :meth:`update`, :meth:`remove`, :meth:`rehash` and
+    :meth:`rebuild` wait for the running readers and then run alone (a readers-writer
+    lock, writers first). ``last_cost`` is per thread.
     """
 
     def __init__(
@@ -150,6 +163,12 @@ class LSHIndex:
                 f"n_probes={self.n_probes}: hash family {family!r} supports only n_probes=1 (no multiprobe)"
             )
         self.measure = self._measure()
+        # readers (search, candidates) share it, writers (add, update, remove, rehash,
+        # rebuild) take it alone: a kernel reading buckets or rows while another thread
+        # rewrites or reallocates them reads freed memory (segfault, double free)
+        self._lock = RWLock()
+        self._count_lock = threading.Lock()  # the cumulative counters, bumped by readers too
+        self._tls = threading.local()  # last_cost of each thread
         self.tables = LSHTables(
             self.l,
             self.family.num_buckets,
@@ -161,8 +180,6 @@ class LSHIndex:
         )
         #: multiplications spent hashing (adds, updates, queries, rehashes), cumulative
         self.hash_mults = 0
-        #: multiplications spent hashing in the last call
-        self.last_cost = 0
         #: multiplications spent re-ranking candidates in ``search``, cumulative
         self.rerank_mults = 0
         self._reset_rows(0)
@@ -232,7 +249,9 @@ class LSHIndex:
             raise InputError(
                 f"{name}: sparse input needs store=False (this index stores dense vectors)"
             )
-        return as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
+        x = as_batch(x, self.dim, name, allow_sparse=sparse_ok and not self.store)
+        _check_norms(x, name)
+        return x
 
     def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
@@ -283,11 +302,21 @@ class LSHIndex:
         return arr, rows
 
     # -- hashing ----------------------------------------------------------------------
+    @property
+    def last_cost(self) -> int:
+        """Multiplications spent hashing in this thread's last call."""
+        return int(getattr(self._tls, "cost", 0))
+
     def _count(self, n: int, x: Any) -> None:
         nnz = int(x.nnz) if is_sparse(x) else None
         cost = int(self.family.hash_cost(n, nnz))
-        self.last_cost = cost
-        self.hash_mults += cost
+        self._tls.cost = cost
+        with self._count_lock:
+            self.hash_mults += cost
+
+    def _count_rerank(self, n_candidates: int) -> None:
+        with self._count_lock:
+            self.rerank_mults += int(n_candidates) * self.dim
 
     def _hash_data(self, x: Any) -> np.ndarray:
         """Bucket indices (n, l) of stored vectors (transform applied)."""
@@ -318,9 +347,10 @@ class LSHIndex:
         return self.tables.buckets(codes)
 
     def _norms_of(self, x: np.ndarray) -> np.ndarray:
-        if self.measure == "l2":
-            return np.einsum("ij,ij->i", x, x).astype(np.float32)
-        return np.sqrt(np.einsum("ij,ij->i", x, x)).astype(np.float32)
+        """(n,) float32 norms (squared for ``l2``) of ``x`` (n, dim), summed in float64 so
+        that large finite values do not overflow."""
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        return (sq if self.measure == "l2" else np.sqrt(sq)).astype(np.float32)
 
     def _refit_needed(self, x: Any) -> bool:
         return self.transform is not None and bool(self.transform.needs_refit(x))
@@ -361,15 +391,19 @@ class LSHIndex:
 
     def ids(self) -> np.ndarray:
         """Every id in the index, ascending (int64)."""
-        return np.sort(np.fromiter(self._row_of.keys(), dtype=np.int64, count=len(self._row_of)))
+        with self._lock.read:  # the dict must not change while it is iterated
+            return np.sort(
+                np.fromiter(self._row_of.keys(), dtype=np.int64, count=len(self._row_of))
+            )
 
     def vectors(self, ids: Any) -> np.ndarray:
         """The stored vectors of ``ids`` (n, dim) float32 (needs ``store=True``)."""
         if not self.store:
             raise ConfigError("vectors(): this index keeps no vectors (store=False)")
-        _, rows = self._rows_of(ids)
-        assert self._vectors is not None
-        return self._vectors[rows].copy()
+        with self._lock.read:
+            _, rows = self._rows_of(ids)
+            assert self._vectors is not None
+            return self._vectors[rows].copy()
 
     def add(self, x: Any, ids: Any = None) -> np.ndarray:
         """Add vectors ``x`` (n, dim) under ``ids`` (n,) (default: the next free ids); returns the ids.
@@ -378,6 +412,10 @@ class LSHIndex:
         id in the call, or an id already present.
         """
         x = self._check_x(x)
+        with self._lock.write:
+            return self._add(x, ids)
+
+    def _add(self, x: Any, ids: Any) -> np.ndarray:
         n = x.shape[0]
         arr = self._check_new_ids(ids, n)
         refit = self._refit_needed(x)
@@ -412,6 +450,10 @@ class LSHIndex:
     def update(self, ids: Any, x: Any) -> None:
         """Replace the vectors of existing ``ids`` with ``x`` (n, dim) and rehash them."""
         x = self._check_x(x)
+        with self._lock.write:
+            self._update(ids, x)
+
+    def _update(self, ids: Any, x: Any) -> None:
         arr, rows = self._rows_of(ids)
         if arr.size != x.shape[0]:
             raise InputError(f"ids: expected {x.shape[0]} ids (one per row of x), got {arr.size}")
@@ -434,6 +476,10 @@ class LSHIndex:
 
     def remove(self, ids: Any) -> None:
         """Remove ``ids`` (InputError, index unchanged, if one is absent)."""
+        with self._lock.write:
+            self._remove(ids)
+
+    def _remove(self, ids: Any) -> None:
         arr, rows = self._rows_of(ids)
         xp = self.xp
         self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows].astype(np.int64)))
@@ -452,16 +498,22 @@ class LSHIndex:
     def candidates(self, q: Any, n_probes: int | None = None) -> Candidates:
         """Candidate ids of each query ``q`` (m, dim) with how many (table, probe) buckets held each."""
         q = as_batch(q, self.dim, "q", allow_sparse=self._sparse_queries())
-        probes = (
-            self.n_probes
-            if n_probes is None
-            else check_int(n_probes, "n_probes", low=1, high=1 << 12)
-        )
+        _check_norms(q, "q")
+        probes = self._probes(n_probes)
+        with self._lock.read:
+            self._check_probes(probes)
+            return self._to_ids(self._row_candidates(q, probes))
+
+    def _probes(self, n_probes: int | None) -> int:
+        if n_probes is None:
+            return self.n_probes
+        return check_int(n_probes, "n_probes", low=1, high=1 << 12)
+
+    def _check_probes(self, probes: int) -> None:
         if probes > 1 and not _supports_probes(self.family):
             raise ConfigError(
                 f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
             )
-        return self._to_ids(self._row_candidates(q, probes))
 
     def _sparse_queries(self) -> bool:
         return (
@@ -509,71 +561,86 @@ class LSHIndex:
         """
         k = check_int(k, "k", low=1, high=1 << 20)
         q = as_batch(q, self.dim, "q")
-        probes = (
-            self.n_probes
-            if n_probes is None
-            else check_int(n_probes, "n_probes", low=1, high=1 << 12)
-        )
+        _check_norms(q, "q")
+        probes = self._probes(n_probes)
+        with self._lock.read:
+            base, base_norms = self._search_base(vectors, norms)
+            self._check_probes(probes)
+            if self.measure == "jaccard":
+                return self._search_jaccard(q, k, probes, base)
+            if self.backend.host_arrays and (self.store or self._identity):
+                return self._search_fused(q, k, probes, base, base_norms)
+            return self._search_candidates(q, k, probes, base, base_norms)
+
+    def _search_base(self, vectors: Any, norms: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors (N, dim) float32 and norms (N,) to score against: the stored ones,
+        or the caller's (``store=False``)."""
         if self.store:
             if vectors is not None or norms is not None:
                 raise ConfigError(
                     "search(): this index stores its vectors (store=True); do not pass vectors= or norms="
                 )
-            base, norms = self._vectors, self._norms
-            assert base is not None and norms is not None
-        else:
-            if vectors is None:
-                raise ConfigError(
-                    "search(): this index keeps no vectors (store=False); pass vectors="
-                )
-            base, norms = self._external_vectors(vectors, norms)
-        if probes > 1 and not _supports_probes(self.family):
-            raise ConfigError(
-                f"n_probes={probes}: hash family {self.family_name!r} supports only n_probes=1 (no multiprobe)"
-            )
+            assert self._vectors is not None and self._norms is not None
+            return self._vectors, self._norms
+        if vectors is None:
+            raise ConfigError("search(): this index keeps no vectors (store=False); pass vectors=")
+        return self._external_vectors(vectors, norms)
+
+    def _search_fused(
+        self, q: np.ndarray, k: int, probes: int, base: np.ndarray, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Host backends, rows usable as vector indices: one kernel finds the candidates
+        and scores them as it goes (no candidate lists built or sorted)."""
         tn = self.backend.to_numpy
-        if (
-            self.measure != "jaccard"
-            and self.backend.host_arrays
-            and (self.store or self._identity)
-        ):
-            # rows are ids (or mapped below): candidates scored as they are found
-            scores, got, n_cand = self.tables.query_rerank(
-                self._hash_query(q, probes),
-                max(self._n_rows, 1),
-                base,
-                norms,
-                q,
-                self._norms_of(q),
-                k,
-                _METRICS[self.measure],
-            )
-            self.rerank_mults += int(n_cand) * self.dim
-            return self._search_result(tn(scores), tn(got))
+        scores, got, n_cand = self.tables.query_rerank(
+            self._hash_query(q, probes),
+            max(self._n_rows, 1),
+            base,
+            norms,
+            q,
+            self._norms_of(q),
+            k,
+            _METRICS[self.measure],
+        )
+        self._count_rerank(n_cand)
+        return self._search_result(tn(scores), tn(got))
+
+    def _rerank_rows(self, q: Any, probes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate CSR ``(indptr (m+1,), rows)`` as NumPy int64, indexing ``base``: rows
+        of the stored vectors, or ids into the caller's vectors (``store=False``)."""
         cand = self._row_candidates(q, probes)
-        indptr, rows = tn(cand.indptr), tn(cand.ids)
         if not self.store:  # the caller's vectors are indexed by id
             cand = self._to_ids(cand)
-            indptr, rows = tn(cand.indptr), tn(cand.ids)
-        self.rerank_mults += int(rows.shape[0]) * self.dim
-        qn = self._norms_of(q)
-        if self.measure == "jaccard":
-            scores, got = _rerank_jaccard(base, indptr, rows, q, k)
-        else:
-            fn = self.backend.kernels.rerank_topk
-            xp = self.xp
-            base_x, norms_x = self._on_device(base, norms)
-            scores, got = fn(
-                base_x,
-                norms_x,
-                xp.asarray(indptr),
-                xp.asarray(rows),
-                xp.asarray(q),
-                xp.asarray(qn),
-                k,
-                _METRICS[self.measure],
-            )
-            scores, got = tn(scores), tn(got)
+        tn = self.backend.to_numpy
+        indptr, rows = tn(cand.indptr), tn(cand.ids)
+        self._count_rerank(rows.shape[0])
+        return indptr, rows
+
+    def _search_candidates(
+        self, q: np.ndarray, k: int, probes: int, base: np.ndarray, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Generic path (any backend): candidate lists, then the backend's ``rerank_topk``."""
+        indptr, rows = self._rerank_rows(q, probes)
+        xp, tn = self.xp, self.backend.to_numpy
+        base_x, norms_x = self._on_device(base, norms)
+        scores, got = self.backend.kernels.rerank_topk(
+            base_x,
+            norms_x,
+            xp.asarray(indptr),
+            xp.asarray(rows),
+            xp.asarray(q),
+            xp.asarray(self._norms_of(q)),
+            k,
+            _METRICS[self.measure],
+        )
+        return self._search_result(tn(scores), tn(got))
+
+    def _search_jaccard(
+        self, q: np.ndarray, k: int, probes: int, base: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Jaccard families: candidates scored by support overlap (NumPy)."""
+        indptr, rows = self._rerank_rows(q, probes)
+        scores, got = _rerank_jaccard(base, indptr, rows, q, k)
         return self._search_result(scores, got)
 
     def _search_result(self, scores: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -667,6 +734,10 @@ class LSHIndex:
         With a transform the scale is refitted first; a given ``x`` also replaces the
         stored vectors.
         """
+        with self._lock.write:
+            self._rehash(x)
+
+    def _rehash(self, x: Any) -> None:
         xr = self._x_for_all(x)
         if len(self) == 0:
             return
@@ -682,6 +753,10 @@ class LSHIndex:
     def rebuild(self, seed: int | None = None, x: Any = None) -> None:
         """Draw new hash functions (``seed``, default ``self.seed + 1``) and re-insert every id."""
         new_seed = self.seed + 1 if seed is None else check_int(seed, "seed", low=0)
+        with self._lock.write:
+            self._rebuild(new_seed, x)
+
+    def _rebuild(self, new_seed: int, x: Any) -> None:
         if len(self):
             self._x_for_all(x)  # validate before changing anything
         family = self._make_family(new_seed)
@@ -696,7 +771,7 @@ class LSHIndex:
             self.backend,
         )
         if len(self):
-            self.rehash(x)
+            self._rehash(x)
 
     # -- persistence ------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -716,7 +791,16 @@ class LSHIndex:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically (lshcore file, kind ``"lsh-index"``, version 1)."""
+        """Write the index to ``path`` atomically (lshcore file, kind ``"lsh-index"``, version 1).
+
+        Searches may go on meanwhile; writers wait until the arrays are copied.
+        """
+        with self._lock.read:
+            meta, arrays = self._snapshot()
+        save_arrays(path, FILE_KIND, FILE_VERSION, meta, arrays)
+
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(meta, arrays)`` of :meth:`save` (copies of the arrays)."""
         rows = np.arange(self._n_rows)
         meta = {
             "config": self.config(),
@@ -735,7 +819,7 @@ class LSHIndex:
             arrays["vectors"] = self._vectors[rows]
         for name, arr in self.tables.state().items():
             arrays["tables/" + name] = arr
-        save_arrays(path, FILE_KIND, FILE_VERSION, meta, arrays)
+        return meta, arrays
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], backend: str | Backend | None = None) -> LSHIndex:
@@ -811,6 +895,27 @@ class LSHIndex:
             f"LSHIndex(dim={self.dim}, family={self.family_name!r}, k={self.k}, l={self.l}, "
             f"policy={self.tables.policy!r}, bucket_size={self.tables.bucket_size}, "
             f"n={len(self)}, backend={self.backend.name!r})"
+        )
+
+
+def _check_norms(x: Any, name: str) -> None:
+    """InputError naming the first row of ``x`` (n, dim), dense or CSR, whose norm exceeds
+    :data:`MAX_NORM` (computed in float64: no overflow)."""
+    if is_sparse(x):
+        csr = x.tocsr()
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        sq = np.bincount(
+            rows, weights=np.square(csr.data, dtype=np.float64), minlength=csr.shape[0]
+        )
+    else:
+        a = to_numpy(x)
+        sq = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+    big = np.flatnonzero(sq > MAX_NORM * MAX_NORM)
+    if big.size:
+        i = int(big[0])
+        raise InputError(
+            f"{name}: row {i} has norm {np.sqrt(sq[i]):.3g}, above the limit {MAX_NORM:.0e} "
+            "(scores are float32 and would overflow); scale the vectors down"
         )
 
 

@@ -33,6 +33,7 @@ from lshcore.core.backend import Backend
 from lshcore.core.validation import as_ids, check_choice, check_int
 from lshcore.errors import ConfigError, InputError
 from lshcore.registry.catalog import get_backend
+from lshcore.search._rwlock import RWLock
 
 __all__ = [
     "Candidates",
@@ -137,6 +138,10 @@ class LSHTables:
     of shape (n, l) (or (m, l, probes) for ``query``); the caller keeps each id's codes to
     remove it later. Ids are ints in ``[0, 2**31)``. The tables do not check that an id
     is inserted once; :class:`lshcore.LSHIndex` does.
+
+    Thread safety: queries may run from many threads at once; ``insert``, ``remove``,
+    ``compact``, ``clear``, ``state`` and ``load_state`` wait for running queries and
+    run alone (a readers-writer lock), so a query never sees a half-written bucket.
     """
 
     def __init__(
@@ -173,6 +178,9 @@ class LSHTables:
         self.backend = get_backend(backend)
         self.xp = self.backend.xp
         self._id_bound = 0  # one more than the largest id ever inserted
+        # the kernels write buckets in place (and the unbounded layout swaps its runs):
+        # a query reading them meanwhile can index freed or half-written memory
+        self._lock = RWLock()
         self.clear()
 
     # -- state ------------------------------------------------------------------------
@@ -183,6 +191,10 @@ class LSHTables:
 
     def clear(self) -> None:
         """Empty every bucket."""
+        with self._lock.write:
+            self._clear()
+
+    def _clear(self) -> None:
         xp = self.xp
         if self.fixed:
             shape = (self.l, self.table_size)
@@ -225,6 +237,10 @@ class LSHTables:
 
     def n_entries(self) -> int:
         """Number of (table, id) entries currently stored."""
+        with self._lock.read:
+            return self._n_entries()
+
+    def _n_entries(self) -> int:
         if self.fixed:
             return int(self.fill.sum())
         return (
@@ -236,6 +252,10 @@ class LSHTables:
 
     def bucket_sizes(self) -> np.ndarray:
         """Entries per bucket, shape (l, table_size), as NumPy."""
+        with self._lock.read:
+            return self._bucket_sizes()
+
+    def _bucket_sizes(self) -> np.ndarray:
         if self.fixed:
             return self.backend.to_numpy(self.fill).astype(np.int64)
         tn = self.backend.to_numpy
@@ -281,6 +301,10 @@ class LSHTables:
         """Insert with already reduced, validated ``buckets`` (n, l) int64 (no checks)."""
         if ids.shape[0] == 0:
             return
+        with self._lock.write:
+            self._insert_buckets(ids, buckets)
+
+    def _insert_buckets(self, ids: Any, buckets: Any) -> None:
         if self.fixed:
             self.backend.kernels.fixed_insert(
                 self.slots,
@@ -305,7 +329,7 @@ class LSHTables:
             )
             self.pending_dead = 0
             if self.pending_keys.shape[0] > pending_limit(int(self.keys.shape[0])):
-                self.compact()
+                self._compact()
         self._id_bound = max(self._id_bound, int(ids.max()) + 1)
 
     def remove(self, ids: Any, codes: Any) -> None:
@@ -317,6 +341,10 @@ class LSHTables:
         """Remove with already reduced, validated ``buckets`` (n, l) int64 (no checks)."""
         if ids.shape[0] == 0:
             return
+        with self._lock.write:
+            self._remove_buckets(ids, buckets)
+
+    def _remove_buckets(self, ids: Any, buckets: Any) -> None:
         if self.fixed:
             self.backend.kernels.fixed_remove(
                 self.slots, self.fill, self.head, buckets, ids.astype(np.int32)
@@ -329,10 +357,14 @@ class LSHTables:
         self.n_dead += int(remove(self.keys, self.entry_ids, gk, gi))
         self.pending_dead += int(remove(self.pending_keys, self.pending_ids, gk, gi))
         if self.n_dead > max(1024, self.keys.shape[0] // 2):
-            self.compact()
+            self._compact()
 
     def compact(self) -> None:
         """Merge the pending run into the main run and drop removed entries (unbounded layout)."""
+        with self._lock.write:
+            self._compact()
+
+    def _compact(self) -> None:
         if self.fixed or (self.n_dead == 0 and self.pending_keys.shape[0] == 0):
             return
         live = self.pending_ids >= 0
@@ -383,8 +415,22 @@ class LSHTables:
         ``(scores, ids, n_candidates)`` as ``rerank_topk`` of :meth:`query_buckets` gives
         them (``vectors`` indexed by id). The unbounded layout scores candidates as it
         finds them (kernel ``sorted_query_rerank``: no candidate lists built or sorted)."""
+        with self._lock.read:
+            return self._query_rerank(buckets, id_bound, vectors, xnorm, queries, qnorm, k, metric)
+
+    def _query_rerank(
+        self,
+        buckets: Any,
+        id_bound: int,
+        vectors: Any,
+        xnorm: Any,
+        queries: Any,
+        qnorm: Any,
+        k: int,
+        metric: int,
+    ) -> tuple[Any, Any, int]:
         if self.fixed:
-            cand = self.query_buckets(buckets, id_bound)
+            cand = self._query_buckets(buckets, id_bound)
             scores, got = self.backend.kernels.rerank_topk(
                 vectors, xnorm, cand.indptr, cand.ids, queries, qnorm, k, metric
             )
@@ -408,6 +454,10 @@ class LSHTables:
 
     def query_buckets(self, buckets: Any, id_bound: int | None = None) -> Candidates:
         """Query with reduced ``buckets`` (m, l[, p]); duplicate probes count once."""
+        with self._lock.read:
+            return self._query_buckets(buckets, id_bound)
+
+    def _query_buckets(self, buckets: Any, id_bound: int | None = None) -> Candidates:
         buckets = self._probe_buckets(buckets)
         bound = self._id_bound if id_bound is None else int(id_bound)
         if self.fixed:
@@ -440,20 +490,28 @@ class LSHTables:
         }
 
     def state(self) -> dict[str, np.ndarray]:
-        """The table arrays as NumPy (for saving)."""
+        """The table arrays as NumPy (for saving; copies, so later writes do not show)."""
+        with self._lock.write:  # compacts first
+            return self._state()
+
+    def _state(self) -> dict[str, np.ndarray]:
         tn = self.backend.to_numpy
         if self.fixed:
             return {
-                "slots": tn(self.slots),
-                "fill": tn(self.fill),
-                "head": tn(self.head),
-                "seen": tn(self.seen),
+                "slots": tn(self.slots).copy(),
+                "fill": tn(self.fill).copy(),
+                "head": tn(self.head).copy(),
+                "seen": tn(self.seen).copy(),
             }
-        self.compact()
-        return {"keys": tn(self.keys), "entry_ids": tn(self.entry_ids)}
+        self._compact()
+        return {"keys": tn(self.keys).copy(), "entry_ids": tn(self.entry_ids).copy()}
 
     def load_state(self, arrays: dict[str, np.ndarray], id_bound: int) -> None:
         """Restore arrays from :meth:`state`; InputError when they do not fit this config."""
+        with self._lock.write:
+            self._load_state(arrays, id_bound)
+
+    def _load_state(self, arrays: dict[str, np.ndarray], id_bound: int) -> None:
         xp = self.xp
         if self.fixed:
             shape: tuple[int, ...] = (self.l, self.table_size)

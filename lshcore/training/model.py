@@ -16,7 +16,7 @@ import numpy as np
 from lshcore.core.backend import Backend
 from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.core.validation import as_batch
-from lshcore.errors import ConfigError, FileFormatError
+from lshcore.errors import ConfigError, FileFormatError, LSHError
 from lshcore.training.layer import Counts, DenseLayer, HashedLayer, Workspace, _Layer
 from lshcore.training.optim import Optimizer
 from lshcore.training.params import SelectionParams
@@ -305,11 +305,19 @@ class Model:
                         backend=layer.backend,
                     )
                 layers.append(layer)
-        except (KeyError, TypeError) as exc:
-            raise FileFormatError(f"{path}: model file is missing {exc}") from exc
-        model = cls(layers)
-        if meta.get("optimizer"):
-            opt_cfg = dict(meta["optimizer"])
-            opt = Optimizer(**opt_cfg)
-            model.optimizer = opt
-        return model, dict(meta.get("extra", {}))
+            model = cls(layers)
+            if meta.get("optimizer"):
+                opt_cfg = dict(meta["optimizer"])
+                opt = Optimizer(**opt_cfg)
+                model.optimizer = opt
+            extra = dict(meta.get("extra", {}))
+        except FileFormatError:
+            raise
+        # a tampered file reaches the constructors with values of any type: every
+        # failure there (KeyError, AttributeError, an InputError about the rebuilt
+        # tables' "x", ...) is a damaged file, not a caller's mistake
+        except (LookupError, TypeError, ValueError, AttributeError, LSHError) as exc:
+            raise FileFormatError(
+                f"{path}: not a valid model file ({type(exc).__name__}: {exc})"
+            ) from exc
+        return model, extra
