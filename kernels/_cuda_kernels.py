@@ -234,9 +234,7 @@ def _count_candidates(qcodes, sorted_codes, sorted_ids, counts):  # type: ignore
             p += 1
 
 
-def launch_count_candidates(
-    qcodes: Any, sorted_codes: Any, sorted_ids: Any, counts: Any
-) -> None:
+def launch_count_candidates(qcodes: Any, sorted_codes: Any, sorted_ids: Any, counts: Any) -> None:
     """qcodes (B, L) int64, sorted_codes/sorted_ids (L, n) int64 -> counts (B, n_out)
     int32 += number of tables whose bucket holds the id (atomic add)."""
     if qcodes.size:
@@ -329,7 +327,9 @@ def launch_backward_input(
 
 
 @cuda.jit
-def _sparse_update(kind, param, grad, mark, touched, n, state1, state2, lr, h1, h2, eps, c1, c2, d1, d2):  # type: ignore[no-untyped-def]
+def _sparse_update(
+    kind, param, grad, mark, touched, n, state1, state2, lr, h1, h2, eps, c1, c2, d1, d2
+):  # type: ignore[no-untyped-def]
     i = cuda.grid(1)
     if i < n:
         idx = touched[i]

@@ -145,7 +145,7 @@ def fixed_query(slots, fill, head, qbuckets, id_bound):  # type: ignore[no-untyp
     flat_slots = xp.reshape(slots, (-1,))
     parts = []
     for lo in range(0, max(m, 1), step):
-        qb = qbuckets[lo : lo + step, ...]
+        qb = qbuckets[lo : min(lo + step, m), ...]
         mm = qb.shape[0]
         got = xp.full((mm, width), -1, dtype=xp.int32)
         if mm:
@@ -218,7 +218,10 @@ def sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound):  # type: ign
     pos, owner = ranges(xp, lo, hi)
     ppos, powner = ranges(xp, plo, phi)
     got = xp.concat(
-        [xp.astype(xp.take(ids, pos, axis=0), xp.int64), xp.astype(xp.take(pids, ppos, axis=0), xp.int64)]
+        [
+            xp.astype(xp.take(ids, pos, axis=0), xp.int64),
+            xp.astype(xp.take(pids, ppos, axis=0), xp.int64),
+        ]
     )
     qi = xp.concat([owner, powner]) // width
     valid = got >= 0
@@ -250,7 +253,8 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     step = max(1, _CHUNK_ELEMENTS // d)
     parts = []
     for lo in range(0, nnz, step):
-        r, q = rows[lo : lo + step], qidx[lo : lo + step]
+        hi = min(lo + step, nnz)
+        r, q = rows[lo:hi], qidx[lo:hi]
         dot = xp.sum(xp.take(vectors, r, axis=0) * xp.take(queries, q, axis=0), axis=1)
         if metric == METRIC_COSINE:
             den = xp.take(xnorm, r, axis=0) * xp.take(qnorm, q, axis=0)

@@ -108,7 +108,32 @@ _SCRIPT = textwrap.dedent(
             ck.launch_gather_forward = saved
         raise AssertionError("a no-op layer_forward kernel passed the agreement check")
 
+    def index_end_to_end():
+        # LSHIndex on the GPU kernel module (device-style path: host_arrays=False), NumPy
+        # arrays under the simulator, against the numpy backend: add, remove, search
+        from lshcore.core.backend import Backend
+        from lshcore.search.index import LSHIndex
+
+        sim = Backend("cuda-sim", "lshcore.kernels.cupy_gpu", host_arrays=False)
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal((120, 12)).astype(np.float32)
+        q = x[:4] + 0.05 * rng.standard_normal((4, 12)).astype(np.float32)
+        for policy in ("fifo", "reservoir", "unbounded"):
+            got = []
+            for backend in ("numpy", sim):
+                index = LSHIndex(12, k=4, l=3, bucket_size=6, policy=policy, backend=backend, seed=1)
+                index.add(x)
+                index.remove(np.arange(0, 120, 7))
+                got.append((index.candidates(q), index.search(q, 5)))
+            (ca, sa), (cb, sb) = got
+            np.testing.assert_array_equal(cb.indptr, ca.indptr, err_msg=policy)
+            np.testing.assert_array_equal(cb.ids, ca.ids, err_msg=policy)
+            np.testing.assert_array_equal(sb[1], sa[1], err_msg=policy)
+            np.testing.assert_allclose(sb[0], sa[0], rtol=1e-5, err_msg=policy)
+            assert (sa[1] >= 0).sum() > 0
+
     for name, fn in [
+        ("index_end_to_end", index_end_to_end),
         ("crowded_fifo", crowded_fifo),
         ("layer_without_grad_in", layer_without_grad_in),
         ("every_optimizer", every_optimizer),
@@ -122,6 +147,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 EXTRA = [
+    "index_end_to_end",
     "crowded_fifo",
     "layer_without_grad_in",
     "every_optimizer",
