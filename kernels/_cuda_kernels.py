@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: True under numba's CUDA simulator (smaller blocks: every simulated thread is a thread)
-SIMULATED = bool(config.ENABLE_CUDASIM)
+SIMULATED = bool(getattr(config, "ENABLE_CUDASIM", False))
 _TPB = 32 if SIMULATED else 256
 
 

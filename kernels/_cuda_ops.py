@@ -175,9 +175,20 @@ def select_from_tables(
     """:func:`sorted_table_candidates` on the device, then the reference ``select_active``
     on the host -> (B, m) int64 active ids (a host array)."""
     indptr, ids, counts = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
-    host = [_host(a) for a in (indptr, ids, counts, labels)]
     tie_h = None if tie is None else _host(tie)
-    return select_active(*host, n_out, m, min_count, use_counts, pad_random, seed, tie_h)
+    return select_active(
+        _host(indptr),
+        _host(ids),
+        _host(counts),
+        _host(labels),
+        n_out,
+        m,
+        min_count,
+        use_counts,
+        pad_random,
+        seed,
+        tie_h,
+    )
 
 
 def _host(a: Any) -> np.ndarray:
