@@ -1,12 +1,34 @@
-"""GPU kernels on CuPy. Importing this module imports cupy.
+"""The GPU backend's kernel module: numba.cuda kernels plus array-API glue.
 
-The table kernels come from ``_cupy_tables`` (array-generic NumPy code run on CuPy
-arrays). The hashing and layer kernels are the NumPy reference, run on host arrays
-(the hash families and the selector copy to the host first); a later GPU version
-replaces them. ``__all__`` is a literal list because registration reads it from the
-source without importing the module (and so without importing cupy).
+On the device the kernels run on CuPy arrays (any ``__cuda_array_interface__`` array);
+the same source runs on NumPy arrays under numba's CUDA simulator, which is how CI checks
+this module against the NumPy reference (``tests/test_gpu_kernels.py``).
+
+What runs where:
+
+* numba.cuda kernels (``_cuda_kernels``): DWTA/WTA bins (``wta_bins_dense``), the
+  fixed-capacity tables (``fixed_insert`` with atomics, ``fixed_remove``, the
+  ``fixed_query`` gather), candidate counting (``sorted_table_candidates``), the fused
+  gather-multiply of the layer (``layer_forward``, ``layer_backward`` with atomic
+  adds) and the sparse-row optimizer (``sparse_update``, Adam on touched rows).
+* array-API glue (``_cupy_tables``, ``lshcore.core.arrayapi``): the sorted runs, bucket
+  offsets, re-rank, reservoir draws, CSR building.
+* the NumPy reference on host arrays: CSR WTA, MinHash, densification, tie-break
+  priorities, ``dense_to_sparse`` and ``select_active`` (host kernels of the contract).
+
+``__all__`` is a literal list because registration reads it from the source without
+importing the module (and so without importing cupy or numba.cuda).
 """
 
+from lshcore.kernels._cuda_ops import (
+    layer_backward,
+    layer_forward,
+    select_from_tables,
+    sorted_table_candidates,
+    sparse_update,
+    srp_codes,
+    wta_bins_dense,
+)
 from lshcore.kernels._cupy_tables import (
     METRIC_COSINE,
     METRIC_IP,
@@ -19,6 +41,7 @@ from lshcore.kernels._cupy_tables import (
     reservoir_draw,
     sorted_insert,
     sorted_query,
+    sorted_query_rerank,
     sorted_remove,
 )
 from lshcore.kernels._np_hashing import (
@@ -26,20 +49,11 @@ from lshcore.kernels._np_hashing import (
     minhash_bins_csr,
     minhash_bins_dense,
     wta_bins_csr,
-    wta_bins_dense,
 )
 from lshcore.kernels._np_layer import (
     dense_to_sparse,
-    layer_backward,
-    layer_forward,
     select_active,
-    select_from_tables,
-    sorted_table_candidates,
-    sparse_update,
     tiebreak_priority,
-)
-from lshcore.kernels._np_tables import (
-    sorted_query_rerank,
 )
 
 __all__ = [
@@ -66,6 +80,7 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "srp_codes",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

@@ -39,7 +39,7 @@ def lshcore_register_backends(register: Register) -> None:
             "cupy",
             "lshcore.kernels.cupy_gpu",
             array_module="cupy",
-            requires=("cupy",),
+            requires=("cupy", "array_api_compat"),
             host_arrays=False,
         ),
     )

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from lshcore.errors import ConfigError, DataError, UnknownNameError
+from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
 from lshcore.training.optim import OPTIMIZERS
 from lshcore.training.params import POLICIES, SelectionParams
 
@@ -94,6 +94,7 @@ def run_training(
     limit: int | None = None,
     desc: str = "",
     params: SelectionParams | None = None,
+    backend: str | None = None,
     **selection: Any,
 ) -> dict[str, Any]:
     """Train one model on ``data`` (a Dataset) and return its record (see ``lshcore train``).
@@ -112,7 +113,9 @@ def run_training(
     x_train, y_train = data.x_train, data.y_train
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
-    model = Model.mlp(x_train.shape[1], hidden, data.n_classes, seed=seed, params=params)
+    model = Model.mlp(
+        x_train.shape[1], hidden, data.n_classes, seed=seed, backend=backend, params=params
+    )
     trainer = Trainer(model, optimizer, lr, batch_size=batch_size, workers=workers, seed=seed)
     if progress:
         click.echo(f"training {desc or f'active={active:g}'} ...", err=True)
@@ -272,6 +275,7 @@ def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:
 def _check_options(opts: dict[str, Any]) -> SelectionParams:
     """The selection settings of the first --active share, validated before any data is
     loaded (a usage error names the option)."""
+    _check_backend(opts.get("backend"))
     if opts["data_dir"] is not None and opts["dataset"] not in DIR_DATASETS:
         raise click.BadParameter(
             f"--dataset {opts['dataset']} is bundled and reads no folder; --data-dir applies "
@@ -285,6 +289,20 @@ def _check_options(opts: dict[str, Any]) -> SelectionParams:
         raise click.BadParameter(str(exc), param_hint=f"--{option}") from None
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _check_backend(name: str | None) -> None:
+    """--backend: known and usable here, else a usage error with the reason (no traceback)."""
+    if name is None:
+        return
+    from lshcore.registry.catalog import get_backend
+
+    try:
+        get_backend(name)
+    except UnknownNameError as exc:
+        raise click.BadParameter(str(exc), param_hint="--backend") from None
+    except BackendUnavailableError as exc:
+        raise click.ClickException(f"--backend {name}: {exc}") from None
 
 
 def _load_data(opts: dict[str, Any]) -> Any:
@@ -310,7 +328,10 @@ def _train_one(
     if opts["framework"] != "core":
         return _run_framework(opts["framework"], data, opts, params)
     train_opts = {k: opts[k] for k in TRAINING_KEYS}
-    return run_training(data, active=params.active, params=params, **train_opts, **kw)
+    backend = opts.get("backend")
+    return run_training(
+        data, active=params.active, params=params, backend=backend, **train_opts, **kw
+    )
 
 
 def _train_models(
@@ -495,6 +516,11 @@ def _jsonable(v: Any) -> Any:
     default="core",
     show_default=True,
     help="Engine: core, or a framework adapter.",
+)
+@click.option(
+    "--backend",
+    default=None,
+    help="Kernel backend of the core engine: numpy, numba (default), cupy (a CUDA GPU).",
 )
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."

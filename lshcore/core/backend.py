@@ -18,7 +18,7 @@ import numpy as np
 from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
 from lshcore.errors import BackendUnavailableError, PluginError
 
-__all__ = ["Backend", "CupyBackend", "to_numpy"]
+__all__ = ["Backend", "CupyBackend", "is_device_array", "to_numpy"]
 
 
 class Backend:
@@ -116,9 +116,11 @@ class Backend:
 
 
 class CupyBackend(Backend):
-    """The CuPy backend: usable only when a CUDA device answers."""
+    """The GPU backend (CuPy arrays, numba.cuda kernels): usable only when a CUDA device
+    answers both to CuPy and to numba.cuda. Any exception while probing means "no GPU"."""
 
     def _probe(self) -> tuple[bool, str]:
+        # imports inside: cupy and numba.cuda only when this backend is asked for
         try:
             import cupy
 
@@ -126,13 +128,34 @@ class CupyBackend(Backend):
             if count < 1:
                 return False, "no CUDA device found"
             cupy.zeros(1).sum()  # a real launch: fails without a working driver
-            return True, ""
         except Exception as exc:  # any failure means "no GPU" (cupy raises many kinds)
             return False, f"no usable CUDA device ({type(exc).__name__}: {exc})"
+        try:
+            from numba import cuda
+
+            if not cuda.is_available():
+                return False, (
+                    "cupy sees a device but numba.cuda does not (install numba-cuda and the "
+                    "CUDA NVVM libraries: see docs/gpu.md)"
+                )
+        except Exception as exc:
+            return False, f"numba.cuda unusable ({type(exc).__name__}: {exc})"
+        return True, ""
+
+
+def is_device_array(x: Any) -> bool:
+    """Whether ``x`` lives on a CUDA device (CuPy array, torch CUDA tensor, numba device
+    array: anything exposing ``__cuda_array_interface__``); imports nothing."""
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # torch raises on a CPU tensor's attribute lookup
+        return False
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Any array (NumPy, CuPy, or anything with ``__array__``) as a NumPy array."""
+    """Any array (NumPy, CuPy, a CUDA tensor, or anything with ``__array__``) as NumPy."""
     if hasattr(x, "get") and type(x).__module__.split(".")[0] == "cupy":
         return x.get()
+    if type(x).__module__.split(".")[0] == "torch" and is_device_array(x):
+        return x.detach().cpu().numpy()
     return np.asarray(x)

@@ -95,11 +95,8 @@ class _Layer:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         self.activation = activation
         self.seed = check_int(seed, "seed", low=0)
+        # a device backend (cupy) takes these host arrays too: its layer kernels copy them
         self.backend = get_backend(backend)
-        if not self.backend.host_arrays:
-            raise ConfigError(
-                f"the core layers run on host arrays; backend {self.backend.name!r} is not supported"
-            )
         self.kernels = self.backend.kernels
         rng = np.random.default_rng(self.seed)
         # He/LeCun scale for the inputs that are actually non-zero: after a hashed layer
