@@ -16,26 +16,27 @@ gather of the rows (so its weight gradient is row-sparse), then takes
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lshcore.core.validation import as_batch, check_choice, check_int
-from lshcore.errors import BackendUnavailableError, InputError, LSHError
+from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.training.params import SelectionParams
 
 __all__ = [
     "ActiveArrays",
     "DeviceError",
+    "HashedLayerMixin",
     "IndexFollower",
     "LayerSpec",
     "check_labels",
     "dense_arrays",
     "gpu_backend_reason",
-    "load_digits_split",
-    "load_example_data",
     "mult_summary",
+    "split_selection_options",
     "union_arrays",
 ]
 
@@ -51,58 +52,80 @@ class DeviceError(LSHError, RuntimeError):
 class LayerSpec:
     """The validated hashing parameters of one hashed layer (shared by all adapters).
 
-    ``active`` is the share of outputs kept per input (1.0 = dense, no index at all);
-    ``inference`` says what evaluation computes: ``"sparse"`` (hash as in training) or
-    ``"dense"`` (every output). ``k``/``l`` None mean the defaults of
-    :class:`~lshcore.training.params.SelectionParams`; ``selector_params`` are its other
-    settings (``rehash``, ``tiebreak``, ...) and family keywords. Everything is validated
-    here, names included (UnknownNameError for an unknown family, policy or transform),
-    and :attr:`params` holds the result.
+    ``params`` are the selection settings (share ``active``, family, tables, policy,
+    schedules: :class:`~lshcore.training.params.SelectionParams`); ``backend`` the kernel
+    backend of the selector (None: the default); ``inference`` what evaluation computes:
+    ``"sparse"`` (hash as in training) or ``"dense"`` (every output). Build one from
+    keywords with :meth:`build`.
     """
 
     n_in: int
     n_out: int
-    active: float = 0.05
-    family: str = "srp"
-    k: int | None = None
-    l: int | None = None  # noqa: E741
-    policy: str = "topk"
-    transform: str | None = "simple_lsh"
-    seed: int = 0
+    params: SelectionParams = field(default_factory=SelectionParams)
     backend: str | None = None
     inference: str = "sparse"
-    selector_params: dict[str, Any] = field(default_factory=dict)
-    params: SelectionParams = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int(self.n_in, "in_features", low=1)
         check_int(self.n_out, "out_features", low=1)
         check_choice(self.inference, "inference", INFERENCE_MODES)
-        params = SelectionParams.from_kwargs(
-            active=self.active, family=self.family, k=self.k, l=self.l, policy=self.policy,
-            transform=self.transform, seed=self.seed, **self.selector_params,
-        )  # fmt: skip
-        object.__setattr__(self, "params", params)  # frozen: set once, here
+        if not isinstance(self.params, SelectionParams):
+            raise ConfigError(f"params must be a SelectionParams, got {type(self.params).__name__}")
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise ConfigError(f"backend must be a backend name or None, got {self.backend!r}")
+
+    @classmethod
+    def build(
+        cls,
+        n_in: int,
+        n_out: int,
+        params: SelectionParams | dict[str, Any] | None = None,
+        *,
+        backend: str | None = None,
+        inference: str = "sparse",
+        **options: Any,
+    ) -> LayerSpec:
+        """A spec from ``params`` (a SelectionParams, or its ``to_dict()`` form) with the
+        selection keywords ``options`` applied over it (``active=``, ``family=``, ...;
+        keywords that are not settings are family parameters). Validates everything,
+        names included (UnknownNameError for an unknown family, policy or transform)."""
+        if isinstance(params, dict):  # what a framework's saved config holds
+            params = SelectionParams.from_dict(params)
+        selection = SelectionParams.from_kwargs(params, **options)
+        return cls(n_in, n_out, selection, backend, inference)
+
+    @property
+    def active(self) -> float:
+        """The share of outputs kept per input."""
+        return self.params.active
 
     @property
     def dense(self) -> bool:
         """True when every output is active (``active=1.0``): no index is built."""
-        return self.active >= 1.0
+        return self.params.active >= 1.0
 
     def config(self) -> dict[str, Any]:
-        """JSON-able hashing parameters (what a framework's ``get_config`` stores)."""
+        """JSON-able hashing parameters (what a framework's ``get_config`` stores);
+        :meth:`build` takes them back as keywords."""
         return {
-            "active": self.active,
-            "family": self.family,
-            "k": self.k,
-            "l": self.l,
-            "policy": self.policy,
-            "transform": self.transform,
-            "seed": self.seed,
+            "params": self.params.to_dict(),
             "backend": self.backend,
             "inference": self.inference,
-            **self.selector_params,
         }
+
+    def describe(self) -> str:
+        """The settings a layer's repr shows: ``active=0.05, family='srp', k=6, ...``."""
+        p = self.params
+        text = f"active={p.active:g}, family={p.family!r}, k={p.k}, l={p.l}, policy={p.policy!r}, seed={p.seed}"
+        return text if self.inference == "sparse" else f"{text}, inference={self.inference!r}"
+
+
+def split_selection_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``kwargs`` split into (selection settings, the rest): Keras and Gluon layers pass
+    the rest to their base class, so family parameters must go in ``selector_params``."""
+    names = {*SelectionParams.fields(), "schedule"}
+    selection = {k: v for k, v in kwargs.items() if k in names}
+    return selection, {k: v for k, v in kwargs.items() if k not in names}
 
 
 @dataclass
@@ -293,6 +316,138 @@ class IndexFollower:
         self.mults["dense_full"] += x.shape[0] * self.spec.n_in * self.spec.n_out
 
 
+class HashedLayerMixin:
+    """The framework-neutral half of a hashed layer: its spec, its selector and the index
+    refresh. A framework layer class derives from this and its framework's layer base,
+    calls :meth:`_init_hashing` in its constructor and :meth:`_bind_input` once the input
+    size is known, and supplies :meth:`_weights_numpy`. Everything else it keeps is what
+    only its framework can do (parameters, differentiable ops, sparse gradients, saving).
+    """
+
+    _index: IndexFollower | None
+    _spec_template: LayerSpec
+    _changed_rows: str
+    _needs_fit: bool
+    #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection
+    last_active_ids: np.ndarray | None
+
+    def _init_hashing(
+        self,
+        n_out: int,
+        n_in: int | None,
+        params: SelectionParams | dict[str, Any] | None,
+        options: dict[str, Any],
+        *,
+        backend: str | None,
+        inference: str,
+        changed_rows: str = "all",
+    ) -> None:
+        """Validate the selection settings now (a bad name fails at construction, not at
+        the first call); the index itself exists once the input size ``n_in`` is known."""
+        # n_in=1 stands in while the size is unknown: only n_out is checked here
+        spec = LayerSpec.build(
+            n_in or 1, n_out, params, backend=backend, inference=inference, **options
+        )
+        self._spec_template = spec
+        self._changed_rows = check_choice(changed_rows, "changed_rows", CHANGED_ROWS[1:])
+        self._index = None
+        self._needs_fit = True
+        self.last_active_ids = None
+        if n_in:
+            self._bind_input(n_in)
+
+    def _bind_input(self, n_in: int) -> IndexFollower:
+        """The layer's index follower, made on the first call with input size ``n_in``."""
+        if self._index is None:
+            spec = dataclasses.replace(self._spec_template, n_in=n_in)
+            self._index = IndexFollower(spec, self._changed_rows)
+        return self._index
+
+    def _bound_index(self) -> IndexFollower:
+        if self._index is None:
+            raise InputError(
+                f"{type(self).__name__}: the input size is not known yet; call the layer on a batch first"
+            )
+        return self._index
+
+    @property
+    def spec(self) -> LayerSpec:
+        """The validated hashing parameters (once the input size is known)."""
+        return self._bound_index().spec
+
+    @property
+    def selection_params(self) -> SelectionParams:
+        """The selection settings (available from construction)."""
+        return self._spec_template.params
+
+    @property
+    def selector(self) -> Any:
+        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when
+        ``active=1.0`` or before the first call)."""
+        return None if self._index is None else self._index.selector
+
+    # -- the index over the framework's weights -------------------------------------------
+    def _weights_numpy(self) -> tuple[Any, Any]:
+        """The weight ``(n_out, n_in)`` and bias ``(n_out,)`` (or None) as host arrays."""
+        raise NotImplementedError
+
+    def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
+        w, b = self._weights_numpy()
+        return _f32(w), None if b is None else _f32(b)
+
+    def _index_synced(self) -> None:
+        """Called after the index was rebuilt over the current weights (a hook)."""
+
+    def refresh_index(self) -> None:
+        """Rebuild the index over the current weights now (same hash functions)."""
+        self._bound_index().fit(*self._host_params())
+        self._needs_fit = False
+        self._index_synced()
+
+    def _follow_weights(self) -> None:
+        """Bring the index in step before a hashed call: rebuild it when asked to (new or
+        loaded weights), else hand the rows trained since the last call to the selector
+        (the optimizer moved them in between)."""
+        index = self._bound_index()
+        if self._needs_fit or not index.fitted:
+            self.refresh_index()
+        elif index.pending():
+            index.sync(*self._host_params())
+
+    def _select_active(
+        self, x: np.ndarray, labels: np.ndarray | None, training: bool, *, dense: bool, mark: bool
+    ) -> ActiveArrays:
+        """The active sets of ``x (B, n_in)`` float32; ``mark``: the rows will be trained."""
+        index = self._bound_index()
+        arrays = index.select(x, labels if training else None, training, dense=dense)
+        if mark:
+            index.touch(arrays.rows)
+        self.last_active_ids = arrays.ids
+        return arrays
+
+    def _index_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The index as (JSON-able meta, arrays), the rows trained since the last sync
+        included as ``touched``; empty when there is no index."""
+        meta, arrays = ({}, {}) if self._index is None else self._index.state()
+        if not meta:
+            return {}, {}
+        assert self._index is not None
+        return meta, {**arrays, "touched": self._index.touched.copy()}
+
+    def _restore_index(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
+        """Resume the index saved by :meth:`_index_state` over the current weights; False
+        when nothing was saved (the next call rebuilds it)."""
+        arrays = dict(arrays)
+        touched = arrays.pop("touched", None)
+        index = self._bound_index()
+        if not index.restore(meta, arrays, *self._host_params()):
+            return False
+        if touched is not None:
+            index.touch(np.flatnonzero(touched))
+        self._needs_fit = False
+        return True
+
+
 def mult_summary(followers: list[IndexFollower]) -> dict[str, Any]:
     """The training multiplications of some hashed layers, summed, and their share of the
     dense layers': ``forward_share`` = (selection + active) / dense and ``train_share`` =
@@ -328,32 +483,3 @@ def _padded_ids(active: Any, batch: int) -> np.ndarray:
     if ids.ndim == 1:  # one set shared by the whole batch (batch_union)
         ids = np.broadcast_to(ids, (batch, ids.shape[0]))
     return np.ascontiguousarray(ids)
-
-
-def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits scaled to [0, 1], split 80/20 with ``seed``."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.data / 16.0).astype(np.float32)
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(y))
-    cut = int(0.8 * len(y))
-    tr, te = order[:cut], order[cut:]
-    return x[tr], y[tr], x[te], y[te]
-
-
-def load_example_data(
-    data_dir: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST ``(x_train, y_train, x_test, y_test)`` from ``data_dir`` or ``$LSHCORE_DATA``
-    (never downloaded); scikit-learn's digits when MNIST is not there (says so)."""
-    from lshcore.data.datasets import load_mnist
-    from lshcore.errors import DataError
-
-    try:
-        d = load_mnist(data_dir, download=False)
-    except DataError as exc:
-        print(f"{str(exc).splitlines()[0]} -- using scikit-learn's digits instead")
-        return load_digits_split()
-    return d.x_train, d.y_train, d.x_test, d.y_test

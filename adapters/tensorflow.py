@@ -18,8 +18,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
@@ -27,13 +25,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lshcore.adapters._common import (  # noqa: E402
-    IndexFollower,
-    LayerSpec,
+    HashedLayerMixin,
     check_labels,
-    mult_summary,
+    split_selection_options,
 )
+from lshcore.adapters._driver import MLPFramework, make_train_mlp  # noqa: E402
 from lshcore.core.validation import check_int  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
+from lshcore.training.params import SelectionParams  # noqa: E402
 
 __all__ = ["LSHDense", "lsh_softmax_cross_entropy", "train_mlp"]
 
@@ -41,28 +40,28 @@ _META_KEY = "lsh_meta"
 
 
 @keras.saving.register_keras_serializable(package="lshcore")
-class LSHDense(keras.layers.Layer):
+class LSHDense(HashedLayerMixin, keras.layers.Layer):
     """A dense layer that computes only the units an LSH index selects per input.
 
     ``call(inputs, training=None, labels=None)`` returns ``(batch, units)``, zero (before
     the activation) outside each input's active set; in training, ``labels (batch,)``
-    are always active. ``active=1.0`` is exactly ``keras.layers.Dense`` (with the kernel
-    transposed). Evaluation hashes too unless ``inference="dense"``. The index follows
-    the weights: after a training call, the next call hands the trained rows to the
-    selector (whose schedule rehashes or rebuilds); ``set_weights`` and loading a saved
-    model rebuild the index; ``refresh_index()`` rebuilds it on demand.
+    are always active. Selection: ``params`` (a
+    :class:`~lshcore.training.params.SelectionParams`) and/or its settings as keywords
+    (``active=0.05``, ``family``, ``k``, ``l``, ``policy``, ``transform``, ``seed``,
+    ``rehash``, ...; family parameters in ``selector_params``), keywords over ``params``;
+    other keywords go to ``keras.layers.Layer``. ``active=1.0`` is exactly
+    ``keras.layers.Dense`` (with the kernel transposed). Evaluation hashes too unless
+    ``inference="dense"``. The index follows the weights: after a training call, the next
+    call hands the trained rows to the selector (whose schedule rehashes or rebuilds);
+    ``set_weights`` and loading a saved model rebuild the index; ``refresh_index()``
+    rebuilds it on demand.
     """
 
     def __init__(
         self,
         units: int,
-        active: float = 0.05,
-        family: str = "srp",
-        k: int | None = None,
-        l: int | None = None,  # noqa: E741
-        policy: str = "topk",
-        transform: str | None = "simple_lsh",
-        seed: int = 0,
+        params: SelectionParams | dict[str, Any] | None = None,
+        *,
         backend: str | None = None,
         inference: str = "sparse",
         activation: Any = None,
@@ -72,38 +71,23 @@ class LSHDense(keras.layers.Layer):
         selector_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        options, layer_kwargs = split_selection_options(kwargs)
+        super().__init__(**layer_kwargs)
         self.units = check_int(units, "units", low=1)
-        self._spec_args: dict[str, Any] = {
-            "active": active, "family": family, "k": k, "l": l, "policy": policy,
-            "transform": transform, "seed": seed, "backend": backend, "inference": inference,
-            "selector_params": dict(selector_params or {}),
-        }  # fmt: skip
-        LayerSpec(n_in=1, n_out=self.units, **self._spec_args)  # validate now, not at build
+        options = {**dict(selector_params or {}), **options}
+        self._init_hashing(self.units, None, params, options, backend=backend, inference=inference)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_jit = False  # selection is Python (tf.py_function): no XLA
-        self._index: IndexFollower | None = None
-        self._needs_fit = True
-        #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection
-        self.last_active_ids: np.ndarray | None = None
-
-    @property
-    def spec(self) -> LayerSpec:
-        """The validated hashing parameters (available after ``build``)."""
-        if self._index is None:
-            raise InputError("LSHDense: the layer is not built yet; call it on a batch first")
-        return self._index.spec
 
     def build(self, input_shape: Any) -> None:
         in_dim = input_shape[-1]
         if in_dim is None:
             raise InputError("LSHDense: the last dimension of the input must be known")
         in_dim = int(in_dim)
-        spec = LayerSpec(n_in=in_dim, n_out=self.units, **self._spec_args)
-        self._index = IndexFollower(spec, "all")
+        self._bind_input(in_dim)
         self.kernel = self.add_weight(
             name="kernel", shape=(self.units, in_dim), initializer=self._transposed_init(in_dim)
         )
@@ -125,16 +109,8 @@ class LSHDense(keras.layers.Layer):
         return init
 
     # -- the index ---------------------------------------------------------------------
-    def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
-        w = np.asarray(self.kernel.numpy(), dtype=np.float32)
-        b = None if self.bias is None else np.asarray(self.bias.numpy(), dtype=np.float32)
-        return w, b
-
-    def refresh_index(self) -> None:
-        """Rebuild the index over the current weights now (same hash functions)."""
-        assert self._index is not None
-        self._index.fit(*self._host_params())
-        self._needs_fit = False
+    def _weights_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.kernel.numpy(), None if self.bias is None else self.bias.numpy()
 
     def set_weights(self, weights: Any) -> None:
         super().set_weights(weights)
@@ -143,12 +119,9 @@ class LSHDense(keras.layers.Layer):
     def save_own_variables(self, store: Any) -> None:
         """The variables, then the index (codes, schedule, tie-break counters) as arrays."""
         super().save_own_variables(store)
-        if self._index is None:
-            return
-        meta, arrays = self._index.state()
+        meta, arrays = self._index_state()
         if meta:
             store[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-            arrays = {**arrays, "touched": self._index.touched}
             for key, value in arrays.items():
                 value = np.asarray(value)
                 store[f"lsh_{key}"] = value.astype(np.uint8) if value.dtype == bool else value
@@ -165,33 +138,16 @@ class LSHDense(keras.layers.Layer):
             arrays = {
                 k[4:]: np.asarray(store[k]) for k in keys if k.startswith("lsh_") and k != _META_KEY
             }
-            touched = arrays.pop("touched", None)
-            if self._index.restore(meta, arrays, *self._host_params()):
-                if touched is not None:
-                    self._index.touch(np.flatnonzero(touched))
-                self._needs_fit = False
-
-    @property
-    def selector(self) -> Any:
-        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when ``active=1.0``)."""
-        return None if self._index is None else self._index.selector
+            self._restore_index(meta, arrays)
 
     def _select_py(self, x: Any, labels: Any, training: Any) -> list[np.ndarray]:
         """Runs eagerly (``tf.py_function``): sync the index, select, return the arrays."""
-        assert self._index is not None
-        index = self._index
-        if self._needs_fit or not index.fitted:
-            self.refresh_index()
-        elif index.pending():  # trained rows since the last call: the optimizer moved them
-            index.sync(*self._host_params())
+        self._follow_weights()
         xs = np.asarray(x.numpy(), dtype=np.float32)
         train = bool(training.numpy())
         lab = labels.numpy()
         lab = check_labels(lab, xs.shape[0], self.units) if lab.size else None
-        arrays = index.select(xs, lab if train else None, train)
-        if train:
-            index.touch(arrays.rows)
-        self.last_active_ids = arrays.ids
+        arrays = self._select_active(xs, lab, train, dense=False, mark=train)
         return [arrays.ids, arrays.rows, arrays.pos, arrays.valid]
 
     # -- call ------------------------------------------------------------------------
@@ -252,7 +208,7 @@ class LSHDense(keras.layers.Layer):
         config.update(
             {
                 "units": self.units,
-                **{k: v for k, v in self._spec_args.items()},
+                **self._spec_template.config(),
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
@@ -279,80 +235,36 @@ def lsh_softmax_cross_entropy(ids: Any, values: Any, labels: Any) -> Any:
     return -tf.reduce_mean(tf.reduce_sum(logp * hit, 1) / tf.reduce_sum(hit, 1))
 
 
-def train_mlp(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    hidden: int | Sequence[int] = 1000,
-    active: float = 0.05,
-    family: str = "srp",
-    k: int | None = None,
-    l: int | None = None,  # noqa: E741
-    policy: str = "topk",
-    epochs: int = 1,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-    transform: str | None = "simple_lsh",
-    selector_params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train a Keras MLP whose hidden layers are ``LSHDense`` (``Dense`` when ``active=1.0``).
+class _KerasMLP(MLPFramework):
+    """``train_mlp``'s model in Keras: a ``Sequential`` trained batch by batch."""
 
-    ReLU hidden layers, a dense output layer, Adam, ``model.fit``. Returns ``accuracy``,
-    ``train_seconds``, ``samples_per_second``.
-    """
-    keras.utils.set_random_seed(seed)
-    x_train = np.ascontiguousarray(x_train, dtype=np.float32)
-    n_classes = int(max(np.max(y_train), np.max(y_test))) + 1
-    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
-    layers: list[Any] = [keras.Input(shape=(x_train.shape[1],))]
-    hashed: list[LSHDense] = []
-    for i, h in enumerate(sizes):
-        if active >= 1.0:
-            layers.append(keras.layers.Dense(h, activation="relu"))
-        else:
-            layers.append(
-                LSHDense(
-                    h,
-                    active=active,
-                    family=family,
-                    k=k,
-                    l=l,
-                    policy=policy,
-                    transform=transform,
-                    seed=seed + i,
-                    activation="relu",
-                    selector_params=selector_params,
-                )
-            )
-            hashed.append(layers[-1])
-    layers.append(keras.layers.Dense(n_classes))
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    start = time.perf_counter()
-    model.fit(
-        x_train,
-        np.asarray(y_train, np.int64),
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=1 if progress else 0,
-        shuffle=True,
-    )
-    train_seconds = time.perf_counter() - start
-    counts = mult_summary([layer._index for layer in hashed if layer._index is not None])
-    logits = model.predict(
-        np.ascontiguousarray(x_test, dtype=np.float32), batch_size=1024, verbose=0
-    )
-    return {
-        "accuracy": float((logits.argmax(1) == np.asarray(y_test)).mean()),
-        "train_seconds": train_seconds,
-        "samples_per_second": epochs * len(x_train) / train_seconds,
-        **(counts if hashed else {}),
-    }
+    name = "tensorflow"
+
+    def build(
+        self, n_in: int, sizes: list[int], n_classes: int, params: list[SelectionParams] | None
+    ) -> list[HashedLayerMixin]:
+        keras.utils.set_random_seed(self.seed)
+        hidden = [
+            keras.layers.Dense(h, activation="relu")
+            if params is None
+            else LSHDense(h, params=params[i], activation="relu")
+            for i, h in enumerate(sizes)
+        ]
+        self.model = keras.Sequential(
+            [keras.Input(shape=(n_in,)), *hidden, keras.layers.Dense(n_classes)]
+        )
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(self.lr),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,  # the hashed layers select in Python (tf.py_function)
+        )
+        return [layer for layer in hidden if isinstance(layer, LSHDense)]
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.model.train_on_batch(x, y)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(x))
+
+
+train_mlp = make_train_mlp(_KerasMLP)

@@ -13,8 +13,6 @@ schedule decides when to rehash or rebuild. Nothing needs to be called after ``s
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,17 +23,17 @@ from torch.nn import functional as F
 from lshcore.adapters._common import (
     ActiveArrays,
     DeviceError,
-    IndexFollower,
-    LayerSpec,
+    HashedLayerMixin,
     check_labels,
     dense_arrays,
     gpu_backend_reason,
-    mult_summary,
 )
-from lshcore.core.validation import check_choice, check_int
+from lshcore.adapters._driver import MLPFramework, make_train_mlp
+from lshcore.core.validation import check_choice
 from lshcore.errors import ConfigError, InputError
+from lshcore.training.params import SelectionParams
 
-__all__ = ["LSHLinear", "LSHSoftmaxLoss", "lsh_softmax_cross_entropy", "train_mlp"]
+__all__ = ["DeviceError", "LSHLinear", "LSHSoftmaxLoss", "lsh_softmax_cross_entropy", "train_mlp"]
 
 COMPUTE_MODES = ("auto", "union", "gather")
 # "auto" multiplies the batch against the union of its active rows (one GEMM) unless
@@ -134,13 +132,16 @@ class _GatherLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
-class LSHLinear(nn.Module):
+class LSHLinear(HashedLayerMixin, nn.Module):
     """A linear layer that computes only the outputs an LSH index selects per input.
 
     ``forward(x, labels=None, return_active=False)`` takes ``x (B, in_features)`` and
     returns a dense ``(B, out_features)`` tensor, zero outside each input's active set,
     or with ``return_active=True`` the pair ``(ids (B, m) int64 with -1 padding,
     values (B, m))``. In training, ``labels (B,)`` are always active (an output layer).
+    Selection: ``params`` (a :class:`~lshcore.training.params.SelectionParams`) and/or its
+    settings as keywords (``active=0.05``, ``family``, ``k``, ``l``, ``policy``,
+    ``transform``, ``seed``, ``rehash``, ..., family parameters), keywords over ``params``.
     ``active=1.0`` is exactly ``nn.Linear``. Evaluation hashes too unless
     ``inference="dense"``. ``sparse_grad=True`` makes the weight and bias gradients sparse
     COO tensors of the active rows (train them with ``torch.optim.SparseAdam``).
@@ -154,27 +155,22 @@ class LSHLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        params: SelectionParams | None = None,
         *,
-        active: float = 0.05,
-        family: str = "srp",
-        k: int | None = None,
-        l: int | None = None,  # noqa: E741
-        policy: str = "topk",
-        transform: str | None = "simple_lsh",
         sparse_grad: bool = False,
-        seed: int = 0,
         backend: str | None = None,
         inference: str = "sparse",
         compute: str = "auto",
         device: Any = None,
         dtype: Any = None,
-        **selector_params: Any,
+        **options: Any,
     ):
         super().__init__()
-        self.spec = LayerSpec(
-            n_in=in_features, n_out=out_features, active=active, family=family, k=k, l=l,
-            policy=policy, transform=transform, seed=seed, backend=backend,
-            inference=inference, selector_params=dict(selector_params),
+        # the rows trained since the last sync are exactly the changed ones when only
+        # sparse gradients update the weights; a dense optimizer may move every row
+        self._init_hashing(
+            out_features, in_features, params, options, backend=backend, inference=inference,
+            changed_rows="touched" if sparse_grad else "all",
         )  # fmt: skip
         self.compute = check_choice(compute, "compute", COMPUTE_MODES)
         self.in_features = in_features
@@ -183,10 +179,7 @@ class LSHLinear(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        # the rows trained since the last sync are exactly the changed ones when only
-        # sparse gradients update the weights; a dense optimizer may move every row
-        self._index = IndexFollower(self.spec, "touched" if self.sparse_grad else "all")
-        self._seen_versions: tuple[int, int] | None = None
+        self._seen_versions: tuple[int, int] = (-1, -1)
         self._restored: bool | str = False
         self.reset_parameters()
         self.register_load_state_dict_post_hook(_mark_reloaded)
@@ -194,7 +187,7 @@ class LSHLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> LSHLinear:
         """A hashed copy of ``linear`` (same weights, device and dtype); ``kwargs`` as in
-        the constructor (``active``, ``family``, ...)."""
+        the constructor (``params``, ``active``, ``family``, ...)."""
         layer = cls(
             linear.in_features, linear.out_features, bias=linear.bias is not None,
             device=linear.weight.device, dtype=linear.weight.dtype, **kwargs,
@@ -203,7 +196,7 @@ class LSHLinear(nn.Module):
             layer.weight.copy_(linear.weight)
             if linear.bias is not None and layer.bias is not None:
                 layer.bias.copy_(linear.bias)
-        layer._seen_versions = None  # build the index over the copied weights
+        layer._needs_fit = True  # build the index over the copied weights
         return layer
 
     # -- parameters and index ---------------------------------------------------------
@@ -213,34 +206,29 @@ class LSHLinear(nn.Module):
         if self.bias is not None:
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
-        self._seen_versions = None  # the next forward rebuilds the index
+        self._needs_fit = True  # the next forward rebuilds the index
 
     def _versions(self) -> tuple[int, int]:
         return (self.weight._version, -1 if self.bias is None else self.bias._version)
 
-    def _host_params(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _weights_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
         w = self.weight.detach().to("cpu", torch.float32).numpy()
         b = None if self.bias is None else self.bias.detach().to("cpu", torch.float32).numpy()
         return w, b
 
-    def refresh_index(self) -> None:
-        """Rebuild the index over the current weights now (same hash functions)."""
-        self._index.fit(*self._host_params())
+    def _index_synced(self) -> None:
         self._seen_versions = self._versions()
 
     def _follow_weights(self) -> None:
-        """Bring the index in step when the parameters changed since the last forward."""
-        if self._seen_versions is None or not self._index.fitted:
+        """Bring the index in step when the parameters changed since the last forward:
+        any in-place change bumps a version counter, so no call after ``step()`` is needed."""
+        index = self._bound_index()
+        if self._needs_fit or not index.fitted:
             self.refresh_index()
         elif self._versions() != self._seen_versions:
-            untracked = not self._index.pending()  # changed without our gradients
-            self._index.sync(*self._host_params(), all_rows=untracked)
+            untracked = not index.pending()  # changed without our gradients
+            index.sync(*self._host_params(), all_rows=untracked)
             self._seen_versions = self._versions()
-
-    @property
-    def selector(self) -> Any:
-        """The underlying ``lshcore.training.selector.ActiveSelector`` (None when ``active=1.0``)."""
-        return self._index.selector
 
     def get_extra_state(self) -> dict[str, Any]:
         """The index (codes, schedule and tie-break counters) for ``state_dict()``.
@@ -249,11 +237,10 @@ class LSHLinear(nn.Module):
         pending, and the loaded layer syncs them on its first forward as this one would.
         Only tensors and plain Python values, so ``torch.load(weights_only=True)`` reads it.
         """
-        meta, arrays = self._index.state()
+        meta, arrays = self._index_state()
         if not meta:
             return {}
-        pending = self._seen_versions is not None and self._versions() != self._seen_versions
-        arrays = {**arrays, "touched": self._index.touched.copy()}
+        pending = not self._needs_fit and self._versions() != self._seen_versions
         return {
             "meta": meta,
             "pending": bool(pending),
@@ -267,10 +254,7 @@ class LSHLinear(nn.Module):
         if not meta:
             return
         arrays = {k: v.numpy() for k, v in state["arrays"].items()}
-        touched = arrays.pop("touched", None)
-        if self._index.restore(meta, arrays, *self._host_params()):
-            if touched is not None:
-                self._index.touch(np.flatnonzero(touched))
+        if self._restore_index(meta, arrays):
             self._restored = "pending" if state.get("pending") else "synced"
 
     # -- forward -----------------------------------------------------------------------
@@ -317,12 +301,10 @@ class LSHLinear(nn.Module):
             ), out
         if not self.spec.dense:
             self._follow_weights()
-        arrays = self._index.select(
-            x.detach().to("cpu", torch.float32).numpy(), labels_np, self.training, dense=dense
-        )
+        xs = x.detach().to("cpu", torch.float32).numpy()
+        train = self.training and torch.is_grad_enabled()
+        arrays = self._select_active(xs, labels_np, self.training, dense=dense, mark=train)
         values = self._active_values(x, arrays)
-        if self.training and torch.is_grad_enabled():
-            self._index.touch(arrays.rows)
         ids = torch.as_tensor(arrays.ids, device=x.device)
         if return_active:
             return ids, values
@@ -356,17 +338,8 @@ class LSHLinear(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        s = self.spec
-        parts = [
-            f"in_features={self.in_features}", f"out_features={self.out_features}",
-            f"bias={self.bias is not None}", f"active={s.active}", f"family={s.family!r}",
-            f"policy={s.policy!r}", f"sparse_grad={self.sparse_grad}", f"seed={s.seed}",
-        ]  # fmt: skip
-        if s.k is not None or s.l is not None:
-            parts.insert(5, f"k={s.k}, l={s.l}")
-        if s.inference != "sparse":
-            parts.append(f"inference={s.inference!r}")
-        return ", ".join(parts)
+        head = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return f"{head}, {self.spec.describe()}, sparse_grad={self.sparse_grad}"
 
 
 def _mark_reloaded(module: nn.Module, incompatible_keys: Any) -> None:
@@ -378,7 +351,7 @@ def _mark_reloaded(module: nn.Module, incompatible_keys: Any) -> None:
         elif restored == "pending":  # the saved layer had unsynced changes: sync next forward
             module._seen_versions = (-1, -1)
         else:
-            module._seen_versions = None  # nothing saved: rebuild over the loaded weights
+            module._needs_fit = True  # nothing saved: rebuild over the loaded weights
         module._restored = False
 
 
@@ -432,109 +405,52 @@ class LSHSoftmaxLoss(nn.Module):
         return lsh_softmax_cross_entropy(ids, values, labels)
 
 
-def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
-    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
-    return [check_int(h, "hidden", low=1) for h in sizes]
+class _TorchMLP(MLPFramework):
+    """``train_mlp``'s model in PyTorch. With ``sparse_grad=True`` the hashed layers train
+    with ``SparseAdam`` on row-sparse gradients (slower here when a batch's active sets
+    cover most rows), everything else with ``Adam``."""
+
+    name = "torch"
+    options = ("sparse_grad",)
+
+    def __init__(self, lr: float, seed: int, sparse_grad: bool = False):
+        super().__init__(lr, seed)
+        self.sparse_grad = bool(sparse_grad)
+
+    def build(
+        self, n_in: int, sizes: list[int], n_classes: int, params: list[SelectionParams] | None
+    ) -> list[HashedLayerMixin]:
+        torch.manual_seed(self.seed)
+        layers: list[nn.Module] = []
+        hashed: list[LSHLinear] = []
+        for i, h in enumerate(sizes):
+            if params is None:
+                layers.append(nn.Linear(n_in, h))
+            else:
+                hashed.append(LSHLinear(n_in, h, params=params[i], sparse_grad=self.sparse_grad))
+                layers.append(hashed[-1])
+            layers += [nn.ReLU()]
+            n_in = h
+        self.model = nn.Sequential(*layers, nn.Linear(n_in, n_classes)).train()
+        sparse = [p for layer in hashed if layer.sparse_grad for p in layer.parameters()]
+        dense = [p for p in self.model.parameters() if all(p is not q for q in sparse)]
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=self.lr)]
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=self.lr))
+        return list(hashed)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> None:
+        loss = F.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y))
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).numpy()
 
 
-def train_mlp(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    hidden: int | Sequence[int] = 1000,
-    active: float = 0.05,
-    family: str = "srp",
-    k: int | None = None,
-    l: int | None = None,  # noqa: E741
-    policy: str = "topk",
-    epochs: int = 1,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-    sparse_grad: bool = False,
-    transform: str | None = "simple_lsh",
-    selector_params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train an MLP whose hidden layers are ``LSHLinear`` (``nn.Linear`` when ``active=1.0``).
-
-    Hidden layers use ReLU; the 10-way (or ``max(y)+1``-way) output layer is dense. All
-    parameters train with ``Adam``; with ``sparse_grad=True`` the hashed layers train with
-    ``SparseAdam`` on row-sparse gradients instead (slower here when a batch's active
-    sets cover most rows). Returns ``accuracy`` (test, in [0, 1]), ``train_seconds``,
-    ``samples_per_second``.
-    """
-    from tqdm import tqdm
-
-    torch.manual_seed(seed)
-    x_train = np.ascontiguousarray(x_train, dtype=np.float32)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
-    layers: list[nn.Module] = []
-    width = x_train.shape[1]
-    hashed: list[LSHLinear] = []
-    for i, h in enumerate(_hidden_sizes(hidden)):
-        if active >= 1.0:
-            layers.append(nn.Linear(width, h))
-        else:
-            layer = LSHLinear(
-                width,
-                h,
-                active=active,
-                family=family,
-                k=k,
-                l=l,
-                policy=policy,
-                transform=transform,
-                sparse_grad=sparse_grad,
-                seed=seed + i,
-                **dict(selector_params or {}),
-            )
-            hashed.append(layer)
-            layers.append(layer)
-        layers.append(nn.ReLU())
-        width = h
-    layers.append(nn.Linear(width, n_classes))
-    model = nn.Sequential(*layers)
-    sparse_params = [p for layer in hashed if layer.sparse_grad for p in layer.parameters()]
-    sparse_ids = {id(p) for p in sparse_params}
-    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense_params, lr=lr)]
-    if sparse_params:
-        optimizers.append(torch.optim.SparseAdam(sparse_params, lr=lr))
-    xt = torch.from_numpy(x_train)
-    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    gen = torch.Generator().manual_seed(seed)
-    n = xt.shape[0]
-    steps = epochs * math.ceil(n / batch_size)
-    bar = tqdm(total=steps, disable=not progress, desc=f"torch active={active}", leave=False)
-    model.train()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for lo in range(0, n, batch_size):
-            idx = order[lo : lo + batch_size]
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            bar.update(1)
-    train_seconds = time.perf_counter() - start
-    bar.close()
-    counts = mult_summary([layer._index for layer in hashed])
-    model.eval()
-    with torch.no_grad():
-        pred = (
-            model(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)))
-            .argmax(1)
-            .numpy()
-        )
-    return {
-        "accuracy": float((pred == np.asarray(y_test)).mean()),
-        "train_seconds": train_seconds,
-        "samples_per_second": epochs * n / train_seconds,
-        **(counts if hashed else {}),
-    }
+train_mlp = make_train_mlp(_TorchMLP)

@@ -138,9 +138,10 @@ def test_import_brings_mxnet_and_no_other_framework():
 
 
 def test_train_mlp_learns_digits():
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr,
         ytr,
@@ -163,9 +164,10 @@ def test_train_mlp_learns_digits():
 
 
 def test_train_mlp_passes_selector_params_and_counts_mults():
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
         batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
@@ -178,3 +180,12 @@ def test_train_mlp_passes_selector_params_and_counts_mults():
     assert out["train_share"] == pytest.approx(
         (m["selection"] + m["rehash"] + 16 * nnz) / (64 * nnz)
     )
+
+
+def test_params_with_keywords_and_block_prefix():
+    from lshcore.training.params import SelectionParams
+
+    p = SelectionParams(active=0.25, k=4, l=10, seed=5)
+    layer = LSHDense(16, in_units=8, params=p, seed=6, prefix="h_")
+    assert layer.prefix == "h_" and layer.spec.params == p.replace(seed=6)
+    assert "seed=6" in repr(layer)

@@ -174,9 +174,10 @@ def test_import_brings_tensorflow_and_no_other_framework():
 
 
 def test_train_mlp_learns_digits():
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr,
         ytr,
@@ -219,9 +220,10 @@ def test_return_active_and_active_softmax_loss_gradient(data):
 
 
 def test_train_mlp_passes_selector_params_and_counts_mults():
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
         batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
@@ -234,3 +236,16 @@ def test_train_mlp_passes_selector_params_and_counts_mults():
     assert out["train_share"] == pytest.approx(
         (m["selection"] + m["rehash"] + 16 * nnz) / (64 * nnz)
     )
+
+
+def test_params_and_layer_keywords_split_and_survive_the_config():
+    from lshcore.training.params import SelectionParams
+
+    p = SelectionParams(active=0.25, k=4, l=10, policy="rerank", rerank=2.0, seed=5)
+    layer = LSHDense(16, params=p, l=12, name="hashed", activation="relu")
+    assert layer.name == "hashed" and layer.selection_params == p.replace(l=12)
+    config = layer.get_config()
+    assert config["params"] == p.replace(l=12).to_dict()
+    assert LSHDense.from_config(config).selection_params == p.replace(l=12)
+    with pytest.raises(ValueError, match="ratio"):  # not a setting: keras.layers.Layer refuses it
+        LSHDense(16, params=p, ratio=3)

@@ -283,9 +283,10 @@ def test_import_brings_torch_and_no_other_framework():
 
 @pytest.mark.parametrize("sparse_grad", [False, True])
 def test_train_mlp_learns_digits(sparse_grad):
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr, ytr, xte, yte, hidden=32, active=0.25, family="srp", k=4, l=10, policy="topk",
         epochs=2, batch_size=32, lr=3e-3, seed=0, progress=False, sparse_grad=sparse_grad,
@@ -295,9 +296,10 @@ def test_train_mlp_learns_digits(sparse_grad):
 
 
 def test_train_mlp_passes_selector_params_and_counts_mults():
-    from lshcore.adapters._common import load_digits_split
+    from lshcore.data.datasets import load_digits
 
-    xtr, ytr, xte, yte = load_digits_split(0)
+    d = load_digits(seed=0)
+    xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
         xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
         batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
@@ -310,3 +312,63 @@ def test_train_mlp_passes_selector_params_and_counts_mults():
     assert out["train_share"] == pytest.approx(
         (m["selection"] + m["rehash"] + 16 * nnz) / (64 * nnz)
     )
+
+
+def test_layer_takes_params_with_keywords_over_them():
+    from lshcore.errors import ConfigError
+    from lshcore.training.params import SelectionParams
+
+    p = SelectionParams(active=0.25, k=4, l=10, policy="rerank", rerank=2.0, seed=5)
+    layer = LSHLinear(8, 16, params=p)
+    assert layer.spec.params == p and layer.selection_params == p
+    assert LSHLinear(8, 16, params=p, active=0.5).spec.params == p.replace(active=0.5)
+    with pytest.raises(ConfigError, match="params must be a SelectionParams"):
+        LSHLinear(8, 16, params="rerank")
+    with pytest.raises(ConfigError, match="k"):
+        LSHLinear(8, 16, params=p, k=0)
+
+
+def test_train_mlp_with_params_equals_the_keywords_and_rejects_unknown_ones():
+    from lshcore.data.datasets import load_digits
+    from lshcore.errors import ConfigError, InputError
+    from lshcore.training.params import SelectionParams
+
+    d = load_digits(seed=0)
+    args = (d.x_train[:256], d.y_train[:256], d.x_test, d.y_test)
+    run = {"hidden": 16, "epochs": 1, "batch_size": 64, "seed": 3, "progress": False}
+    by_keywords = train_mlp(*args, active=0.25, k=4, l=10, **run)
+    params = SelectionParams(active=0.25, k=4, l=10, seed=3)
+    by_params = train_mlp(*args, params=params, **run)
+    assert by_params["accuracy"] == by_keywords["accuracy"]
+    assert by_params["mults"] == by_keywords["mults"]
+    with pytest.raises(ConfigError, match="activ"):
+        train_mlp(*args, activ=0.25, **run)
+    with pytest.raises(InputError, match="x_test"):
+        train_mlp(d.x_train, d.y_train, d.x_test[:, :10], d.y_test, active=0.25, **run)
+
+
+def test_cli_hands_the_selection_params_to_the_adapter(monkeypatch):
+    from click.testing import CliRunner
+
+    import lshcore.adapters.torch as adapter
+    from lshcore.cli import main
+    from lshcore.cli.train import selection_params
+
+    seen = {}
+
+    def fake_train_mlp(*args, **kwargs):
+        seen.update(kwargs)
+        return {"accuracy": 0.5, "train_seconds": 1.0, "samples_per_second": 1.0}
+
+    monkeypatch.setattr(adapter, "train_mlp", fake_train_mlp)
+    res = CliRunner().invoke(
+        main,
+        ["train", "--framework", "torch", "--hidden", "16", "--active", "0.2", "--family", "srp",
+         "--k", "3", "--l", "4", "--policy", "rerank", "--rerank", "2", "--seed", "1",
+         "--epochs", "1", "--no-progress"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    expected = selection_params(active=0.2, family="srp", k=3, l=4, policy="rerank", rerank=2.0,
+                                seed=1)  # fmt: skip
+    assert seen["params"] == expected
+    assert not {"active", "family", "selector_params"} & set(seen)

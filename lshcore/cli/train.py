@@ -162,7 +162,7 @@ def _run_framework(
         data.x_test,
         data.y_test,
         hidden=opts["hidden"],
-        **_adapter_selection(params),
+        params=params,
         epochs=opts["epochs"],
         batch_size=opts["batch_size"],
         lr=opts["lr"] if opts["lr"] is not None else 1e-3,
@@ -183,15 +183,6 @@ def _run_framework(
         "workers": 1,
         "framework": framework,
     }
-
-
-def _adapter_selection(params: SelectionParams) -> dict[str, Any]:
-    """``params`` as the adapters' ``train_mlp`` keywords (the layer's named settings,
-    the rest in ``selector_params``)."""
-    named = ("active", "family", "k", "l", "policy", "transform")
-    flat = params.to_dict()
-    rest = {k: v for k, v in flat.items() if k not in named and k != "seed"}
-    return {**{k: flat[k] for k in named}, "selector_params": rest}
 
 
 def _pct(part: Any, whole: Any) -> str:
