@@ -24,7 +24,9 @@ import numpy as np
 
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
+from lshcore.registry.catalog import get_backend
 from lshcore.training.params import SelectionParams
+from lshcore.training.selector import ActiveSelector
 
 __all__ = [
     "ActiveArrays",
@@ -171,8 +173,6 @@ def check_labels(labels: Any, batch: int, n_out: int, name: str = "labels") -> n
 
 def gpu_backend_reason() -> str:
     """Why the ``cupy`` backend cannot run here ("" when it can)."""
-    from lshcore.registry.catalog import get_backend
-
     try:
         get_backend("cupy")
     except (BackendUnavailableError, LookupError) as exc:
@@ -201,13 +201,6 @@ class IndexFollower:
 
     # -- selector life cycle ---------------------------------------------------------
     def _make_selector(self) -> Any:
-        try:
-            from lshcore.training.selector import ActiveSelector
-        except ImportError as exc:  # the core module is required for active < 1
-            raise BackendUnavailableError(
-                f"active={self.spec.active} needs lshcore.training.selector ({exc}); "
-                "use active=1.0 for a dense layer"
-            ) from exc
         s = self.spec
         return ActiveSelector(s.n_in, s.n_out, s.params, backend=s.backend)
 
@@ -271,8 +264,6 @@ class IndexFollower:
         there was nothing saved (then the caller refits)."""
         if self.spec.dense or not meta:
             return False
-        from lshcore.training.selector import ActiveSelector
-
         self.selector = ActiveSelector.from_state(
             meta, arrays, _f32(weight), self._bias(bias), backend=self.spec.backend
         )

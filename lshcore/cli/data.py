@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from lshcore.data.store import convert, open_store
+from lshcore.data.synth import synth_xmc
 from lshcore.errors import LSHError
 
 __all__ = ["data", "convert_cmd", "synth_xmc_cmd", "info_cmd", "split_cmd"]
@@ -66,8 +68,6 @@ def convert_cmd(
     progress: bool | None,
 ) -> None:
     """Convert a text file INPUT into a memory-mapped CSR store OUT_STORE (one pass)."""
-    from lshcore.data.store import convert
-
     if fmt == "xmc" and (n_features is not None or n_labels is not None):
         raise click.UsageError("--n-features/--n-labels apply to --format libsvm only")
     start = time.perf_counter()
@@ -121,8 +121,6 @@ def synth_xmc_cmd(
 ) -> None:
     """Write a synthetic XMC problem (power-law labels, label-dependent sparse features)
     straight into the store OUT_STORE, chunk by chunk."""
-    from lshcore.data.synth import synth_xmc
-
     start = time.perf_counter()
     try:
         store = synth_xmc(
@@ -150,8 +148,6 @@ def synth_xmc_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def info_cmd(store_path: Path, verify: bool, as_json: bool) -> None:
     """Describe a store (and check it)."""
-    from lshcore.data.store import open_store
-
     try:
         store = open_store(store_path, verify=verify)
     except LSHError as exc:
@@ -171,8 +167,6 @@ def info_cmd(store_path: Path, verify: bool, as_json: bool) -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def split_cmd(store_path: Path, test_fraction: float, seed: int) -> None:
     """Make (or read back) a seeded train/test split and record it in the store."""
-    from lshcore.data.store import open_store
-
     try:
         train, test = open_store(store_path).split(test_fraction, seed)
     except LSHError as exc:

@@ -7,6 +7,9 @@ import time
 import click
 import numpy as np
 
+from lshcore.errors import LSHError
+from lshcore.search.index import LSHIndex
+
 __all__ = ["index_demo", "run_index_demo"]
 
 
@@ -25,8 +28,6 @@ def run_index_demo(
     Returns the figures it prints: recall@top, mean candidates per query, timings (s).
     """
     from sklearn.datasets import load_digits
-
-    from lshcore.search.index import LSHIndex
 
     digits = load_digits()
     data = digits.data.astype(np.float32)
@@ -117,8 +118,6 @@ def index_demo(
     top: int,
 ) -> None:
     """Index scikit-learn's digits, search held-out digits, report recall and time."""
-    from lshcore.errors import LSHError
-
     try:
         run_index_demo(k, l, n_probes, policy, backend, seed, top, echo=click.echo)
     except LSHError as exc:
