@@ -5,17 +5,22 @@ Data (read straight from the zips, no extraction): ``images_background_small1.zi
 Latin appear in both and are read once) and ``all_runs.zip`` (the 20 official 20-way
 1-shot runs). Images are downscaled to 28x28, ink = 1.
 
-Training is episodic: each step clears the memory and plays ``episodes`` episodes in
-parallel (distinct labels, one shared memory), each over ``way`` characters of the
-training alphabets shown ``length`` times in random order; the embedder learns only
-through the memory's margin loss. Evaluation writes the support drawings into a fresh
-memory with the update rule and predicts each query by its nearest slot: N-way K-shot
-on held-out background alphabets, and the official runs (score = fraction of the test
-items matched to their class).
+Training (the standard remedies for a small background set): each character's 90, 180
+and 270 degree rotations are new classes (4x the classes), drawings get small random
+affine maps, and a 4-block convolutional embedder (64 channels, batch norm, key 128)
+learns through the memory's margin loss (drawings written into a cleared memory in
+rounds, as episodes) plus a cosine-softmax classifier over the training classes (metric
+pretraining). Two background alphabets are held out: their 20-way 1-shot accuracy
+decides early stopping and the learning-rate halving; the official runs never do.
+Evaluation writes the support drawings into a fresh memory with the update rule and
+predicts each query by its nearest slot, with LSH and with exact search: N-way K-shot on
+the held-out alphabets, and the official runs (score = fraction of the 400 test items
+matched to their class).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -28,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lshcore.core.validation import check_choice, check_int
@@ -42,6 +48,12 @@ __all__ = [
     "OfficialRun",
     "OmniglotConfig",
     "Embedder",
+    "TrainResult",
+    "rotate_classes",
+    "affine_augment",
+    "fit",
+    "nn_accuracy",
+    "plot_history",
     "check_data_dir",
     "load_background",
     "load_runs",
@@ -206,53 +218,116 @@ def split_alphabets(
     return np.flatnonzero(~is_held), np.flatnonzero(is_held)
 
 
+# -- augmentation -----------------------------------------------------------------------
+def rotate_classes(images: np.ndarray, char: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations by 0/90/180/270 degrees as new classes: (n, H, W) images and (n,) classes
+    -> (4n, H, W) and (4n,), image ``r * n + i`` is ``np.rot90(images[i], r)`` (counter-
+    clockwise) with class ``4 * char[i] + r``."""
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ConfigError(f"images: expected (n, H, H), got {images.shape}")
+    if char.shape != images.shape[:1]:
+        raise ConfigError(f"char: expected shape ({images.shape[0]},), got {char.shape}")
+    out = np.concatenate([np.rot90(images, r, axes=(1, 2)) for r in range(4)])
+    labels = np.concatenate([4 * char.astype(np.int64) + r for r in range(4)])
+    return np.ascontiguousarray(out), labels
+
+
+def affine_augment(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    shift: float = 0.1,
+    degrees: float = 15.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> torch.Tensor:
+    """Random small affine maps of (n, H, W) or (n, 1, H, W) images (same shape out):
+    shifts up to ``shift`` of the image width, rotations up to ``degrees``, scale in
+    ``scale``; bilinear with zero (empty paper) outside, so values stay in the input's
+    range and 0. Draws come from ``generator`` (seeded, reproducible)."""
+    squeeze = x.ndim == 3
+    xi = x[:, None] if squeeze else x
+    n = xi.shape[0]
+    u = torch.rand((n, 4), generator=generator, dtype=xi.dtype)
+    theta = (2 * u[:, 0] - 1) * (degrees * np.pi / 180)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    t = (2 * u[:, 2:] - 1) * (2 * shift)  # grid coordinates span 2 per image width
+    cos, sin = torch.cos(theta) / s, torch.sin(theta) / s
+    mat = torch.stack(
+        [torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(mat, list(xi.shape), align_corners=False)
+    out = F.grid_sample(xi, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0] if squeeze else out
+
+
 # -- model ------------------------------------------------------------------------------
 class Embedder(nn.Module):
-    """Small convolutional embedder: 3 x (conv 3x3, ReLU, max-pool 2) on 28x28, then a
-    linear map to ``key_dim``."""
+    """Convolutional embedder: ``blocks`` x (conv 3x3 of ``width`` channels, batch norm,
+    ReLU, max-pool 2) on 28x28, then a linear map to ``key_dim`` (the memory normalizes)."""
 
-    def __init__(self, key_dim: int = 128, width: int = 32):
+    def __init__(self, key_dim: int = 128, width: int = 64, blocks: int = 4):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Linear(width * 3 * 3, key_dim)
+        layers: list[nn.Module] = []
+        side, ch = IMAGE_SIZE, 1
+        for _ in range(blocks):
+            layers += [nn.Conv2d(ch, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                       nn.MaxPool2d(2)]  # fmt: skip
+            side, ch = side // 2, width
+        if side < 1:
+            raise ConfigError(
+                f"blocks={blocks}: too many pooling blocks for {IMAGE_SIZE}x{IMAGE_SIZE}"
+            )
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width * side * side, key_dim)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # ~25% faster on CPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 28, 28) or (n, 1, 28, 28) images -> (n, key_dim) embeddings."""
         if x.ndim == 3:
             x = x[:, None]
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x).flatten(1))
 
 
 @dataclass
 class OmniglotConfig:
-    """Settings of a run (the defaults train in a few CPU minutes)."""
+    """Settings of a run. Training: each step draws ``way * episodes`` classes of the
+    rotated training characters, ``length`` drawings each (affine-augmented), embeds them
+    in one batch and adds two losses: the memory's margin loss (the drawings written into
+    a cleared memory in ``length`` rounds, as episodes) and, weighted by ``ce_weight``, a
+    cosine-softmax classifier over all training classes. Every ``val_every`` steps the
+    20-way 1-shot accuracy on the validation alphabets is measured; the best embedder is
+    kept, the learning rate halves after ``lr_patience`` evaluations without a gain and
+    training stops after ``patience`` (or at ``steps``, or after ``max_minutes``)."""
 
-    steps: int = 500
+    steps: int = 6000
     seed: int = 0
-    index: str = "lsh"
+    index: str = "lsh"  # search of the memory during training
     key_dim: int = 128
+    width: int = 64
+    blocks: int = 4
     memory_size: int = 8192
     k: int = 256
     alpha: float = 0.1
     way: int = 5
-    length: int = 4  # times each class is shown in a training episode
-    episodes: int = 8  # episodes played in parallel per step
+    length: int = 4  # drawings of each class per step (memory rounds)
+    episodes: int = 8  # way * episodes classes per step
     lr: float = 1e-3
+    ce_weight: float = 1.0
+    memory_weight: float = 1.0
     rotations: bool = True  # 90-degree rotations of a character count as new classes
+    augment: bool = True
+    shift: float = 0.1
+    degrees: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
     heldout: int = 2
+    val_every: int = 200
+    val_episodes: int = 300
+    patience: int = 6
+    lr_patience: int = 2
+    max_minutes: float = 12.0
     ways: Sequence[int] = (5, 20)
     shots: Sequence[int] = (1, 5)
-    eval_episodes: int = 200
+    eval_episodes: int = 400
     threads: int = 1  # PyTorch threads: 1 beats 2 on a busy 2-core machine
     progress: bool = True
 
@@ -260,81 +335,229 @@ class OmniglotConfig:
         check_int(self.steps, "steps", low=0)
         check_int(self.seed, "seed", low=0)
         check_choice(self.index, "index", ("lsh", "exact"))
-        for name in (
-            "key_dim",
-            "memory_size",
-            "k",
-            "way",
-            "length",
-            "episodes",
-            "eval_episodes",
-            "threads",
-        ):
+        for name in ("key_dim", "width", "blocks", "memory_size", "k", "way", "length", "episodes",
+                     "eval_episodes", "threads", "val_every", "val_episodes", "patience",
+                     "lr_patience"):  # fmt: skip
             check_int(getattr(self, name), name, low=1)
+        for name in ("lr", "max_minutes"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: expected a positive number, got {value!r}")
+        for name in ("ce_weight", "memory_weight", "shift", "degrees"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
+        if self.ce_weight == 0 and self.memory_weight == 0:
+            raise ConfigError("ce_weight and memory_weight are both 0: nothing to train")
+        if not (0 < self.scale[0] <= self.scale[1]):
+            raise ConfigError(f"scale: expected (low, high) with 0 < low <= high, got {self.scale}")
         if self.way * self.length * self.episodes > self.memory_size:
             raise ConfigError("memory_size must hold way * length * episodes keys")
+        if self.length > 20:
+            raise ConfigError(f"length={self.length}: Omniglot has 20 drawings per character")
 
 
-def make_memory(cfg: OmniglotConfig, seed: int = 0) -> LSHMemory:
-    """An empty memory with the run's settings (LSH or exact search)."""
+def make_memory(cfg: OmniglotConfig, seed: int = 0, index: str | None = None) -> LSHMemory:
+    """An empty memory with the run's settings (LSH or exact search; ``index`` overrides
+    ``cfg.index``)."""
     return LSHMemory(
         cfg.key_dim,
         cfg.memory_size,
         k=cfg.k,
         alpha=cfg.alpha,
-        exact=cfg.index == "exact",
+        exact=(index or cfg.index) == "exact",
         seed=seed,
     )
 
 
 def _embed(net: Embedder, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(n, 28, 28) images -> (n, key_dim) float32 embeddings (eval mode)."""
     net.eval()
     out = []
     with torch.no_grad():
         for i in range(0, images.shape[0], batch):
-            out.append(net(torch.from_numpy(images[i : i + batch])).numpy())
+            out.append(net(torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))).numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def nn_accuracy(
+    embeddings: np.ndarray, char: np.ndarray, chars: np.ndarray, way: int, episodes: int, seed: int
+) -> float:
+    """``way``-way 1-shot accuracy by exact cosine nearest neighbour (what a fresh memory
+    holding one slot per class answers with exact search): the fast validation measure."""
+    if chars.size < way:
+        raise ConfigError(f"way={way}: only {chars.size} characters to draw from")
+    rng = np.random.default_rng(seed)
+    e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    by_char = {int(c): np.flatnonzero(char == c) for c in chars}
+    hits = 0
+    for _ in range(episodes):
+        classes = rng.choice(chars, way, replace=False)
+        draws = np.stack([rng.choice(by_char[int(c)], 2, replace=False) for c in classes])
+        sim = e[draws[:, 1]] @ e[draws[:, 0]].T
+        hits += int(np.sum(sim.argmax(1) == np.arange(way)))
+    return hits / (episodes * way)
+
+
+@dataclass
+class TrainResult:
+    """``net`` (the best embedder by validation), ``losses`` the memory's margin loss per
+    step, ``ce_losses`` the classifier's, ``history`` rows ``{step, val_5way, val_20way,
+    lr, loss}``, ``best_step``, ``stopped`` (why training
+    ended), ``steps`` run."""
+
+    net: Embedder
+    losses: list[float]
+    ce_losses: list[float]
+    history: list[dict[str, float]]
+    best_step: int
+    stopped: str
+    steps: int
+
+
+def fit(
+    cfg: OmniglotConfig,
+    bg: Background,
+    train_chars: np.ndarray,
+    val_chars: np.ndarray | None = None,
+    log: Any = None,
+) -> TrainResult:
+    """Train the embedder (see :class:`OmniglotConfig`); with ``val_chars``, early-stop on
+    their 20-way (or fewer-way) 1-shot accuracy and return the best embedder."""
+    from tqdm import tqdm
+
+    if train_chars.size == 0:
+        raise ConfigError("no training characters")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    sel = np.flatnonzero(np.isin(bg.char, train_chars))
+    remap = {int(c): i for i, c in enumerate(train_chars)}
+    images, labels = bg.images[sel], np.array([remap[int(c)] for c in bg.char[sel]], np.int64)
+    if cfg.rotations:
+        images, labels = rotate_classes(images, labels)
+    n_classes_total = int(labels.max()) + 1
+    by_class = [np.flatnonzero(labels == c) for c in range(n_classes_total)]
+    n_pick = min(cfg.way * cfg.episodes, n_classes_total)
+    length = min(cfg.length, min(len(b) for b in by_class))
+    net = Embedder(cfg.key_dim, cfg.width, cfg.blocks)
+    proxies = nn.Parameter(torch.randn(n_classes_total, cfg.key_dim, generator=gen) * 0.1)
+    log_scale = nn.Parameter(torch.tensor(np.log(10.0), dtype=torch.float32))
+    memory = MemoryModule(make_memory(cfg, seed=cfg.seed)).train()
+    opt = torch.optim.Adam([*net.parameters(), proxies, log_scale], lr=cfg.lr)
+    val_way = 0 if val_chars is None else min(20, int(val_chars.size))
+    val_emb_rows = None if val_chars is None else np.flatnonzero(np.isin(bg.char, val_chars))
+
+    def validate() -> tuple[float, float]:
+        assert val_chars is not None and val_emb_rows is not None
+        emb = np.zeros((bg.images.shape[0], cfg.key_dim), np.float32)
+        emb[val_emb_rows] = _embed(net, bg.images[val_emb_rows])
+        eps = cfg.val_episodes
+        a5 = nn_accuracy(emb, bg.char, val_chars, min(5, val_way), eps, seed=cfg.seed + 7)
+        a20 = nn_accuracy(emb, bg.char, val_chars, val_way, eps, seed=cfg.seed + 8)
+        return a5, a20
+
+    losses: list[float] = []
+    ce_losses: list[float] = []
+    history: list[dict[str, float]] = []
+    best, best_step, best_state, bad = -1.0, 0, None, 0
+    stopped = "steps"
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"omniglot train ({cfg.index})",
+               disable=not cfg.progress, file=log)  # fmt: skip
+    step = 0
+    for step in bar:
+        net.train()
+        classes = rng.choice(n_classes_total, n_pick, replace=False)
+        draws = np.stack([rng.choice(by_class[c], length, replace=False) for c in classes], 1)
+        x = torch.from_numpy(images[draws.reshape(-1)])  # round-major: (length * n_pick, H, W)
+        if cfg.augment:
+            x = affine_augment(x, gen, cfg.shift, cfg.degrees, cfg.scale)
+        y = torch.from_numpy(np.tile(classes, length))
+        emb = net(x)
+        memory.memory.clear()
+        mem_loss = torch.zeros(())
+        for r in range(length):
+            order = r * n_pick + rng.permutation(n_pick)
+            out = memory(emb[order], y[order])
+            assert out.loss is not None
+            mem_loss = mem_loss + out.loss / length
+        total = cfg.memory_weight * mem_loss
+        if cfg.ce_weight > 0:
+            logits = log_scale.exp() * F.normalize(emb, dim=1) @ F.normalize(proxies, dim=1).T
+            ce = F.cross_entropy(logits, y)
+            total = total + cfg.ce_weight * ce
+            ce_losses.append(float(ce.detach()))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(float(mem_loss.detach()))
+        postfix = {"loss": f"{np.mean(losses[-50:]):.3f}"}
+        if val_chars is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            a5, a20 = validate()
+            lr = opt.param_groups[0]["lr"]
+            history.append({"step": step, "val_5way": a5, "val_20way": a20, "lr": lr,
+                            "loss": float(np.mean(losses[-cfg.val_every:]))})  # fmt: skip
+            if a20 > best:
+                best, best_step, bad = a20, step, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                bad += 1
+                if bad % cfg.lr_patience == 0:
+                    for g in opt.param_groups:
+                        g["lr"] = lr / 2
+            if bad >= cfg.patience:
+                stopped = f"no validation gain in {cfg.patience} evaluations"
+                break
+        if history:
+            postfix["val20"] = f"{history[-1]['val_20way']:.3f}"
+            postfix["best"] = f"{best:.3f}@{best_step}"
+        bar.set_postfix(postfix)
+        if time.perf_counter() - t0 > 60 * cfg.max_minutes:
+            stopped = f"time limit ({cfg.max_minutes:g} min)"
+            break
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    else:
+        best_step = step
+    net.eval()
+    return TrainResult(net, losses, ce_losses, history, best_step, stopped, step)
 
 
 def train(
     cfg: OmniglotConfig, bg: Background, train_chars: np.ndarray, log: Any = None
 ) -> tuple[Embedder, list[float]]:
-    """Episodic training through the memory; returns the embedder and the loss per step."""
-    from tqdm import tqdm
+    """Train without validation (all ``cfg.steps``); returns the embedder and the memory's
+    margin loss per step."""
+    res = fit(cfg, bg, train_chars, None, log=log)
+    return res.net, res.losses
 
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    net = Embedder(cfg.key_dim)
-    memory = MemoryModule(make_memory(cfg, seed=cfg.seed)).train()
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    by_char = [np.flatnonzero(bg.char == c) for c in range(len(bg.chars))]
-    n_rot = 4 if cfg.rotations else 1
-    n_classes = cfg.way * cfg.episodes
-    labels = np.arange(n_classes)
-    losses = []
-    bar = tqdm(
-        range(cfg.steps), desc=f"omniglot train ({cfg.index})", disable=not cfg.progress, file=log
+
+def plot_history(
+    history: list[dict[str, float]], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """Validation 5-way and 20-way 1-shot accuracy against training steps, as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["val_5way"] for h in history], marker=".", label="5-way 1-shot (validation)")
+    ax.plot(
+        steps, [h["val_20way"] for h in history], marker=".", label="20-way 1-shot (validation)"
     )
-    for _ in bar:
-        net.train()
-        memory.memory.clear()
-        picked = rng.choice(train_chars.size * n_rot, n_classes, replace=False)
-        chars, rots = train_chars[picked // n_rot], picked % n_rot
-        total = torch.zeros(())
-        for _ in range(cfg.length):
-            drawing = np.array([rng.choice(by_char[c]) for c in chars])
-            order = rng.permutation(n_classes)
-            imgs = np.stack([np.rot90(bg.images[drawing[i]], rots[i]) for i in order])
-            out = memory(
-                net(torch.from_numpy(np.ascontiguousarray(imgs))), torch.from_numpy(labels[order])
-            )
-            total = total + out.loss
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        losses.append(float(total.detach()) / cfg.length)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    return net, losses
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "Omniglot, validation alphabets")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def evaluate_episodes(
@@ -345,6 +568,7 @@ def evaluate_episodes(
     way: int,
     shot: int,
     seed: int = 0,
+    index: str | None = None,
 ) -> float:
     """Accuracy of ``way``-way ``shot``-shot episodes over the characters ``chars``:
     ``shot`` drawings per class written into a fresh memory (update rule, one batch per
@@ -352,7 +576,7 @@ def evaluate_episodes(
     if chars.size < way:
         raise ConfigError(f"way={way}: only {chars.size} held-out characters")
     rng = np.random.default_rng(seed)
-    memory = make_memory(cfg, seed=seed)
+    memory = make_memory(cfg, seed=seed, index=index)
     by_char = {int(c): np.flatnonzero(char == c) for c in chars}
     hits = 0
     for _ in range(cfg.eval_episodes):
@@ -367,9 +591,11 @@ def evaluate_episodes(
     return hits / (cfg.eval_episodes * way)
 
 
-def evaluate_runs(cfg: OmniglotConfig, net: Embedder, runs: list[OfficialRun]) -> float:
+def evaluate_runs(
+    cfg: OmniglotConfig, net: Embedder, runs: list[OfficialRun], index: str | None = None
+) -> float:
     """Fraction of the official runs' test items matched to their class (1-shot)."""
-    memory = make_memory(cfg, seed=cfg.seed)
+    memory = make_memory(cfg, seed=cfg.seed, index=index)
     hits = total = 0
     for run in runs:
         memory.clear()
@@ -381,10 +607,15 @@ def evaluate_runs(cfg: OmniglotConfig, net: Embedder, runs: list[OfficialRun]) -
 
 
 def run_omniglot(
-    data_dir: str | os.PathLike[str], cfg: OmniglotConfig, log: Any = None
+    data_dir: str | os.PathLike[str],
+    cfg: OmniglotConfig,
+    log: Any = None,
+    plot: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Load, train, evaluate; returns a JSON-able report with ``records`` (``way``,
-    ``shot``, ``accuracy``) and ``official_20way_1shot``."""
+    """Load, train (early stopping on the held-out alphabets), evaluate with the LSH and
+    the exact memory; returns a JSON-able report: ``records`` (``index``, ``way``,
+    ``shot``, ``accuracy``), ``official`` (``{lsh, exact}`` over the 400 items),
+    ``official_20way_1shot`` (the training index's), ``history`` (validation curve)."""
     check_data_dir(data_dir)
     threads = configure_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -392,31 +623,45 @@ def run_omniglot(
     runs = load_runs(data_dir)
     train_chars, held_chars = split_alphabets(bg, cfg.heldout, seed=0)
     t_load = time.perf_counter() - t0
-    net, losses = train(cfg, bg, train_chars, log=log)
+    res = fit(cfg, bg, train_chars, held_chars, log=log)
+    net = res.net
     t_train = time.perf_counter() - t0 - t_load
     held_images = np.flatnonzero(np.isin(bg.char, held_chars))
     emb = np.zeros((bg.images.shape[0], cfg.key_dim), np.float32)
     emb[held_images] = _embed(net, bg.images[held_images])
     records = []
-    for way in cfg.ways:
-        for shot in cfg.shots:
-            acc = evaluate_episodes(cfg, emb, bg.char, held_chars, way, shot, seed=cfg.seed + 1)
-            records.append(
-                {"way": int(way), "shot": int(shot), "accuracy": acc, "episodes": cfg.eval_episodes}
-            )
-    official = evaluate_runs(cfg, net, runs)
+    official = {}
+    for index in ("lsh", "exact"):
+        for way in cfg.ways:
+            for shot in cfg.shots:
+                acc = evaluate_episodes(
+                    cfg, emb, bg.char, held_chars, way, shot, seed=cfg.seed + 1, index=index
+                )
+                records.append({"index": index, "way": int(way), "shot": int(shot),
+                                "accuracy": acc, "episodes": cfg.eval_episodes})  # fmt: skip
+        official[index] = evaluate_runs(cfg, net, runs, index=index)
     heldout_names = sorted({bg.alphabets[bg.alphabet[c]] for c in held_chars})
+    if plot is not None and res.history:
+        plot_history(res.history, plot, f"Omniglot validation ({', '.join(heldout_names)})")
     return {
         "index": cfg.index,
         "steps": cfg.steps,
+        "steps_run": res.steps,
+        "best_step": res.best_step,
+        "stopped": res.stopped,
         "seed": cfg.seed,
         "records": records,
-        "official_20way_1shot": official,
+        "official": official,
+        "official_20way_1shot": official[cfg.index],
         "official_runs": len(runs),
+        "official_items": int(sum(r.answer.shape[0] for r in runs)),
         "heldout_alphabets": heldout_names,
         "train_characters": int(train_chars.size),
+        "train_classes": int(train_chars.size * (4 if cfg.rotations else 1)),
         "heldout_characters": int(held_chars.size),
-        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "final_loss": float(np.mean(res.losses[-50:])) if res.losses else None,
+        "final_ce_loss": float(np.mean(res.ce_losses[-50:])) if res.ce_losses else None,
+        "history": res.history,
         "seconds": {
             "load": round(t_load, 1),
             "train": round(t_train, 1),
@@ -424,16 +669,10 @@ def run_omniglot(
         },  # fmt: skip
         "threads": threads,
         "settings": {
-            "key_dim": cfg.key_dim,
-            "memory_size": cfg.memory_size,
-            "k": cfg.k,
-            "alpha": cfg.alpha,
-            "way": cfg.way,
-            "length": cfg.length,
-            "episodes": cfg.episodes,
-            "lr": cfg.lr,
-            "rotations": cfg.rotations,
-        },  # fmt: skip
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("progress",)
+        },
     }
 
 

@@ -191,3 +191,126 @@ def test_real_data_loads_and_runs() -> None:
     assert len(runs) == 20 and all(r.answer.shape == (20,) for r in runs)
     bg = og.load_background(REAL)
     assert len(bg.chars) == 242 and len(bg.alphabets) == 8 and bg.images.shape[0] == 242 * 20
+
+
+# -- augmentation, training, official runs, options (the published-level pipeline) ------
+def test_rotate_classes_makes_four_rotated_classes_per_character() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 5, 5)).astype(np.float32)  # asymmetric: every rotation differs
+    char = np.array([0, 0, 1])
+    out, labels = og.rotate_classes(images, char)
+    assert out.shape == (12, 5, 5) and out.dtype == np.float32
+    assert labels.tolist() == [0, 0, 4, 1, 1, 5, 2, 2, 6, 3, 3, 7]
+    assert len(np.unique(labels)) == 4 * len(np.unique(char))
+    img = images[2]
+    # counter-clockwise quarter turns, checked pixel by pixel: (i, j) -> (n-1-j, i)
+    assert out[3 + 2][4, 0] == img[0, 0] and out[3 + 2][0, 0] == img[0, 4]
+    assert np.array_equal(out[6 + 2], img[::-1, ::-1])  # 180 degrees
+    assert np.array_equal(out[9 + 2], img.T[:, ::-1])  # 270 degrees
+    for r in range(4):
+        assert np.array_equal(out[3 * r + 2], np.rot90(img, r))
+    with pytest.raises(Exception, match="char"):
+        og.rotate_classes(images, char[:2])
+
+
+def test_affine_augment_keeps_shape_and_range_and_is_seeded() -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy((rng.random((16, 28, 28)) > 0.8).astype(np.float32))
+
+    def aug(seed: int, **kw: object) -> torch.Tensor:
+        return og.affine_augment(x, torch.Generator().manual_seed(seed), **kw)  # type: ignore[arg-type]
+
+    a, b, c = aug(0), aug(0), aug(1)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0 + 1e-6
+    assert torch.equal(a, b) and not torch.equal(a, c)  # same seed, same draws
+    assert not torch.allclose(a, x)  # it does move the images ...
+    assert abs(float(a.sum() / x.sum()) - 1) < 0.2  # ... but only a little (ink is kept)
+    ident = aug(0, shift=0.0, degrees=0.0, scale=(1.0, 1.0))
+    assert torch.allclose(ident, x, atol=1e-5)
+    assert og.affine_augment(x[:, None], torch.Generator().manual_seed(0)).shape == (16, 1, 28, 28)
+
+
+def test_config_and_cli_options_are_validated(tmp_path: Path, monkeypatch) -> None:
+    from lshcore.errors import ConfigError
+
+    for bad in ({"scale": (1.2, 1.0)}, {"lr": 0.0}, {"max_minutes": -1.0}, {"length": 21},
+                {"ce_weight": 0.0, "memory_weight": 0.0}, {"val_every": 0}, {"blocks": 6}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            cfg = og.OmniglotConfig(**bad)  # type: ignore[arg-type]
+            og.Embedder(blocks=cfg.blocks)
+    runner = CliRunner()
+    for args, message in ((["--max-minutes", "0"], "expected a number > 0"),
+                          (["--lr", "-1"], "expected a number > 0"),
+                          (["--patience", "0"], "--patience"),
+                          (["--index", "faiss"], "--index")):  # fmt: skip
+        result = runner.invoke(memory_cli, ["omniglot", "--data-dir", str(tmp_path), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    monkeypatch.delenv("LSHCORE_DATA", raising=False)
+    result = runner.invoke(memory_cli, ["omniglot"])
+    assert result.exit_code == 2 and "--data-dir" in result.output
+
+
+def test_cli_reports_lsh_and_exact_and_plots(data_dir: Path, tmp_path: Path) -> None:
+    out, png = tmp_path / "res.json", tmp_path / "curve.png"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "4", "--val-every", "2",
+            "--eval-episodes", "3", "--json", str(out), "--plot", str(png), "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    keys = {(r["index"], r["way"], r["shot"]) for r in report["records"]}
+    assert keys == {(i, w, s) for i in ("lsh", "exact") for w in (5, 20) for s in (1, 5)}
+    assert set(report["official"]) == {"lsh", "exact"} and report["official_items"] == 40
+    assert [h["step"] for h in report["history"]] == [2, 4]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "official 20-way 1-shot (40 items)" in result.output and "exact" in result.output
+
+
+needs_real = pytest.mark.skipif(
+    not (REAL / og.RUNS_ZIP).is_file(), reason=f"real Omniglot data not present at {REAL}"
+)
+
+
+@needs_real
+def test_real_official_runs_parse_all_400_items() -> None:
+    runs = og.load_runs(REAL)
+    assert [r.name for r in runs] == [f"run{i:02d}" for i in range(1, 21)]
+    assert sum(r.answer.shape[0] for r in runs) == 400
+    for run in runs:  # each test item answers a different one of the 20 classes
+        assert sorted(run.answer.tolist()) == list(range(20))
+        assert run.train.shape == run.test.shape == (20, 28, 28)
+        assert 0.01 < run.test.mean() < 0.5  # ink = 1 on empty paper
+    cfg = og.OmniglotConfig(index="exact")
+
+    class Pixels(og.Embedder):  # raw pixels as keys: the classic weak baseline
+        def forward(self, x):
+            return x.reshape(x.shape[0], -1)[:, : cfg.key_dim * 6 : 6] + 1e-3
+
+    acc = og.evaluate_runs(cfg, Pixels(), runs)
+    assert 400 * acc == round(400 * acc)  # a count out of exactly 400 items
+    assert 0.07 < acc < 0.6  # chance is 0.05
+
+
+@needs_real
+def test_real_tiny_training_lowers_loss_and_beats_untrained() -> None:
+    import torch
+
+    og.configure_threads(1)
+    bg = og.load_background(REAL)
+    train_chars, held = og.split_alphabets(bg, heldout=2, seed=0)
+    train_chars = train_chars[::3]  # a tiny subset: about 60 characters, 240 classes
+    cfg = og.OmniglotConfig(steps=60, width=32, way=5, episodes=3, length=4, memory_size=256,
+                            k=32, lr=3e-3, index="exact", progress=False, val_every=30,
+                            val_episodes=100)  # fmt: skip
+    torch.manual_seed(0)
+    untrained = og._embed(og.Embedder(cfg.key_dim, cfg.width, cfg.blocks), bg.images)
+    before = og.nn_accuracy(untrained, bg.char, held, 20, 150, seed=5)
+    res = og.fit(cfg, bg, train_chars, held)
+    assert len(res.losses) == len(res.ce_losses) == 60
+    assert np.mean(res.ce_losses[-15:]) < 0.95 * np.mean(res.ce_losses[:15]), res.ce_losses
+    assert all(0 <= v <= 2 + cfg.alpha for v in res.losses)  # the memory's margin loss
+    after = og.nn_accuracy(og._embed(res.net, bg.images), bg.char, held, 20, 150, seed=5)
+    assert after > before + 0.08 and after > 0.3, (before, after)  # chance: 0.05
+    assert [h["step"] for h in res.history] == [30, 60] and res.best_step in (30, 60)
