@@ -17,6 +17,9 @@ from lshcore.training.params import DEFAULT_POLICY, POLICIES, SelectionParams
 __all__ = ["train", "demo", "run_training", "selection_params"]
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
+#: Adam's learning rate in ``lshcore train`` (both models), chosen on a validation split
+#: (benchmarks/bench_engine.py; docs/training.md "Choosing the defaults")
+DEFAULT_ADAM_LR = 3e-3
 FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
 
 
@@ -117,6 +120,8 @@ def run_training(
     from lshcore.training.engine import Trainer
     from lshcore.training.model import Model
 
+    if lr is None and optimizer == "adam":
+        lr = DEFAULT_ADAM_LR
     if params is None:
         params = selection_params(active=active, seed=seed, **selection)
     else:
@@ -483,7 +488,7 @@ def _jsonable(v: Any) -> Any:
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (default 1e-3 for adam, 0.01 otherwise).",
+    help="Learning rate (default 3e-3 for adam, 0.01 otherwise).",
 )
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option(

@@ -234,7 +234,13 @@ class _Layer:
             raise InputError(
                 f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}"
             )
-        return np.ascontiguousarray(x, dtype=np.float32), None, None
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        # only the columns some row of the batch uses: the others multiply zeros (and would
+        # only decay optimizer state); MNIST's border pixels, a sparse input's absent words
+        used = np.flatnonzero(x.any(axis=0))
+        if used.size > 0.9 * self.n_in:
+            return x, None, None
+        return np.ascontiguousarray(x[:, used]), used, None
 
     def _block_forward(
         self, x: Any, rows: np.ndarray | None, ws: Workspace, counts: Counts
@@ -291,11 +297,17 @@ class _Layer:
         self.step += 1
         step = self.step
         counts = counts if counts is not None else Counts()
-        if ws.dense_grad:
-            opt.dense_step(self.weight, ws.cache["dense_gw"], self.states_w, step)
-            opt.dense_step(self.bias, ws.cache["dense_gb"], self.states_b, step)
-            counts.optimizer += (self.weight.size + self.bias.size) * OPT_MULTS[opt.kind]
-            return np.arange(self.n_out)
+        if ws.dense_grad:  # every entry: the fused kernel over the whole matrix
+            rows = np.arange(self.n_out, dtype=np.int64)
+            counts.optimizer += opt.block_step(
+                self.kernels, self.weight, ws.cache["dense_gw"], rows,
+                np.arange(self.n_in, dtype=np.int64), self.states_w, step,
+            )  # fmt: skip
+            counts.optimizer += opt.block_step(
+                self.kernels, self.bias.reshape(-1, 1), ws.cache["dense_gb"].reshape(-1, 1),
+                rows, _COL0, [s.reshape(-1, 1) for s in self.states_b], step,
+            )  # fmt: skip
+            return rows
         block = ws.cache.pop("block_grad", None)
         if block is not None:  # a shared active set: one dense block of rows x cols
             rows, cols, gw, gb = block

@@ -152,6 +152,23 @@ class ActiveSet:
         return indptr, self.ids[ok]
 
 
+def _dense_query(x: Any, n_in: int) -> np.ndarray | None:
+    """``[x, 1]`` as a dense (B, n_in + 1) float32 array for a dense or shared-set input
+    (None for other inputs)."""
+    if isinstance(x, SparseBatch):
+        if not x.shared:
+            return None
+        q = np.zeros((x.batch_size, n_in + 1), np.float32)
+        q[:, x.ids[0]] = x.vals
+    elif isinstance(x, np.ndarray):
+        q = np.empty((x.shape[0], n_in + 1), np.float32)
+        q[:, :n_in] = x
+    else:
+        return None
+    q[:, n_in] = 1.0
+    return q
+
+
 def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
     """Labels as a (B, n_labels) int64 matrix padded with -1 (InputError when invalid)."""
     if labels is None:
@@ -423,6 +440,13 @@ class ActiveSelector:
         """Transformed queries ``Q([x, 1])`` (CSR when sparse) and their stored non-zeros."""
         import scipy.sparse as sp
 
+        fam = tables.family
+        if tables.transform is None and getattr(fam, "measure", "") == "rank":
+            # rank families (WTA/DWTA) hash a dense row as fast as its non-zeros, without
+            # building a CSR matrix per batch (same codes either way)
+            dense_q = _dense_query(x, self.n_in)
+            if dense_q is not None:
+                return dense_q, int(dense_q.shape[0] * dense_q.shape[1])
         if isinstance(x, SparseBatch):
             q = x.to_csr(extra_one=True)
         elif is_sparse(x):
