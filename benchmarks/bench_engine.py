@@ -53,7 +53,11 @@ def run_one(name: str, cfg: dict[str, Any], data: tuple, args: argparse.Namespac
     hidden = [int(h) for h in str(cfg.pop("hidden", args.hidden)).split("/")]
     lr = float(cfg.pop("lr", args.lr))
     workers = int(cfg.pop("workers", 1))
-    dense = name == "dense" or cfg.get("active", 0.05) >= 1.0
+    if name.startswith("torch"):
+        return _run_torch(name, cfg, hidden, lr, data, args)
+    dense = name.startswith("dense") or cfg.get("active", 0.05) >= 1.0
+    if "m" in cfg:  # a fixed number of active neurons per hidden layer
+        cfg["active"] = min(1.0, int(cfg.pop("m")) / max(hidden))
     active = 1.0 if dense else float(cfg.pop("active", args.active))
     params = SelectionParams.from_kwargs(**cfg) if not dense else None
     model = Model.mlp(x_tr.shape[1], hidden, 10, active=active, seed=args.seed, params=params)
@@ -93,6 +97,40 @@ def run_one(name: str, cfg: dict[str, Any], data: tuple, args: argparse.Namespac
     return rec
 
 
+def _run_torch(name: str, cfg: dict, hidden: list, lr: float, data: tuple, args: Any) -> dict:
+    """PyTorch's dense nn.Linear MLP (benchmarks/torch_baseline.py: fused Adam, explicit
+    threads), same batch size, optimizer and learning rate."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks.torch_baseline import train_torch_mlp
+
+    x_tr, y_tr, x_ev, y_ev = data
+    load0 = os.getloadavg()[0]
+    res = train_torch_mlp(
+        x_tr, y_tr, x_ev, y_ev, hidden=tuple(hidden), epochs=args.epochs,
+        batch_size=args.batch, lr=lr, optimizer="adam", seed=args.seed,
+        threads=int(cfg.get("threads", 2)), n_classes=10,
+    )  # fmt: skip
+    return {
+        "name": name,
+        "cfg": cfg,
+        "active": 1.0,
+        "accuracy": res["accuracy"],
+        "acc_last3": res["accuracy"],
+        "accs": [res["accuracy"]],
+        "train_seconds": res["train_seconds"],
+        "samples_per_second": res["samples_per_second"],
+        "mults_per_sample": float(res["mults_per_sample"]["total"]),
+        "paper_fraction": 1.0,
+        "selection_ops_per_sample": 0.0,
+        "counts": {},
+        "scanned_fraction": [],
+        "threads": res["threads"],
+        "optimizer_impl": res["optimizer_impl"],
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("configs", nargs="+")
@@ -105,7 +143,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--hidden", default="1000/1000/1000")
     ap.add_argument("--active", type=float, default=0.05)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)  # lshcore train's Adam default
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-batch", type=int, default=512)

@@ -345,22 +345,31 @@ def batch_select_from_tables(
     m: int,
     seed: int,
     work: np.ndarray,
+    offsets: np.ndarray,
 ) -> np.ndarray:
     """One active set for a whole batch (Mongoose): the ``m`` neurons with the most
     table hits summed over the queries ``qcodes (B, L)``.
+
+    ``offsets`` (L, n_buckets + 1) int64: where each bucket starts in the sorted arrays
+    (direct addressing, two reads per lookup), or an empty (0, 0) array: binary search.
 
     ``labels`` (n,) int64 (-1 ignored) are always kept; ties (and padding when fewer
     than ``m`` were hit) go to the seeded priority of :func:`tiebreak_priority` (row 0).
     Returns ids (m,) int64 ascending (``min(m, n_out)`` of them). ``work`` ((4,) int64)
     accumulates the selection work as in :func:`select_from_tables`."""
     total = np.zeros(n_out, np.int64)
+    direct = offsets.shape[1] > 0
     for t in range(qcodes.shape[1]):
-        lo = np.searchsorted(sorted_codes[t], qcodes[:, t], side="left")
-        hi = np.searchsorted(sorted_codes[t], qcodes[:, t], side="right")
+        if direct:
+            lo, hi = offsets[t, qcodes[:, t]], offsets[t, qcodes[:, t] + 1]
+        else:
+            lo = np.searchsorted(sorted_codes[t], qcodes[:, t], side="left")
+            hi = np.searchsorted(sorted_codes[t], qcodes[:, t], side="right")
         for b in range(qcodes.shape[0]):
             np.add.at(total, sorted_ids[t, lo[b] : hi[b]], 1)
         work[WORK_ENTRIES] += int((hi - lo).sum())
-    work[WORK_SEARCH] += qcodes.size * _search_steps(sorted_codes.shape[1])
+    steps = 2 if direct else _search_steps(sorted_codes.shape[1])
+    work[WORK_SEARCH] += qcodes.size * steps
     work[WORK_COUNTERS] += int((total > 0).sum())
     cls = np.minimum(total, LABEL_CLASS - 1)
     lab = labels[labels >= 0]

@@ -397,9 +397,12 @@ def _bit_length(n):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def batch_select_from_tables(qcodes, sorted_codes, sorted_ids, n_out, labels, m, seed, work):  # type: ignore[no-untyped-def]
+def batch_select_from_tables(
+    qcodes, sorted_codes, sorted_ids, n_out, labels, m, seed, work, offsets
+):  # type: ignore[no-untyped-def]
     batch, n_tables = qcodes.shape
-    steps = 2 * max(_bit_length(sorted_codes.shape[1]), 1)
+    direct = offsets.shape[1] > 0
+    steps = 2 if direct else 2 * max(_bit_length(sorted_codes.shape[1]), 1)
     total = np.zeros(n_out, np.int64)
     hit = np.empty(n_out, np.int64)
     nh = 0
@@ -407,8 +410,12 @@ def batch_select_from_tables(qcodes, sorted_codes, sorted_ids, n_out, labels, m,
     for b in range(batch):
         for t in range(n_tables):
             code = qcodes[b, t]
-            lo = np.searchsorted(sorted_codes[t], code, side="left")
-            hi = np.searchsorted(sorted_codes[t], code, side="right")
+            if direct:
+                lo = offsets[t, code]
+                hi = offsets[t, code + 1]
+            else:
+                lo = np.searchsorted(sorted_codes[t], code, side="left")
+                hi = np.searchsorted(sorted_codes[t], code, side="right")
             entries += hi - lo
             for p in range(lo, hi):
                 i = sorted_ids[t, p]

@@ -47,10 +47,18 @@ def test_selection_work_matches_a_brute_force_tally(backend: str) -> None:
     # every row ranks its candidates (or, padded, all 12) when more than 2 compete
     assert 0 < work[2] <= qcodes.shape[0] * n
     batch_work = np.zeros(4, np.int64)
+    none = np.zeros((0, 0), np.int64)
     ids = kernels.batch_select_from_tables(
-        qcodes, sc, si, n, np.zeros(0, np.int64), 3, 7, batch_work
+        qcodes, sc, si, n, np.zeros(0, np.int64), 3, 7, batch_work, none
     )
     assert batch_work[0] == entries and ids.shape == (3,)
+    direct_work = np.zeros(4, np.int64)
+    offsets = np.stack([np.searchsorted(row, np.arange(5)) for row in sc]).astype(np.int64)
+    same = kernels.batch_select_from_tables(
+        qcodes, sc, si, n, np.zeros(0, np.int64), 3, 7, direct_work, offsets
+    )
+    np.testing.assert_array_equal(same, ids)  # direct addressing finds the same buckets
+    assert direct_work[0] == entries and direct_work[3] == qcodes.size * 2
     all_hit = set()
     for b in range(qcodes.shape[0]):
         for t in range(qcodes.shape[1]):

@@ -198,7 +198,9 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
         return [qcodes, codes, ids, n_out, labels, 6, 1, True, True, 5, None]
     if name == "batch_select_from_tables":
         qcodes, codes, ids, n_out = _sorted_tables(rng)
-        return [qcodes, codes, ids, n_out, np.array([4, -1], np.int64), 6, 5, np.zeros(4, np.int64)]
+        offsets = np.stack([np.searchsorted(row, np.arange(qcodes.max() + 2)) for row in codes])
+        return [qcodes, codes, ids, n_out, np.array([4, -1], np.int64), 6, 5,
+                np.zeros(4, np.int64), offsets.astype(np.int64)]  # fmt: skip
     if name == "block_update":
         param = rng.standard_normal((6, 5)).astype(np.float32)
         s1, s2 = np.full((6, 5), 0.5, np.float32), np.full((6, 5), 0.25, np.float32)

@@ -190,10 +190,12 @@ class Kernels(Protocol):
         m: int,
         seed: int,
         work: np.ndarray,
+        offsets: np.ndarray,
     ) -> np.ndarray:
         """One set for the batch: the m neurons with most hits summed over qcodes (B, L);
         labels (n,) int64 kept -> ids (min(m, n_out),) int64 ascending; ``work`` as in
-        ``select_from_tables``."""
+        ``select_from_tables``; ``offsets`` (L, n_buckets + 1) int64 bucket starts (direct
+        addressing) or (0, 0) (binary search)."""
         ...
 
     def block_update(

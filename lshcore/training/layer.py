@@ -21,7 +21,7 @@ from lshcore.core.backend import Backend
 from lshcore.core.validation import check_int
 from lshcore.errors import ConfigError, InputError
 from lshcore.registry.catalog import get_backend
-from lshcore.training.optim import OPT_MULTS, Optimizer
+from lshcore.training.optim import Optimizer
 from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector, SparseBatch
 

@@ -47,8 +47,8 @@ DEFAULT_BATCH_FACTOR = 4.0
 #: the work budget of :func:`auto_params`: bucket entries a query reads, as a share of the
 #: layer, 20% at 1,000 neurons or fewer, 2% at 100,000 or more, log-linear between
 BUDGET_SMALL, BUDGET_LARGE = 0.2, 0.02
-#: tables :func:`auto_params` aims for (SLIDE uses 50) and the most it uses
-L_TARGET, L_MAX = 50, 100
+#: tables :func:`auto_params` aims for (SLIDE uses 50)
+L_TARGET = 50
 
 
 def default_budget(n_out: int) -> float:
@@ -77,7 +77,7 @@ def auto_params(
     layer, 2% of a 100,000-wide one). The tables read one bucket each (no multiprobe).
 
     Example: 1,000 neurons, DWTA bins of 16: k=2 (256 buckets, ~3.9 neurons each),
-    l=51, about 199 entries per query (19.9%).
+    l=50, about 195 entries per query (19.5%); 100,000 neurons: k=3, l=50, ~1,221 (1.2%).
     """
     budget = default_budget(n_out) if budget is None else check_float(
         budget, "budget", low=0.0, high=1.0, open_low=True
@@ -87,7 +87,9 @@ def auto_params(
     need = L_TARGET / budget
     k = max(1, math.ceil(math.log(need) / math.log(base) - 1e-9))
     buckets = base**k
-    l = int(min(L_MAX, max(1, math.floor(budget * buckets))))  # noqa: E741
+    # L_TARGET tables unless the budget allows fewer (more tables cost hashing and
+    # probing time: measured on the width benchmark)
+    l = int(min(L_TARGET, max(1, math.floor(budget * buckets))))  # noqa: E741
     return {
         "k": int(k),
         "l": l,

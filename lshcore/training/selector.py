@@ -199,6 +199,11 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
     return np.ascontiguousarray(mat)
 
 
+#: largest key space addressed directly (per table, 8 bytes per bucket)
+MAX_DIRECT_BUCKETS = 1 << 16
+_NO_OFFSETS = np.zeros((0, 0), np.int64)
+
+
 class _Tables:
     """The current LSH functions and their tables, replaced as a whole (lock-free reads).
 
@@ -217,6 +222,16 @@ class _Tables:
         order = np.argsort(self.codes, axis=0, kind="stable").T
         self.sorted_ids = np.ascontiguousarray(order, dtype=np.int64)
         self.sorted_codes = np.ascontiguousarray(np.take_along_axis(self.codes.T, order, axis=1))
+        # direct bucket addressing when the key space is small: bucket c of table t is
+        # sorted_ids[t, offsets[t, c] : offsets[t, c + 1]] (two reads, no binary search)
+        n_buckets = int(getattr(self.family, "num_buckets", 0) or 0)
+        if 0 < n_buckets <= MAX_DIRECT_BUCKETS:
+            keys = np.arange(n_buckets + 1, dtype=np.int64)
+            self.offsets = np.ascontiguousarray(
+                np.stack([np.searchsorted(row, keys) for row in self.sorted_codes]), np.int64
+            )
+        else:
+            self.offsets = _NO_OFFSETS
 
 
 class ActiveSelector:
@@ -564,7 +579,7 @@ class ActiveSelector:
             all_labels = np.unique(lab[lab >= 0]).astype(np.int64)
             row = self._kernels.batch_select_from_tables(
                 codes, tables.sorted_codes, tables.sorted_ids, self.n_out, all_labels, m,
-                seed, work,
+                seed, work, tables.offsets,
             )  # fmt: skip
             batch = lab.shape[0]
             return ActiveSet(
