@@ -149,9 +149,11 @@ def test_missing_mnist_names_the_dataset(tmp_path, monkeypatch) -> None:
 
 
 def test_demo_runs(monkeypatch) -> None:
-    res = CliRunner().invoke(main, ["demo", "--epochs", "1", "--no-progress"])
+    res = CliRunner().invoke(
+        main, ["demo", "--epochs", "1", "--width", "2000", "--active-count", "50", "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
-    assert "dense twin" in res.output and "rerank active=0.05" in res.output
+    assert "dense twin" in res.output and "batch_union active=0.025" in res.output
 
 
 def test_saved_model_reproduces_the_printed_accuracy(tmp_path) -> None:

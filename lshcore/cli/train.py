@@ -567,23 +567,48 @@ def train(**kwargs: Any) -> None:
 
 
 @click.command("demo")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--policy", type=click.Choice(POLICIES), default="rerank", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--width",
+    type=click.IntRange(min=100),
+    default=32000,
+    show_default=True,
+    help="Neurons of the one hidden layer.",
+)
+@click.option(
+    "--active-count",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Active neurons per input in the hashed layer.",
+)
+@click.option("--policy", type=click.Choice(POLICIES), default=DEFAULT_POLICY, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder with MNIST's IDX files: train on 10,000 MNIST images instead of digits.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(epochs: int, policy: str, progress: bool) -> None:
-    """Train a hashed MLP on the bundled digits data beside its dense twin (about a minute)."""
+def demo(
+    epochs: int, width: int, active_count: int, policy: str, data_dir: str | None, progress: bool
+) -> None:
+    """What hashing buys: one wide hidden layer, hashed, beside its dense twin (offline,
+    about a minute on the bundled digits)."""
+    mnist = data_dir is not None
+    active = min(1.0, active_count / width)
     opts = {
-        "dataset": "digits",
-        "data_dir": None,
-        "hidden": [1000, 1000],
-        "active": [0.05],
+        "dataset": "mnist" if mnist else "digits",
+        "data_dir": data_dir,
+        "hidden": [width],
+        "active": [active],
         "family": "dwta",
-        "k": 1,
-        "l": 100,
+        "k": "auto",
+        "l": "auto",
         "policy": policy,
-        "epochs": epochs,
-        "batch_size": 32,
-        "lr": 3e-3,
+        "epochs": 2 if mnist and epochs == 10 else epochs,
+        "batch_size": 64,
+        "lr": None,
         "optimizer": "adam",
         "workers": 1,
         "seed": 0,
@@ -591,8 +616,8 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "rebuild": "never",
         "transform": "auto",
         "bin_size": 16,
-        "rerank": 8.0,
-        "limit": None,
+        "rerank": 4.0,
+        "limit": 10000 if mnist else None,
         "compare_dense": True,
         "save": None,
         "json_path": None,
@@ -600,8 +625,11 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "framework": "core",
         "progress": progress,
     }
+    n_in = 784 if mnist else 64
     click.echo(
-        f"lshcore demo: digits (8x8), 64-1000-1000-10, hidden layers hashed at 5% active "
-        f"({policy}, DWTA K=1 L=100), Adam 3e-3, against the dense twin"
+        f"lshcore demo: {opts['dataset']}, {n_in}-{width}-10, the hidden layer hashed "
+        f"({active_count} of {width} neurons per input, {policy}, DWTA with auto K and L), "
+        f"Adam {DEFAULT_ADAM_LR:g}, {opts['epochs']} epochs, against its dense twin. The dense "
+        f"layer's work grows with its width; the hashed layer's with the active count."
     )
     _train_impl(opts)
