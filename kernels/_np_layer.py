@@ -381,7 +381,7 @@ def batch_select_from_tables(
     if nl > m:
         work[WORK_RANKED] += nl
     all_ids = np.arange(n_out, dtype=np.int64)
-    key = (cls << 48) | (tiebreak_priority(seed, 0, all_ids) << 32) | all_ids
+    key = (cls << 48) | (tiebreak_priority(seed, np.zeros(1, np.int64), all_ids) << 32) | all_ids
     top = np.argpartition(-key, m - 1)[:m] if m < n_out else all_ids
     return np.sort(top).astype(np.int64)
 

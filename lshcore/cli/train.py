@@ -141,7 +141,9 @@ def run_training(
         trainer.save(save)
     counts = stats.counts
     n = max(stats.samples, 1)
-    hashed = [layer for layer in model.layers if getattr(layer, "hashed", False)]
+    from lshcore.training.layer import HashedLayer
+
+    hashed = [layer for layer in model.layers if isinstance(layer, HashedLayer)]
     return {
         "dataset": data.name,
         "active": active,
