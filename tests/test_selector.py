@@ -48,7 +48,7 @@ def test_every_policy_returns_sorted_unique_padded_ids(policy: str, backend: str
             assert len(real) == act.m
     if policy in ("batch_union", "batch_rerank"):
         assert act.shared and np.all(ids == ids[0])
-    if policy in ("topk", "union", "threshold", "batch_union", "batch_rerank"):
+    if policy in ("topk", "union", "threshold", "batch_union", "batch_rerank", "rerank"):
         assert act.hash_mults > 0 and act.work > 0
     if policy == "random":
         assert act.hash_mults == 0

@@ -568,7 +568,9 @@ class ActiveSelector:
         """``rerank * m`` candidates as ``topk``, then the ``m`` largest exact activations."""
         width = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
         cand = self._select_counted(x, lab, width, seed, min_count=1, use_counts=True, pad=True)
-        return self._rerank(x, cand.ids, lab, m, cand.hash_mults)
+        out = self._rerank(x, cand.ids, lab, m, cand.hash_mults)
+        out.work = cand.work + int(cand.ids.size)  # plus one partition pass per row
+        return out
 
     def _select_batch_union(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """One set for the batch: the ``m`` neurons with the most hits summed over it."""
