@@ -20,7 +20,17 @@ __all__ = [
     "sorted_table_candidates",
     "select_from_tables",
     "tiebreak_priority",
+    "batch_select_from_tables",
+    "block_update",
 ]
+
+#: the optimizer's multiply-adds per updated entry (SGD, momentum, Adagrad, Adam): the
+#: products, divisions and square roots of the update formulas, counted as one each
+OPT_MULTS = (1, 2, 4, 8)
+#: slots of the ``work`` tally of the selection kernels: bucket entries read (each one a
+#: counter increment), distinct candidates whose counter was touched, keys ranked
+#: (partitioned) to pick the active set, binary-search steps to find the buckets
+WORK_ENTRIES, WORK_COUNTERS, WORK_RANKED, WORK_SEARCH = 0, 1, 2, 3
 
 # optimizer kinds shared by ``sparse_update`` in both backends
 SGD, MOMENTUM, ADAGRAD, ADAM = 0, 1, 2, 3
@@ -156,8 +166,9 @@ def sparse_update(
     h2: float,
     eps: float,
     step: int,
-) -> None:
-    """Apply one optimizer step to the flat entries ``touched[:n]`` only, then clear them.
+) -> int:
+    """Apply one optimizer step to the flat entries ``touched[:n]`` only, then clear them;
+    returns the multiply-adds (``OPT_MULTS[kind]`` per entry).
 
     ``kind``: 0 SGD, 1 momentum (``h1`` = momentum), 2 Adagrad, 3 Adam (``h1``, ``h2``
     = betas, ``step`` = 1-based step for bias correction). State arrays have the
@@ -183,6 +194,7 @@ def sparse_update(
         )
     grad[idx] = 0
     mark[idx] = 0
+    return int(n) * OPT_MULTS[kind]
 
 
 def select_active(
@@ -285,9 +297,129 @@ def select_from_tables(
     pad_random: bool,
     seed: int,
     tie: np.ndarray | None = None,
+    work: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`sorted_table_candidates` followed by :func:`select_active` (fused in numba)."""
+    """:func:`sorted_table_candidates` followed by :func:`select_active` (fused in numba).
+
+    ``work`` ((4,) int64 or None) accumulates the selection work (slots ``WORK_*``):
+    bucket entries read, distinct candidates counted, keys ranked (the candidates plus
+    labels and padding when more than ``m`` compete), binary-search steps."""
     indptr, ids, counts = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
+    if work is not None:
+        _tally_probe(qcodes, sorted_codes, work)
+        work[WORK_COUNTERS] += ids.size
+        for b in range(qcodes.shape[0]):
+            row = ids[indptr[b] : indptr[b + 1]]
+            row_counts = counts[indptr[b] : indptr[b + 1]]
+            nl = int((row_counts >= min_count).sum())
+            forced = set(labels[b][labels[b] >= 0].tolist())
+            nl += len(forced - set(row[row_counts >= min_count].tolist()))
+            if pad_random and nl < m:
+                nl = n_out
+            if nl > m:
+                work[WORK_RANKED] += nl
     return select_active(
         indptr, ids, counts, labels, n_out, m, min_count, use_counts, pad_random, seed, tie
     )
+
+
+def _search_steps(n: int) -> int:
+    """Comparisons of one binary search over ``n`` sorted entries (two per bucket)."""
+    return 2 * max(int(n).bit_length(), 1)
+
+
+def _tally_probe(qcodes: np.ndarray, sorted_codes: np.ndarray, work: np.ndarray) -> None:
+    for t in range(qcodes.shape[1]):
+        lo = np.searchsorted(sorted_codes[t], qcodes[:, t], side="left")
+        hi = np.searchsorted(sorted_codes[t], qcodes[:, t], side="right")
+        work[WORK_ENTRIES] += int((hi - lo).sum())
+    work[WORK_SEARCH] += qcodes.size * _search_steps(sorted_codes.shape[1])
+
+
+def batch_select_from_tables(
+    qcodes: np.ndarray,
+    sorted_codes: np.ndarray,
+    sorted_ids: np.ndarray,
+    n_out: int,
+    labels: np.ndarray,
+    m: int,
+    seed: int,
+    work: np.ndarray,
+    offsets: np.ndarray,
+) -> np.ndarray:
+    """One active set for a whole batch (Mongoose): the ``m`` neurons with the most
+    table hits summed over the queries ``qcodes (B, L)``.
+
+    ``offsets`` (L, n_buckets + 1) int64: where each bucket starts in the sorted arrays
+    (direct addressing, two reads per lookup), or an empty (0, 0) array: binary search.
+
+    ``labels`` (n,) int64 (-1 ignored) are always kept; ties (and padding when fewer
+    than ``m`` were hit) go to the seeded priority of :func:`tiebreak_priority` (row 0).
+    Returns ids (m,) int64 ascending (``min(m, n_out)`` of them). ``work`` ((4,) int64)
+    accumulates the selection work as in :func:`select_from_tables`."""
+    total = np.zeros(n_out, np.int64)
+    direct = offsets.shape[1] > 0
+    for t in range(qcodes.shape[1]):
+        if direct:
+            lo, hi = offsets[t, qcodes[:, t]], offsets[t, qcodes[:, t] + 1]
+        else:
+            lo = np.searchsorted(sorted_codes[t], qcodes[:, t], side="left")
+            hi = np.searchsorted(sorted_codes[t], qcodes[:, t], side="right")
+        for b in range(qcodes.shape[0]):
+            np.add.at(total, sorted_ids[t, lo[b] : hi[b]], 1)
+        work[WORK_ENTRIES] += int((hi - lo).sum())
+    steps = 2 if direct else _search_steps(sorted_codes.shape[1])
+    work[WORK_SEARCH] += qcodes.size * steps
+    work[WORK_COUNTERS] += int((total > 0).sum())
+    cls = np.minimum(total, LABEL_CLASS - 1)
+    lab = labels[labels >= 0]
+    cls[lab] = LABEL_CLASS
+    m = min(m, n_out)
+    nl = int((cls > 0).sum())
+    if nl < m:
+        nl = n_out
+    if nl > m:
+        work[WORK_RANKED] += nl
+    all_ids = np.arange(n_out, dtype=np.int64)
+    key = (cls << 48) | (tiebreak_priority(seed, np.zeros(1, np.int64), all_ids) << 32) | all_ids
+    top = np.argpartition(-key, m - 1)[:m] if m < n_out else all_ids
+    return np.sort(top).astype(np.int64)
+
+
+def block_update(
+    kind: int,
+    param: np.ndarray,
+    grad: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    state1: np.ndarray,
+    state2: np.ndarray,
+    lr: float,
+    h1: float,
+    h2: float,
+    eps: float,
+    step: int,
+) -> int:
+    """One optimizer step on the block ``param[rows][:, cols]`` of a 2-D ``param`` from
+    its dense gradient ``grad (len(rows), len(cols))`` (the block a shared active set
+    touched), in place; states have ``param``'s shape (unused ones may be empty).
+    Formulas as :func:`sparse_update`. Returns the multiply-adds (``OPT_MULTS`` per entry)."""
+    ix = np.ix_(rows, cols)
+    g = grad.astype(np.float32)
+    if kind == SGD:
+        param[ix] -= np.float32(lr) * g
+    elif kind == MOMENTUM:
+        state1[ix] = np.float32(h1) * state1[ix] + g
+        param[ix] -= np.float32(lr) * state1[ix]
+    elif kind == ADAGRAD:
+        state1[ix] += g * g
+        param[ix] -= np.float32(lr) * g / (np.sqrt(state1[ix]) + np.float32(eps))
+    else:
+        state1[ix] = np.float32(h1) * state1[ix] + np.float32(1 - h1) * g
+        state2[ix] = np.float32(h2) * state2[ix] + np.float32(1 - h2) * g * g
+        c1 = np.float32(1.0 - h1**step)
+        c2 = np.float32(1.0 - h2**step)
+        param[ix] -= (
+            np.float32(lr) * (state1[ix] / c1) / (np.sqrt(state2[ix] / c2) + np.float32(eps))
+        )
+    return int(rows.size * cols.size * OPT_MULTS[kind])

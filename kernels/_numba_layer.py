@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from lshcore.kernels._np_layer import LABEL_CLASS
+from lshcore.kernels._np_layer import LABEL_CLASS, OPT_MULTS
 
 __all__ = [
     "dense_to_sparse",
@@ -21,7 +21,11 @@ __all__ = [
     "sorted_table_candidates",
     "select_from_tables",
     "tiebreak_priority",
+    "batch_select_from_tables",
+    "block_update",
 ]
+
+_OPT_MULTS = np.array(OPT_MULTS, np.int64)
 
 _jit = numba.njit(nogil=True, cache=True)
 
@@ -189,12 +193,15 @@ def sparse_update(kind, param, grad, mark, touched, n, state1, state2, lr, h1, h
             param[idx] -= lr32 * (state1[idx] / c1) / (np.sqrt(state2[idx] / c2) + eps32)
         grad[idx] = 0
         mark[idx] = 0
+    return n * _OPT_MULTS[kind]
 
 
 @_jit
 def _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out):  # type: ignore[no-untyped-def]
     """Shared tail of the selection kernels: add row b's labels, pad at random, keep the
-    m best of the ``nl`` listed neurons by (class, priority), reset ``cls``, write ``out[b]``."""
+    m best of the ``nl`` listed neurons by (class, priority), reset ``cls``, write ``out[b]``.
+    Returns the number of keys ranked (0 when no more than ``m`` competed)."""
+    ranked = 0
     for q in range(labels.shape[1]):
         i = labels[b, q]
         if i < 0:
@@ -215,6 +222,7 @@ def _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, see
                 keys[s] = (cls[i] << 48) | (_prio(seed, b, i) << 32) | i
             else:  # a fixed per-neuron priority in [0, 65535] (e.g. the row norm's rank)
                 keys[s] = (cls[i] << 48) | (np.int64(tie[i]) << 32) | i
+        ranked = nl
         # keys are unique: the m largest are those >= the (nl - m)-th smallest
         cut = np.partition(keys[:nl], nl - m)[nl - m]
         c = 0
@@ -231,6 +239,7 @@ def _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, see
     chosen = np.sort(listed[:nl])
     for s in range(nl):
         out[b, s] = chosen[s]
+    return ranked
 
 
 @_jit
@@ -330,8 +339,13 @@ def select_from_tables(  # type: ignore[no-untyped-def]
     pad_random,
     seed,
     tie=None,
+    work=None,
 ):
     batch, n_tables = qcodes.shape
+    steps = 2 * max(_bit_length(sorted_codes.shape[1]), 1)
+    entries = 0
+    distinct = 0
+    ranked = 0
     out = np.full((batch, m), -1, np.int64)
     counts = np.zeros(n_out, np.int64)
     cls = np.zeros(n_out, np.int64)
@@ -344,12 +358,14 @@ def select_from_tables(  # type: ignore[no-untyped-def]
             code = qcodes[b, t]
             lo = np.searchsorted(sorted_codes[t], code, side="left")
             hi = np.searchsorted(sorted_codes[t], code, side="right")
+            entries += hi - lo
             for p in range(lo, hi):
                 i = sorted_ids[t, p]
                 if counts[i] == 0:
                     hit[nh] = i
                     nh += 1
                 counts[i] += 1
+        distinct += nh
         nl = 0
         for s in range(nh):
             i = hit[s]
@@ -360,5 +376,99 @@ def select_from_tables(  # type: ignore[no-untyped-def]
             cls[i] = min(max(cnt, 1), LABEL_CLASS - 1) if use_counts else 1
             listed[nl] = i
             nl += 1
-        _finish_row(b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out)
+        ranked += _finish_row(
+            b, listed, nl, cls, keys, labels, pad_random, n_out, m, tie, seed, out
+        )
+    if work is not None:
+        work[0] += entries
+        work[1] += distinct
+        work[2] += ranked
+        work[3] += batch * n_tables * steps
     return out
+
+
+@_jit
+def _bit_length(n):  # type: ignore[no-untyped-def]
+    c = 0
+    while n > 0:
+        n >>= 1
+        c += 1
+    return c
+
+
+@_jit
+def batch_select_from_tables(
+    qcodes, sorted_codes, sorted_ids, n_out, labels, m, seed, work, offsets
+):  # type: ignore[no-untyped-def]
+    batch, n_tables = qcodes.shape
+    direct = offsets.shape[1] > 0
+    steps = 2 if direct else 2 * max(_bit_length(sorted_codes.shape[1]), 1)
+    total = np.zeros(n_out, np.int64)
+    hit = np.empty(n_out, np.int64)
+    nh = 0
+    entries = 0
+    for b in range(batch):
+        for t in range(n_tables):
+            code = qcodes[b, t]
+            if direct:
+                lo = offsets[t, code]
+                hi = offsets[t, code + 1]
+            else:
+                lo = np.searchsorted(sorted_codes[t], code, side="left")
+                hi = np.searchsorted(sorted_codes[t], code, side="right")
+            entries += hi - lo
+            for p in range(lo, hi):
+                i = sorted_ids[t, p]
+                if total[i] == 0:
+                    hit[nh] = i
+                    nh += 1
+                total[i] += 1
+    work[0] += entries
+    work[1] += nh
+    work[3] += batch * n_tables * steps
+    cls = np.zeros(n_out, np.int64)
+    listed = np.empty(n_out, np.int64)
+    keys = np.empty(n_out, np.int64)
+    for s in range(nh):
+        i = hit[s]
+        cls[i] = min(total[i], LABEL_CLASS - 1)
+        listed[s] = i
+    mm = min(m, n_out)
+    out = np.full((1, mm), -1, np.int64)
+    lab = np.empty((1, labels.shape[0]), np.int64)
+    for q in range(labels.shape[0]):
+        lab[0, q] = labels[q]
+    work[2] += _finish_row(0, listed, nh, cls, keys, lab, True, n_out, mm, None, seed, out)
+    return out[0]
+
+
+@_jit
+def block_update(kind, param, grad, rows, cols, state1, state2, lr, h1, h2, eps, step):  # type: ignore[no-untyped-def]
+    lr32 = np.float32(lr)
+    eps32 = np.float32(eps)
+    c1 = np.float32(1.0 - h1**step) if kind == 3 else np.float32(1.0)
+    c2 = np.float32(1.0 - h2**step) if kind == 3 else np.float32(1.0)
+    a1 = np.float32(h1)
+    a2 = np.float32(h2)
+    b1 = np.float32(1 - h1)
+    b2 = np.float32(1 - h2)
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(cols.shape[0]):
+            c = cols[j]
+            g = grad[i, j]
+            if kind == 0:
+                param[r, c] -= lr32 * g
+            elif kind == 1:
+                state1[r, c] = a1 * state1[r, c] + g
+                param[r, c] -= lr32 * state1[r, c]
+            elif kind == 2:
+                state1[r, c] += g * g
+                param[r, c] -= lr32 * g / (np.sqrt(state1[r, c]) + eps32)
+            else:
+                m1 = a1 * state1[r, c] + b1 * g
+                v1 = a2 * state2[r, c] + b2 * g * g
+                state1[r, c] = m1
+                state2[r, c] = v1
+                param[r, c] -= lr32 * (m1 / c1) / (np.sqrt(v1 / c2) + eps32)
+    return rows.shape[0] * cols.shape[0] * _OPT_MULTS[kind]

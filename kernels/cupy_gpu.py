@@ -51,6 +51,8 @@ from lshcore.kernels._np_hashing import (
     wta_bins_csr,
 )
 from lshcore.kernels._np_layer import (
+    batch_select_from_tables,
+    block_update,
     dense_to_sparse,
     select_active,
     tiebreak_priority,
@@ -70,6 +72,8 @@ __all__ = [
     "select_active",
     "sorted_table_candidates",
     "select_from_tables",
+    "batch_select_from_tables",
+    "block_update",
     "reservoir_draw",
     "fixed_insert",
     "fixed_remove",

@@ -14,6 +14,8 @@ from lshcore.kernels._numba_hashing import (
     wta_bins_dense,
 )
 from lshcore.kernels._numba_layer import (
+    batch_select_from_tables,
+    block_update,
     dense_to_sparse,
     layer_backward,
     layer_forward,
@@ -53,6 +55,8 @@ __all__ = [
     "select_active",
     "sorted_table_candidates",
     "select_from_tables",
+    "batch_select_from_tables",
+    "block_update",
     "reservoir_draw",
     "fixed_insert",
     "fixed_remove",

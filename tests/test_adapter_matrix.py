@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 
 N_IN, N_OUT, BATCH = 10, 40, 6
-HASHING = {"active": 0.1, "k": 4, "l": 8, "policy": "topk", "seed": 3}
+HASHING = {
+    "active": 0.1,
+    "k": 4,
+    "l": 8,
+    "policy": "topk",
+    "seed": 3,
+    "family": "srp",
+    "transform": "simple_lsh",
+}
 
 
 @pytest.fixture(scope="module")

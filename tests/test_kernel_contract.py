@@ -196,6 +196,17 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
         labels = np.full((qcodes.shape[0], 1), -1, np.int64)
         labels[1, 0] = 4
         return [qcodes, codes, ids, n_out, labels, 6, 1, True, True, 5, None]
+    if name == "batch_select_from_tables":
+        qcodes, codes, ids, n_out = _sorted_tables(rng)
+        offsets = np.stack([np.searchsorted(row, np.arange(qcodes.max() + 2)) for row in codes])
+        return [qcodes, codes, ids, n_out, np.array([4, -1], np.int64), 6, 5,
+                np.zeros(4, np.int64), offsets.astype(np.int64)]  # fmt: skip
+    if name == "block_update":
+        param = rng.standard_normal((6, 5)).astype(np.float32)
+        s1, s2 = np.full((6, 5), 0.5, np.float32), np.full((6, 5), 0.25, np.float32)
+        rows, cols = np.array([1, 4], np.int64), np.array([0, 2, 3], np.int64)
+        grad = rng.standard_normal((2, 3)).astype(np.float32)
+        return [3, param, grad, rows, cols, s1, s2, 0.1, 0.9, 0.99, 1e-8, 3]
     if name == "reservoir_draw":
         return [9, 123, np.arange(1, 60, dtype=np.int64)]
     if name == "fixed_insert":

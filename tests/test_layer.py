@@ -199,8 +199,9 @@ def test_hashed_layer_with_every_neuron_active_matches_dense(backend: str) -> No
 def test_hashed_layer_chains_sparse_activations() -> None:
     rng = np.random.default_rng(1)
     x = rng.random((4, 30)).astype(np.float32)
-    first = HashedLayer(30, 100, "relu", seed=1, active=0.1, k=4, l=8)
-    second = HashedLayer(100, 50, "relu", seed=2, active=0.2, k=4, l=8)
+    opts = {"policy": "topk", "family": "srp", "transform": "simple_lsh", "k": 4, "l": 8}
+    first = HashedLayer(30, 100, "relu", seed=1, active=0.1, **opts)
+    second = HashedLayer(100, 50, "relu", seed=2, active=0.2, **opts)
     counts = Counts()
     h1 = first.forward(x, first.new_workspace(), counts)
     assert isinstance(h1, SparseBatch) and h1.ids.shape == (4, 10)

@@ -23,7 +23,7 @@ def test_frozen_and_replace_validates() -> None:
     p = SelectionParams()
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.k = 3  # type: ignore[misc]
-    assert p.replace(k=3).k == 3 and p.k == 6
+    assert p.replace(k=3).k == 3 and p.k == "auto"
     with pytest.raises(ConfigError, match="k"):
         p.replace(k=0)
 

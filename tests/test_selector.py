@@ -30,13 +30,14 @@ def _inputs(batch: int = 16, seed: int = 1) -> np.ndarray:
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_every_policy_returns_sorted_unique_padded_ids(policy: str, backend: str) -> None:
     w, b = _params()
-    sel = ActiveSelector(N_IN, N_OUT, active=0.1, policy=policy, k=4, l=8, backend=backend).fit(
-        w, b
-    )
+    sel = ActiveSelector(
+        N_IN, N_OUT, active=0.1, policy=policy, family="srp", transform="simple_lsh", k=4, l=8,
+        backend=backend,
+    ).fit(w, b)  # fmt: skip
     act = sel.select(_inputs())
     ids = act.ids
     assert ids.dtype == np.int64 and ids.shape[0] == 16
-    expected_m = 80 if policy == "batch_union" else 20
+    expected_m = 80 if policy in ("batch_union", "batch_rerank") else 20
     assert act.m == expected_m
     for row in ids:
         real = row[row >= 0]
@@ -45,10 +46,10 @@ def test_every_policy_returns_sorted_unique_padded_ids(policy: str, backend: str
         assert np.all(row[len(real) :] == -1)  # padding last
         if policy != "threshold":
             assert len(real) == act.m
-    if policy == "batch_union":
+    if policy in ("batch_union", "batch_rerank"):
         assert act.shared and np.all(ids == ids[0])
-    if policy in ("topk", "union", "threshold", "batch_union"):
-        assert act.hash_mults > 0
+    if policy in ("topk", "union", "threshold", "batch_union", "batch_rerank", "rerank"):
+        assert act.hash_mults > 0 and act.work > 0
     if policy == "random":
         assert act.hash_mults == 0
 
@@ -130,7 +131,10 @@ def test_lsh_policies_find_the_largest_inner_products_better_than_chance() -> No
     truth = np.argsort(-(x @ w.T + b), axis=1)[:, :m]  # exact maximum-inner-product top-m
     recall = {}
     for policy in ("topk", "rerank", "random"):
-        sel = ActiveSelector(N_IN, N_OUT, active=0.05, policy=policy, k=4, l=32, seed=1).fit(w, b)
+        sel = ActiveSelector(
+            N_IN, N_OUT, active=0.05, policy=policy, family="srp", transform="simple_lsh",
+            k=4, l=32, seed=1,
+        ).fit(w, b)  # fmt: skip
         ids = sel.select(x).ids
         recall[policy] = np.mean(
             [len(set(t) & set(r[r >= 0])) / m for t, r in zip(truth, ids, strict=True)]
@@ -247,7 +251,10 @@ def test_sparse_input_forms_agree_with_dense() -> None:
 
 def test_rehash_follows_the_schedule_and_counts_multiplications() -> None:
     w, b = _params()
-    sel = ActiveSelector(N_IN, N_OUT, policy="topk", k=4, l=8, rehash="fixed:3").fit(w, b)
+    sel = ActiveSelector(
+        N_IN, N_OUT, policy="topk", family="srp", transform="simple_lsh", k=4, l=8,
+        rehash="fixed:3",
+    ).fit(w, b)  # fmt: skip
     before = sel.state()[1]["codes"].copy()
     w2 = w.copy()
     w2[:10] *= -1  # flips the sign of every projection of these rows
@@ -263,8 +270,9 @@ def test_rehash_follows_the_schedule_and_counts_multiplications() -> None:
 def test_rebuild_draws_new_functions() -> None:
     w, b = _params()
     sel = ActiveSelector(
-        N_IN, N_OUT, policy="topk", k=4, l=8, rehash="never", rebuild="fixed:2"
-    ).fit(w, b)
+        N_IN, N_OUT, policy="topk", family="srp", transform="simple_lsh", k=4, l=8,
+        rehash="never", rebuild="fixed:2",
+    ).fit(w, b)  # fmt: skip
     before = sel.state()[1]["codes"].copy()
     sel.after_update(w, b, [])
     assert sel.rebuilds == 0

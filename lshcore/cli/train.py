@@ -12,11 +12,14 @@ import numpy as np
 
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
 from lshcore.training.optim import OPTIMIZERS
-from lshcore.training.params import POLICIES, SelectionParams
+from lshcore.training.params import DEFAULT_POLICY, POLICIES, SelectionParams
 
 __all__ = ["train", "demo", "run_training", "selection_params"]
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
+#: Adam's learning rate in ``lshcore train`` (both models), chosen on a validation split
+#: (benchmarks/bench_engine.py; docs/training.md "Choosing the defaults")
+DEFAULT_ADAM_LR = 3e-3
 FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
 
 
@@ -47,6 +50,18 @@ def _parse_active(ctx: click.Context, param: click.Parameter, value: str) -> lis
     return shares
 
 
+def _parse_auto_int(ctx: click.Context, param: click.Parameter, value: Any) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"expected a positive integer or auto; got {value!r}")
+    return number
+
+
 def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
     from lshcore.data.datasets import load_dataset
 
@@ -56,10 +71,10 @@ def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
 def selection_params(
     *,
     active: float,
-    family: str = "srp",
-    k: int = 6,
-    l: int = 20,  # noqa: E741
-    policy: str = "topk",
+    family: str = "dwta",
+    k: int | str = "auto",
+    l: int | str = "auto",  # noqa: E741
+    policy: str = DEFAULT_POLICY,
     seed: int = 0,
     rehash: str = "changed:0.1:10",
     rebuild: str = "never",
@@ -106,6 +121,8 @@ def run_training(
     from lshcore.training.engine import Trainer
     from lshcore.training.model import Model
 
+    if lr is None and optimizer == "adam":
+        lr = DEFAULT_ADAM_LR
     if params is None:
         params = selection_params(active=active, seed=seed, **selection)
     else:
@@ -126,6 +143,10 @@ def run_training(
     if save:
         trainer.save(save)
     counts = stats.counts
+    n = max(stats.samples, 1)
+    from lshcore.training.layer import HashedLayer
+
+    hashed = [layer for layer in model.layers if isinstance(layer, HashedLayer)]
     return {
         "dataset": data.name,
         "active": active,
@@ -133,8 +154,22 @@ def run_training(
         "accuracy": accuracy,
         "mults_total": counts.total,
         "mults_dense": stats.mults_dense,
-        "mult_fraction": counts.total / stats.mults_dense,
+        # the paper's measure: forward + backward + hashing multiplications as a share of
+        # the dense network's forward + backward (no optimizer on either side)
+        "mult_fraction": counts.paper_total / stats.mults_dense,
         "mults": counts.as_dict(),
+        "mults_per_sample": counts.total / n,
+        "selection_ops_per_sample": counts.selection / n,
+        "layers": [
+            {
+                "n_out": layer.n_out,
+                "k": layer.selector.k,
+                "l": layer.selector.l,
+                "scanned_fraction": layer.selector.scanned_fraction,
+                "work": layer.selector.work_dict(),
+            }
+            for layer in hashed
+        ],
         "test_mults": test_counts.total,
         "test_mults_dense": model.dense_cost(len(data.x_test), training=False),
         "train_seconds": stats.train_seconds,
@@ -191,21 +226,36 @@ def _pct(part: Any, whole: Any) -> str:
     return f"{100.0 * part / whole:.2f}%"
 
 
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
 def _table(records: list[dict[str, Any]], dense: dict[str, Any] | None) -> str:
-    head = f"{'model':<22}{'accuracy':>9}{'fwd':>9}{'bwd':>9}{'hash':>9}{'total':>9}{'samples/s':>11}{'wall s':>9}"
+    """Accuracy, work per training sample in both currencies (multiply-adds, optimizer
+    included; selection operations that are not multiplications), the paper's measure,
+    the share of each hashed layer a query examines, and wall time."""
+    head = (
+        f"{'model':<26}{'accuracy':>9}{'mults/sample':>14}{'select ops/sample':>19}"
+        f"{'paper share':>13}{'scanned':>18}{'samples/s':>11}{'wall s':>9}"
+    )
     lines = [head, "-" * len(head)]
     rows = list(records) + ([dense] if dense is not None else [])
     for r in rows:
         name = "dense twin" if r is dense else f"{r['policy']} active={r['active']:g}"
-        m = r.get("mults") or {}
-        whole = r.get("mults_dense")
+        scanned = "/".join(f"{100 * lay['scanned_fraction']:.0f}%" for lay in r.get("layers", []))
         lines.append(
-            f"{name:<22}{100 * r['accuracy']:>8.2f}%"
-            f"{_pct(m.get('forward'), whole):>9}{_pct(m.get('backward'), whole):>9}"
-            f"{_pct((m.get('hashing', 0) + m.get('rehashing', 0)) if m else None, whole):>9}"
-            f"{_pct(r.get('mults_total'), whole):>9}"
+            f"{name:<26}{100 * r['accuracy']:>8.2f}%"
+            f"{_num(r.get('mults_per_sample')):>14}{_num(r.get('selection_ops_per_sample')):>19}"
+            f"{_pct(r.get('mult_fraction'), 1.0):>13}{scanned or '-':>18}"
             f"{r['samples_per_second']:>11.0f}{r['train_seconds']:>9.2f}"
         )
+    lines.append(
+        "mults/sample: every multiply-add per training sample (forward, backward, hashing, "
+        "table upkeep, optimizer); select ops: bucket entries read, candidates counted, "
+        "keys ranked, search steps, WTA/DWTA comparisons; paper share: the paper's measure "
+        "(forward+backward+hashing multiplications / the dense network's); scanned: bucket "
+        "entries read per query / layer width, per hashed layer."
+    )
     return "\n".join(lines)
 
 
@@ -412,15 +462,19 @@ def _jsonable(v: Any) -> Any:
     help="LSH family (dwta, wta, srp, sparse_srp, ...).",
 )
 @click.option(
-    "--k", type=click.IntRange(min=1), default=1, show_default=True, help="Hashes per table."
+    "--k",
+    default="auto",
+    show_default=True,
+    callback=_parse_auto_int,
+    help="Codes per table key, or auto (chosen per layer from its width and a work budget).",
 )
 @click.option(
     "--l",
     "l_",
-    type=click.IntRange(min=1),
-    default=100,
+    default="auto",
     show_default=True,
-    help="Number of tables.",
+    callback=_parse_auto_int,
+    help="Number of tables, or auto.",
 )
 @click.option(
     "--bin-size",
@@ -438,9 +492,9 @@ def _jsonable(v: Any) -> Any:
 @click.option(
     "--policy",
     type=click.Choice(POLICIES),
-    default="topk",
+    default=DEFAULT_POLICY,
     show_default=True,
-    help="Active-set policy.",
+    help="Active-set policy (the paper's: topk).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
@@ -448,7 +502,7 @@ def _jsonable(v: Any) -> Any:
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (default 1e-3 for adam, 0.01 otherwise).",
+    help="Learning rate (default 3e-3 for adam, 0.01 otherwise).",
 )
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
 @click.option(
@@ -532,23 +586,48 @@ def train(**kwargs: Any) -> None:
 
 
 @click.command("demo")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--policy", type=click.Choice(POLICIES), default="rerank", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--width",
+    type=click.IntRange(min=100),
+    default=32000,
+    show_default=True,
+    help="Neurons of the one hidden layer.",
+)
+@click.option(
+    "--active-count",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Active neurons per input in the hashed layer.",
+)
+@click.option("--policy", type=click.Choice(POLICIES), default=DEFAULT_POLICY, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder with MNIST's IDX files: train on 10,000 MNIST images instead of digits.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def demo(epochs: int, policy: str, progress: bool) -> None:
-    """Train a hashed MLP on the bundled digits data beside its dense twin (about a minute)."""
+def demo(
+    epochs: int, width: int, active_count: int, policy: str, data_dir: str | None, progress: bool
+) -> None:
+    """What hashing buys: one wide hidden layer, hashed, beside its dense twin (offline,
+    about a minute on the bundled digits)."""
+    mnist = data_dir is not None
+    active = min(1.0, active_count / width)
     opts = {
-        "dataset": "digits",
-        "data_dir": None,
-        "hidden": [1000, 1000],
-        "active": [0.05],
+        "dataset": "mnist" if mnist else "digits",
+        "data_dir": data_dir,
+        "hidden": [width],
+        "active": [active],
         "family": "dwta",
-        "k": 1,
-        "l": 100,
+        "k": "auto",
+        "l": "auto",
         "policy": policy,
-        "epochs": epochs,
-        "batch_size": 32,
-        "lr": 3e-3,
+        "epochs": 2 if mnist and epochs == 10 else epochs,
+        "batch_size": 64,
+        "lr": None,
         "optimizer": "adam",
         "workers": 1,
         "seed": 0,
@@ -556,8 +635,8 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "rebuild": "never",
         "transform": "auto",
         "bin_size": 16,
-        "rerank": 8.0,
-        "limit": None,
+        "rerank": 4.0,
+        "limit": 10000 if mnist else None,
         "compare_dense": True,
         "save": None,
         "json_path": None,
@@ -565,8 +644,11 @@ def demo(epochs: int, policy: str, progress: bool) -> None:
         "framework": "core",
         "progress": progress,
     }
+    n_in = 784 if mnist else 64
     click.echo(
-        f"lshcore demo: digits (8x8), 64-1000-1000-10, hidden layers hashed at 5% active "
-        f"({policy}, DWTA K=1 L=100), Adam 3e-3, against the dense twin"
+        f"lshcore demo: {opts['dataset']}, {n_in}-{width}-10, the hidden layer hashed "
+        f"({active_count} of {width} neurons per input, {policy}, DWTA with auto K and L), "
+        f"Adam {DEFAULT_ADAM_LR:g}, {opts['epochs']} epochs, against its dense twin. The dense "
+        f"layer's work grows with its width; the hashed layer's with the active count."
     )
     _train_impl(opts)

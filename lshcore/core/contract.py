@@ -129,9 +129,10 @@ class Kernels(Protocol):
         h2: float,
         eps: float,
         step: int,
-    ) -> None:
+    ) -> int:
         """One optimizer step (kind 0 SGD, 1 momentum, 2 Adagrad, 3 Adam) on the flat entries
-        touched[:n] of param (float32), in place; zeroes grad and mark there."""
+        touched[:n] of param (float32), in place; zeroes grad and mark there. Returns the
+        multiply-adds (``OPT_MULTS[kind]`` = 1, 2, 4, 8 per entry)."""
         ...
 
     def select_active(
@@ -172,8 +173,48 @@ class Kernels(Protocol):
         pad_random: bool,
         seed: int,
         tie: np.ndarray | None = None,
+        work: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``sorted_table_candidates`` then ``select_active``: (B, m) int64 ids."""
+        """``sorted_table_candidates`` then ``select_active``: (B, m) int64 ids. ``work``
+        ((4,) int64) accumulates bucket entries read, distinct candidates counted, keys
+        ranked, binary-search steps."""
+        ...
+
+    def batch_select_from_tables(
+        self,
+        qcodes: np.ndarray,
+        sorted_codes: np.ndarray,
+        sorted_ids: np.ndarray,
+        n_out: int,
+        labels: np.ndarray,
+        m: int,
+        seed: int,
+        work: np.ndarray,
+        offsets: np.ndarray,
+    ) -> np.ndarray:
+        """One set for the batch: the m neurons with most hits summed over qcodes (B, L);
+        labels (n,) int64 kept -> ids (min(m, n_out),) int64 ascending; ``work`` as in
+        ``select_from_tables``; ``offsets`` (L, n_buckets + 1) int64 bucket starts (direct
+        addressing) or (0, 0) (binary search)."""
+        ...
+
+    def block_update(
+        self,
+        kind: int,
+        param: np.ndarray,
+        grad: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        state1: np.ndarray,
+        state2: np.ndarray,
+        lr: float,
+        h1: float,
+        h2: float,
+        eps: float,
+        step: int,
+    ) -> int:
+        """One optimizer step on the block param[rows][:, cols] (param 2-D float32) from
+        grad (len(rows), len(cols)); states 2-D like param. Returns the multiply-adds."""
         ...
 
     # -- hash tables and re-rank (arrays of the backend's module) ----------------------

@@ -28,19 +28,35 @@ from lshcore.training.selector import ActiveSelector, SparseBatch
 __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
 
 ACTIVATIONS = ("relu", "linear")
+_COL0 = np.zeros(1, np.int64)
 
 
 @dataclass
 class Counts:
-    """Multiply-adds by kind: forward, backward, hashing queries, rehashing tables."""
+    """Work in two currencies, each counted by the kernel that does it.
+
+    Multiply-adds by kind: ``forward``, ``backward``, ``hashing`` (hashing the queries,
+    plus ``rerank``'s exact candidate products), ``rehashing`` (table build, rehash and
+    rebuild), ``optimizer`` (the update: ``OPT_MULTS`` per updated entry). ``selection``:
+    selection work that is not multiplication (bucket entries read, candidates counted,
+    keys ranked, binary-search steps, WTA/DWTA comparisons).
+    """
 
     forward: int = 0
     backward: int = 0
     hashing: int = 0
     rehashing: int = 0
+    optimizer: int = 0
+    selection: int = 0
 
     @property
     def total(self) -> int:
+        """Every multiply-add, the optimizer's included."""
+        return self.paper_total + self.optimizer
+
+    @property
+    def paper_total(self) -> int:
+        """The paper's measure: forward, backward and hashing multiply-adds (no optimizer)."""
         return self.forward + self.backward + self.hashing + self.rehashing
 
     def add(self, other: Counts) -> None:
@@ -48,6 +64,8 @@ class Counts:
         self.backward += other.backward
         self.hashing += other.hashing
         self.rehashing += other.rehashing
+        self.optimizer += other.optimizer
+        self.selection += other.selection
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -55,7 +73,9 @@ class Counts:
             "backward": self.backward,
             "hashing": self.hashing,
             "rehashing": self.rehashing,
+            "optimizer": self.optimizer,
             "total": self.total,
+            "selection_ops": self.selection,
         }
 
 
@@ -198,6 +218,67 @@ class _Layer:
         """Activations of input ``x`` (dense (B, n_in) or SparseBatch)."""
         raise NotImplementedError
 
+    # -- shared active sets (batch_union): one dense product over the gathered block -----
+    def _block_input(self, x: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """``(xin (B, C) float32, cols (C,) or None = every input, sparse ids or None)``."""
+        if isinstance(x, SparseBatch):
+            if x.dim != self.n_in:
+                raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
+            if x.shared:
+                return np.ascontiguousarray(x.vals, np.float32), x.ids[0], None
+            return x.to_dense(), None, x.ids
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in:
+            raise InputError(
+                f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}"
+            )
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        # only the columns some row of the batch uses: the others multiply zeros (and would
+        # only decay optimizer state); MNIST's border pixels, a sparse input's absent words
+        used = np.flatnonzero(x.any(axis=0))
+        if used.size > 0.9 * self.n_in:
+            return x, None, None
+        return np.ascontiguousarray(x[:, used]), used, None
+
+    def _block_forward(
+        self, x: Any, rows: np.ndarray | None, ws: Workspace, counts: Counts
+    ) -> np.ndarray:
+        """Pre-activations (B, len(rows)) of the neurons ``rows`` (None = all) for every
+        input row: one BLAS product over the gathered weights (all of it counted)."""
+        xin, cols, sparse_ids = self._block_input(x)
+        w = self.weight if rows is None else self.weight[rows]
+        if cols is not None:
+            w = np.take(w, cols, axis=1)
+        b = self.bias if rows is None else self.bias[rows]
+        z = xin @ w.T
+        z += b
+        counts.forward += int(xin.shape[0] * w.shape[0] * w.shape[1])
+        ws.cache.update(block=True, xin=xin, rows=rows, cols=cols, wsub=w, z=z, sids=sparse_ids)
+        return z
+
+    def _block_backward(
+        self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts
+    ) -> Any:
+        c = ws.cache
+        gz = self._grad_z(grad, c["z"])
+        keep = c.pop("keep", None)
+        if keep is not None:
+            gz *= keep
+        xin, w = c["xin"], c["wsub"]
+        gw = gz.T @ xin
+        gb = gz.sum(axis=0)
+        ws.dense_grad = False
+        c["block_grad"] = (c["rows"], c["cols"], gw, gb)
+        n = int(xin.shape[0] * w.shape[0] * w.shape[1])
+        counts.backward += n * (2 if need_grad_in else 1)
+        if not need_grad_in:
+            return None
+        grad_in = gz @ w
+        sids = c["sids"]
+        if sids is not None:  # the input was a per-row SparseBatch: back to its columns
+            picked = np.take_along_axis(grad_in, np.maximum(sids, 0), axis=1)
+            return np.where(sids >= 0, picked, np.float32(0)).astype(np.float32)
+        return grad_in
+
     def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
         """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
         raise NotImplementedError
@@ -212,11 +293,32 @@ class _Layer:
         """One optimizer step from the workspace's gradient; returns the rows changed."""
         self.step += 1
         step = self.step
-        if ws.dense_grad:
-            opt.dense_step(self.weight, ws.cache["dense_gw"], self.states_w, step)
-            opt.dense_step(self.bias, ws.cache["dense_gb"], self.states_b, step)
-            return np.arange(self.n_out)
-        opt.sparse_step(
+        counts = counts if counts is not None else Counts()
+        if ws.dense_grad:  # every entry: the fused kernel over the whole matrix
+            rows = np.arange(self.n_out, dtype=np.int64)
+            counts.optimizer += opt.block_step(
+                self.kernels, self.weight, ws.cache["dense_gw"], rows,
+                np.arange(self.n_in, dtype=np.int64), self.states_w, step,
+            )  # fmt: skip
+            counts.optimizer += opt.block_step(
+                self.kernels, self.bias.reshape(-1, 1), ws.cache["dense_gb"].reshape(-1, 1),
+                rows, _COL0, [s.reshape(-1, 1) for s in self.states_b], step,
+            )  # fmt: skip
+            return rows
+        block = ws.cache.pop("block_grad", None)
+        if block is not None:  # a shared active set: one dense block of rows x cols
+            rows, cols, gw, gb = block
+            rows = np.arange(self.n_out, dtype=np.int64) if rows is None else rows
+            cols = np.arange(self.n_in, dtype=np.int64) if cols is None else cols
+            counts.optimizer += opt.block_step(
+                self.kernels, self.weight, gw, rows, cols, self.states_w, step
+            )
+            counts.optimizer += opt.block_step(
+                self.kernels, self.bias.reshape(-1, 1), gb.reshape(-1, 1), rows,
+                _COL0, [s.reshape(-1, 1) for s in self.states_b], step,
+            )  # fmt: skip
+            return rows
+        counts.optimizer += opt.sparse_step(
             self.kernels,
             self.weight.reshape(-1),
             ws.grad_w,
@@ -227,7 +329,7 @@ class _Layer:
             step,
         )
         rows = ws.touched_b[: ws.n_b].copy()
-        opt.sparse_step(
+        counts.optimizer += opt.sparse_step(
             self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b, step
         )
         ws.n_w = 0
@@ -247,6 +349,9 @@ class DenseLayer(_Layer):
     ) -> np.ndarray:
         """Activations (B, n_out) of input ``x`` (dense (B, n_in) or SparseBatch)."""
         c = ws.cache
+        c["block"] = False
+        if isinstance(x, SparseBatch) and x.shared:
+            return self._activate(self._block_forward(x, None, ws, counts))
         if isinstance(x, SparseBatch):
             ids, vals, _ = self._sparse_input(x)
             out_ids = np.ascontiguousarray(
@@ -266,6 +371,8 @@ class DenseLayer(_Layer):
     def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
         """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
         c = ws.cache
+        if c.get("block"):
+            return self._block_backward(ws, grad, need_grad_in, counts)
         gz = self._grad_z(grad, c["z"])
         if c["sparse"]:
             return self._sparse_backward(ws, gz, need_grad_in, counts)
@@ -321,10 +428,26 @@ class HashedLayer(_Layer):
         self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
     ) -> SparseBatch:
         """Active ids and activations (a SparseBatch) for input ``x`` (dense or SparseBatch)."""
+        ws.cache["block"] = False
+        ws.cache.pop("keep", None)
+        if self.selector.policy in ("batch_union", "batch_rerank"):
+            active = self.selector.select(x, labels=labels, training=training)
+            counts.hashing += active.hash_mults
+            counts.selection += active.work
+            z = self._block_forward(x, active.ids[0], ws, counts)
+            a = self._activate(z)
+            m = self.selector.m
+            if self.selector.policy == "batch_rerank" and m < z.shape[1]:
+                keep = _row_top(z, m, active.ids[0], labels if training else None)
+                counts.selection += int(z.size)  # one partition pass over each row's block
+                ws.cache["keep"] = keep
+                a *= keep
+            return SparseBatch(active.ids, a, self.n_out, shared=True)
         ids, vals, was_dense = self._sparse_input(x)
         query = x if was_dense else SparseBatch(ids, vals, self.n_in)
         active = self.selector.select(query, labels=labels, training=training)
         counts.hashing += active.hash_mults
+        counts.selection += active.work
         z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, active.ids)
         counts.forward += int(mults)
         ws.cache.update(in_ids=ids, in_vals=vals, out_ids=active.ids, in_dense=was_dense, z=z)
@@ -334,13 +457,15 @@ class HashedLayer(_Layer):
         )
 
     def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+        if ws.cache.get("block"):
+            return self._block_backward(ws, grad, need_grad_in, counts)
         gz = self._grad_z(grad, ws.cache["z"])
         return self._sparse_backward(ws, gz, need_grad_in, counts)
 
     def apply_update(
         self, ws: Workspace, opt: Optimizer, counts: Counts | None = None
     ) -> np.ndarray:
-        rows = super().apply_update(ws, opt)
+        rows = super().apply_update(ws, opt, counts)
         cost = self.selector.after_update(self.weight, self.bias, rows)
         if counts is not None:
             counts.rehashing += cost
@@ -359,3 +484,15 @@ class HashedLayer(_Layer):
             "fan_in": self.fan_in,
             "selector": sel,
         }
+
+
+def _row_top(z: np.ndarray, m: int, ids: np.ndarray, labels: Any) -> np.ndarray:
+    """(B, U) float32 mask: 1 at each row's ``m`` largest ``z`` (and its label columns)."""
+    u = z.shape[1]
+    kth = np.partition(z, u - m, axis=1)[:, u - m]
+    keep = z >= kth[:, None]
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.ndim == 2 and lab.shape[1]:
+            keep |= (ids[None, :, None] == lab[:, None, :]).any(axis=2)
+    return keep.astype(np.float32)

@@ -16,11 +16,14 @@ import numpy as np
 from lshcore.core.validation import check_float
 from lshcore.errors import UnknownNameError
 
-__all__ = ["Optimizer", "make_optimizer", "OPTIMIZERS"]
+__all__ = ["Optimizer", "make_optimizer", "OPTIMIZERS", "OPT_MULTS"]
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 _KIND = {"sgd": 0, "momentum": 1, "adagrad": 2, "adam": 3}
 _STATES = {"sgd": 0, "momentum": 1, "adagrad": 1, "adam": 2}
+#: multiply-adds per updated entry by kind (SGD, momentum, Adagrad, Adam): the products,
+#: divisions and square roots of the update formulas (same table as the kernels')
+OPT_MULTS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,12 @@ class Optimizer:
         n: int,
         states: list[np.ndarray],
         step: int,
-    ) -> None:
-        """Update ``param`` (flat view) at ``touched[:n]`` from the flat ``grad``; clears them."""
+    ) -> int:
+        """Update ``param`` (flat view) at ``touched[:n]`` from the flat ``grad``; clears
+        them. Returns the multiply-adds."""
         s1 = states[0].reshape(-1) if states else _EMPTY
         s2 = states[1].reshape(-1) if len(states) > 1 else _EMPTY
-        kernels.sparse_update(
+        return kernels.sparse_update(
             self.kind,
             param,
             grad,
@@ -78,6 +82,27 @@ class Optimizer:
             self.eps,
             max(step, 1),
         )
+
+    def block_step(
+        self,
+        kernels: Any,
+        param: np.ndarray,
+        grad: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        states: list[np.ndarray],
+        step: int,
+    ) -> int:
+        """Update the block ``param[rows][:, cols]`` (2-D ``param``) from its dense
+        gradient, in place (a shared active set). Returns the multiply-adds."""
+        s1 = states[0] if states else _EMPTY2
+        s2 = states[1] if len(states) > 1 else _EMPTY2
+        return int(
+            kernels.block_update(
+                self.kind, param, np.ascontiguousarray(grad, np.float32), rows, cols, s1, s2,
+                self.lr, self.h1, self.h2, self.eps, max(step, 1),
+            )
+        )  # fmt: skip
 
     def dense_step(
         self, param: np.ndarray, grad: np.ndarray, states: list[np.ndarray], step: int
@@ -108,6 +133,7 @@ class Optimizer:
 
 
 _EMPTY = np.zeros(0, np.float32)
+_EMPTY2 = np.zeros((0, 0), np.float32)
 
 
 def make_optimizer(name: str = "adam", lr: float | None = None, **params: Any) -> Optimizer:

@@ -11,6 +11,7 @@ adapters and ``lshcore train`` all take it; their keyword arguments build one th
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,14 +19,83 @@ from lshcore.core.validation import check_float, check_int
 from lshcore.errors import ConfigError, UnknownNameError
 from lshcore.training.schedule import Schedule, parse_schedule
 
-__all__ = ["SelectionParams", "POLICIES", "LSH_POLICIES", "TIEBREAKS", "TABLE_KINDS"]
+__all__ = [
+    "auto_params",
+    "default_budget",
+    "SelectionParams",
+    "POLICIES",
+    "LSH_POLICIES",
+    "BATCH_POLICIES",
+    "TIEBREAKS",
+    "TABLE_KINDS",
+]
 
-POLICIES = ("topk", "union", "threshold", "batch_union", "rerank", "exact", "random")
-LSH_POLICIES = ("topk", "union", "threshold", "batch_union", "rerank")
+POLICIES = (
+    "topk", "union", "threshold", "batch_union", "batch_rerank", "rerank", "exact", "random",
+)  # fmt: skip
+LSH_POLICIES = ("topk", "union", "threshold", "batch_union", "batch_rerank", "rerank")
+#: policies that choose one set for the whole batch (computed as one dense block)
+BATCH_POLICIES = ("batch_union", "batch_rerank")
 TIEBREAKS = ("random", "norm")
 TABLE_KINDS = ("sorted", "index")
 #: default rehash schedule, chosen by benchmarks/bench_mnist_schedules.py (docs/training.md)
 DEFAULT_REHASH = "changed:0.1:10"
+#: default policy and batch set size, chosen on a validation split (benchmarks/bench_engine.py,
+#: docs/training.md "Choosing the defaults")
+DEFAULT_POLICY = "batch_union"
+DEFAULT_BATCH_FACTOR = 4.0
+#: the work budget of :func:`auto_params`: bucket entries a query reads, as a share of the
+#: layer, 20% at 1,000 neurons or fewer, 2% at 100,000 or more, log-linear between
+BUDGET_SMALL, BUDGET_LARGE = 0.2, 0.02
+#: tables :func:`auto_params` aims for (SLIDE uses 50)
+L_TARGET = 50
+
+
+def default_budget(n_out: int) -> float:
+    """The share of an ``n_out``-wide layer one query may examine (see BUDGET_*)."""
+    n = max(int(n_out), 1)
+    if n <= 1000:
+        return BUDGET_SMALL
+    if n >= 100_000:
+        return BUDGET_LARGE
+    frac = (math.log10(n) - 3.0) / 2.0
+    return float(BUDGET_SMALL * (BUDGET_LARGE / BUDGET_SMALL) ** frac)
+
+
+def auto_params(
+    n_out: int,
+    family: str = "dwta",
+    budget: float | None = None,
+    bin_size: int = 16,
+) -> dict[str, int]:
+    """LSH parameters for a layer of ``n_out`` neurons (in the manner of FALCONN's
+    ``get_default_parameters``): ``k`` (codes per table key), ``l`` (tables),
+    ``bucket_size`` (slots per bucket of index tables, four times the mean load) and
+    ``bin_size`` (WTA/DWTA), chosen so that a query reads at most ``budget * n_out``
+    bucket entries on average, with keys of ``bin_size**k`` (WTA/DWTA) or ``2**k`` (bit
+    families) buckets. ``budget`` defaults to :func:`default_budget` (20% of a 1,000-wide
+    layer, 2% of a 100,000-wide one). The tables read one bucket each (no multiprobe).
+
+    Example: 1,000 neurons, DWTA bins of 16: k=2 (256 buckets, ~3.9 neurons each),
+    l=50, about 195 entries per query (19.5%); 100,000 neurons: k=3, l=50, ~1,221 (1.2%).
+    """
+    budget = default_budget(n_out) if budget is None else check_float(
+        budget, "budget", low=0.0, high=1.0, open_low=True
+    )  # fmt: skip
+    base = bin_size if family in ("dwta", "wta") else 2
+    # the fewest key bits whose buckets leave room for L_TARGET tables within the budget
+    need = L_TARGET / budget
+    k = max(1, math.ceil(math.log(need) / math.log(base) - 1e-9))
+    buckets = base**k
+    # L_TARGET tables unless the budget allows fewer (more tables cost hashing and
+    # probing time: measured on the width benchmark)
+    l = int(min(L_TARGET, max(1, math.floor(budget * buckets))))  # noqa: E741
+    return {
+        "k": int(k),
+        "l": l,
+        "bucket_size": int(max(8, math.ceil(4 * n_out / buckets))),
+        "bin_size": int(bin_size),
+    }
 
 
 @dataclass(frozen=True)
@@ -34,7 +104,9 @@ class SelectionParams:
 
     ``active`` share of neurons per input in (0, 1] (``m = ceil(active * n_out)``);
     ``policy`` one of :data:`POLICIES`; ``family``/``k``/``l`` the LSH functions (a
-    registered family name, bits per table, tables); ``transform`` a registered MIPS
+    registered family name, codes per table key, tables; ``"auto"``: chosen per layer
+    from its width by :func:`auto_params`, which also sets ``bucket_size`` and WTA/DWTA's
+    ``bin_size`` unless given); ``transform`` a registered MIPS
     transform or None (hash the rows ``[w, b]`` as they are); ``seed`` >= 0;
     ``rehash``/``rebuild`` schedule specs (``"fixed:P"``, ``"exp:P0:G"``,
     ``"changed:T:C"``, ``"never"``); ``threshold`` hit count of the ``threshold`` policy;
@@ -45,16 +117,16 @@ class SelectionParams:
     """
 
     active: float = 0.05
-    policy: str = "topk"
-    family: str = "srp"
-    k: int = 6
-    l: int = 20  # noqa: E741
-    transform: str | None = "simple_lsh"
+    policy: str = DEFAULT_POLICY
+    family: str = "dwta"
+    k: int | str = "auto"
+    l: int | str = "auto"  # noqa: E741
+    transform: str | None = None
     seed: int = 0
-    rehash: str = "fixed:50"
+    rehash: str = DEFAULT_REHASH
     rebuild: str = "never"
     threshold: int = 2
-    batch_factor: float = 4.0
+    batch_factor: float = DEFAULT_BATCH_FACTOR
     rerank: float = 4.0
     tables: str = "sorted"
     bucket_size: int = 128
@@ -72,8 +144,8 @@ class SelectionParams:
             raise UnknownNameError("policy", str(self.policy), POLICIES)
         if not isinstance(self.family, str):
             raise ConfigError(f"family must be a string, got {self.family!r}")
-        put("k", check_int(self.k, "k", low=1, high=62))
-        put("l", check_int(self.l, "l", low=1))
+        put("k", self.k if self.k == "auto" else check_int(self.k, "k", low=1, high=62))
+        put("l", self.l if self.l == "auto" else check_int(self.l, "l", low=1))
         transform = self.transform
         if transform is not None and not isinstance(transform, str):
             raise ConfigError(f"transform must be a string or None, got {transform!r}")

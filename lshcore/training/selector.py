@@ -15,6 +15,9 @@ Policies (``policy=``):
 - ``threshold``: neurons hit in at least ``threshold`` tables (at most ``m``, no padding).
 - ``batch_union`` (Mongoose): one set for the whole batch, the ``batch_factor * m``
   neurons with the most hits summed over the batch.
+- ``batch_rerank``: the candidates of ``batch_union`` computed as one dense block, then
+  each input keeps its ``m`` largest exact activations (the others are zeroed, forward
+  and backward): a per-input set of ``m`` at the price of one BLAS product per batch.
 - ``rerank``: the ``rerank * m`` neurons hit most often (as ``topk``), then the ``m`` with
   the largest activations among them, computed exactly (the multiplications are counted
   in ``hash_mults``): LSH as a candidate generator, as in LSH search.
@@ -46,6 +49,7 @@ from lshcore.training.params import (
     POLICIES,
     TIEBREAKS,
     SelectionParams,
+    auto_params,
 )
 from lshcore.training.schedule import Schedule, parse_schedule
 
@@ -70,6 +74,9 @@ class SparseBatch:
     ids: np.ndarray
     vals: np.ndarray
     dim: int
+    #: every row holds the same ids (a shared active set, ``batch_union``): ``vals`` is
+    #: then a dense (B, w) block over the columns ``ids[0]``
+    shared: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -120,6 +127,9 @@ class ActiveSet:
     ids: np.ndarray
     hash_mults: int = 0
     shared: bool = False
+    #: selection work that is not multiplication (bucket entries read, candidates
+    #: counted, keys ranked, binary-search steps, comparisons of WTA/DWTA hashing)
+    work: int = 0
 
     @property
     def m(self) -> int:
@@ -140,6 +150,23 @@ class ActiveSet:
         indptr = np.zeros(self.ids.shape[0] + 1, np.int64)
         np.cumsum(ok.sum(axis=1), out=indptr[1:])
         return indptr, self.ids[ok]
+
+
+def _dense_query(x: Any, n_in: int) -> np.ndarray | None:
+    """``[x, 1]`` as a dense (B, n_in + 1) float32 array for a dense or shared-set input
+    (None for other inputs)."""
+    if isinstance(x, SparseBatch):
+        if not x.shared:
+            return None
+        q = np.zeros((x.batch_size, n_in + 1), np.float32)
+        q[:, x.ids[0]] = x.vals
+    elif isinstance(x, np.ndarray):
+        q = np.empty((x.shape[0], n_in + 1), np.float32)
+        q[:, :n_in] = x
+    else:
+        return None
+    q[:, n_in] = 1.0
+    return q
 
 
 def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
@@ -172,6 +199,11 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
     return np.ascontiguousarray(mat)
 
 
+#: largest key space addressed directly (per table, 8 bytes per bucket)
+MAX_DIRECT_BUCKETS = 1 << 16
+_NO_OFFSETS = np.zeros((0, 0), np.int64)
+
+
 class _Tables:
     """The current LSH functions and their tables, replaced as a whole (lock-free reads).
 
@@ -190,6 +222,16 @@ class _Tables:
         order = np.argsort(self.codes, axis=0, kind="stable").T
         self.sorted_ids = np.ascontiguousarray(order, dtype=np.int64)
         self.sorted_codes = np.ascontiguousarray(np.take_along_axis(self.codes.T, order, axis=1))
+        # direct bucket addressing when the key space is small: bucket c of table t is
+        # sorted_ids[t, offsets[t, c] : offsets[t, c + 1]] (two reads, no binary search)
+        n_buckets = int(getattr(self.family, "num_buckets", 0) or 0)
+        if 0 < n_buckets <= MAX_DIRECT_BUCKETS:
+            keys = np.arange(n_buckets + 1, dtype=np.int64)
+            self.offsets = np.ascontiguousarray(
+                np.stack([np.searchsorted(row, keys) for row in self.sorted_codes]), np.int64
+            )
+        else:
+            self.offsets = _NO_OFFSETS
 
 
 class ActiveSelector:
@@ -228,6 +270,17 @@ class ActiveSelector:
         host = self.backend if self.backend.host_arrays else get_backend("numpy")
         self._kernels = host.kernels
         self.m = min(self.n_out, max(1, int(np.ceil(p.active * self.n_out - 1e-9))))
+        # "auto" LSH parameters resolved for this layer's width (params keep "auto")
+        fam_params = dict(p.family_params)
+        self._k, self._l, self._bucket_size = p.k, p.l, p.bucket_size
+        if p.k == "auto" or p.l == "auto":
+            auto = auto_params(self.n_out, p.family, bin_size=int(fam_params.get("bin_size", 16)))
+            self._k = auto["k"] if p.k == "auto" else p.k
+            self._l = auto["l"] if p.l == "auto" else p.l
+            self._bucket_size = auto["bucket_size"]
+            if p.family in ("dwta", "wta"):
+                fam_params.setdefault("bin_size", auto["bin_size"])
+        self._family_params = fam_params
         self._index: Any = None
         self._tables: _Tables | None = None
         self._weight: np.ndarray | None = None
@@ -241,22 +294,26 @@ class ActiveSelector:
         self.rehashes = 0
         self.query_mults = 0
         self.rehash_mults = 0
+        #: selection work tallied by the kernels, summed over calls: bucket entries read,
+        #: distinct candidates counted, keys ranked, binary-search steps, hash comparisons
+        self.work = np.zeros(5, np.int64)
+        self.queries = 0  # rows queried (for scanned_fraction)
         self.changed_share: float | None = None
 
     # read-only views of the settings, under the names the selector always had
     active = property(lambda self: self.params.active)
     policy = property(lambda self: self.params.policy)
-    k = property(lambda self: self.params.k)
-    l = property(lambda self: self.params.l)  # noqa: E741
+    k = property(lambda self: self._k)
+    l = property(lambda self: self._l)  # noqa: E741
     seed = property(lambda self: self.params.seed)
     threshold = property(lambda self: self.params.threshold)
     batch_factor = property(lambda self: self.params.batch_factor)
     rerank = property(lambda self: self.params.rerank)
     tables_kind = property(lambda self: self.params.tables)
     tiebreak = property(lambda self: self.params.tiebreak)
-    bucket_size = property(lambda self: self.params.bucket_size)
+    bucket_size = property(lambda self: self._bucket_size)
     family_name = property(lambda self: self.params.family)
-    family_params = property(lambda self: self.params.family_params)
+    family_params = property(lambda self: self._family_params)
     transform_name = property(lambda self: self.params.transform)
 
     # -- construction -------------------------------------------------------------------
@@ -398,6 +455,13 @@ class ActiveSelector:
         """Transformed queries ``Q([x, 1])`` (CSR when sparse) and their stored non-zeros."""
         import scipy.sparse as sp
 
+        fam = tables.family
+        if tables.transform is None and getattr(fam, "measure", "") == "rank":
+            # rank families (WTA/DWTA) hash a dense row as fast as its non-zeros, without
+            # building a CSR matrix per batch (same codes either way)
+            dense_q = _dense_query(x, self.n_in)
+            if dense_q is not None:
+                return dense_q, int(dense_q.shape[0] * dense_q.shape[1])
         if isinstance(x, SparseBatch):
             q = x.to_csr(extra_one=True)
         elif is_sparse(x):
@@ -434,7 +498,7 @@ class ActiveSelector:
     def _width(self, lab: np.ndarray) -> int:
         """The padded set size m for this batch (room for every label)."""
         m = max(self.m, lab.shape[1])
-        if self.policy == "batch_union":
+        if self.policy in ("batch_union", "batch_rerank"):
             m = max(
                 min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum())
             )
@@ -504,10 +568,28 @@ class ActiveSelector:
         """``rerank * m`` candidates as ``topk``, then the ``m`` largest exact activations."""
         width = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
         cand = self._select_counted(x, lab, width, seed, min_count=1, use_counts=True, pad=True)
-        return self._rerank(x, cand.ids, lab, m, cand.hash_mults)
+        out = self._rerank(x, cand.ids, lab, m, cand.hash_mults)
+        out.work = cand.work + int(cand.ids.size)  # plus one partition pass per row
+        return out
 
     def _select_batch_union(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """One set for the batch: the ``m`` neurons with the most hits summed over it."""
+        if self.tables_kind == "sorted":
+            tables, codes, cost, comps = self._query_codes(x)
+            self.query_mults += cost
+            work = np.zeros(4, np.int64)
+            all_labels = np.unique(lab[lab >= 0]).astype(np.int64)
+            row = self._kernels.batch_select_from_tables(
+                codes, tables.sorted_codes, tables.sorted_ids, self.n_out, all_labels, m,
+                seed, work, tables.offsets,
+            )  # fmt: skip
+            batch = lab.shape[0]
+            return ActiveSet(
+                np.ascontiguousarray(np.broadcast_to(row, (batch, row.size))),
+                cost,
+                shared=True,
+                work=self._record(work, comps, batch),
+            )
         indptr, cids, counts, cost = self._candidates(x)
         total = np.bincount(cids, weights=counts, minlength=self.n_out)
         hit = np.flatnonzero(total > 0)
@@ -525,6 +607,7 @@ class ActiveSelector:
         "union": _select_union,
         "threshold": _select_threshold,
         "batch_union": _select_batch_union,
+        "batch_rerank": _select_batch_union,  # the layer keeps each row's m best
         "rerank": _select_rerank,
         "exact": _select_exact,
         "random": _select_random,
@@ -542,28 +625,57 @@ class ActiveSelector:
                 self._tie(self._tables),
             )  # fmt: skip
             return ActiveSet(ids, cost)
-        tables, codes, cost = self._query_codes(x)
+        tables, codes, cost, comps = self._query_codes(x)
         self.query_mults += cost
+        work = np.zeros(4, np.int64)
         ids = self._kernels.select_from_tables(  # fused: no candidate lists in between
             codes, tables.sorted_codes, tables.sorted_ids, self.n_out, lab, width,
-            min_count, use_counts, pad, seed, self._tie(tables),
+            min_count, use_counts, pad, seed, self._tie(tables), work,
         )  # fmt: skip
-        return ActiveSet(ids, cost)
+        return ActiveSet(ids, cost, work=self._record(work, comps, codes.shape[0]))
 
-    def _query_codes(self, x: Any) -> tuple[_Tables, np.ndarray, int]:
-        """(tables, query codes (B, L) int64, hashing multiplications) of the sorted tables."""
+    def _record(self, work: np.ndarray, comps: int, rows: int) -> int:
+        """Add one call's work tally (and hash comparisons) to the totals; returns its sum."""
+        with self._calls_lock:
+            self.work[:4] += work
+            self.work[4] += comps
+            self.queries += rows
+        return int(work.sum()) + comps
+
+    @property
+    def scanned_fraction(self) -> float:
+        """Bucket entries read per query / layer width (repeats across tables counted):
+        the share of the layer a query examines (NaN before any sorted-table query)."""
+        if not self.queries:
+            return float("nan")
+        return float(self.work[0]) / (self.queries * self.n_out)
+
+    def work_dict(self) -> dict[str, int]:
+        """The selection work so far, by kind (see :attr:`work`)."""
+        names = ("entries_read", "candidates_counted", "keys_ranked", "search_steps")
+        return {
+            **dict(zip(names + ("hash_comparisons",), map(int, self.work), strict=True)),
+            "queries": self.queries,
+        }
+
+    def _query_codes(self, x: Any) -> tuple[_Tables, np.ndarray, int, int]:
+        """(tables, query codes (B, L) int64, hashing multiplications, hashing comparisons)
+        of the sorted tables."""
         tables = self._tables
         assert tables is not None
         q, q_nnz = self._query_matrix(x, tables)
         codes = np.ascontiguousarray(self.backend.to_numpy(tables.family.hash(q)), np.int64)
-        return tables, codes, int(tables.family.hash_cost(q.shape[0], q_nnz))
+        fam = tables.family
+        dense = not is_sparse(q)
+        comps = int(fam.hash_comparisons(q.shape[0], None if dense else q_nnz))
+        return tables, codes, int(fam.hash_cost(q.shape[0], None if dense else q_nnz)), comps
 
     def _candidates(self, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """CSR candidate lists ``(indptr, ids, hit counts, cost)`` of the batch's rows."""
         if self.tables_kind == "index":
             indptr, cids, counts, cost = self._index_candidates(x)
         else:
-            tables, codes, cost = self._query_codes(x)
+            tables, codes, cost, _ = self._query_codes(x)
             indptr, cids, counts = self._kernels.sorted_table_candidates(
                 codes, tables.sorted_codes, tables.sorted_ids, self.n_out
             )
