@@ -15,7 +15,8 @@ import numpy as np
 
 from lshcore.core.arrayapi import namespace
 from lshcore.kernels import _cuda_kernels as ck
-from lshcore.kernels._np_layer import select_active
+from lshcore.kernels import _np_layer
+from lshcore.kernels._np_layer import OPT_MULTS, select_active
 
 __all__ = [
     "srp_codes",
@@ -124,10 +125,11 @@ def sparse_update(
     h2: float,
     eps: float,
     step: int,
-) -> None:
+) -> int:
     """Optimizer step (0 SGD, 1 momentum, 2 Adagrad, 3 Adam) on the flat entries
     touched[:n] of param (float32) in place, one thread per touched entry; zeroes grad
-    and mark there."""
+    and mark there. Returns the multiply-adds (``OPT_MULTS[kind]`` per entry), as the
+    reference does."""
     f = np.float32
     hyper = (
         f(lr),
@@ -140,6 +142,7 @@ def sparse_update(
         f(1 - h2),
     )
     ck.launch_sparse_update(int(kind), param, grad, mark, touched, int(n), state1, state2, hyper)
+    return int(n) * OPT_MULTS[kind]
 
 
 def sorted_table_candidates(
@@ -171,9 +174,27 @@ def select_from_tables(
     pad_random: bool,
     seed: int,
     tie: Any = None,
+    work: Any = None,
 ) -> Any:
     """:func:`sorted_table_candidates` on the device, then the reference ``select_active``
-    on the host -> (B, m) int64 active ids (a host array)."""
+    on the host -> (B, m) int64 active ids (a host array). When the caller tallies the
+    selection work (``work``, (4,) int64), the whole selection runs in the NumPy reference,
+    which counts it."""
+    if work is not None:
+        return _np_layer.select_from_tables(
+            _host(qcodes),
+            _host(sorted_codes),
+            _host(sorted_ids),
+            n_out,
+            _host(labels),
+            m,
+            min_count,
+            use_counts,
+            pad_random,
+            seed,
+            None if tie is None else _host(tie),
+            work,
+        )
     indptr, ids, counts = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
     tie_h = None if tie is None else _host(tie)
     return select_active(
