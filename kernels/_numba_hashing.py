@@ -19,6 +19,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
 ]
 
 _jit = numba.njit(nogil=True, cache=True)
@@ -200,3 +201,70 @@ def minhash_bins_csr(
 ) -> np.ndarray:
     """:func:`minhash_bins_dense` from a CSR matrix's structure (no stored zeros)."""
     return _minhash_bins_csr(indptr, indices, coord_rank, int(n_bins))  # type: ignore[no-any-return]
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _srp_probes(proj, n_probes, out):  # type: ignore[no-untyped-def]
+    n, n_tables, k = proj.shape
+    r = min(k, n_probes - 1)
+    n_extra = min(n_probes - 1, r * (r + 1) // 2)
+    for i in numba.prange(n):
+        ms = np.empty(k, dtype=np.float32)
+        bits = np.empty(k, dtype=np.int64)
+        best_c = np.empty(max(n_extra, 1), dtype=np.float32)
+        best_i = np.empty(max(n_extra, 1), dtype=np.int64)
+        best_m = np.empty(max(n_extra, 1), dtype=np.int64)
+        for t in range(n_tables):
+            code = np.int64(0)
+            for j in range(k):
+                v = proj[i, t, j]
+                if v >= 0:
+                    code |= np.int64(1) << j
+                # insertion sort by (margin, bit): stable
+                m = np.float32(abs(v))
+                pos = j
+                while pos > 0 and ms[pos - 1] > m:
+                    ms[pos] = ms[pos - 1]
+                    bits[pos] = bits[pos - 1]
+                    pos -= 1
+                ms[pos] = m
+                bits[pos] = j
+            for p in range(n_probes):
+                out[i, t, p] = code
+            if n_extra == 0:
+                continue
+            # the n_extra cheapest flip sets by (cost, canonical index), kept sorted
+            filled = 0
+            for b in range(r):
+                if filled == n_extra and ms[b] > best_c[filled - 1]:
+                    break  # every later set costs at least ms[b]
+                for a in range(b + 1):
+                    c = ms[b] if a == b else np.float32(ms[a] + ms[b])
+                    idx = b * (b + 1) // 2 + a
+                    if filled == n_extra and not (
+                        c < best_c[filled - 1] or (c == best_c[filled - 1] and idx < best_i[filled - 1])
+                    ):
+                        continue
+                    pos = filled if filled < n_extra else n_extra - 1
+                    while pos > 0 and (
+                        c < best_c[pos - 1] or (c == best_c[pos - 1] and idx < best_i[pos - 1])
+                    ):
+                        best_c[pos] = best_c[pos - 1]
+                        best_i[pos] = best_i[pos - 1]
+                        best_m[pos] = best_m[pos - 1]
+                        pos -= 1
+                    best_c[pos] = c
+                    best_i[pos] = idx
+                    best_m[pos] = (np.int64(1) << bits[a]) | (np.int64(1) << bits[b])
+                    if filled < n_extra:
+                        filled += 1
+            for p in range(filled):
+                out[i, t, 1 + p] = code ^ best_m[p]
+
+
+def srp_probes(proj: np.ndarray, n_probes: int) -> np.ndarray:
+    """SRP multiprobe codes (see the NumPy reference)."""
+    p = np.ascontiguousarray(proj, dtype=np.float32)
+    out = np.empty((p.shape[0], p.shape[1], int(n_probes)), dtype=np.int64)
+    _srp_probes(p, int(n_probes), out)
+    return out

@@ -10,6 +10,7 @@ from lshcore.kernels._numba_hashing import (
     densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
+    srp_probes,
     wta_bins_csr,
     wta_bins_dense,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",

@@ -11,6 +11,7 @@ from lshcore.kernels._np_hashing import (
     densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
+    srp_probes,
     wta_bins_csr,
     wta_bins_dense,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",

@@ -166,6 +166,11 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
             return [x, rank, 4]
         indptr, indices, _ = _csr(x)
         return [indptr, indices, rank, 4]
+    if name == "srp_probes":
+        proj = rng.standard_normal((6, 3, 7)).astype(np.float32)
+        proj[0, 0] = 0.5  # equal margins: ties broken by bit, then by canonical set order
+        proj[1, 1, :3] = [-0.25, 0.25, 0.0]
+        return [proj, 12]
     if name == "tiebreak_priority":
         return [7, rng.integers(0, 9, (3, 1)), rng.integers(0, 50, (1, 5))]
     if name == "dense_to_sparse":
