@@ -242,7 +242,8 @@ def _srp_probes(proj, n_probes, out):  # type: ignore[no-untyped-def]
                     c = ms[b] if a == b else np.float32(ms[a] + ms[b])
                     idx = b * (b + 1) // 2 + a
                     if filled == n_extra and not (
-                        c < best_c[filled - 1] or (c == best_c[filled - 1] and idx < best_i[filled - 1])
+                        c < best_c[filled - 1]
+                        or (c == best_c[filled - 1] and idx < best_i[filled - 1])
                     ):
                         continue
                     pos = filled if filled < n_extra else n_extra - 1
