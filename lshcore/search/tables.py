@@ -9,7 +9,7 @@ Two layouts, chosen by ``policy``:
   seeded). Memory: ``L * table_size * (4 * bucket_size + 16)`` bytes.
 * ``unbounded``: a sorted run of ``(bucket key, id)`` entries over all tables (with the
   start of every bucket when ``L * table_size <= 2**24``), plus a small sorted run of
-  recent inserts that is merged in once it exceeds ``16 * sqrt(main run)`` entries (so an
+  recent inserts that is merged in once it exceeds ``64 * sqrt(main run)`` entries (so an
   insert costs O(L * sqrt(n_items)) moves, amortized, not O(L * n_items)); removal marks
   entries (tombstones). Buckets grow without limit, so every inserted id stays findable.
   Memory: ``12 * L * n_items`` bytes + ``8 * L * table_size`` for the bucket starts
@@ -58,7 +58,7 @@ OFFSETS_LIMIT = 1 << 24
 #: O(n * sqrt(main) / PENDING_SQRT) share of the merges, instead of O(main / 8) per
 #: insert with a pending run proportional to the main one
 PENDING_MIN = 1 << 14
-PENDING_SQRT = 16
+PENDING_SQRT = 64
 
 
 @dataclass(frozen=True)
