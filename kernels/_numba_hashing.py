@@ -203,12 +203,12 @@ def minhash_bins_csr(
     return _minhash_bins_csr(indptr, indices, coord_rank, int(n_bins))  # type: ignore[no-any-return]
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
-def _srp_probes(proj, n_probes, out):  # type: ignore[no-untyped-def]
+@_jit
+def _srp_probes_rows(proj, n_probes, out, lo, hi):  # type: ignore[no-untyped-def]
     n, n_tables, k = proj.shape
     r = min(k, n_probes - 1)
     n_extra = min(n_probes - 1, r * (r + 1) // 2)
-    for i in numba.prange(n):
+    for i in range(lo, hi):
         ms = np.empty(k, dtype=np.float32)
         bits = np.empty(k, dtype=np.int64)
         best_c = np.empty(max(n_extra, 1), dtype=np.float32)
@@ -263,9 +263,26 @@ def _srp_probes(proj, n_probes, out):  # type: ignore[no-untyped-def]
                 out[i, t, 1 + p] = code ^ best_m[p]
 
 
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _srp_probes_parallel(proj, n_probes, out, n_chunks):  # type: ignore[no-untyped-def]
+    n = proj.shape[0]
+    for c in numba.prange(n_chunks):
+        _srp_probes_rows(proj, n_probes, out, c * n // n_chunks, (c + 1) * n // n_chunks)
+
+
+#: (row, table) pairs below which the probes are ranked on one thread (waking the
+#: thread pool costs more than it saves, far more on a loaded machine)
+_PARALLEL_PAIRS = 4096
+
+
 def srp_probes(proj: np.ndarray, n_probes: int) -> np.ndarray:
     """SRP multiprobe codes (see the NumPy reference)."""
     p = np.ascontiguousarray(proj, dtype=np.float32)
-    out = np.empty((p.shape[0], p.shape[1], int(n_probes)), dtype=np.int64)
-    _srp_probes(p, int(n_probes), out)
+    n = p.shape[0]
+    out = np.empty((n, p.shape[1], int(n_probes)), dtype=np.int64)
+    threads = numba.get_num_threads()
+    if threads < 2 or n < 2 or n * p.shape[1] < _PARALLEL_PAIRS:
+        _srp_probes_rows(p, int(n_probes), out, 0, n)
+    else:
+        _srp_probes_parallel(p, int(n_probes), out, min(n, 2 * threads))
     return out

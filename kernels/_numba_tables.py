@@ -296,16 +296,50 @@ def sorted_insert(keys, ids, new_keys, new_ids):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
+def _sorted_remove(keys, ids, del_keys, del_ids, order):  # type: ignore[no-untyped-def]
+    """Tombstone the entries (del_keys, del_ids) visited in ascending key ``order``: each
+    search gallops forward from the previous one (short hops through nearby memory
+    instead of a full binary search of a large run per entry)."""
+    n = keys.shape[0]
     removed = 0
-    for e in range(del_keys.shape[0]):
-        j = np.searchsorted(keys, del_keys[e], side="left")
-        while j < keys.shape[0] and keys[j] == del_keys[e]:
+    base = 0
+    for o in range(order.shape[0]):
+        e = order[o]
+        key = del_keys[e]
+        # first j >= base with keys[j] >= key (every key before base is smaller)
+        lo = base
+        if lo < n and keys[lo] < key:
+            prev = lo  # keys[prev] < key
+            step = 1
+            hi = lo + 1
+            while hi < n and keys[hi] < key:
+                prev = hi
+                step *= 2
+                hi = base + step
+            if hi > n:
+                hi = n
+            lo = prev + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if keys[mid] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        base = lo
+        j = lo
+        while j < n and keys[j] == key:
             if ids[j] == del_ids[e]:
                 ids[j] = -1
                 removed += 1
             j += 1
     return removed
+
+
+def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    """Tombstone entries (see the NumPy reference); returns how many were removed."""
+    dk = np.ascontiguousarray(del_keys, dtype=np.int64)
+    order = np.argsort(dk, kind="stable")
+    return _sorted_remove(keys, ids, dk, np.ascontiguousarray(del_ids), order)
 
 
 @_jit

@@ -127,7 +127,13 @@ class SRP(_BackendFamily):
         The ranking runs in the backend's ``srp_probes`` kernel (host arrays)."""
         n_probes = check_int(n_probes, "n_probes", low=1)
         xp = self.xp
-        proj = self._project(x).reshape(-1, self.l, self.k)
+        if self.backend.host_arrays and not is_sparse(x) and np.shape(x)[0] <= _SMALL_BATCH:
+            # a few queries: a plain product (a threaded BLAS call costs more than it
+            # computes here, far more on a loaded machine)
+            rows = self.check_input(x)
+            proj = np.einsum("ij,jk->ik", rows, self.projections).reshape(-1, self.l, self.k)
+        else:
+            proj = self._project(x).reshape(-1, self.l, self.k)
         if n_probes == 1:
             return _pack_bits(proj >= 0, self.k, self.l, xp)[:, :, None]
         host = self.backend.to_numpy(proj)
@@ -143,6 +149,10 @@ class SRP(_BackendFamily):
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
         per_row = self.dim if nnz is None else nnz / max(n, 1)
         return int(round(n * per_row * self.k * self.l))
+
+
+#: query batches of at most this many rows are projected without BLAS in ``probes``
+_SMALL_BATCH = 8
 
 
 def _next_pow2(n: int) -> int:
