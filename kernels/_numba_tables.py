@@ -24,6 +24,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
@@ -340,6 +341,26 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
     dk = np.ascontiguousarray(del_keys, dtype=np.int64)
     order = np.argsort(dk, kind="stable")
     return _sorted_remove(keys, ids, dk, np.ascontiguousarray(del_ids), order)
+
+
+@_jit
+def _sorted_remove_at(ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    removed = 0
+    for e in range(del_keys.shape[0]):
+        q = del_keys[e]
+        for j in range(offsets[q], offsets[q + 1]):
+            if ids[j] == del_ids[e]:
+                ids[j] = -1
+                removed += 1
+    return removed
+
+
+def sorted_remove_at(keys, ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    """Tombstone entries using the bucket starts (see the NumPy reference)."""
+    if offsets.shape[0] == 0:
+        return sorted_remove(keys, ids, del_keys, del_ids)
+    dk = np.ascontiguousarray(del_keys, dtype=np.int64)
+    return _sorted_remove_at(ids, offsets, dk, np.ascontiguousarray(del_ids))
 
 
 @_jit

@@ -41,6 +41,7 @@ from lshcore.kernels._np_layer import (
 )
 from lshcore.kernels._np_tables import (
     sorted_query_rerank,
+    sorted_remove_at,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

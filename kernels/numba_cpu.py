@@ -38,6 +38,7 @@ from lshcore.kernels._numba_tables import (
     sorted_query,
     sorted_query_rerank,
     sorted_remove,
+    sorted_remove_at,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

@@ -39,6 +39,7 @@ from lshcore.kernels._np_tables import (
     sorted_query,
     sorted_query_rerank,
     sorted_remove,
+    sorted_remove_at,
 )
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

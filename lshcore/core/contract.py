@@ -220,6 +220,13 @@ class Kernels(Protocol):
         """Mark the entries (del_keys, del_ids) removed (id -1) in place -> how many (int)."""
         ...
 
+    def sorted_remove_at(
+        self, keys: Any, ids: Any, offsets: Any, del_keys: Any, del_ids: Any
+    ) -> Any:
+        """``sorted_remove`` with the run's bucket starts (offsets (n_keys + 1,) int64 from
+        ``bucket_offsets``, or empty) -> number removed (int)."""
+        ...
+
     def sorted_query(
         self,
         keys: Any,

@@ -353,9 +353,12 @@ class LSHTables:
         xp = self.xp
         gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
         gi = xp.tile(ids.astype(np.int32), self.l)
-        remove = self.backend.kernels.sorted_remove
-        self.n_dead += int(remove(self.keys, self.entry_ids, gk, gi))
-        self.pending_dead += int(remove(self.pending_keys, self.pending_ids, gk, gi))
+        kernels = self.backend.kernels
+        # the main run's bucket starts find each entry without a search
+        self.n_dead += int(
+            kernels.sorted_remove_at(self.keys, self.entry_ids, self.offsets, gk, gi)
+        )
+        self.pending_dead += int(kernels.sorted_remove(self.pending_keys, self.pending_ids, gk, gi))
         if self.n_dead > max(1024, self.keys.shape[0] // 2):
             self._compact()
 
