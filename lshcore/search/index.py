@@ -678,13 +678,15 @@ class LSHIndex:
             )
         if norms is None:
             return base, self._norms_of(base)
+        checked = self._checked_norms
         if (
-            norms is self._checked_norms
-            and not norms.flags.writeable
-            and norms.shape == (base.shape[0],)
-            and norms.dtype == np.float32
+            checked is not None
+            and norms is checked
+            and not checked.flags.writeable
+            and checked.shape == (base.shape[0],)
+            and checked.dtype == np.float32
         ):
-            return base, norms  # read-only and validated before: no O(N) scan per search
+            return base, checked  # read-only and validated before: no O(N) scan per search
         arr = np.asarray(norms)
         if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
             raise InputError(f"norms: expected a real-valued array, got dtype {arr.dtype}")
