@@ -31,6 +31,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -160,11 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     row["load_before"], row["load_after"] = load_before, _load()
     row["threads"] = {"blas": os.environ["OMP_NUM_THREADS"], "numba": numba.get_num_threads()}
     row["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    row["command"] = (
-        "BENCH_THREADS="
-        + str(THREADS)
-        + " .venv/bin/python "
-        + " ".join(["benchmarks/bench_memory_stream.py", *sys.argv[1:]])
+    row["command"] = f"BENCH_THREADS={THREADS} .venv/bin/python " + shlex.join(
+        ["benchmarks/bench_memory_stream.py", *sys.argv[1:]]
     )
     print(json.dumps(row, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
