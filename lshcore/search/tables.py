@@ -438,7 +438,8 @@ class LSHTables:
                 vectors, xnorm, cand.indptr, cand.ids, queries, qnorm, k, metric
             )
             return scores, got, int(cand.indptr[-1])
-        b = self._probe_buckets(buckets)
+        # repeated probes need no removal here: the kernel scores each candidate once
+        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
         return self.backend.kernels.sorted_query_rerank(
             self.keys,
             self.entry_ids,
