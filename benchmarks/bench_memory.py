@@ -145,6 +145,23 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
             up_times[name].append(time.perf_counter() - t)
     for name, ts in up_times.items():
         row[f"{name}_updates_per_s"] = b / float(np.median(ts))
+    # slot moves (an update moves one slot's key: remove from and insert into its L
+    # buckets): total wall time of many batches, so the merges of the pending run count
+    mb, reps = args.move_batch, args.move_reps
+    t = time.perf_counter()
+    for _ in range(reps):  # through the memory: write overwrites the oldest slots
+        mk = _unit(rng.standard_normal((mb, d), dtype=np.float32))
+        lsh.write(mk, np.arange(next_label, next_label + mb))
+        next_label += mb
+    row["lsh_memory_write_moves_per_s"] = mb * reps / (time.perf_counter() - t)
+    index = lsh.index
+    t = time.perf_counter()
+    for _ in range(reps):  # LSHIndex.update directly: move slots away, then back
+        slots = rng.choice(n, mb, replace=False)
+        index.update(slots, _unit(rng.standard_normal((mb, d), dtype=np.float32)))
+        index.update(slots, lsh.keys[slots])
+    row["lsh_index_updates_per_s"] = 2 * mb * reps / (time.perf_counter() - t)
+    row["move_batch"], row["move_reps"] = mb, reps
     row["load_after"] = _load()
     return row
 
@@ -160,14 +177,18 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
         f"planted neighbour at cosine {args.cos}; medians of {args.reps} interleaved repetitions. "
         f"recall@1 against exact search. faiss IndexLSH: {args.faiss_bits} bits, exhaustive Hamming scan. "
         f"Updates: `memory.update` on batches of {args.update_batch} (half strengthen, half overwrite), "
-        f"median of {args.update_reps}.",
+        f"median of {args.update_reps}. Slot moves: {args.move_reps} calls of {args.move_batch} "
+        "slots, total wall time (pending-run merges included): `memory.write` (overwrites the "
+        "oldest slots, no lookup) and `memory.index.update` directly (slots moved to random keys "
+        "and back).",
         "",
         f"Batches of {args.queries} queries (throughput, ms per query):",
         "",
         "| keys | LSH memory ms/q | recall@1 | exact NumPy ms/q | faiss FlatIP ms/q | faiss IndexLSH ms/q "
         "| IndexLSH recall@1 | LSH speed-up vs exact NumPy | vs faiss FlatIP | LSH candidates/q "
-        "| updates/s LSH | updates/s exact | load avg before/after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| updates/s LSH | updates/s exact | slot moves/s memory.write | slot moves/s LSHIndex.update "
+        "| load avg before/after |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -176,7 +197,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
             f"| {r['faiss_lsh_ms_per_query']:.3f} | {r['faiss_lsh_recall_at_1']:.3f} "
             f"| {r['speedup_lsh_vs_exact_numpy']:.1f}x | {r['speedup_lsh_vs_faiss_flat']:.2f}x "
             f"| {r['lsh_candidates_per_query']:.0f} | {r['lsh_memory_updates_per_s']:.0f} "
-            f"| {r['exact_numpy_updates_per_s']:.0f} | {r['load_before']}/{r['load_after']} |"
+            f"| {r['exact_numpy_updates_per_s']:.0f} | {r['lsh_memory_write_moves_per_s']:.0f} "
+            f"| {r['lsh_index_updates_per_s']:.0f} | {r['load_before']}/{r['load_after']} |"
         )
     lines += [
         "",
@@ -208,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single", type=int, default=50, help="queries timed one at a time")
     parser.add_argument("--update-batch", type=int, default=16)
     parser.add_argument("--update-reps", type=int, default=5)
+    parser.add_argument("--move-batch", type=int, default=1000, help="slots moved per call")
+    parser.add_argument("--move-reps", type=int, default=30, help="calls timed (total)")
     parser.add_argument("--faiss-bits", type=int, default=256)
     parser.add_argument("--bits-below-log2", type=int, default=4,
                         help="LSH bits per table = round(log2(keys)) - this (4 = the memory's default)")  # fmt: skip

@@ -17,6 +17,14 @@ Shared conventions:
   then ``j+1, j+2, ...`` circularly, and borrows the code of the first bin that was
   non-empty before densification. Every probe is in range; the sequence is bounded.
   A point whose bins are all empty (the zero vector) gets code 0 everywhere.
+* SRP multiprobe (``srp_probes``): a table's code has bit ``j`` set when projection
+  ``j`` is ``>= 0``. Its bits are ranked by margin ``|projection|`` (ties: lower bit
+  first); over the ``r = min(k, n_probes - 1)`` least certain bits, the flip sets are
+  every single bit ``b`` (cost ``m_b``) and pair ``a < b`` of ranks (cost ``m_a + m_b``
+  in float32), in canonical order ``(b, a)`` with the single ``b`` after the pairs
+  ``(a, b)`` (index ``b * (b + 1) / 2 + a``, ``a = b`` for the single); probes are the
+  code, then the code with the ``n_probes - 1`` cheapest sets flipped (ties: canonical
+  order), then the code again when there are fewer sets than probes.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
 ]
 
 #: the Mersenne prime 2**31 - 1 of the 2-universal probe hash
@@ -188,4 +197,32 @@ def _minhash_bins(
         np.minimum.at(flat, key, rank)
         out[:, g, :] = flat.reshape(n, n_bins)
     out[out == dim] = -1
+    return out
+
+
+def srp_probes(proj: np.ndarray, n_probes: int) -> np.ndarray:
+    """SRP multiprobe codes: proj (n, l, k) float32 projections -> (n, l, n_probes)
+    int64 (the code first, then the cheapest one- and two-bit flips; see the module
+    docstring for the order)."""
+    n, n_tables, k = proj.shape
+    weights = np.left_shift(np.int64(1), np.arange(k, dtype=np.int64))
+    codes = ((proj >= 0).astype(np.int64) * weights).sum(axis=2)
+    out = np.repeat(codes[:, :, None], n_probes, axis=2)
+    r = min(k, n_probes - 1)
+    if r <= 0 or n == 0:
+        return out
+    margin = np.abs(proj)
+    rank = np.argsort(margin, axis=2, kind="stable")[:, :, :r]  # bit of each rank
+    ms = np.take_along_axis(margin, rank, axis=2)  # ascending margins (n, l, r)
+    b_of = np.concatenate([np.full(b + 1, b) for b in range(r)]).astype(np.int64)
+    a_of = np.concatenate([np.arange(b + 1) for b in range(r)]).astype(np.int64)
+    single = a_of == b_of
+    cost = np.where(single, ms[:, :, b_of], ms[:, :, a_of] + ms[:, :, b_of]).astype(np.float32)
+    n_extra = min(n_probes - 1, a_of.shape[0])
+    order = np.argsort(cost, axis=2, kind="stable")[:, :, :n_extra]
+    bit_a = np.take_along_axis(rank, a_of[order], axis=2)
+    bit_b = np.take_along_axis(rank, b_of[order], axis=2)
+    one = np.int64(1)
+    masks = np.left_shift(one, bit_a) | np.left_shift(one, bit_b)
+    out[:, :, 1 : 1 + n_extra] ^= masks
     return out

@@ -19,6 +19,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
 ]
 
 _jit = numba.njit(nogil=True, cache=True)
@@ -200,3 +201,88 @@ def minhash_bins_csr(
 ) -> np.ndarray:
     """:func:`minhash_bins_dense` from a CSR matrix's structure (no stored zeros)."""
     return _minhash_bins_csr(indptr, indices, coord_rank, int(n_bins))  # type: ignore[no-any-return]
+
+
+@_jit
+def _srp_probes_rows(proj, n_probes, out, lo, hi):  # type: ignore[no-untyped-def]
+    n, n_tables, k = proj.shape
+    r = min(k, n_probes - 1)
+    n_extra = min(n_probes - 1, r * (r + 1) // 2)
+    for i in range(lo, hi):
+        ms = np.empty(k, dtype=np.float32)
+        bits = np.empty(k, dtype=np.int64)
+        best_c = np.empty(max(n_extra, 1), dtype=np.float32)
+        best_i = np.empty(max(n_extra, 1), dtype=np.int64)
+        best_m = np.empty(max(n_extra, 1), dtype=np.int64)
+        for t in range(n_tables):
+            code = np.int64(0)
+            for j in range(k):
+                v = proj[i, t, j]
+                if v >= 0:
+                    code |= np.int64(1) << j
+                # insertion sort by (margin, bit): stable
+                m = np.float32(abs(v))
+                pos = j
+                while pos > 0 and ms[pos - 1] > m:
+                    ms[pos] = ms[pos - 1]
+                    bits[pos] = bits[pos - 1]
+                    pos -= 1
+                ms[pos] = m
+                bits[pos] = j
+            for p in range(n_probes):
+                out[i, t, p] = code
+            if n_extra == 0:
+                continue
+            # the n_extra cheapest flip sets by (cost, canonical index), kept sorted
+            filled = 0
+            for b in range(r):
+                if filled == n_extra and ms[b] > best_c[filled - 1]:
+                    break  # every later set costs at least ms[b]
+                for a in range(b + 1):
+                    c = ms[b] if a == b else np.float32(ms[a] + ms[b])
+                    idx = b * (b + 1) // 2 + a
+                    if filled == n_extra and not (
+                        c < best_c[filled - 1]
+                        or (c == best_c[filled - 1] and idx < best_i[filled - 1])
+                    ):
+                        continue
+                    pos = filled if filled < n_extra else n_extra - 1
+                    while pos > 0 and (
+                        c < best_c[pos - 1] or (c == best_c[pos - 1] and idx < best_i[pos - 1])
+                    ):
+                        best_c[pos] = best_c[pos - 1]
+                        best_i[pos] = best_i[pos - 1]
+                        best_m[pos] = best_m[pos - 1]
+                        pos -= 1
+                    best_c[pos] = c
+                    best_i[pos] = idx
+                    best_m[pos] = (np.int64(1) << bits[a]) | (np.int64(1) << bits[b])
+                    if filled < n_extra:
+                        filled += 1
+            for p in range(filled):
+                out[i, t, 1 + p] = code ^ best_m[p]
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _srp_probes_parallel(proj, n_probes, out, n_chunks):  # type: ignore[no-untyped-def]
+    n = proj.shape[0]
+    for c in numba.prange(n_chunks):
+        _srp_probes_rows(proj, n_probes, out, c * n // n_chunks, (c + 1) * n // n_chunks)
+
+
+#: (row, table) pairs below which the probes are ranked on one thread (waking the
+#: thread pool costs more than it saves, far more on a loaded machine)
+_PARALLEL_PAIRS = 4096
+
+
+def srp_probes(proj: np.ndarray, n_probes: int) -> np.ndarray:
+    """SRP multiprobe codes (see the NumPy reference)."""
+    p = np.ascontiguousarray(proj, dtype=np.float32)
+    n = p.shape[0]
+    out = np.empty((n, p.shape[1], int(n_probes)), dtype=np.int64)
+    threads = numba.get_num_threads()
+    if threads < 2 or n < 2 or n * p.shape[1] < _PARALLEL_PAIRS:
+        _srp_probes_rows(p, int(n_probes), out, 0, n)
+    else:
+        _srp_probes_parallel(p, int(n_probes), out, min(n, 2 * threads))
+    return out

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (numba's pool: passive wait)
 from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2
@@ -21,6 +24,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
@@ -39,6 +43,8 @@ _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
 # id ranges up to this use a dense per-thread counter array; larger ones sort instead
 _MARKER_LIMIT = 1 << 23
+# id ranges up to this use a per-thread bitset in the fused query + re-rank (16 MiB)
+_BITSET_LIMIT = 1 << 27
 # raw entries (or multiply-adds / 8) below which a call runs on one thread
 _PARALLEL_WORK = 1 << 19
 
@@ -291,16 +297,70 @@ def sorted_insert(keys, ids, new_keys, new_ids):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
+def _sorted_remove(keys, ids, del_keys, del_ids, order):  # type: ignore[no-untyped-def]
+    """Tombstone the entries (del_keys, del_ids) visited in ascending key ``order``: each
+    search gallops forward from the previous one (short hops through nearby memory
+    instead of a full binary search of a large run per entry)."""
+    n = keys.shape[0]
     removed = 0
-    for e in range(del_keys.shape[0]):
-        j = np.searchsorted(keys, del_keys[e], side="left")
-        while j < keys.shape[0] and keys[j] == del_keys[e]:
+    base = 0
+    for o in range(order.shape[0]):
+        e = order[o]
+        key = del_keys[e]
+        # first j >= base with keys[j] >= key (every key before base is smaller)
+        lo = base
+        if lo < n and keys[lo] < key:
+            prev = lo  # keys[prev] < key
+            step = 1
+            hi = lo + 1
+            while hi < n and keys[hi] < key:
+                prev = hi
+                step *= 2
+                hi = base + step
+            if hi > n:
+                hi = n
+            lo = prev + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if keys[mid] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        base = lo
+        j = lo
+        while j < n and keys[j] == key:
             if ids[j] == del_ids[e]:
                 ids[j] = -1
                 removed += 1
             j += 1
     return removed
+
+
+def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    """Tombstone entries (see the NumPy reference); returns how many were removed."""
+    dk = np.ascontiguousarray(del_keys, dtype=np.int64)
+    order = np.argsort(dk, kind="stable")
+    return _sorted_remove(keys, ids, dk, np.ascontiguousarray(del_ids), order)
+
+
+@_jit
+def _sorted_remove_at(ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    removed = 0
+    for e in range(del_keys.shape[0]):
+        q = del_keys[e]
+        for j in range(offsets[q], offsets[q + 1]):
+            if ids[j] == del_ids[e]:
+                ids[j] = -1
+                removed += 1
+    return removed
+
+
+def sorted_remove_at(keys, ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
+    """Tombstone entries using the bucket starts (see the NumPy reference)."""
+    if offsets.shape[0] == 0:
+        return sorted_remove(keys, ids, del_keys, del_ids)
+    dk = np.ascontiguousarray(del_keys, dtype=np.int64)
+    return _sorted_remove_at(ids, offsets, dk, np.ascontiguousarray(del_ids))
 
 
 @_jit
@@ -483,73 +543,188 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     return out_s, out_r
 
 
+@intrinsic
+def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
+    """Hint the CPU to load ``arr[i, j]`` (2-d) into cache; no effect on results."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [
+            context.cast(builder, args[1], signature.args[1], types.intp),
+            context.cast(builder, args[2], signature.args[2], types.intp),
+        ]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # read, high temporal locality, data cache
+        builder.call(
+            fn,
+            [
+                builder.bitcast(ptr, i8p),
+                ir.Constant(i32, 0),
+                ir.Constant(i32, 3),
+                ir.Constant(i32, 1),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: candidates ahead whose key rows are prefetched while one is scored
+_PREFETCH_AHEAD = 8
+
+
 @numba.njit(nogil=True, cache=True, fastmath=True)
 def _fused_rows(
-    ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, qlo, qhi
+    keys,
+    ids,
+    offsets,
+    pkeys,
+    pids,
+    qkeys,
+    vectors,
+    xnorm,
+    queries,
+    qnorm,
+    k,
+    metric,
+    id_bound,
+    out_s,
+    out_r,
+    qlo,
+    qhi,
 ):  # type: ignore[no-untyped-def]
-    """Score each distinct candidate of queries qlo..qhi-1 as it is found; keep the top k.
+    """Exact top-k of the distinct candidates of queries qlo..qhi-1.
 
-    ``seen[v] == i + 1`` marks v as scored for query i (no reset between queries).
-    Returns the number of distinct candidates scored.
+    Per query, in three passes that each issue independent loads (so the CPU overlaps
+    its cache misses): the bucket ranges, then the distinct candidates (a per-thread
+    bitset of ``id_bound`` bits, small enough to stay in cache, cleared afterwards from
+    the candidate list), then the scores, prefetching the key rows a few candidates
+    ahead. Returns the number of distinct candidates scored.
     """
-    width = lo.shape[2]
+    width = qkeys.shape[1]
     d = vectors.shape[1]
-    seen = np.zeros(id_bound, dtype=np.int32)
+    words = np.zeros((id_bound + 63) // 64, dtype=np.uint64)
+    cand = np.empty(1024, dtype=np.int64)
+    blo = np.zeros(width, dtype=np.int64)
+    bhi = np.zeros(width, dtype=np.int64)
+    has_offsets = offsets.shape[0] > 0
     total = 0
     for i in range(qlo, qhi):
-        stamp = np.int32(i + 1)
-        filled = 0
+        for w in range(width):
+            q = qkeys[i, w]
+            if q < 0:
+                blo[w] = 0
+                bhi[w] = 0
+            elif has_offsets:
+                blo[w] = offsets[q]
+                bhi[w] = offsets[q + 1]
+            elif keys.shape[0] > 0:
+                blo[w] = np.searchsorted(keys, q, side="left")
+                bhi[w] = np.searchsorted(keys, q, side="right")
+        nc = 0
         for run_no in range(2):
-            run = ids if run_no == 0 else pids
+            run_ids = ids if run_no == 0 else pids
+            if run_ids.shape[0] == 0:
+                continue
             for w in range(width):
-                for j in range(lo[run_no, i, w], hi[run_no, i, w]):
-                    r = run[j]
-                    if r < 0 or seen[r] == stamp:
+                if run_no == 0:
+                    lo = blo[w]
+                    hi = bhi[w]
+                else:
+                    q = qkeys[i, w]
+                    if q < 0:
                         continue
-                    seen[r] = stamp
-                    total += 1
-                    acc = np.float32(0.0)
-                    for c in range(d):
-                        acc += vectors[r, c] * queries[i, c]
-                    if metric == METRIC_COSINE:
-                        den = xnorm[r] * qnorm[i]
-                        s = acc / den if den > 0 else np.float32(0.0)
-                    elif metric == METRIC_L2:
-                        s = -np.sqrt(max(xnorm[r] + qnorm[i] - 2 * acc, np.float32(0.0)))
-                    else:
-                        s = acc
-                    s = np.float32(s)
-                    if filled == k and not (
-                        s > out_s[i, k - 1] or (s == out_s[i, k - 1] and r < out_r[i, k - 1])
-                    ):
+                    lo = np.searchsorted(pkeys, q, side="left")
+                    hi = np.searchsorted(pkeys, q, side="right")
+                for j in range(lo, hi):
+                    r = run_ids[j]
+                    if r < 0:
                         continue
-                    # insert keeping (score desc, row asc); rows arrive in any order
-                    pos = filled if filled < k else k - 1
-                    while pos > 0 and (
-                        s > out_s[i, pos - 1] or (s == out_s[i, pos - 1] and r < out_r[i, pos - 1])
-                    ):
-                        out_s[i, pos] = out_s[i, pos - 1]
-                        out_r[i, pos] = out_r[i, pos - 1]
-                        pos -= 1
-                    out_s[i, pos] = s
-                    out_r[i, pos] = r
-                    if filled < k:
-                        filled += 1
+                    word = r >> 6
+                    bit = np.uint64(1) << np.uint64(r & 63)
+                    if words[word] & bit:
+                        continue
+                    words[word] |= bit
+                    if nc == cand.shape[0]:
+                        grown = np.empty(2 * nc, dtype=np.int64)
+                        grown[:nc] = cand
+                        cand = grown
+                    cand[nc] = r
+                    nc += 1
+        filled = 0
+        for j in range(nc):
+            if j + _PREFETCH_AHEAD < nc:
+                ahead = cand[j + _PREFETCH_AHEAD]
+                for c in range(0, d, 16):  # one 64-byte line per 16 float32
+                    _prefetch(vectors, ahead, c)
+            r = cand[j]
+            words[r >> 6] = np.uint64(0)
+            acc = np.float32(0.0)
+            for c in range(d):
+                acc += vectors[r, c] * queries[i, c]
+            if metric == METRIC_COSINE:
+                den = xnorm[r] * qnorm[i]
+                s = acc / den if den > 0 else np.float32(0.0)
+            elif metric == METRIC_L2:
+                s = -np.sqrt(max(xnorm[r] + qnorm[i] - 2 * acc, np.float32(0.0)))
+            else:
+                s = acc
+            s = np.float32(s)
+            if filled == k and not (
+                s > out_s[i, k - 1] or (s == out_s[i, k - 1] and r < out_r[i, k - 1])
+            ):
+                continue
+            # insert keeping (score desc, row asc); rows arrive in any order
+            pos = filled if filled < k else k - 1
+            while pos > 0 and (
+                s > out_s[i, pos - 1] or (s == out_s[i, pos - 1] and r < out_r[i, pos - 1])
+            ):
+                out_s[i, pos] = out_s[i, pos - 1]
+                out_r[i, pos] = out_r[i, pos - 1]
+                pos -= 1
+            out_s[i, pos] = s
+            out_r[i, pos] = r
+            if filled < k:
+                filled += 1
+        total += nc
     return total
 
 
 @_pjit
 def _fused_parallel(
-    ids, pids, lo, hi, vectors, xnorm, queries, qnorm, k, metric, id_bound, out_s, out_r, n_chunks
+    keys,
+    ids,
+    offsets,
+    pkeys,
+    pids,
+    qkeys,
+    vectors,
+    xnorm,
+    queries,
+    qnorm,
+    k,
+    metric,
+    id_bound,
+    out_s,
+    out_r,
+    n_chunks,
 ):  # type: ignore[no-untyped-def]
     m = queries.shape[0]
     totals = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         totals[c] = _fused_rows(
+            keys,
             ids,
+            offsets,
+            pkeys,
             pids,
-            lo,
-            hi,
+            qkeys,
             vectors,
             xnorm,
             queries,
@@ -573,27 +748,20 @@ def sorted_query_rerank(
     bound = max(int(id_bound), 1)
     out_s = np.full((m, k), -np.inf, dtype=np.float32)
     out_r = np.full((m, k), -1, dtype=np.int64)
-    if bound > _MARKER_LIMIT:  # too many ids for a per-thread marker: two passes
+    if bound > _BITSET_LIMIT:  # too many ids for a per-thread bitset: two passes
         indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, bound)
         s, r = rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric)
         return s, r, int(indptr[m])
-    lo, hi, raw_ptr = _sorted_bounds(keys, offsets, pkeys, qkeys)
-    n_chunks = _chunks(m, int(raw_ptr[m]) * max(vectors.shape[1], 1) // 8)
+    # work estimate: the mean bucket holds len(run) / buckets entries
+    per_bucket = 1
+    if offsets.shape[0] > 1:
+        per_bucket = max(1, int(keys.shape[0]) // (int(offsets.shape[0]) - 1))
+    work = int((qkeys >= 0).sum()) * per_bucket * max(vectors.shape[1], 1) // 8
+    n_chunks = _chunks(m, work)
     args = (
-        ids,
-        pids,
-        lo,
-        hi,
-        vectors,
-        xnorm,
-        queries,
-        qnorm,
-        int(k),
-        int(metric),
-        bound,
-        out_s,
-        out_r,
-    )
+        keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, int(k),
+        int(metric), bound, out_s, out_r,
+    )  # fmt: skip
     if n_chunks == 1:
         total = _fused_rows(*args, 0, m)
     else:

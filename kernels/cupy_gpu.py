@@ -48,6 +48,7 @@ from lshcore.kernels._np_hashing import (
     densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
+    srp_probes,
     wta_bins_csr,
 )
 from lshcore.kernels._np_layer import (
@@ -58,12 +59,16 @@ from lshcore.kernels._np_layer import (
     tiebreak_priority,
 )
 
+# host-only for now: the reference on host arrays (no GPU version yet)
+from lshcore.kernels._np_tables import sorted_remove_at
+
 __all__ = [
     "wta_bins_dense",
     "wta_bins_csr",
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",
@@ -80,6 +85,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

@@ -10,6 +10,7 @@ from lshcore.kernels._numba_hashing import (
     densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
+    srp_probes,
     wta_bins_csr,
     wta_bins_dense,
 )
@@ -39,6 +40,7 @@ from lshcore.kernels._numba_tables import (
     sorted_query,
     sorted_query_rerank,
     sorted_remove,
+    sorted_remove_at,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",
@@ -63,6 +66,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

@@ -11,6 +11,7 @@ from lshcore.kernels._np_hashing import (
     densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
+    srp_probes,
     wta_bins_csr,
     wta_bins_dense,
 )
@@ -40,6 +41,7 @@ from lshcore.kernels._np_tables import (
     sorted_query,
     sorted_query_rerank,
     sorted_remove,
+    sorted_remove_at,
 )
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",
@@ -64,6 +67,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",

@@ -257,6 +257,7 @@ class _IndexSearch:
         self._factory = lambda: LSHIndex(memory.key_dim, **kwargs)
         self.index = self._factory()
         self._ones = np.ones(memory.size, dtype=np.float32)  # key norms (ignored for ip)
+        self._ones.flags.writeable = False  # read-only: the index validates it only once
 
     def clear(self) -> None:
         self.index = self._factory()

@@ -301,7 +301,7 @@ def test_train_mlp_passes_selector_params_and_counts_mults():
     d = load_digits(seed=0)
     xtr, ytr, xte, yte = d.x_train, d.y_train, d.x_test, d.y_test
     out = train_mlp(
-        xtr, ytr, xte, yte, hidden=32, active=0.25, k=4, l=10, policy="rerank", epochs=1,
+        xtr, ytr, xte, yte, hidden=32, active=0.25, family="srp", k=4, l=10, policy="rerank", epochs=1,
         batch_size=32, lr=3e-3, seed=0, progress=False, selector_params={"rerank": 2.0},
     )  # fmt: skip
     nnz, n = int(np.count_nonzero(xtr)), len(xtr)

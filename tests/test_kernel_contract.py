@@ -42,6 +42,7 @@ TABLE_KERNELS = {
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
@@ -166,6 +167,11 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
             return [x, rank, 4]
         indptr, indices, _ = _csr(x)
         return [indptr, indices, rank, 4]
+    if name == "srp_probes":
+        proj = rng.standard_normal((6, 3, 7)).astype(np.float32)
+        proj[0, 0] = 0.5  # equal margins: ties broken by bit, then by canonical set order
+        proj[1, 1, :3] = [-0.25, 0.25, 0.0]
+        return [proj, 12]
     if name == "tiebreak_priority":
         return [7, rng.integers(0, 9, (3, 1)), rng.integers(0, 50, (1, 5))]
     if name == "dense_to_sparse":
@@ -227,6 +233,12 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
         return [keys, ids, new_keys, new_ids]
     if name == "sorted_query":
         return list(_sorted_run(rng))
+    if name == "sorted_remove_at":
+        keys, ids = _sorted_run(rng)[:2]
+        pick = np.array([1, 4, 9, 4])  # one entry twice: removed once
+        del_keys = np.concatenate([keys[pick], [3, 11]]).astype(np.int64)
+        del_ids = np.concatenate([ids[pick], [24, 0]]).astype(np.int32)
+        return [keys, ids, ref.bucket_offsets(keys, 12), del_keys, del_ids]
     if name == "bucket_offsets":
         return [_sorted_run(rng)[0], 12]
     if name == "rerank_topk":
@@ -329,6 +341,7 @@ def test_the_inputs_exercise_the_kernels() -> None:
     indptr, ids, _ = ref.fixed_query(*_args("fixed_query", np.random.default_rng(RNG_SEED)))
     assert ids.size > 0 and (np.diff(indptr) > 0).sum() >= 2
     assert ref.sorted_remove(*_args("sorted_remove", np.random.default_rng(RNG_SEED))) >= 3
+    assert ref.sorted_remove_at(*_args("sorted_remove_at", np.random.default_rng(RNG_SEED))) >= 3
 
 
 # -- registration refuses an incomplete backend -----------------------------------------

@@ -385,10 +385,10 @@ def test_cupy_backend_tables() -> None:
 
 
 def test_unbounded_pending_run_grows_with_sqrt_of_main() -> None:
-    from lshcore.search.tables import PENDING_MIN, pending_limit
+    from lshcore.search.tables import PENDING_MIN, PENDING_SQRT, pending_limit
 
     assert pending_limit(0) == PENDING_MIN
-    assert pending_limit(16_000_000) == 16 * 4000  # not main / 8 (2,000,000)
+    assert pending_limit(16_000_000) == PENDING_SQRT * 4000 < 16_000_000 // 8  # not main / 8
     t = LSHTables(1, 1 << 10, policy="unbounded", backend="numpy")
     rng = np.random.default_rng(2)
     t.insert(np.arange(40_000), rng.integers(0, 1 << 10, (40_000, 1)))

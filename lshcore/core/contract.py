@@ -72,6 +72,12 @@ class Kernels(Protocol):
         ...
 
     # -- hashed sparse layer (host arrays) ---------------------------------------------
+    def srp_probes(self, proj: np.ndarray, n_probes: int) -> np.ndarray:
+        """proj (n, l, k) float32 SRP projections -> (n, l, n_probes) int64 codes: the
+        code, then its cheapest one- and two-bit flips by summed margin (see
+        ``lshcore.kernels._np_hashing``)."""
+        ...
+
     def tiebreak_priority(self, seed: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """rows (B, 1), ids (1, n) int64 -> (B, n) int64 priorities in [0, 65535], a pure
         function of (seed, row, id). Only this broadcast form is supported by every backend."""
@@ -253,6 +259,13 @@ class Kernels(Protocol):
 
     def sorted_remove(self, keys: Any, ids: Any, del_keys: Any, del_ids: Any) -> Any:
         """Mark the entries (del_keys, del_ids) removed (id -1) in place -> how many (int)."""
+        ...
+
+    def sorted_remove_at(
+        self, keys: Any, ids: Any, offsets: Any, del_keys: Any, del_ids: Any
+    ) -> Any:
+        """``sorted_remove`` with the run's bucket starts (offsets (n_keys + 1,) int64 from
+        ``bucket_offsets``, or empty) -> number removed (int)."""
         ...
 
     def sorted_query(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, ClassVar
 
@@ -123,65 +122,37 @@ class SRP(_BackendFamily):
     def probes(self, x: Any, n_probes: int) -> Any:
         """Codes (n, l, n_probes): the hash, then the one- and two-bit flips of each table's
         code in increasing order of the summed |projection| of the flipped bits (the least
-        certain bits first). Beyond the k + k(k-1)/2 flip sets the exact code repeats (a
-        repeated probe is looked up once)."""
+        certain bits first; ties broken as the kernel ``srp_probes`` documents). Beyond the
+        k + k(k-1)/2 flip sets the exact code repeats (a repeated probe is looked up once).
+        The ranking runs in the backend's ``srp_probes`` kernel (host arrays)."""
         n_probes = check_int(n_probes, "n_probes", low=1)
         xp = self.xp
-        proj = self._project(x).reshape(-1, self.l, self.k)
-        codes = _pack_bits(proj >= 0, self.k, self.l, xp)
+        if self.backend.host_arrays and not is_sparse(x) and np.shape(x)[0] <= _SMALL_BATCH:
+            # a few queries: a plain product (a threaded BLAS call costs more than it
+            # computes here, far more on a loaded machine)
+            rows = self.check_input(x)
+            proj = np.einsum("ij,jk->ik", rows, self.projections).reshape(-1, self.l, self.k)
+        else:
+            proj = self._project(x).reshape(-1, self.l, self.k)
         if n_probes == 1:
-            return codes[:, :, None]
-        margin = xp.abs(proj)  # (n, l, k): small margin = uncertain bit
-        # the n_probes - 1 cheapest flip sets use only the r least certain bits (a set with
-        # any other bit costs at least as much as each of the r single flips): rank the
-        # r(r+1)/2 sets over those bits, when that is far fewer than the k(k+1)/2 sets
-        r = min(self.k, n_probes - 1)
-        restrict = self.k * (self.k + 1) >= 4 * r * (r + 1)
-        if restrict:
-            near = xp.argpartition(margin, r - 1, axis=2)[:, :, :r]  # bit of each slot
-            margin = xp.take_along_axis(margin, near, axis=2)
-        else:
-            r = self.k
-        first, second, member, set_masks = _flip_sets(r, xp)
-        cost = margin @ member  # (n, l, M): the summed margins of each flip set
-        n_extra = min(n_probes - 1, int(first.shape[0]))
-        order = xp.argsort(cost, axis=2)[:, :, :n_extra]
-        if restrict:  # slots -> bit positions
-            one = xp.ones(1, dtype=np.int64)
-            flip_a = xp.take_along_axis(near, first[order], axis=2)
-            flip_b = xp.take_along_axis(near, second[order], axis=2)
-            masks = xp.left_shift(one, flip_a) | xp.left_shift(one, flip_b)
-        else:
-            masks = set_masks[order]
-        flipped = codes[:, :, None] ^ masks
-        out = xp.concatenate([codes[:, :, None], flipped], axis=2)
-        if out.shape[2] < n_probes:  # more probes than flip sets: repeat the exact code
-            pad = xp.repeat(codes[:, :, None], n_probes - out.shape[2], axis=2)
-            out = xp.concatenate([out, pad], axis=2)
-        return out
+            return _pack_bits(proj >= 0, self.k, self.l, xp)[:, :, None]
+        host = self.backend.to_numpy(proj)
+        out = np.empty((host.shape[0], self.l, n_probes), dtype=np.int64)
+        # in row blocks: the reference kernel's temporaries grow with rows * l * k^2
+        step = max(1, (1 << 22) // max(1, self.l * min(self.k, n_probes) ** 2))
+        for lo in range(0, host.shape[0], step):
+            out[lo : lo + step] = self.backend.kernels.srp_probes(
+                np.ascontiguousarray(host[lo : lo + step], dtype=np.float32), n_probes
+            )
+        return out if self.backend.host_arrays else xp.asarray(out)
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
         per_row = self.dim if nnz is None else nnz / max(n, 1)
         return int(round(n * per_row * self.k * self.l))
 
 
-@functools.lru_cache(maxsize=128)
-def _flip_sets(r: int, xp: Any) -> tuple[Any, Any, Any, Any]:
-    """Every one- and two-element subset of r bit slots (singletons first), M = r(r+1)/2.
-
-    Returns ``(first, second, member, masks)``: int64 (M,) slots of each set (a singleton
-    has ``first == second``), a float32 (r, M) 0/1 membership matrix and the int64 (M,)
-    flip mask of each set when slot i is bit i. Cached per (r, array module): probes()
-    runs once per query batch.
-    """
-    pairs = [(i, j) for i in range(r) for j in range(i + 1, r)]
-    first = np.array(list(range(r)) + [i for i, _ in pairs], dtype=np.int64)
-    second = np.array(list(range(r)) + [j for _, j in pairs], dtype=np.int64)
-    member = np.zeros((r, first.shape[0]), dtype=np.float32)
-    member[first, np.arange(first.shape[0])] = 1.0
-    member[second, np.arange(first.shape[0])] = 1.0
-    masks = (np.int64(1) << first) | (np.int64(1) << second)
-    return xp.asarray(first), xp.asarray(second), xp.asarray(member), xp.asarray(masks)
+#: query batches of at most this many rows are projected without BLAS in ``probes``
+_SMALL_BATCH = 8
 
 
 def _next_pow2(n: int) -> int:

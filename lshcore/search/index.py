@@ -169,6 +169,8 @@ class LSHIndex:
         self._lock = RWLock()
         self._count_lock = threading.Lock()  # the cumulative counters, bumped by readers too
         self._tls = threading.local()  # last_cost of each thread
+        #: the last read-only norms array given to search() that passed validation
+        self._checked_norms: np.ndarray | None = None
         self.tables = LSHTables(
             self.l,
             self.family.num_buckets,
@@ -676,6 +678,15 @@ class LSHIndex:
             )
         if norms is None:
             return base, self._norms_of(base)
+        checked = self._checked_norms
+        if (
+            checked is not None
+            and norms is checked
+            and not checked.flags.writeable
+            and checked.shape == (base.shape[0],)
+            and checked.dtype == np.float32
+        ):
+            return base, checked  # read-only and validated before: no O(N) scan per search
         arr = np.asarray(norms)
         if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
             raise InputError(f"norms: expected a real-valued array, got dtype {arr.dtype}")
@@ -686,6 +697,8 @@ class LSHIndex:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if not bool(np.isfinite(arr).all()) or (arr.size and float(arr.min()) < 0):
             raise InputError("norms: must be finite and non-negative")
+        if arr is norms and not arr.flags.writeable and arr.base is None:
+            self._checked_norms = arr  # cannot change: later searches skip the scan
         return base, arr
 
     def _on_device(self, base: Any, norms: Any) -> tuple[Any, Any]:

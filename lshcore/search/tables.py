@@ -9,7 +9,7 @@ Two layouts, chosen by ``policy``:
   seeded). Memory: ``L * table_size * (4 * bucket_size + 16)`` bytes.
 * ``unbounded``: a sorted run of ``(bucket key, id)`` entries over all tables (with the
   start of every bucket when ``L * table_size <= 2**24``), plus a small sorted run of
-  recent inserts that is merged in once it exceeds ``16 * sqrt(main run)`` entries (so an
+  recent inserts that is merged in once it exceeds ``64 * sqrt(main run)`` entries (so an
   insert costs O(L * sqrt(n_items)) moves, amortized, not O(L * n_items)); removal marks
   entries (tombstones). Buckets grow without limit, so every inserted id stays findable.
   Memory: ``12 * L * n_items`` bytes + ``8 * L * table_size`` for the bucket starts
@@ -58,7 +58,7 @@ OFFSETS_LIMIT = 1 << 24
 #: O(n * sqrt(main) / PENDING_SQRT) share of the merges, instead of O(main / 8) per
 #: insert with a pending run proportional to the main one
 PENDING_MIN = 1 << 14
-PENDING_SQRT = 16
+PENDING_SQRT = 64
 
 
 @dataclass(frozen=True)
@@ -353,9 +353,12 @@ class LSHTables:
         xp = self.xp
         gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
         gi = xp.tile(ids.astype(np.int32), self.l)
-        remove = self.backend.kernels.sorted_remove
-        self.n_dead += int(remove(self.keys, self.entry_ids, gk, gi))
-        self.pending_dead += int(remove(self.pending_keys, self.pending_ids, gk, gi))
+        kernels = self.backend.kernels
+        # the main run's bucket starts find each entry without a search
+        self.n_dead += int(
+            kernels.sorted_remove_at(self.keys, self.entry_ids, self.offsets, gk, gi)
+        )
+        self.pending_dead += int(kernels.sorted_remove(self.pending_keys, self.pending_ids, gk, gi))
         if self.n_dead > max(1024, self.keys.shape[0] // 2):
             self._compact()
 
@@ -435,7 +438,8 @@ class LSHTables:
                 vectors, xnorm, cand.indptr, cand.ids, queries, qnorm, k, metric
             )
             return scores, got, int(cand.indptr[-1])
-        b = self._probe_buckets(buckets)
+        # repeated probes need no removal here: the kernel scores each candidate once
+        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
         return self.backend.kernels.sorted_query_rerank(
             self.keys,
             self.entry_ids,

@@ -29,8 +29,10 @@ from lshcore.kernels.numpy_ref import (
     sorted_query,
     sorted_query_rerank,
     sorted_remove,
+    sorted_remove_at,
     sorted_table_candidates,
     sparse_update,
+    srp_probes,
     tiebreak_priority,
 )
 
@@ -83,6 +85,7 @@ __all__ = [
     "densify_bins",
     "minhash_bins_dense",
     "minhash_bins_csr",
+    "srp_probes",
     "tiebreak_priority",
     "dense_to_sparse",
     "layer_forward",
@@ -97,6 +100,7 @@ __all__ = [
     "fixed_query",
     "sorted_insert",
     "sorted_remove",
+    "sorted_remove_at",
     "sorted_query",
     "bucket_offsets",
     "rerank_topk",
