@@ -16,7 +16,10 @@ if importlib.util.find_spec("mxnet") is None:  # importorskip would import it un
 from lshcore.adapters.mxnet import LSHDense, autograd, gluon, mx, nd, train_mlp  # noqa: E402
 from lshcore.errors import ConfigError, InputError  # noqa: E402
 
-HASH = {"active": 0.1, "k": 4, "l": 8, "seed": 1}
+# per-sample SRP selection is what these tests check (the defaults are the shared
+# batch_union set over DWTA)
+HASH = {"active": 0.1, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
+HASH["transform"] = "simple_lsh"
 
 
 @pytest.fixture(scope="module")

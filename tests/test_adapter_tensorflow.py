@@ -17,7 +17,10 @@ keras = pytest.importorskip("keras", reason="Keras is not installed")
 from lshcore.adapters.tensorflow import LSHDense, train_mlp  # noqa: E402
 from lshcore.errors import ConfigError, InputError  # noqa: E402
 
-HASH = {"active": 0.1, "k": 4, "l": 8, "seed": 1}
+# per-sample SRP selection is what these tests check (the defaults are the shared
+# batch_union set over DWTA)
+HASH = {"active": 0.1, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
+HASH["transform"] = "simple_lsh"
 
 
 @pytest.fixture(scope="module")

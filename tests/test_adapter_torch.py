@@ -23,9 +23,14 @@ from lshcore.adapters.torch import (  # noqa: E402
 from lshcore.errors import ConfigError, InputError  # noqa: E402
 
 
+# per-sample selection with SRP + simple_lsh is what these tests check (the defaults are
+# the shared batch_union set over DWTA)
+PER_SAMPLE = {"family": "srp", "policy": "topk", "transform": "simple_lsh"}
+
+
 def _layer(**kw):
     torch.manual_seed(0)
-    args = {"active": 0.1, "seed": 1, "k": 4, "l": 8}
+    args = {"active": 0.1, "seed": 1, "k": 4, "l": 8, **PER_SAMPLE}
     args.update(kw)
     return LSHLinear(12, 60, **args)
 

@@ -359,15 +359,13 @@ def test_fashion_mnist_searches_its_own_places(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_offline_error_lists_system_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        datasets,
-        "SYSTEM_DIRS",
-        {"mnist": (), "fashion-mnist": ("/usr/share/datasets/fashion-mnist",)},
-    )
+    # a system folder that holds nothing (the real one may be installed on this machine)
+    system = tmp_path / "usr-share" / "fashion-mnist"
+    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {"mnist": (), "fashion-mnist": (str(system),)})
     with pytest.raises(DataError) as info:
         load_fashion_mnist(tmp_path, download=True)
     msg = str(info.value)
-    assert "/usr/share/datasets/fashion-mnist" in msg
+    assert str(system) in msg
     assert str(tmp_path / "fashion-mnist") in msg
     assert "fashion-mnist.s3-website" in msg  # the mirror that was tried
 

@@ -13,6 +13,8 @@ import numpy as np
 
 from lshcore.kernels import numpy_ref as _ref
 from lshcore.kernels.numpy_ref import (
+    batch_select_from_tables,
+    block_update,
     bucket_offsets,
     dense_to_sparse,
     densify_bins,
@@ -105,4 +107,6 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "batch_select_from_tables",
+    "block_update",
 ]
