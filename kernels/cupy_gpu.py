@@ -41,6 +41,13 @@ from lshcore.kernels._np_layer import (
 from lshcore.kernels._np_tables import (
     sorted_query_rerank,
 )
+from lshcore.kernels._np_xmc import (
+    xmc_adam_rows,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_output_backward,
+    xmc_output_forward,
+)
 
 __all__ = [
     "wta_bins_dense",
@@ -66,6 +73,11 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

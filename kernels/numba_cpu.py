@@ -38,6 +38,13 @@ from lshcore.kernels._numba_tables import (
     sorted_query_rerank,
     sorted_remove,
 )
+from lshcore.kernels._numba_xmc import (
+    xmc_adam_rows,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_output_backward,
+    xmc_output_forward,
+)
 
 __all__ = [
     "wta_bins_dense",
@@ -63,6 +70,11 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

@@ -39,6 +39,13 @@ from lshcore.kernels._np_tables import (
     sorted_query_rerank,
     sorted_remove,
 )
+from lshcore.kernels._np_xmc import (
+    xmc_adam_rows,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_output_backward,
+    xmc_output_forward,
+)
 
 __all__ = [
     "wta_bins_dense",
@@ -64,6 +71,11 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
     "PROBE_PRIME",
     "METRIC_IP",
     "METRIC_COSINE",
