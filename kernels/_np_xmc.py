@@ -23,7 +23,23 @@ __all__ = [
     "xmc_output_backward",
     "xmc_hidden_backward",
     "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
 ]
+
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser on a 64-bit unsigned integer (Python int)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def _rnd(seed: int, row: int, salt: int) -> int:
+    return _mix(_mix(_mix(seed & _MASK) ^ (row & _MASK)) ^ (salt & _MASK))
 
 
 def _row_ids(indptr: np.ndarray) -> np.ndarray:
@@ -171,3 +187,75 @@ def xmc_adam_rows(
     v[r] = vr
     param[r] -= np.float32(lr) * (mr / c1) / (np.sqrt(vr / c2) + np.float32(eps))
     last[r] = step
+
+
+def xmc_build_tables(codes: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """codes (n, L) int64 in [0, n_buckets) -> (offsets (L, n_buckets + 1) int64, ids (L, n)
+    int64): table t's bucket c holds ``ids[t, offsets[t, c]:offsets[t, c + 1]]``, ascending
+    (a stable counting sort)."""
+    n, n_tables = codes.shape
+    offsets = np.zeros((n_tables, n_buckets + 1), np.int64)
+    ids = np.empty((n_tables, n), np.int64)
+    for t in range(n_tables):
+        col = codes[:, t]
+        ids[t] = np.argsort(col, kind="stable")
+        np.cumsum(np.bincount(col, minlength=n_buckets), out=offsets[t, 1:])
+    return offsets, ids
+
+
+def xmc_select(
+    qcodes: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    n_out: int,
+    m: int,
+    bucket_size: int,
+    pad: bool,
+    seed: int,
+) -> np.ndarray:
+    """Active sets from bucket tables (``xmc_build_tables``) for query codes (B, L) int64.
+
+    Per row b: its labels (B, n) int64 (-1 padded) first, then the buckets of tables
+    ``t0, t0+1, ...`` (mod L, ``t0 = rnd(seed, b, 0) % L``), at most ``bucket_size`` ids
+    from each bucket (a window starting at ``rnd(seed, b, t + 1) % size``, wrapping), no
+    repeats, until m ids; with ``pad`` then random ids (``rnd(seed, b, L + 1 + a) % n_out``,
+    a < 4m) until m. -> (B, max(m, labels)) int64, -1 padded, in insertion order."""
+    batch, n_tables = qcodes.shape
+    width = max(m, labels.shape[1])
+    out = np.full((batch, width), -1, np.int64)
+    for b in range(batch):
+        seen: set[int] = set()
+        row: list[int] = []
+        for lab in labels[b]:
+            if lab >= 0 and int(lab) not in seen:
+                seen.add(int(lab))
+                row.append(int(lab))
+        t0 = _rnd(seed, b, 0) % n_tables
+        for s in range(n_tables):
+            if len(row) >= m:
+                break
+            t = (t0 + s) % n_tables
+            c = int(qcodes[b, t])
+            lo, hi = int(offsets[t, c]), int(offsets[t, c + 1])
+            size = hi - lo
+            if size == 0:
+                continue
+            start = _rnd(seed, b, t + 1) % size
+            for i in range(min(size, bucket_size)):
+                if len(row) >= m:
+                    break
+                r = int(ids[t, lo + (start + i) % size])
+                if r not in seen:
+                    seen.add(r)
+                    row.append(r)
+        if pad:
+            for a in range(4 * m):
+                if len(row) >= m:
+                    break
+                r = _rnd(seed, b, n_tables + 1 + a) % n_out
+                if r not in seen:
+                    seen.add(r)
+                    row.append(r)
+        out[b, : len(row)] = row
+    return out

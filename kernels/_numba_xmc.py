@@ -15,7 +15,27 @@ __all__ = [
     "xmc_output_backward",
     "xmc_hidden_backward",
     "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
 ]
+
+_G = np.uint64(0x9E3779B97F4A7C15)
+_A = np.uint64(0xBF58476D1CE4E5B9)
+_C = np.uint64(0x94D049BB133111EB)
+
+
+@numba.njit(nogil=True, cache=True)
+def _mix(x):  # type: ignore[no-untyped-def]
+    x = x + _G
+    x = (x ^ (x >> np.uint64(30))) * _A
+    x = (x ^ (x >> np.uint64(27))) * _C
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True)
+def _rnd(seed, row, salt):  # type: ignore[no-untyped-def]
+    return _mix(_mix(_mix(np.uint64(seed)) ^ np.uint64(row)) ^ np.uint64(salt))
+
 
 _jit = numba.njit(nogil=True, cache=True, fastmath=True)
 
@@ -155,28 +175,97 @@ def xmc_hidden_backward(indptr, indices, data, h, grad_h, slot):  # type: ignore
 @_jit
 def xmc_adam_rows(param, m, v, last, rows, grad, step, lr, beta1, beta2, eps):  # type: ignore[no-untyped-def]
     cols = param.shape[1]
-    c1 = np.float32(1.0 - beta1**step)
-    c2 = np.float32(1.0 - beta2**step)
+    c1 = 1.0 - beta1**step
+    c2 = 1.0 - beta2**step
+    # lr * (m / c1) / (sqrt(v / c2) + eps) == lr_t * m / (sqrt(v) + eps_t)
+    lr_t = np.float32(lr * np.sqrt(c2) / c1)
+    eps_t = np.float32(eps * np.sqrt(c2))
     a1 = np.float32(beta1)
     a2 = np.float32(beta2)
     o1 = np.float32(1.0 - beta1)
     o2 = np.float32(1.0 - beta2)
-    lr32 = np.float32(lr)
-    eps32 = np.float32(eps)
     for i in range(rows.shape[0]):
         r = rows[i]
-        d1 = np.float32(1.0)
-        d2 = np.float32(1.0)
+        d1 = a1
+        d2 = a2
         if last[r] > 0:
             skipped = step - 1 - last[r]
             if skipped > 0:
-                d1 = np.float32(beta1**skipped)
-                d2 = np.float32(beta2**skipped)
+                d1 = np.float32(beta1 ** (skipped + 1))
+                d2 = np.float32(beta2 ** (skipped + 1))
         for k in range(cols):
             gk = grad[i, k]
-            mk = a1 * (m[r, k] * d1) + o1 * gk
-            vk = a2 * (v[r, k] * d2) + o2 * gk * gk
+            mk = d1 * m[r, k] + o1 * gk
+            vk = d2 * v[r, k] + o2 * gk * gk
             m[r, k] = mk
             v[r, k] = vk
-            param[r, k] -= lr32 * (mk / c1) / (np.sqrt(vk / c2) + eps32)
+            param[r, k] -= lr_t * mk / (np.sqrt(vk) + eps_t)
         last[r] = step
+
+
+@_jit
+def xmc_build_tables(codes, n_buckets):  # type: ignore[no-untyped-def]
+    n, n_tables = codes.shape
+    offsets = np.zeros((n_tables, n_buckets + 1), np.int64)
+    ids = np.empty((n_tables, n), np.int64)
+    fill = np.empty(n_buckets, np.int64)
+    for t in range(n_tables):
+        for i in range(n):
+            offsets[t, codes[i, t] + 1] += 1
+        for c in range(n_buckets):
+            offsets[t, c + 1] += offsets[t, c]
+            fill[c] = offsets[t, c]
+        for i in range(n):
+            c = codes[i, t]
+            ids[t, fill[c]] = i
+            fill[c] += 1
+    return offsets, ids
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed):  # type: ignore[no-untyped-def]
+    batch, n_tables = qcodes.shape
+    width = max(m, labels.shape[1])
+    out = np.full((batch, width), -1, np.int64)
+    mark = np.zeros(n_out, np.bool_)
+    nt = np.uint64(n_tables)
+    nout = np.uint64(n_out)
+    for b in range(batch):
+        n = 0
+        for q in range(labels.shape[1]):
+            lab = labels[b, q]
+            if lab >= 0 and not mark[lab]:
+                mark[lab] = True
+                out[b, n] = lab
+                n += 1
+        t0 = np.int64(_rnd(seed, b, 0) % nt)
+        for s in range(n_tables):
+            if n >= m:
+                break
+            t = (t0 + s) % n_tables
+            c = qcodes[b, t]
+            lo = offsets[t, c]
+            size = offsets[t, c + 1] - lo
+            if size == 0:
+                continue
+            start = np.int64(_rnd(seed, b, t + 1) % np.uint64(size))
+            for i in range(min(size, bucket_size)):
+                if n >= m:
+                    break
+                r = ids[t, lo + (start + i) % size]
+                if not mark[r]:
+                    mark[r] = True
+                    out[b, n] = r
+                    n += 1
+        if pad:
+            for a in range(4 * m):
+                if n >= m:
+                    break
+                r = np.int64(_rnd(seed, b, n_tables + 1 + a) % nout)
+                if not mark[r]:
+                    mark[r] = True
+                    out[b, n] = r
+                    n += 1
+        for i in range(n):
+            mark[out[b, i]] = False
+    return out

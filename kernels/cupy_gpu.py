@@ -43,10 +43,12 @@ from lshcore.kernels._np_tables import (
 )
 from lshcore.kernels._np_xmc import (
     xmc_adam_rows,
+    xmc_build_tables,
     xmc_hidden_backward,
     xmc_hidden_forward,
     xmc_output_backward,
     xmc_output_forward,
+    xmc_select,
 )
 
 __all__ = [
@@ -78,6 +80,8 @@ __all__ = [
     "xmc_output_backward",
     "xmc_hidden_backward",
     "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

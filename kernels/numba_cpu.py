@@ -40,10 +40,12 @@ from lshcore.kernels._numba_tables import (
 )
 from lshcore.kernels._numba_xmc import (
     xmc_adam_rows,
+    xmc_build_tables,
     xmc_hidden_backward,
     xmc_hidden_forward,
     xmc_output_backward,
     xmc_output_forward,
+    xmc_select,
 )
 
 __all__ = [
@@ -75,6 +77,8 @@ __all__ = [
     "xmc_output_backward",
     "xmc_hidden_backward",
     "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

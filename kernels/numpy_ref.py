@@ -41,10 +41,12 @@ from lshcore.kernels._np_tables import (
 )
 from lshcore.kernels._np_xmc import (
     xmc_adam_rows,
+    xmc_build_tables,
     xmc_hidden_backward,
     xmc_hidden_forward,
     xmc_output_backward,
     xmc_output_forward,
+    xmc_select,
 )
 
 __all__ = [
@@ -76,6 +78,8 @@ __all__ = [
     "xmc_output_backward",
     "xmc_hidden_backward",
     "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
     "PROBE_PRIME",
     "METRIC_IP",
     "METRIC_COSINE",

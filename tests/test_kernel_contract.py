@@ -269,6 +269,12 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
         rows = np.array([3, 0, 17, 9], np.int64)
         grad = rng.standard_normal((4, 8)).astype(np.float32)
         return [w2, m, v, last, rows, grad, 7, 1e-2, 0.9, 0.999, 1e-8]
+    if name == "xmc_build_tables":
+        return [rng.integers(0, 7, (20, 3)).astype(np.int64), 7]
+    if name == "xmc_select":
+        offsets, ids = ref.xmc_build_tables(rng.integers(0, 4, (20, 3)).astype(np.int64), 4)
+        qcodes = rng.integers(0, 4, (5, 3)).astype(np.int64)
+        return [qcodes, offsets, ids, labels, 20, 6, 3, True, 11]
     raise AssertionError(name)
 
 

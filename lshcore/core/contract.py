@@ -331,6 +331,29 @@ class Kernels(Protocol):
         (R, C) caught up for skipped steps via last (R,) int64 (step of the last update)."""
         ...
 
+    def xmc_build_tables(self, codes: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+        """codes (n, L) int64 in [0, n_buckets) -> (offsets (L, n_buckets + 1) int64, ids (L, n)
+        int64): bucket c of table t is ids[t, offsets[t, c]:offsets[t, c + 1]], ascending."""
+        ...
+
+    def xmc_select(
+        self,
+        qcodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        n_out: int,
+        m: int,
+        bucket_size: int,
+        pad: bool,
+        seed: int,
+    ) -> np.ndarray:
+        """Active sets: qcodes (B, L) int64, tables of ``xmc_build_tables``, labels (B, n) int64
+        -1 padded (first, always kept) -> (B, max(m, n)) int64 -1 padded: labels, then at
+        most bucket_size ids per hit bucket (tables in a seeded rotation, seeded window),
+        then, with pad, seeded random ids up to m."""
+        ...
+
 
 #: every kernel name of the contract, in declaration order
 KERNEL_NAMES: tuple[str, ...] = tuple(

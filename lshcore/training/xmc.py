@@ -67,10 +67,11 @@ def peak_rss_mb() -> float:
 class XMCConfig:
     """Settings of the XMC network and its training (validated on construction).
 
-    ``active``: output neurons computed per training sample (labels included; the LSH
-    union is cut or padded at random to this count). ``policy``: the selector's policy
-    (``union`` = SLIDE). ``tables``: ``sorted`` (sorted codes per table, every hit) or
-    ``index`` (an LSHIndex with FIFO buckets of ``bucket_size``, SLIDE's form).
+    ``active``: output neurons computed per sample (labels first, then the union of the
+    hit buckets, at most ``bucket_size`` ids from each, cut at this count; with ``pad``
+    training fills up to it with random neurons). ``family``/``k``/``l``/``bin_size``:
+    the LSH functions over the rows ``[w, b]`` (a registered family, e.g. ``srp`` or
+    SLIDE's ``dwta``).
     ``rehash_samples``/``rebuild_samples``: the periods, in training samples, of
     re-inserting changed rows and of drawing new hash functions (0 = never).
     """
@@ -83,9 +84,8 @@ class XMCConfig:
     k: int = 6
     l: int = 50  # noqa: E741
     bin_size: int = 8
-    policy: str = "union"
-    tables: str = "sorted"
     bucket_size: int = 128
+    pad: bool = True
     rehash_samples: int = 6_400
     rebuild_samples: int = 128_000
     workers: int = 1
@@ -113,8 +113,6 @@ class XMCConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1), got {value!r}")
-        if self.tables not in ("sorted", "index"):
-            raise ConfigError(f"tables must be 'sorted' or 'index', got {self.tables!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +156,118 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+class HashTables:
+    """LSH tables over the output rows ``[w, b]``: a registered hash family gives each row
+    one code per table; ``xmc_build_tables`` sorts the rows into buckets (a counting sort,
+    linear in the rows); ``xmc_select`` reads the buckets of a batch's query codes
+    ``[h, 1]``. Rehash re-codes only the rows changed since the last one (same functions);
+    rebuild draws new functions. Workers read the current tables without locks (they are
+    replaced as a whole); a rehash runs under a lock in the worker whose step is due."""
+
+    def __init__(self, hidden: int, n_out: int, cfg: XMCConfig, backend: Any):
+        from lshcore.registry import catalog
+
+        self._catalog = catalog
+        self.hidden, self.n_out, self.cfg, self.backend = hidden, n_out, cfg, backend
+        self.kernels = backend.kernels
+        self.rehash_every = cfg.steps(cfg.rehash_samples) if cfg.rehash_samples else 0
+        self.rebuild_every = cfg.steps(cfg.rebuild_samples) if cfg.rebuild_samples else 0
+        self.rehashes = 0
+        self.rebuilds = 0
+        self.rehash_seconds = 0.0
+        self.dirty = np.zeros(n_out, bool)
+        self._lock = threading.Lock()
+        self.family = self._family(cfg.seed)
+        self.n_buckets = int(self.family.num_buckets)
+        if self.n_buckets > 1 << 22:
+            raise ConfigError(
+                f"{cfg.family} with k={cfg.k} has {self.n_buckets:,} buckets per table; "
+                f"at most {1 << 22:,} are supported (lower k or bin_size)"
+            )
+        self.codes = np.zeros((n_out, cfg.l), np.int64)
+        self._tables: tuple[Any, np.ndarray, np.ndarray] | None = None
+
+    def _family(self, seed: int) -> Any:
+        cfg = self.cfg
+        params = {"bin_size": cfg.bin_size} if cfg.family in ("dwta", "wta") else {}
+        return self._catalog.hash_family(
+            cfg.family, self.hidden + 1, cfg.k, cfg.l, seed=seed, backend=self.backend, **params
+        )
+
+    @staticmethod
+    def _rows(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([w, b[:, None]], axis=1)
+
+    def _codes(self, family: Any, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((rows.shape[0], self.cfg.l), np.int64)
+        step = 65536
+        for i in range(0, rows.shape[0], step):
+            out[i : i + step] = self.backend.to_numpy(family.hash(rows[i : i + step]))
+        return out
+
+    def build(self, w: np.ndarray, b: np.ndarray, family: Any = None) -> None:
+        """Hash every row (with ``family``, default the current one) and build the tables."""
+        t0 = time.perf_counter()
+        family = family or self.family
+        codes = np.empty((self.n_out, self.cfg.l), np.int64)
+        step = 65536
+        for i in range(0, self.n_out, step):
+            codes[i : i + step] = self._codes(family, self._rows(w[i : i + step], b[i : i + step]))
+        self._install(family, codes)
+        self.rehash_seconds += time.perf_counter() - t0
+
+    def _install(self, family: Any, codes: np.ndarray) -> None:
+        offsets, ids = self.kernels.xmc_build_tables(codes, self.n_buckets)
+        self.family, self.codes = family, codes
+        self._tables = (family, offsets, ids)
+        self.dirty[:] = False
+
+    def rehash(self, w: np.ndarray, b: np.ndarray) -> None:
+        """Re-code the rows changed since the last (re)hash; rebuild the buckets."""
+        t0 = time.perf_counter()
+        dirty = np.flatnonzero(self.dirty)
+        self.dirty[dirty] = False
+        codes = self.codes.copy()
+        if dirty.size:
+            codes[dirty] = self._codes(self.family, self._rows(w[dirty], b[dirty]))
+        self._install(self.family, codes)
+        self.rehashes += 1
+        self.rehash_seconds += time.perf_counter() - t0
+
+    def after_step(self, step: int, w: np.ndarray, b: np.ndarray, rows: np.ndarray) -> None:
+        """Mark ``rows`` changed; rehash/rebuild when step ``step`` is due."""
+        self.dirty[rows] = True
+        if self.rebuild_every and step % self.rebuild_every == 0:
+            with self._lock:
+                self.rebuilds += 1
+                self.build(w, b, self._family(self.cfg.seed + self.rebuilds))
+        elif self.rehash_every and step % self.rehash_every == 0:
+            with self._lock:
+                self.rehash(w, b)
+
+    def select(
+        self, h: np.ndarray, labels: np.ndarray | None, m: int, *, pad: bool, seed: int
+    ) -> np.ndarray:
+        """Active sets (B, >= m) int64, -1 padded, for hidden activations h (B, H)."""
+        assert self._tables is not None
+        family, offsets, ids = self._tables
+        q = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
+        qcodes = np.ascontiguousarray(self.backend.to_numpy(family.hash(q)), np.int64)
+        if labels is None:
+            labels = np.full((h.shape[0], 1), -1, np.int64)
+        return self.kernels.xmc_select(
+            qcodes,
+            offsets,
+            ids,
+            labels,
+            self.n_out,
+            min(m, self.n_out),
+            self.cfg.bucket_size,
+            pad,
+            (self.cfg.seed * 1_000_003 + seed) & 0x7FFFFFFF,
+        )
+
+
 class XMCModel:
     """The weights: ``w1 (D, H)``, ``b1 (H,)``, ``w2 (L, H)``, ``b2 (L,)`` float32, initialised
     like PyTorch's ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), and the LSH selector over
@@ -165,8 +275,6 @@ class XMCModel:
 
     def __init__(self, n_features: int, n_labels: int, config: XMCConfig | None = None):
         from lshcore.registry.catalog import get_backend
-        from lshcore.training.params import SelectionParams
-        from lshcore.training.selector import ActiveSelector
 
         self.n_features = check_int(n_features, "n_features", low=1)
         self.n_labels = check_int(n_labels, "n_labels", low=1)
@@ -179,23 +287,8 @@ class XMCModel:
         self.b2 = rng.uniform(-a2, a2, self.n_labels).astype(np.float32)
         self.backend = get_backend(cfg.backend)
         self.kernels = self.backend.kernels
-        steps = cfg.steps
-        params = SelectionParams(
-            active=min(1.0, cfg.active / self.n_labels),
-            policy=cfg.policy,
-            family=cfg.family,
-            k=cfg.k,
-            l=cfg.l,
-            transform=None,
-            seed=cfg.seed,
-            rehash=f"fixed:{steps(cfg.rehash_samples)}" if cfg.rehash_samples else "never",
-            rebuild=f"fixed:{steps(cfg.rebuild_samples)}" if cfg.rebuild_samples else "never",
-            tables=cfg.tables,
-            bucket_size=cfg.bucket_size,
-            family_params={"bin_size": cfg.bin_size} if cfg.family in ("dwta", "wta") else {},
-        )
-        self.selector = ActiveSelector(cfg.hidden, self.n_labels, params, backend=self.backend)
-        self.selector.fit(self.w2, self.b2)
+        self.tables = HashTables(cfg.hidden, self.n_labels, cfg, self.backend)
+        self.tables.build(self.w2, self.b2)
 
     # -- forward pieces ----------------------------------------------------------------
     def hidden(self, x: Any) -> np.ndarray:
@@ -224,7 +317,7 @@ class XMCModel:
                 _topk(self.scores_full(h[i : i + rows]), k) for i in range(0, h.shape[0], rows)
             ]
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
-        act = self.selector.select(h, training=False).ids
+        act = self.tables.select(h, None, self.config.active, pad=False, seed=0)
         logits = self.kernels.xmc_output_forward(h, self.w2, self.b2, act)
         logits = np.where(act >= 0, logits, -np.inf)
         kk = min(k, act.shape[1])
@@ -314,19 +407,20 @@ class XMCTrainer:
         indptr = np.ascontiguousarray(x.indptr, np.int64)
         indices = np.ascontiguousarray(x.indices, np.int64)
         data = np.ascontiguousarray(x.data, np.float32)
+        cfg = model.config
+        step = next(self._counter)
         h = model.hidden(x)
-        act = model.selector.select(h, labels=lab, training=True).ids
+        act = model.tables.select(h, lab, cfg.active, pad=cfg.pad, seed=step)
         logits = k.xmc_output_forward(h, model.w2, model.b2, act)
         loss, grad_h, rows, grad_w2, grad_b2 = k.xmc_output_backward(
             h, model.w2, act, logits, lab, slot_out
         )
         frows, grad_w1, grad_b1 = k.xmc_hidden_backward(indptr, indices, data, h, grad_h, slot_in)
-        step = next(self._counter)
         self._adam(model.w2, self.s_w2, rows, grad_w2, step)
         self._adam(model.b2.reshape(-1, 1), self.s_b2, rows, grad_b2.reshape(-1, 1), step)
         self._adam(model.w1, self.s_w1, frows, grad_w1, step)
         self._adam(model.b1.reshape(1, -1), self.s_b1, self._b1_row, grad_b1.reshape(1, -1), step)
-        model.selector.after_update(model.w2, model.b2, rows)
+        model.tables.after_step(step, model.w2, model.b2, rows)
         self.step = max(self.step, step)
         return float(loss)
 
