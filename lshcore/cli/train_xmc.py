@@ -29,7 +29,7 @@ XMC_DEFAULTS: dict[str, Any] = {
 }
 
 
-def open_data(path: str, workdir: str) -> Any:
+def open_data(path: str, workdir: str, role: str = "train") -> Any:
     """An XMC store (a directory) as it is, or a text file converted into a store in
     ``workdir`` (memory bounded by a chunk either way)."""
     from lshcore.data.store import convert, open_store
@@ -39,7 +39,7 @@ def open_data(path: str, workdir: str) -> Any:
         raise DataError(f"{path}: no such file or store")
     if p.is_dir():
         return open_store(p)
-    return convert(p, Path(workdir) / (p.name + ".store"))
+    return convert(p, Path(workdir) / f"{role}-{p.name}.store")
 
 
 def _schedule_samples(spec: str, batch: int, name: str) -> int:
@@ -117,7 +117,7 @@ def run_xmc(opts: dict[str, Any]) -> dict[str, Any]:
         try:
             train = open_data(opts["data"], work)
             if opts.get("test_data"):
-                test = open_data(opts["test_data"], work)
+                test = open_data(opts["test_data"], work, "test")
                 split = "separate test file"
             else:
                 train, test = train.split(test_fraction=0.2, seed=0, save=False)
