@@ -79,9 +79,9 @@ class XMCConfig:
     hidden: int = 128
     lr: float = 1e-3
     batch_size: int = 128
-    active: int = 1024
-    family: str = "dwta"
-    k: int = 6
+    active: int = 128
+    family: str = "srp"
+    k: int = 10
     l: int = 50  # noqa: E741
     bin_size: int = 8
     bucket_size: int = 128
