@@ -61,6 +61,15 @@ from lshcore.kernels._np_layer import (
 
 # host-only for now: the reference on host arrays (no GPU version yet)
 from lshcore.kernels._np_tables import sorted_remove_at
+from lshcore.kernels._np_xmc import (
+    xmc_adam_rows,
+    xmc_build_tables,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_output_backward,
+    xmc_output_forward,
+    xmc_select,
+)
 
 __all__ = [
     "wta_bins_dense",
@@ -91,6 +100,13 @@ __all__ = [
     "rerank_topk",
     "sorted_query_rerank",
     "srp_codes",
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

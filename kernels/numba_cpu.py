@@ -42,6 +42,15 @@ from lshcore.kernels._numba_tables import (
     sorted_remove,
     sorted_remove_at,
 )
+from lshcore.kernels._numba_xmc import (
+    xmc_adam_rows,
+    xmc_build_tables,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_output_backward,
+    xmc_output_forward,
+    xmc_select,
+)
 
 __all__ = [
     "wta_bins_dense",
@@ -71,6 +80,13 @@ __all__ = [
     "bucket_offsets",
     "rerank_topk",
     "sorted_query_rerank",
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
     "METRIC_IP",
     "METRIC_COSINE",
     "METRIC_L2",

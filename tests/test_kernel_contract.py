@@ -250,7 +250,55 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
     if name == "sorted_query_rerank":
         vectors, xnorm, queries, qnorm = _vectors(rng)
         return [*_sorted_run(rng), vectors, xnorm, queries, qnorm, 3, ref.METRIC_IP]
+    if name.startswith("xmc_"):
+        return _xmc_args(name, rng)
     raise AssertionError(f"no test input for kernel {name!r}: add one here")
+
+
+def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
+    """Inputs of the XMC kernels: a CSR batch of 5 over 12 features (one empty row),
+    hidden 8 (some ReLUs off), 20 output rows, active sets of 6 with padding and repeats
+    across rows, labels inside and outside the active sets, one row without labels."""
+    x = rng.uniform(0.1, 1, (5, 12)).astype(np.float32)
+    x[rng.random((5, 12)) < 0.6] = 0.0
+    x[2] = 0.0
+    indptr, indices, data = _csr(x)
+    w1 = rng.standard_normal((12, 8)).astype(np.float32)
+    b1 = rng.standard_normal(8).astype(np.float32) * 0.5
+    w2 = rng.standard_normal((20, 8)).astype(np.float32)
+    b2 = rng.standard_normal(20).astype(np.float32)
+    act = np.stack([np.sort(rng.choice(20, 6, replace=False)) for _ in range(5)])
+    act[1, 4:] = -1
+    labels = np.full((5, 2), -1, np.int64)
+    labels[0] = act[0, [1, 3]]
+    labels[1, 0] = act[1, 2]
+    labels[2, 0] = act[2, 0]
+    labels[3] = [act[3, 5], 19 if 19 not in act[3] else -1]
+    h = rng.uniform(-1, 1, (5, 8)).astype(np.float32)
+    if name == "xmc_hidden_forward":
+        return [indptr, indices, data, w1, b1]
+    if name == "xmc_output_forward":
+        return [np.maximum(h, 0), w2, b2, act]
+    if name == "xmc_output_backward":
+        logits = rng.standard_normal(act.shape).astype(np.float32)
+        return [np.maximum(h, 0), w2, act, logits, labels, np.full(20, -1, np.int64)]
+    if name == "xmc_hidden_backward":
+        grad_h = rng.standard_normal((5, 8)).astype(np.float32)
+        return [indptr, indices, data, h, grad_h, np.full(12, -1, np.int64)]
+    if name == "xmc_adam_rows":
+        m = rng.standard_normal((20, 8)).astype(np.float32) * 0.1
+        v = rng.uniform(0, 0.1, (20, 8)).astype(np.float32)
+        last = rng.integers(0, 7, 20).astype(np.int64)
+        rows = np.array([3, 0, 17, 9], np.int64)
+        grad = rng.standard_normal((4, 8)).astype(np.float32)
+        return [w2, m, v, last, rows, grad, 7, 1e-2, 0.9, 0.999, 1e-8]
+    if name == "xmc_build_tables":
+        return [rng.integers(0, 7, (20, 3)).astype(np.int64), 7]
+    if name == "xmc_select":
+        offsets, ids = ref.xmc_build_tables(rng.integers(0, 4, (20, 3)).astype(np.int64), 4)
+        qcodes = rng.integers(0, 4, (5, 3)).astype(np.int64)
+        return [qcodes, offsets, ids, labels, 20, 6, 3, True, 11]
+    raise AssertionError(name)
 
 
 def _assert_same(got: Any, want: Any, where: str) -> None:

@@ -16,7 +16,7 @@ from lshcore.training.params import DEFAULT_POLICY, POLICIES, SelectionParams
 
 __all__ = ["train", "demo", "run_training", "selection_params"]
 
-DATASETS = ("digits", "mnist", "fashion-mnist")
+DATASETS = ("digits", "mnist", "fashion-mnist", "xmc")
 #: Adam's learning rate in ``lshcore train`` (both models), chosen on a validation split
 #: (benchmarks/bench_engine.py; docs/training.md "Choosing the defaults")
 DEFAULT_ADAM_LR = 3e-3
@@ -442,6 +442,18 @@ def _jsonable(v: Any) -> Any:
     help="Folder with the IDX .gz files (else $LSHCORE_DATA, else download).",
 )
 @click.option(
+    "--data",
+    type=click.Path(),
+    default=None,
+    help="--dataset xmc: an XMC text file or store (lshcore data convert).",
+)
+@click.option(
+    "--test-data",
+    type=click.Path(),
+    default=None,
+    help="--dataset xmc: a separate test file or store (else a seeded 80/20 split).",
+)
+@click.option(
     "--hidden",
     default="1000,1000,1000",
     show_default=True,
@@ -572,6 +584,13 @@ def _jsonable(v: Any) -> Any:
 )
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
+    if kwargs["dataset"] == "xmc":  # extreme classification: lshcore.cli.train_xmc
+        from lshcore.cli.train_xmc import run_xmc
+
+        run_xmc(kwargs)
+        return
+    if (kwargs.pop("data"), kwargs.pop("test_data")) != (None, None):
+        raise click.UsageError("--data/--test-data apply to --dataset xmc only")
     kwargs["l"] = kwargs.pop("l_")
     if kwargs["family"] not in ("dwta", "wta"):
         kwargs["bin_size"] = None

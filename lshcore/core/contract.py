@@ -320,6 +320,94 @@ class Kernels(Protocol):
         """``sorted_query`` then ``rerank_topk`` -> (scores, rows, n_candidates int)."""
         ...
 
+    # -- XMC network: sparse input -> dense hidden -> hashed output (host arrays) -------
+    def xmc_hidden_forward(
+        self,
+        indptr: np.ndarray,
+        indices: np.ndarray,
+        data: np.ndarray,
+        w1: np.ndarray,
+        b1: np.ndarray,
+    ) -> np.ndarray:
+        """CSR batch (indptr (B+1,) int64, indices (nnz,) int, data (nnz,) float32), w1 (D, H),
+        b1 (H,) float32 -> h (B, H) float32 = relu(x W1 + b1); the input is never densified."""
+        ...
+
+    def xmc_output_forward(
+        self, h: np.ndarray, w2: np.ndarray, b2: np.ndarray, act: np.ndarray
+    ) -> np.ndarray:
+        """h (B, H), w2 (L, H), b2 (L,) float32, act (B, m) int64 -1 padded -> logits (B, m)
+        float32 (0 at padding)."""
+        ...
+
+    def xmc_output_backward(
+        self,
+        h: np.ndarray,
+        w2: np.ndarray,
+        act: np.ndarray,
+        logits: np.ndarray,
+        labels: np.ndarray,
+        slot: np.ndarray,
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Softmax over each row's active set, target 1/|Y| on labels (B, n) int64 -1 padded;
+        slot (L,) int64 scratch of -1s -> (mean loss, grad_h (B, H), rows (T,) int64 in order
+        of first touch, grad_w (T, H), grad_b (T,))."""
+        ...
+
+    def xmc_hidden_backward(
+        self,
+        indptr: np.ndarray,
+        indices: np.ndarray,
+        data: np.ndarray,
+        h: np.ndarray,
+        grad_h: np.ndarray,
+        slot: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Through the ReLU and the sparse product; slot (D,) int64 scratch of -1s ->
+        (rows (T,) int64 features touched in order of first touch, grad_w1 (T, H), grad_b1 (H,))."""
+        ...
+
+    def xmc_adam_rows(
+        self,
+        param: np.ndarray,
+        m: np.ndarray,
+        v: np.ndarray,
+        last: np.ndarray,
+        rows: np.ndarray,
+        grad: np.ndarray,
+        step: int,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
+        """Lazy Adam, in place, on rows (T,) of param (R, C) with grad (T, C); moments m, v
+        (R, C) caught up for skipped steps via last (R,) int64 (step of the last update)."""
+        ...
+
+    def xmc_build_tables(self, codes: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+        """codes (n, L) int64 in [0, n_buckets) -> (offsets (L, n_buckets + 1) int64, ids (L, n)
+        int64): bucket c of table t is ids[t, offsets[t, c]:offsets[t, c + 1]], ascending."""
+        ...
+
+    def xmc_select(
+        self,
+        qcodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        n_out: int,
+        m: int,
+        bucket_size: int,
+        pad: bool,
+        seed: int,
+    ) -> np.ndarray:
+        """Active sets: qcodes (B, L) int64, tables of ``xmc_build_tables``, labels (B, n) int64
+        -1 padded (first, always kept) -> (B, max(m, n)) int64 -1 padded: labels, then at
+        most bucket_size ids per hit bucket (tables in a seeded rotation, seeded window),
+        then, with pad, seeded random ids up to m."""
+        ...
+
 
 #: every kernel name of the contract, in declaration order
 KERNEL_NAMES: tuple[str, ...] = tuple(

@@ -1,0 +1,261 @@
+"""NumPy reference kernels of the XMC network (sparse input -> dense hidden -> hashed output).
+
+The network: ``h = relu(x W1 + b1)`` with ``x`` a CSR batch (never densified) and ``W1``
+``(D, H)`` (one row per input feature); logits ``z[b, j] = W2[act[b, j]] . h[b] + b2[act[b, j]]``
+over each sample's active output neurons ``act (B, m)`` (-1 padding); loss: softmax over the
+active set, target ``1/|Y|`` on each label (labels always active in training), mean over the
+batch. Gradients come back as *row-compact* arrays (``rows (T,)``, ``grad (T, H)``) so that
+memory grows with the rows touched, never with the layer; the optimizer
+(:func:`xmc_adam_rows`) updates only those rows.
+
+``slot`` arguments are ``(n_rows,)`` int64 scratch arrays filled with -1 (one per worker);
+every kernel leaves them at -1 again. Rows are listed in the order of first touch
+(sample by sample, then active position / feature order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
+]
+
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser on a 64-bit unsigned integer (Python int)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def _rnd(seed: int, row: int, salt: int) -> int:
+    return _mix(_mix(_mix(seed & _MASK) ^ (row & _MASK)) ^ (salt & _MASK))
+
+
+def _row_ids(indptr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+
+
+def xmc_hidden_forward(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, w1: np.ndarray, b1: np.ndarray
+) -> np.ndarray:
+    """CSR batch (indptr (B+1,) int64, indices (nnz,) int64/int32, data (nnz,) float32),
+    w1 (D, H), b1 (H,) float32 -> h (B, H) float32 = relu(x W1 + b1)."""
+    batch = indptr.shape[0] - 1
+    out = np.zeros((batch, w1.shape[1]), np.float32)
+    np.add.at(out, _row_ids(indptr), data[:, None].astype(np.float32) * w1[indices])
+    out += b1
+    np.maximum(out, 0, out=out)
+    return out
+
+
+def xmc_output_forward(
+    h: np.ndarray, w2: np.ndarray, b2: np.ndarray, act: np.ndarray
+) -> np.ndarray:
+    """h (B, H), w2 (L, H), b2 (L,) float32, act (B, m) int64 (-1 padded) -> logits (B, m)
+    float32; 0 at padding."""
+    ok = act >= 0
+    safe = np.where(ok, act, 0)
+    z = np.einsum("bmh,bh->bm", w2[safe], h) + b2[safe]
+    return np.where(ok, z, 0).astype(np.float32)
+
+
+def _first_touch(ids: np.ndarray) -> np.ndarray:
+    """Unique ids (>= 0) in order of first appearance."""
+    ids = ids[ids >= 0]
+    uniq, first = np.unique(ids, return_index=True)
+    return uniq[np.argsort(first, kind="stable")].astype(np.int64)
+
+
+def _softmax_grad(
+    act: np.ndarray, logits: np.ndarray, labels: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """(mean loss, dL/dlogits (B, m)) of the softmax over each row's active set."""
+    batch = act.shape[0]
+    ok = act >= 0
+    z = np.where(ok, logits.astype(np.float64), -np.inf)
+    zmax = z.max(axis=1, keepdims=True)
+    zmax = np.where(np.isfinite(zmax), zmax, 0.0)
+    e = np.where(ok, np.exp(z - zmax), 0.0)
+    s = e.sum(axis=1, keepdims=True)
+    p = e / np.where(s > 0, s, 1.0)
+    is_label = np.zeros(act.shape, bool)
+    for j in range(labels.shape[1]):
+        lab = labels[:, j : j + 1]
+        is_label |= (act == lab) & (lab >= 0) & ok
+    n_lab = is_label.sum(axis=1, keepdims=True)
+    has = n_lab > 0
+    t = np.where(is_label, 1.0 / np.maximum(n_lab, 1), 0.0)
+    logp = np.where(ok, z - zmax - np.log(np.where(s > 0, s, 1.0)), 0.0)
+    loss = float(-(t * logp).sum() / batch)
+    g = np.where(has & ok, (p - t) / batch, 0.0)
+    return loss, g.astype(np.float32)
+
+
+def xmc_output_backward(
+    h: np.ndarray,
+    w2: np.ndarray,
+    act: np.ndarray,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    slot: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Softmax over each sample's active set with target 1/|Y| on its labels (labels
+    (B, n) int64, -1 padded; a label outside the active set is ignored; a sample with no
+    active label contributes nothing), loss and gradients averaged over the batch.
+
+    -> (loss float, grad_h (B, H) float32, rows (T,) int64 output rows touched, in order of
+    first touch, grad_w (T, H) float32, grad_b (T,) float32). ``slot`` (L,) int64 scratch
+    of -1s, left as it was."""
+    loss, g = _softmax_grad(act, logits, labels)
+    ok = act >= 0
+    safe = np.where(ok, act, 0)
+    grad_h = np.einsum("bm,bmh->bh", g, w2[safe]).astype(np.float32)
+    rows = _first_touch(act.ravel())
+    pos = np.full(w2.shape[0], -1, np.int64)
+    pos[rows] = np.arange(rows.size)
+    grad_w = np.zeros((rows.size, w2.shape[1]), np.float32)
+    grad_b = np.zeros(rows.size, np.float32)
+    bb, jj = np.nonzero(ok)
+    np.add.at(grad_w, pos[act[bb, jj]], g[bb, jj][:, None] * h[bb])
+    np.add.at(grad_b, pos[act[bb, jj]], g[bb, jj])
+    return loss, grad_h, rows, grad_w, grad_b
+
+
+def xmc_hidden_backward(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    h: np.ndarray,
+    grad_h: np.ndarray,
+    slot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Back through the ReLU and the sparse product: -> (rows (T,) int64 input features
+    touched (order of first touch), grad_w1 (T, H) float32, grad_b1 (H,) float32).
+    ``slot`` (D,) int64 scratch of -1s, left as it was."""
+    dz = np.where(h > 0, grad_h, 0).astype(np.float32)
+    rows = _first_touch(np.asarray(indices, np.int64))
+    pos = np.full(slot.shape[0], -1, np.int64)
+    pos[rows] = np.arange(rows.size)
+    grad_w = np.zeros((rows.size, h.shape[1]), np.float32)
+    rid = _row_ids(indptr)
+    np.add.at(grad_w, pos[np.asarray(indices, np.int64)], data[:, None] * dz[rid])
+    return rows, grad_w, dz.sum(axis=0).astype(np.float32)
+
+
+def xmc_adam_rows(
+    param: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    last: np.ndarray,
+    rows: np.ndarray,
+    grad: np.ndarray,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """Lazy Adam on the rows ``rows (T,)`` of ``param (R, C)`` only (``grad (T, C)``;
+    moments ``m``, ``v`` (R, C) float32; ``last (R,)`` int64 the step each row was last
+    updated, 0 = never). ``step`` is the 1-based global step (bias correction).
+
+    Moments are caught up for the steps a row skipped (it had no gradient there, so
+    ``m *= beta1**skipped``, ``v *= beta2**skipped``: exactly dense Adam's moments); the
+    parameter movement dense Adam would have made in those steps from the decaying
+    moments is not applied (lazy). A row updated at every step is exactly dense Adam.
+    In place; repeated rows are not allowed."""
+    r = np.asarray(rows, np.int64)
+    skipped = np.where(last[r] > 0, step - 1 - last[r], 0).astype(np.float64)
+    d1 = (beta1**skipped).astype(np.float32)[:, None]
+    d2 = (beta2**skipped).astype(np.float32)[:, None]
+    mr = np.float32(beta1) * (m[r] * d1) + np.float32(1 - beta1) * grad
+    vr = np.float32(beta2) * (v[r] * d2) + np.float32(1 - beta2) * grad * grad
+    c1 = np.float32(1.0 - beta1**step)
+    c2 = np.float32(1.0 - beta2**step)
+    m[r] = mr
+    v[r] = vr
+    param[r] -= np.float32(lr) * (mr / c1) / (np.sqrt(vr / c2) + np.float32(eps))
+    last[r] = step
+
+
+def xmc_build_tables(codes: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """codes (n, L) int64 in [0, n_buckets) -> (offsets (L, n_buckets + 1) int64, ids (L, n)
+    int64): table t's bucket c holds ``ids[t, offsets[t, c]:offsets[t, c + 1]]``, ascending
+    (a stable counting sort)."""
+    n, n_tables = codes.shape
+    offsets = np.zeros((n_tables, n_buckets + 1), np.int64)
+    ids = np.empty((n_tables, n), np.int64)
+    for t in range(n_tables):
+        col = codes[:, t]
+        ids[t] = np.argsort(col, kind="stable")
+        np.cumsum(np.bincount(col, minlength=n_buckets), out=offsets[t, 1:])
+    return offsets, ids
+
+
+def xmc_select(
+    qcodes: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    n_out: int,
+    m: int,
+    bucket_size: int,
+    pad: bool,
+    seed: int,
+) -> np.ndarray:
+    """Active sets from bucket tables (``xmc_build_tables``) for query codes (B, L) int64.
+
+    Per row b: its labels (B, n) int64 (-1 padded) first, then the buckets of tables
+    ``t0, t0+1, ...`` (mod L, ``t0 = rnd(seed, b, 0) % L``), at most ``bucket_size`` ids
+    from each bucket (a window starting at ``rnd(seed, b, t + 1) % size``, wrapping), no
+    repeats, until m ids; with ``pad`` then random ids (``rnd(seed, b, L + 1 + a) % n_out``,
+    a < 4m) until m. -> (B, max(m, labels)) int64, -1 padded, in insertion order."""
+    batch, n_tables = qcodes.shape
+    width = max(m, labels.shape[1])
+    out = np.full((batch, width), -1, np.int64)
+    for b in range(batch):
+        seen: set[int] = set()
+        row: list[int] = []
+        for lab in labels[b]:
+            if lab >= 0 and int(lab) not in seen:
+                seen.add(int(lab))
+                row.append(int(lab))
+        t0 = _rnd(seed, b, 0) % n_tables
+        for s in range(n_tables):
+            if len(row) >= m:
+                break
+            t = (t0 + s) % n_tables
+            c = int(qcodes[b, t])
+            lo, hi = int(offsets[t, c]), int(offsets[t, c + 1])
+            size = hi - lo
+            if size == 0:
+                continue
+            start = _rnd(seed, b, t + 1) % size
+            for i in range(min(size, bucket_size)):
+                if len(row) >= m:
+                    break
+                r = int(ids[t, lo + (start + i) % size])
+                if r not in seen:
+                    seen.add(r)
+                    row.append(r)
+        if pad:
+            for a in range(4 * m):
+                if len(row) >= m:
+                    break
+                r = _rnd(seed, b, n_tables + 1 + a) % n_out
+                if r not in seen:
+                    seen.add(r)
+                    row.append(r)
+        out[b, : len(row)] = row
+    return out

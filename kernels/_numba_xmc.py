@@ -1,0 +1,271 @@
+"""numba kernels of the XMC network (nogil, cached); same API as ``_np_xmc``.
+
+One call handles one batch on one thread without the GIL, so Hogwild workers calling
+them run in parallel. Results agree with the NumPy reference up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "xmc_hidden_forward",
+    "xmc_output_forward",
+    "xmc_output_backward",
+    "xmc_hidden_backward",
+    "xmc_adam_rows",
+    "xmc_build_tables",
+    "xmc_select",
+]
+
+_G = np.uint64(0x9E3779B97F4A7C15)
+_A = np.uint64(0xBF58476D1CE4E5B9)
+_C = np.uint64(0x94D049BB133111EB)
+
+
+@numba.njit(nogil=True, cache=True)
+def _mix(x):  # type: ignore[no-untyped-def]
+    x = x + _G
+    x = (x ^ (x >> np.uint64(30))) * _A
+    x = (x ^ (x >> np.uint64(27))) * _C
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True)
+def _rnd(seed, row, salt):  # type: ignore[no-untyped-def]
+    return _mix(_mix(_mix(np.uint64(seed)) ^ np.uint64(row)) ^ np.uint64(salt))
+
+
+_jit = numba.njit(nogil=True, cache=True, fastmath=True)
+
+
+@_jit
+def xmc_hidden_forward(indptr, indices, data, w1, b1):  # type: ignore[no-untyped-def]
+    batch = indptr.shape[0] - 1
+    hid = w1.shape[1]
+    out = np.empty((batch, hid), np.float32)
+    for b in range(batch):
+        acc = b1.copy()
+        for t in range(indptr[b], indptr[b + 1]):
+            f = indices[t]
+            v = data[t]
+            for k in range(hid):
+                acc[k] += v * w1[f, k]
+        for k in range(hid):
+            out[b, k] = acc[k] if acc[k] > 0 else np.float32(0)
+    return out
+
+
+@_jit
+def xmc_output_forward(h, w2, b2, act):  # type: ignore[no-untyped-def]
+    batch, m = act.shape
+    hid = h.shape[1]
+    out = np.zeros((batch, m), np.float32)
+    for b in range(batch):
+        for j in range(m):
+            r = act[b, j]
+            if r < 0:
+                continue
+            acc = np.float32(0)
+            for k in range(hid):
+                acc += w2[r, k] * h[b, k]
+            out[b, j] = acc + b2[r]
+    return out
+
+
+@_jit
+def xmc_output_backward(h, w2, act, logits, labels, slot):  # type: ignore[no-untyped-def]
+    batch, m = act.shape
+    hid = h.shape[1]
+    # rows in order of first touch
+    rows_buf = np.empty(batch * m, np.int64)
+    n_rows = 0
+    for b in range(batch):
+        for j in range(m):
+            r = act[b, j]
+            if r >= 0 and slot[r] < 0:
+                slot[r] = n_rows
+                rows_buf[n_rows] = r
+                n_rows += 1
+    grad_w = np.zeros((n_rows, hid), np.float32)
+    grad_b = np.zeros(n_rows, np.float32)
+    grad_h = np.zeros((batch, hid), np.float32)
+    g = np.zeros(m, np.float64)
+    is_lab = np.zeros(m, np.bool_)
+    loss = 0.0
+    inv_b = 1.0 / batch
+    for b in range(batch):
+        zmax = -np.inf
+        for j in range(m):
+            is_lab[j] = False
+            if act[b, j] >= 0 and logits[b, j] > zmax:
+                zmax = np.float64(logits[b, j])
+        n_lab = 0
+        for j in range(m):
+            r = act[b, j]
+            if r < 0:
+                continue
+            for q in range(labels.shape[1]):
+                if labels[b, q] == r:
+                    is_lab[j] = True
+            if is_lab[j]:
+                n_lab += 1
+        if n_lab == 0:
+            continue
+        s = 0.0
+        for j in range(m):
+            if act[b, j] >= 0:
+                g[j] = np.exp(np.float64(logits[b, j]) - zmax)
+                s += g[j]
+        log_s = np.log(s)
+        t = 1.0 / n_lab
+        for j in range(m):
+            r = act[b, j]
+            if r < 0:
+                continue
+            p = g[j] / s
+            if is_lab[j]:
+                loss -= t * (np.float64(logits[b, j]) - zmax - log_s)
+                gj = np.float32((p - t) * inv_b)
+            else:
+                gj = np.float32(p * inv_b)
+            sl = slot[r]
+            grad_b[sl] += gj
+            for k in range(hid):
+                grad_h[b, k] += gj * w2[r, k]
+                grad_w[sl, k] += gj * h[b, k]
+    rows = rows_buf[:n_rows].copy()
+    for i in range(n_rows):
+        slot[rows[i]] = -1
+    return loss * inv_b, grad_h, rows, grad_w, grad_b
+
+
+@_jit
+def xmc_hidden_backward(indptr, indices, data, h, grad_h, slot):  # type: ignore[no-untyped-def]
+    batch = indptr.shape[0] - 1
+    hid = h.shape[1]
+    nnz = indptr[batch]
+    rows_buf = np.empty(nnz, np.int64)
+    n_rows = 0
+    for t in range(nnz):
+        f = indices[t]
+        if slot[f] < 0:
+            slot[f] = n_rows
+            rows_buf[n_rows] = f
+            n_rows += 1
+    grad_w = np.zeros((n_rows, hid), np.float32)
+    grad_b = np.zeros(hid, np.float32)
+    dz = np.empty(hid, np.float32)
+    for b in range(batch):
+        for k in range(hid):
+            dz[k] = grad_h[b, k] if h[b, k] > 0 else np.float32(0)
+            grad_b[k] += dz[k]
+        for t in range(indptr[b], indptr[b + 1]):
+            sl = slot[indices[t]]
+            v = data[t]
+            for k in range(hid):
+                grad_w[sl, k] += v * dz[k]
+    rows = rows_buf[:n_rows].copy()
+    for i in range(n_rows):
+        slot[rows[i]] = -1
+    return rows, grad_w, grad_b
+
+
+@_jit
+def xmc_adam_rows(param, m, v, last, rows, grad, step, lr, beta1, beta2, eps):  # type: ignore[no-untyped-def]
+    cols = param.shape[1]
+    c1 = 1.0 - beta1**step
+    c2 = 1.0 - beta2**step
+    # lr * (m / c1) / (sqrt(v / c2) + eps) == lr_t * m / (sqrt(v) + eps_t)
+    lr_t = np.float32(lr * np.sqrt(c2) / c1)
+    eps_t = np.float32(eps * np.sqrt(c2))
+    a1 = np.float32(beta1)
+    a2 = np.float32(beta2)
+    o1 = np.float32(1.0 - beta1)
+    o2 = np.float32(1.0 - beta2)
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        d1 = a1
+        d2 = a2
+        if last[r] > 0:
+            skipped = step - 1 - last[r]
+            if skipped > 0:
+                d1 = np.float32(beta1 ** (skipped + 1))
+                d2 = np.float32(beta2 ** (skipped + 1))
+        for k in range(cols):
+            gk = grad[i, k]
+            mk = d1 * m[r, k] + o1 * gk
+            vk = d2 * v[r, k] + o2 * gk * gk
+            m[r, k] = mk
+            v[r, k] = vk
+            param[r, k] -= lr_t * mk / (np.sqrt(vk) + eps_t)
+        last[r] = step
+
+
+@_jit
+def xmc_build_tables(codes, n_buckets):  # type: ignore[no-untyped-def]
+    n, n_tables = codes.shape
+    offsets = np.zeros((n_tables, n_buckets + 1), np.int64)
+    ids = np.empty((n_tables, n), np.int64)
+    fill = np.empty(n_buckets, np.int64)
+    for t in range(n_tables):
+        for i in range(n):
+            offsets[t, codes[i, t] + 1] += 1
+        for c in range(n_buckets):
+            offsets[t, c + 1] += offsets[t, c]
+            fill[c] = offsets[t, c]
+        for i in range(n):
+            c = codes[i, t]
+            ids[t, fill[c]] = i
+            fill[c] += 1
+    return offsets, ids
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed):  # type: ignore[no-untyped-def]
+    batch, n_tables = qcodes.shape
+    width = max(m, labels.shape[1])
+    out = np.full((batch, width), -1, np.int64)
+    mark = np.zeros(n_out, np.bool_)
+    nt = np.uint64(n_tables)
+    nout = np.uint64(n_out)
+    for b in range(batch):
+        n = 0
+        for q in range(labels.shape[1]):
+            lab = labels[b, q]
+            if lab >= 0 and not mark[lab]:
+                mark[lab] = True
+                out[b, n] = lab
+                n += 1
+        t0 = np.int64(_rnd(seed, b, 0) % nt)
+        for s in range(n_tables):
+            if n >= m:
+                break
+            t = (t0 + s) % n_tables
+            c = qcodes[b, t]
+            lo = offsets[t, c]
+            size = offsets[t, c + 1] - lo
+            if size == 0:
+                continue
+            start = np.int64(_rnd(seed, b, t + 1) % np.uint64(size))
+            for i in range(min(size, bucket_size)):
+                if n >= m:
+                    break
+                r = ids[t, lo + (start + i) % size]
+                if not mark[r]:
+                    mark[r] = True
+                    out[b, n] = r
+                    n += 1
+        if pad:
+            for a in range(4 * m):
+                if n >= m:
+                    break
+                r = np.int64(_rnd(seed, b, n_tables + 1 + a) % nout)
+                if not mark[r]:
+                    mark[r] = True
+                    out[b, n] = r
+                    n += 1
+        for i in range(n):
+            mark[out[b, i]] = False
+    return out

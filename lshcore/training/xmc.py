@@ -1,0 +1,527 @@
+"""Extreme classification on one machine: sparse input -> dense hidden -> hashed output.
+
+The SLIDE network (MLSys 2020): a sparse, high-dimensional input ``x`` (CSR, never
+densified) times a dense ``W1 (D, H)`` gives ``h = relu(x W1 + b1)`` (``H`` = 128 by
+default); the output layer has one neuron per label, and each sample computes only its
+*active set*: the neurons an :class:`~lshcore.training.selector.ActiveSelector` picks by
+LSH from ``h`` (DWTA over the rows ``[w, b]``), with the sample's labels always active in
+training. The loss is the softmax over the active set with target ``1/|Y|`` on each
+label. Gradients are row-compact and the optimizer is a lazy row Adam
+(``xmc_adam_rows``): a step touches only the rows of ``W1`` (features present in the
+batch) and ``W2`` (active neurons) that received gradient.
+
+Training runs Hogwild: ``workers`` threads take different batches and update the shared
+weights without locks; the kernels (``backend.kernels.xmc_*``) release the GIL.
+
+Evaluation scores with the full output layer by default (``h W2^T + b2`` for every label,
+as SLIDE does), or with hashed inference (only the selected neurons).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lshcore.core.validation import check_int
+from lshcore.errors import ConfigError, InputError
+
+__all__ = [
+    "XMCConfig",
+    "XMCModel",
+    "XMCTrainer",
+    "precision_at_k",
+    "labels_padded",
+    "peak_rss_mb",
+    "SLIDE_SETTINGS",
+]
+
+#: SLIDE's Amazon-670K settings (the starting point of the defaults)
+SLIDE_SETTINGS: dict[str, Any] = {
+    "hidden": 128,
+    "family": "dwta",
+    "k": 6,
+    "l": 50,
+    "bin_size": 8,
+    "lr": 1e-4,
+    "batch_size": 128,
+    "rehash_samples": 6_400,
+    "rebuild_samples": 128_000,
+}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass(frozen=True)
+class XMCConfig:
+    """Settings of the XMC network and its training (validated on construction).
+
+    ``active``: output neurons computed per sample (labels first, then the union of the
+    hit buckets, at most ``bucket_size`` ids from each, cut at this count; with ``pad``
+    training fills up to it with random neurons). ``family``/``k``/``l``/``bin_size``:
+    the LSH functions over the rows ``[w, b]`` (a registered family, e.g. ``srp`` or
+    SLIDE's ``dwta``).
+    ``rehash_samples``/``rebuild_samples``: the periods, in training samples, of
+    re-inserting changed rows and of drawing new hash functions (0 = never).
+    """
+
+    hidden: int = 128
+    lr: float = 1e-3
+    batch_size: int = 128
+    active: int = 128
+    family: str = "srp"
+    k: int = 10
+    l: int = 50  # noqa: E741
+    bin_size: int = 8
+    bucket_size: int = 128
+    pad: bool = True
+    rehash_samples: int = 6_400
+    rebuild_samples: int = 128_000
+    workers: int = 1
+    seed: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    backend: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.hidden, "hidden", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.active, "active", low=1)
+        check_int(self.k, "k", low=1)
+        check_int(self.l, "l", low=1)
+        check_int(self.bin_size, "bin_size", low=2)
+        check_int(self.bucket_size, "bucket_size", low=1)
+        check_int(self.rehash_samples, "rehash_samples", low=0)
+        check_int(self.rebuild_samples, "rebuild_samples", low=0)
+        check_int(self.workers, "workers", low=1, high=64)
+        check_int(self.seed, "seed", low=0)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1), got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def steps(self, samples: int) -> int:
+        """A period in samples as a whole number of steps (at least 1)."""
+        return max(1, round(samples / self.batch_size))
+
+
+def labels_padded(lists: Iterable[np.ndarray]) -> np.ndarray:
+    """A list of label-id arrays as a (B, n) int64 matrix, -1 padded (n >= 1)."""
+    lists = [np.asarray(v, np.int64).reshape(-1) for v in lists]
+    width = max([1, *(v.size for v in lists)])
+    out = np.full((len(lists), width), -1, np.int64)
+    for i, v in enumerate(lists):
+        out[i, : v.size] = v
+    return out
+
+
+def precision_at_k(
+    top: np.ndarray, labels: Iterable[np.ndarray], ks: Iterable[int]
+) -> dict[int, float]:
+    """Sum over samples of P@k: ``top (B, >= max k)`` predicted label ids, best first;
+    ``labels`` one array of true label ids per sample. P@k = |top k ∩ Y| / k (a sample
+    without labels scores 0). Returns ``{k: sum}``; divide by the sample count."""
+    ks = list(ks)
+    sums = {k: 0.0 for k in ks}
+    for row, lab in zip(top, labels, strict=True):
+        lab = np.asarray(lab)
+        hit = np.isin(row[: max(ks)], lab) if lab.size else np.zeros(max(ks), bool)
+        for k in ks:
+            sums[k] += float(hit[:k].sum()) / k
+    return sums
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column ids of each row's k largest scores, best first."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+class HashTables:
+    """LSH tables over the output rows ``[w, b]``: a registered hash family gives each row
+    one code per table; ``xmc_build_tables`` sorts the rows into buckets (a counting sort,
+    linear in the rows); ``xmc_select`` reads the buckets of a batch's query codes
+    ``[h, 1]``. Rehash re-codes only the rows changed since the last one (same functions);
+    rebuild draws new functions. Workers read the current tables without locks (they are
+    replaced as a whole); a rehash runs under a lock in the worker whose step is due."""
+
+    def __init__(self, hidden: int, n_out: int, cfg: XMCConfig, backend: Any):
+        from lshcore.registry import catalog
+
+        self._catalog = catalog
+        self.hidden, self.n_out, self.cfg, self.backend = hidden, n_out, cfg, backend
+        self.kernels = backend.kernels
+        self.rehash_every = cfg.steps(cfg.rehash_samples) if cfg.rehash_samples else 0
+        self.rebuild_every = cfg.steps(cfg.rebuild_samples) if cfg.rebuild_samples else 0
+        self.rehashes = 0
+        self.rebuilds = 0
+        self.rehash_seconds = 0.0
+        self.dirty = np.zeros(n_out, bool)
+        self._lock = threading.Lock()
+        self.family = self._family(cfg.seed)
+        self.n_buckets = int(self.family.num_buckets)
+        if self.n_buckets > 1 << 22:
+            raise ConfigError(
+                f"{cfg.family} with k={cfg.k} has {self.n_buckets:,} buckets per table; "
+                f"at most {1 << 22:,} are supported (lower k or bin_size)"
+            )
+        self.codes = np.zeros((n_out, cfg.l), np.int64)
+        self._tables: tuple[Any, np.ndarray, np.ndarray] | None = None
+
+    def _family(self, seed: int) -> Any:
+        cfg = self.cfg
+        params = {"bin_size": cfg.bin_size} if cfg.family in ("dwta", "wta") else {}
+        return self._catalog.hash_family(
+            cfg.family, self.hidden + 1, cfg.k, cfg.l, seed=seed, backend=self.backend, **params
+        )
+
+    @staticmethod
+    def _rows(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([w, b[:, None]], axis=1)
+
+    def _codes(self, family: Any, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((rows.shape[0], self.cfg.l), np.int64)
+        step = 65536
+        for i in range(0, rows.shape[0], step):
+            out[i : i + step] = self.backend.to_numpy(family.hash(rows[i : i + step]))
+        return out
+
+    def build(self, w: np.ndarray, b: np.ndarray, family: Any = None) -> None:
+        """Hash every row (with ``family``, default the current one) and build the tables."""
+        t0 = time.perf_counter()
+        family = family or self.family
+        codes = np.empty((self.n_out, self.cfg.l), np.int64)
+        step = 65536
+        for i in range(0, self.n_out, step):
+            codes[i : i + step] = self._codes(family, self._rows(w[i : i + step], b[i : i + step]))
+        self._install(family, codes)
+        self.rehash_seconds += time.perf_counter() - t0
+
+    def _install(self, family: Any, codes: np.ndarray) -> None:
+        offsets, ids = self.kernels.xmc_build_tables(codes, self.n_buckets)
+        self.family, self.codes = family, codes
+        self._tables = (family, offsets, ids)
+        self.dirty[:] = False
+
+    def rehash(self, w: np.ndarray, b: np.ndarray) -> None:
+        """Re-code the rows changed since the last (re)hash; rebuild the buckets."""
+        t0 = time.perf_counter()
+        dirty = np.flatnonzero(self.dirty)
+        self.dirty[dirty] = False
+        codes = self.codes.copy()
+        if dirty.size:
+            codes[dirty] = self._codes(self.family, self._rows(w[dirty], b[dirty]))
+        self._install(self.family, codes)
+        self.rehashes += 1
+        self.rehash_seconds += time.perf_counter() - t0
+
+    def after_step(self, step: int, w: np.ndarray, b: np.ndarray, rows: np.ndarray) -> None:
+        """Mark ``rows`` changed; rehash/rebuild when step ``step`` is due."""
+        self.dirty[rows] = True
+        if self.rebuild_every and step % self.rebuild_every == 0:
+            with self._lock:
+                self.rebuilds += 1
+                self.build(w, b, self._family(self.cfg.seed + self.rebuilds))
+        elif self.rehash_every and step % self.rehash_every == 0:
+            with self._lock:
+                self.rehash(w, b)
+
+    def select(
+        self, h: np.ndarray, labels: np.ndarray | None, m: int, *, pad: bool, seed: int
+    ) -> np.ndarray:
+        """Active sets (B, >= m) int64, -1 padded, for hidden activations h (B, H)."""
+        assert self._tables is not None
+        family, offsets, ids = self._tables
+        q = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
+        qcodes = np.ascontiguousarray(self.backend.to_numpy(family.hash(q)), np.int64)
+        if labels is None:
+            labels = np.full((h.shape[0], 1), -1, np.int64)
+        return self.kernels.xmc_select(
+            qcodes,
+            offsets,
+            ids,
+            labels,
+            self.n_out,
+            min(m, self.n_out),
+            self.cfg.bucket_size,
+            pad,
+            (self.cfg.seed * 1_000_003 + seed) & 0x7FFFFFFF,
+        )
+
+
+class XMCModel:
+    """The weights: ``w1 (D, H)``, ``b1 (H,)``, ``w2 (L, H)``, ``b2 (L,)`` float32, initialised
+    like PyTorch's ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), and the LSH selector over
+    the output rows."""
+
+    def __init__(self, n_features: int, n_labels: int, config: XMCConfig | None = None):
+        from lshcore.registry.catalog import get_backend
+
+        self.n_features = check_int(n_features, "n_features", low=1)
+        self.n_labels = check_int(n_labels, "n_labels", low=1)
+        self.config = cfg = config or XMCConfig()
+        rng = np.random.default_rng(cfg.seed)
+        a1, a2 = 1.0 / math.sqrt(self.n_features), 1.0 / math.sqrt(cfg.hidden)
+        self.w1 = rng.uniform(-a1, a1, (self.n_features, cfg.hidden)).astype(np.float32)
+        self.b1 = rng.uniform(-a1, a1, cfg.hidden).astype(np.float32)
+        self.w2 = rng.uniform(-a2, a2, (self.n_labels, cfg.hidden)).astype(np.float32)
+        self.b2 = rng.uniform(-a2, a2, self.n_labels).astype(np.float32)
+        self.backend = get_backend(cfg.backend)
+        self.kernels = self.backend.kernels
+        self.tables = HashTables(cfg.hidden, self.n_labels, cfg, self.backend)
+        self.tables.build(self.w2, self.b2)
+
+    # -- forward pieces ----------------------------------------------------------------
+    def hidden(self, x: Any) -> np.ndarray:
+        """h (B, H) of a CSR batch (scipy CSR with ``dim`` = n_features)."""
+        if x.shape[1] != self.n_features:
+            raise InputError(f"x: expected {self.n_features} features per row, got {x.shape[1]}")
+        return self.kernels.xmc_hidden_forward(
+            np.ascontiguousarray(x.indptr, np.int64),
+            np.ascontiguousarray(x.indices, np.int64),
+            np.ascontiguousarray(x.data, np.float32),
+            self.w1,
+            self.b1,
+        )
+
+    def scores_full(self, h: np.ndarray) -> np.ndarray:
+        """Every label's logit, (B, L) float32 (a dense product: BLAS)."""
+        return h @ self.w2.T + self.b2
+
+    def predict_topk(self, x: Any, k: int = 5, *, hashed: bool = False) -> np.ndarray:
+        """The k best label ids of each row, best first: (B, k) int64 (-1 where the active
+        set of hashed inference holds fewer than k)."""
+        h = self.hidden(x)
+        if not hashed:
+            rows = max(1, (1 << 24) // self.n_labels)  # about 64 MB of scores at a time
+            parts = [
+                _topk(self.scores_full(h[i : i + rows]), k) for i in range(0, h.shape[0], rows)
+            ]
+            return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
+        act = self.tables.select(h, None, self.config.active, pad=False, seed=0)
+        logits = self.kernels.xmc_output_forward(h, self.w2, self.b2, act)
+        logits = np.where(act >= 0, logits, -np.inf)
+        kk = min(k, act.shape[1])
+        pos = _topk(logits, kk)
+        top = np.take_along_axis(act, pos, axis=1)
+        top = np.where(np.take_along_axis(logits, pos, axis=1) > -np.inf, top, -1)
+        if kk < k:
+            top = np.concatenate([top, np.full((top.shape[0], k - kk), -1, np.int64)], axis=1)
+        return top
+
+
+@dataclass
+class _State:
+    """Adam moments and last-update steps of each parameter (row form)."""
+
+    m: np.ndarray
+    v: np.ndarray
+    last: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`XMCTrainer.fit` did."""
+
+    epochs: int = 0
+    samples: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+class XMCTrainer:
+    """Trains an :class:`XMCModel` from batches ``(x CSR, label lists)`` with Hogwild
+    workers (``config.workers``) and lazy row Adam."""
+
+    def __init__(self, model: XMCModel):
+        self.model = model
+        cfg = model.config
+        self.step = 0
+        self._counter = itertools.count(1)
+        self._local = threading.local()
+
+        def state(rows: int, cols: int) -> _State:
+            return _State(
+                np.zeros((rows, cols), np.float32),
+                np.zeros((rows, cols), np.float32),
+                np.zeros(rows, np.int64),
+            )
+
+        self.s_w1 = state(model.n_features, cfg.hidden)
+        self.s_b1 = state(1, cfg.hidden)
+        self.s_w2 = state(model.n_labels, cfg.hidden)
+        self.s_b2 = state(model.n_labels, 1)
+        self._b1_row = np.zeros(1, np.int64)
+
+    def _slots(self) -> tuple[np.ndarray, np.ndarray]:
+        loc = self._local
+        if not hasattr(loc, "slot_in"):
+            loc.slot_in = np.full(self.model.n_features, -1, np.int64)
+            loc.slot_out = np.full(self.model.n_labels, -1, np.int64)
+        return loc.slot_in, loc.slot_out
+
+    def _adam(
+        self, param: np.ndarray, st: _State, rows: np.ndarray, grad: np.ndarray, step: int
+    ) -> None:
+        cfg = self.model.config
+        self.model.kernels.xmc_adam_rows(
+            param, st.m, st.v, st.last, rows, grad, step, cfg.lr, cfg.beta1, cfg.beta2, cfg.eps
+        )
+
+    def train_batch(self, x: Any, labels: list[np.ndarray]) -> float:
+        """One step on a batch (CSR ``x``, a list of label-id arrays); returns the loss."""
+        model = self.model
+        k = model.kernels
+        if x.shape[0] != len(labels):
+            raise InputError(f"labels: expected {x.shape[0]} label lists, got {len(labels)}")
+        lab = labels_padded(labels)
+        if lab.size and (lab.max() >= model.n_labels or lab.min() < -1):
+            raise InputError(f"labels: ids must lie in [0, {model.n_labels})")
+        slot_in, slot_out = self._slots()
+        indptr = np.ascontiguousarray(x.indptr, np.int64)
+        indices = np.ascontiguousarray(x.indices, np.int64)
+        data = np.ascontiguousarray(x.data, np.float32)
+        cfg = model.config
+        step = next(self._counter)
+        h = model.hidden(x)
+        act = model.tables.select(h, lab, cfg.active, pad=cfg.pad, seed=step)
+        logits = k.xmc_output_forward(h, model.w2, model.b2, act)
+        loss, grad_h, rows, grad_w2, grad_b2 = k.xmc_output_backward(
+            h, model.w2, act, logits, lab, slot_out
+        )
+        frows, grad_w1, grad_b1 = k.xmc_hidden_backward(indptr, indices, data, h, grad_h, slot_in)
+        self._adam(model.w2, self.s_w2, rows, grad_w2, step)
+        self._adam(model.b2.reshape(-1, 1), self.s_b2, rows, grad_b2.reshape(-1, 1), step)
+        self._adam(model.w1, self.s_w1, frows, grad_w1, step)
+        self._adam(model.b1.reshape(1, -1), self.s_b1, self._b1_row, grad_b1.reshape(1, -1), step)
+        model.tables.after_step(step, model.w2, model.b2, rows)
+        self.step = max(self.step, step)
+        return float(loss)
+
+    def fit(
+        self,
+        epochs_batches: Callable[[int], Iterator[tuple[Any, list[np.ndarray]]]],
+        epochs: int,
+        *,
+        evaluate: Callable[[], float] | None = None,
+        eval_every: int = 0,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> TrainResult:
+        """Train ``epochs`` epochs; ``epochs_batches(epoch)`` yields ``(x, label lists)``.
+
+        With ``evaluate`` (returns P@1) and ``eval_every`` (steps; 0 = at each epoch's end),
+        the result's ``curve`` holds ``{seconds, samples, p_at_1}`` points, the evaluation
+        time excluded from ``seconds``. ``progress(samples_done, loss)`` after each step.
+        """
+        check_int(epochs, "epochs", low=1)
+        workers = self.model.config.workers
+        res = TrainResult()
+        lock = threading.Lock()
+        train_clock = 0.0
+
+        def point() -> None:
+            if evaluate is not None:
+                res.curve.append(
+                    {"seconds": train_clock, "samples": res.samples, "p_at_1": float(evaluate())}
+                )
+
+        def one(x: Any, y: list[np.ndarray]) -> None:
+            loss = self.train_batch(x, y)
+            with lock:
+                res.samples += x.shape[0]
+                res.steps += 1
+                res.losses.append(loss)
+            if progress is not None:
+                progress(x.shape[0], loss)
+
+        pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="lshcore-xmc")
+        with pool if pool is not None else contextlib.nullcontext():
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                eval_seconds = 0.0
+                pending: list[Any] = []
+                for x, y in epochs_batches(epoch):
+                    if pool is None:
+                        one(x, y)
+                    else:
+                        pending.append(pool.submit(one, x, y))
+                        if len(pending) >= 2 * workers:
+                            pending.pop(0).result()
+                    if eval_every and evaluate is not None and res.steps % eval_every == 0:
+                        for f in pending:
+                            f.result()
+                        pending.clear()
+                        e0 = time.perf_counter()
+                        train_clock = sum(res.epoch_seconds) + (e0 - t0 - eval_seconds)
+                        point()
+                        eval_seconds += time.perf_counter() - e0
+                for f in pending:
+                    f.result()
+                seconds = time.perf_counter() - t0 - eval_seconds
+                res.epoch_seconds.append(seconds)
+                res.epochs += 1
+                train_clock = sum(res.epoch_seconds)
+                res.train_seconds = train_clock
+                if not eval_every:
+                    point()
+        return res
+
+    def evaluate(
+        self,
+        batches: Iterable[tuple[Any, list[np.ndarray]]],
+        *,
+        hashed: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, float]:
+        """P@1, P@3, P@5 over ``batches`` (full output layer, or ``hashed`` inference),
+        with ``samples`` and ``seconds``."""
+        sums = {1: 0.0, 3: 0.0, 5: 0.0}
+        n = 0
+        t0 = time.perf_counter()
+        for x, y in batches:
+            top = self.model.predict_topk(x, 5, hashed=hashed)
+            for k, s in precision_at_k(top, y, (1, 3, 5)).items():
+                sums[k] += s
+            n += x.shape[0]
+            if limit is not None and n >= limit:
+                break
+        seconds = time.perf_counter() - t0
+        if n == 0:
+            raise InputError("evaluate: no test samples")
+        return {
+            "p_at_1": sums[1] / n,
+            "p_at_3": sums[3] / n,
+            "p_at_5": sums[5] / n,
+            "samples": float(n),
+            "seconds": seconds,
+        }
