@@ -15,23 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from lshcore.core.arrayapi import csr_from_pairs, group_ranks, namespace, pad_csr, ranges
-from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2
-
-__all__ = [
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "reservoir_draw",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]
+from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2  # noqa: F401 (re-exported)
 
 _M1 = 0x9E3779B97F4A7C15
 _M2 = 0xBF58476D1CE4E5B9

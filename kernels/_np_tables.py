@@ -27,23 +27,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "reservoir_draw",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]
-
 METRIC_IP = 0  #: score = x . q
 METRIC_COSINE = 1  #: score = x . q / (|x| |q|)   (norm arrays hold |x|, |q|)
 METRIC_L2 = 2  #: score = -|x - q|                 (norm arrays hold |x|^2, |q|^2)

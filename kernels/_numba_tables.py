@@ -16,24 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (numba's pool: passive wait)
-from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2
-
-__all__ = [
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "reservoir_draw",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]
+from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2  # noqa: F401 (re-exported)
 
 _jit = numba.njit(nogil=True, cache=True)
 _pjit = numba.njit(nogil=True, cache=True, parallel=True)

@@ -16,8 +16,8 @@ What runs where:
 * the NumPy reference on host arrays: CSR WTA, MinHash, densification, tie-break
   priorities, ``dense_to_sparse`` and ``select_active`` (host kernels of the contract).
 
-``__all__`` is a literal list because registration reads it from the source without
-importing the module (and so without importing cupy or numba.cuda).
+The names are explicit imports (no ``__all__``): registration reads them from the source
+without importing the module (and so without importing cupy or numba.cuda).
 """
 
 from lshcore.kernels._cuda_ops import (
@@ -70,44 +70,3 @@ from lshcore.kernels._np_xmc import (
     xmc_output_forward,
     xmc_select,
 )
-
-__all__ = [
-    "wta_bins_dense",
-    "wta_bins_csr",
-    "densify_bins",
-    "minhash_bins_dense",
-    "minhash_bins_csr",
-    "srp_probes",
-    "tiebreak_priority",
-    "dense_to_sparse",
-    "layer_forward",
-    "layer_backward",
-    "sparse_update",
-    "select_active",
-    "sorted_table_candidates",
-    "select_from_tables",
-    "batch_select_from_tables",
-    "block_update",
-    "reservoir_draw",
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "srp_codes",
-    "xmc_hidden_forward",
-    "xmc_output_forward",
-    "xmc_output_backward",
-    "xmc_hidden_backward",
-    "xmc_adam_rows",
-    "xmc_build_tables",
-    "xmc_select",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]

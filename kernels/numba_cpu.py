@@ -1,8 +1,8 @@
 """Fast CPU kernels compiled with numba (nogil, cached). Importing this module imports numba.
 
 Every kernel of the contract (:class:`lshcore.core.contract.Kernels`) is defined here;
-there is no fallback. ``__all__`` is a literal list because registration reads it from
-the source without importing the module (and so without importing numba).
+there is no fallback. The names are explicit imports (no ``__all__``): registration reads
+them from the source without importing the module (and so without importing numba).
 """
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (first: starts numba's pool passive)
@@ -51,43 +51,3 @@ from lshcore.kernels._numba_xmc import (
     xmc_output_forward,
     xmc_select,
 )
-
-__all__ = [
-    "wta_bins_dense",
-    "wta_bins_csr",
-    "densify_bins",
-    "minhash_bins_dense",
-    "minhash_bins_csr",
-    "srp_probes",
-    "tiebreak_priority",
-    "dense_to_sparse",
-    "layer_forward",
-    "layer_backward",
-    "sparse_update",
-    "select_active",
-    "sorted_table_candidates",
-    "select_from_tables",
-    "batch_select_from_tables",
-    "block_update",
-    "reservoir_draw",
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "xmc_hidden_forward",
-    "xmc_output_forward",
-    "xmc_output_backward",
-    "xmc_hidden_backward",
-    "xmc_adam_rows",
-    "xmc_build_tables",
-    "xmc_select",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]

@@ -2,8 +2,8 @@
 
 Kernels are grouped by topic in private modules and gathered here so that a backend is
 one module of functions with the names and signatures of the contract
-(:class:`lshcore.core.contract.Kernels`). ``__all__`` is a literal list because
-registration reads it from the source without importing the module.
+(:class:`lshcore.core.contract.Kernels`). The names are explicit imports (no ``__all__``):
+registration reads them from the source without importing the module.
 """
 
 from lshcore.kernels._np_hashing import (
@@ -52,44 +52,3 @@ from lshcore.kernels._np_xmc import (
     xmc_output_forward,
     xmc_select,
 )
-
-__all__ = [
-    "wta_bins_dense",
-    "wta_bins_csr",
-    "densify_bins",
-    "minhash_bins_dense",
-    "minhash_bins_csr",
-    "srp_probes",
-    "tiebreak_priority",
-    "dense_to_sparse",
-    "layer_forward",
-    "layer_backward",
-    "sparse_update",
-    "select_active",
-    "sorted_table_candidates",
-    "select_from_tables",
-    "batch_select_from_tables",
-    "block_update",
-    "reservoir_draw",
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "xmc_hidden_forward",
-    "xmc_output_forward",
-    "xmc_output_backward",
-    "xmc_hidden_backward",
-    "xmc_adam_rows",
-    "xmc_build_tables",
-    "xmc_select",
-    "PROBE_PRIME",
-    "METRIC_IP",
-    "METRIC_COSINE",
-    "METRIC_L2",
-]

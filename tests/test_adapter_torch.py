@@ -22,7 +22,6 @@ from lshcore.adapters.torch import (  # noqa: E402
 )
 from lshcore.errors import ConfigError, InputError  # noqa: E402
 
-
 # per-sample selection with SRP + simple_lsh is what these tests check (the defaults are
 # the shared batch_union set over DWTA)
 PER_SAMPLE = {"family": "srp", "policy": "topk", "transform": "simple_lsh"}

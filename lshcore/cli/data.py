@@ -7,6 +7,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ def _summary(store: Any, seconds: float) -> str:
         f"{store.n_labels:,} labels, nnz {store.nnz:,}, label nnz {store.label_nnz:,} "
         f"in {seconds:.2f} s ({rate:,.0f} points/s, peak RSS {_peak_rss_mb():.0f} MB)"
     )
+
+
+def _write(writer: Callable[..., Any], *args: Any, progress: bool | None, **kwargs: Any) -> None:
+    """Run a store writer (progress bar by default when stderr is a terminal), timed; print
+    its summary. An LSHError becomes a ClickException."""
+    start = time.perf_counter()
+    try:
+        store = writer(
+            *args, progress=sys.stderr.isatty() if progress is None else progress, **kwargs
+        )
+    except LSHError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(_summary(store, time.perf_counter() - start))
 
 
 @click.group("data")
@@ -70,22 +84,18 @@ def convert_cmd(
     """Convert a text file INPUT into a memory-mapped CSR store OUT_STORE (one pass)."""
     if fmt == "xmc" and (n_features is not None or n_labels is not None):
         raise click.UsageError("--n-features/--n-labels apply to --format libsvm only")
-    start = time.perf_counter()
-    try:
-        store = convert(
-            input_path,
-            out,
-            fmt,
-            n_features=n_features,
-            n_labels=n_labels,
-            feature_base=int(feature_base),
-            chunk_rows=chunk_rows,
-            overwrite=force,
-            progress=sys.stderr.isatty() if progress is None else progress,
-        )
-    except LSHError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(_summary(store, time.perf_counter() - start))
+    _write(
+        convert,
+        input_path,
+        out,
+        fmt,
+        n_features=n_features,
+        n_labels=n_labels,
+        feature_base=int(feature_base),
+        chunk_rows=chunk_rows,
+        overwrite=force,
+        progress=progress,
+    )
 
 
 @data.command("synth-xmc")
@@ -121,25 +131,21 @@ def synth_xmc_cmd(
 ) -> None:
     """Write a synthetic XMC problem (power-law labels, label-dependent sparse features)
     straight into the store OUT_STORE, chunk by chunk."""
-    start = time.perf_counter()
-    try:
-        store = synth_xmc(
-            out,
-            points,
-            labels,
-            features,
-            seed=seed,
-            labels_per_point=labels_per_point,
-            zipf=zipf,
-            prototype_size=prototype_size,
-            noise_features=noise_features,
-            chunk_rows=chunk_rows,
-            overwrite=force,
-            progress=sys.stderr.isatty() if progress is None else progress,
-        )
-    except LSHError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(_summary(store, time.perf_counter() - start))
+    _write(
+        synth_xmc,
+        out,
+        points,
+        labels,
+        features,
+        seed=seed,
+        labels_per_point=labels_per_point,
+        zipf=zipf,
+        prototype_size=prototype_size,
+        noise_features=noise_features,
+        chunk_rows=chunk_rows,
+        overwrite=force,
+        progress=progress,
+    )
 
 
 @data.command("info")

@@ -24,6 +24,7 @@ of two); otherwise ``bucket = code`` and ``table_size = num_buckets``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,10 +300,21 @@ class LSHTables:
 
     def insert_buckets(self, ids: Any, buckets: Any) -> None:
         """Insert with already reduced, validated ``buckets`` (n, l) int64 (no checks)."""
+        self._write(self._insert_buckets, ids, buckets)
+
+    def _write(self, op: Callable[[Any, Any], None], ids: Any, buckets: Any) -> None:
+        """``op(ids, buckets)`` under the write lock, unless the batch is empty."""
         if ids.shape[0] == 0:
             return
         with self._lock.write:
-            self._insert_buckets(ids, buckets)
+            op(ids, buckets)
+
+    def _global_entries(self, ids: Any, buckets: Any) -> tuple[Any, Any]:
+        """The unbounded layout's entries of ``ids`` at ``buckets`` (n, l): global keys
+        ``t * T + b`` and int32 ids, table-major."""
+        xp = self.xp
+        gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
+        return gk, xp.tile(ids.astype(np.int32), self.l)
 
     def _insert_buckets(self, ids: Any, buckets: Any) -> None:
         if self.fixed:
@@ -317,11 +329,7 @@ class LSHTables:
                 self.seed,
             )
         else:
-            xp = self.xp
-            gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(
-                -1
-            )
-            gi = xp.tile(ids.astype(np.int32), self.l)
+            gk, gi = self._global_entries(ids, buckets)
             # recent inserts go to the small pending run (cheap to rewrite); it is merged
             # into the main run once it outgrows a fraction of it (amortized O(1) moves)
             self.pending_keys, self.pending_ids = self.backend.kernels.sorted_insert(
@@ -339,10 +347,7 @@ class LSHTables:
 
     def remove_buckets(self, ids: Any, buckets: Any) -> None:
         """Remove with already reduced, validated ``buckets`` (n, l) int64 (no checks)."""
-        if ids.shape[0] == 0:
-            return
-        with self._lock.write:
-            self._remove_buckets(ids, buckets)
+        self._write(self._remove_buckets, ids, buckets)
 
     def _remove_buckets(self, ids: Any, buckets: Any) -> None:
         if self.fixed:
@@ -350,9 +355,7 @@ class LSHTables:
                 self.slots, self.fill, self.head, buckets, ids.astype(np.int32)
             )
             return
-        xp = self.xp
-        gk = (xp.arange(self.l, dtype=np.int64)[:, None] * self.table_size + buckets.T).reshape(-1)
-        gi = xp.tile(ids.astype(np.int32), self.l)
+        gk, gi = self._global_entries(ids, buckets)
         kernels = self.backend.kernels
         # the main run's bucket starts find each entry without a search
         self.n_dead += int(

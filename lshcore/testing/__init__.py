@@ -20,6 +20,7 @@ Typical use in a plugin's own tests::
 This package imports hypothesis and scipy; ``import lshcore`` does not import it.
 """
 
+from lshcore.testing import strategies
 from lshcore.testing.checks import (
     CHECK_NAMES,
     FamilyCase,
@@ -29,32 +30,9 @@ from lshcore.testing.checks import (
     run_check,
     yield_checks,
 )
-from lshcore.testing.strategies import (
-    angle_pairs,
-    dense_vectors,
-    distance_pairs,
-    jaccard_pairs,
-    pair_at_angle_from,
-    pair_at_distance_from,
-    pair_at_jaccard_from,
-    pairs_at_angle,
-    pairs_at_distance,
-    pairs_at_jaccard,
-    sparse_vectors,
-)
+from lshcore.testing.strategies import *  # noqa: F403
 
 __all__ = [
-    "pairs_at_angle",
-    "pairs_at_jaccard",
-    "pairs_at_distance",
-    "pair_at_angle_from",
-    "pair_at_jaccard_from",
-    "pair_at_distance_from",
-    "dense_vectors",
-    "sparse_vectors",
-    "angle_pairs",
-    "jaccard_pairs",
-    "distance_pairs",
     "check_hash_family",
     "KitReport",
     "FamilyCase",
@@ -63,3 +41,4 @@ __all__ = [
     "run_check",
     "CHECK_NAMES",
 ]
+__all__ += strategies.__all__

@@ -11,32 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lshcore.core.contract import KERNEL_NAMES
 from lshcore.kernels import numpy_ref as _ref
-from lshcore.kernels.numpy_ref import (
-    batch_select_from_tables,
-    block_update,
-    bucket_offsets,
-    dense_to_sparse,
-    densify_bins,
-    fixed_insert,
-    fixed_query,
-    fixed_remove,
-    layer_backward,
-    layer_forward,
-    rerank_topk,
-    reservoir_draw,
-    select_active,
-    select_from_tables,
-    sorted_insert,
-    sorted_query,
-    sorted_query_rerank,
-    sorted_remove,
-    sorted_remove_at,
-    sorted_table_candidates,
-    sparse_update,
-    srp_probes,
-    tiebreak_priority,
-)
 
 #: comparisons counted since the last reset
 COUNTS: dict[str, int] = {"comparisons": 0}
@@ -81,32 +57,7 @@ def minhash_bins_csr(
     return _ref.minhash_bins_csr(indptr, indices, coord_rank, n_bins)
 
 
-__all__ = [
-    "wta_bins_dense",
-    "wta_bins_csr",
-    "densify_bins",
-    "minhash_bins_dense",
-    "minhash_bins_csr",
-    "srp_probes",
-    "tiebreak_priority",
-    "dense_to_sparse",
-    "layer_forward",
-    "layer_backward",
-    "sparse_update",
-    "select_active",
-    "sorted_table_candidates",
-    "select_from_tables",
-    "reservoir_draw",
-    "fixed_insert",
-    "fixed_remove",
-    "fixed_query",
-    "sorted_insert",
-    "sorted_remove",
-    "sorted_remove_at",
-    "sorted_query",
-    "bucket_offsets",
-    "rerank_topk",
-    "sorted_query_rerank",
-    "batch_select_from_tables",
-    "block_update",
-]
+# every other kernel is the reference's
+globals().update({n: getattr(_ref, n) for n in KERNEL_NAMES if n not in globals()})
+
+__all__ = list(KERNEL_NAMES)
