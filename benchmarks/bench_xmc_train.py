@@ -135,6 +135,7 @@ def _lshcore(train: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
         workers=args.threads,
         seed=args.seed,
         pad=not args.no_pad,
+        shared_labels=args.shared_labels,
     )
     model = XMCModel(train.dim, train.n_labels, cfg)
     trainer = XMCTrainer(model)
@@ -336,6 +337,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rehash", type=int, default=6400)
     p.add_argument("--rebuild", type=int, default=128000)
     p.add_argument("--no-pad", action="store_true")
+    p.add_argument(
+        "--shared-labels", type=int, default=1024, help="lshcore: batch labels as shared negatives"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=2048)
     p.add_argument("--limit", type=int, default=0, help="samples per epoch (0 = all)")

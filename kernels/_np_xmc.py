@@ -213,6 +213,7 @@ def xmc_select(
     bucket_size: int,
     pad: bool,
     seed: int,
+    shared: int = 0,
 ) -> np.ndarray:
     """Active sets from bucket tables (``xmc_build_tables``) for query codes (B, L) int64.
 
@@ -220,9 +221,18 @@ def xmc_select(
     ``t0, t0+1, ...`` (mod L, ``t0 = rnd(seed, b, 0) % L``), at most ``bucket_size`` ids
     from each bucket (a window starting at ``rnd(seed, b, t + 1) % size``, wrapping), no
     repeats, until m ids; with ``pad`` then random ids (``rnd(seed, b, L + 1 + a) % n_out``,
-    a < 4m) until m. -> (B, max(m, labels)) int64, -1 padded, in insertion order."""
+    a < 4m) until m. With ``shared`` > 0, the batch's labels (distinct, in order of
+    appearance, the first ``shared`` of them: U) are every row's shared negatives: after its
+    own labels, each row takes the ids of U it lacks (s_b of them), and buckets/padding then
+    fill up to m + s_b. -> (B, max(m, labels) + |U|) int64, -1 padded, in insertion order."""
     batch, n_tables = qcodes.shape
-    width = max(m, labels.shape[1])
+    union: list[int] = []
+    for lab in labels.reshape(-1):
+        if len(union) >= shared:
+            break
+        if lab >= 0 and int(lab) not in union:
+            union.append(int(lab))
+    width = max(m, labels.shape[1]) + len(union)
     out = np.full((batch, width), -1, np.int64)
     for b in range(batch):
         seen: set[int] = set()
@@ -231,9 +241,15 @@ def xmc_select(
             if lab >= 0 and int(lab) not in seen:
                 seen.add(int(lab))
                 row.append(int(lab))
+        mb = m
+        for r in union:
+            if r not in seen:
+                seen.add(r)
+                row.append(r)
+                mb += 1
         t0 = _rnd(seed, b, 0) % n_tables
         for s in range(n_tables):
-            if len(row) >= m:
+            if len(row) >= mb:
                 break
             t = (t0 + s) % n_tables
             c = int(qcodes[b, t])
@@ -243,7 +259,7 @@ def xmc_select(
                 continue
             start = _rnd(seed, b, t + 1) % size
             for i in range(min(size, bucket_size)):
-                if len(row) >= m:
+                if len(row) >= mb:
                     break
                 r = int(ids[t, lo + (start + i) % size])
                 if r not in seen:
@@ -251,7 +267,7 @@ def xmc_select(
                     row.append(r)
         if pad:
             for a in range(4 * m):
-                if len(row) >= m:
+                if len(row) >= mb:
                     break
                 r = _rnd(seed, b, n_tables + 1 + a) % n_out
                 if r not in seen:

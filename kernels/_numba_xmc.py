@@ -223,11 +223,23 @@ def xmc_build_tables(codes, n_buckets):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed):  # type: ignore[no-untyped-def]
+def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed, shared=0):  # type: ignore[no-untyped-def]
     batch, n_tables = qcodes.shape
-    width = max(m, labels.shape[1])
-    out = np.full((batch, width), -1, np.int64)
     mark = np.zeros(n_out, np.bool_)
+    # the batch's labels (distinct, in order of appearance), at most `shared` of them
+    union = np.empty(max(0, min(shared, labels.size)), np.int64)
+    n_union = 0
+    for b in range(batch):
+        for q in range(labels.shape[1]):
+            lab = labels[b, q]
+            if n_union < union.shape[0] and lab >= 0 and not mark[lab]:
+                mark[lab] = True
+                union[n_union] = lab
+                n_union += 1
+    for i in range(n_union):
+        mark[union[i]] = False
+    width = max(m, labels.shape[1]) + n_union
+    out = np.full((batch, width), -1, np.int64)
     nt = np.uint64(n_tables)
     nout = np.uint64(n_out)
     for b in range(batch):
@@ -238,9 +250,17 @@ def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed): 
                 mark[lab] = True
                 out[b, n] = lab
                 n += 1
+        mb = m
+        for i in range(n_union):
+            r = union[i]
+            if not mark[r]:
+                mark[r] = True
+                out[b, n] = r
+                n += 1
+                mb += 1
         t0 = np.int64(_rnd(seed, b, 0) % nt)
         for s in range(n_tables):
-            if n >= m:
+            if n >= mb:
                 break
             t = (t0 + s) % n_tables
             c = qcodes[b, t]
@@ -250,7 +270,7 @@ def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed): 
                 continue
             start = np.int64(_rnd(seed, b, t + 1) % np.uint64(size))
             for i in range(min(size, bucket_size)):
-                if n >= m:
+                if n >= mb:
                     break
                 r = ids[t, lo + (start + i) % size]
                 if not mark[r]:
@@ -259,7 +279,7 @@ def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed): 
                     n += 1
         if pad:
             for a in range(4 * m):
-                if n >= m:
+                if n >= mb:
                     break
                 r = np.int64(_rnd(seed, b, n_tables + 1 + a) % nout)
                 if not mark[r]:

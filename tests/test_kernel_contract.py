@@ -287,7 +287,7 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
     if name == "xmc_select":
         offsets, ids = ref.xmc_build_tables(rng.integers(0, 4, (20, 3)).astype(np.int64), 4)
         qcodes = rng.integers(0, 4, (5, 3)).astype(np.int64)
-        return [qcodes, offsets, ids, labels, 20, 6, 3, True, 11]
+        return [qcodes, offsets, ids, labels, 20, 6, 3, True, 11, 4]
     raise AssertionError(name)
 
 

@@ -193,6 +193,55 @@ def test_selection_keeps_labels_and_never_repeats(name: str) -> None:
         assert row <= members and len(row) <= 3 * 4
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+def test_shared_labels_put_the_batch_labels_in_every_active_set(name: str) -> None:
+    k = _kernels(name)
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 8, (60, 4)).astype(np.int64)
+    offsets, ids = k.xmc_build_tables(codes, 8)
+    q = rng.integers(0, 8, (5, 4)).astype(np.int64)
+    labels = labels_padded([[3, 49], [], [7, 3], [0, 1, 2], [59]])
+    union = [3, 49, 7, 0, 1, 2, 59]
+    for shared, pad in ((100, True), (100, False), (4, True)):
+        act = k.xmc_select(q, offsets, ids, labels, 60, 10, 3, pad, 5, shared)
+        want = union[:shared]
+        assert act.shape[1] == 10 + len(want)
+        for b in range(5):
+            row = act[b][act[b] >= 0].tolist()
+            own = [int(y) for y in labels[b] if y >= 0]
+            assert len(set(row)) == len(row)
+            assert set(own) | set(want) <= set(row)
+            lacked = len(set(want) - set(own))
+            assert row[: len(own)] == own  # own labels first, then the shared ones
+            if pad:  # the hashed/padded part keeps its size: m beyond the labels' share
+                assert len(row) == max(10, len(own)) + lacked
+    # off (the default): the batch's other labels are not added
+    act = k.xmc_select(q, offsets, ids, labels, 60, 10, 3, False, 5)
+    assert act.shape[1] == 10
+    np.testing.assert_array_equal(
+        act, k.xmc_select(q, offsets, ids, labels, 60, 10, 3, False, 5, 0)
+    )
+
+
+def test_trainer_with_shared_labels_trains_and_scores_the_same_way(tiny_store) -> None:
+    train, test = tiny_store.split(0.2, seed=0, save=False)
+    cfg = XMCConfig(hidden=16, active=8, l=4, k=3, shared_labels=64, rehash_samples=256)
+    model = XMCModel(train.dim, train.n_labels, cfg)
+    x, y = next(iter(train.batches(32, seed=0, epoch=0, labels="lists")))
+    h = model.hidden(x)
+    act = model.tables.select(h, labels_padded(y), 8, pad=True, seed=1, shared=64)
+    batch_labels = set(np.concatenate(y).tolist())
+    for b in range(act.shape[0]):
+        assert len(batch_labels) <= 64 and batch_labels <= set(act[b].tolist())
+    trainer = XMCTrainer(model)
+    trainer.fit(lambda e: train.batches(32, seed=0, epoch=e, labels="lists"), epochs=2)
+    got = trainer.evaluate(test.batches(64, shuffle=False, labels="lists"))
+    assert got["samples"] == len(test)
+    assert got["p_at_1"] > _popularity_p1(train, test) + 0.1
+    with pytest.raises(ConfigError):
+        XMCConfig(shared_labels=-1)
+
+
 def test_precision_at_k_on_a_hand_computed_example() -> None:
     top = np.array([[4, 2, 9, 1, 0], [7, 8, 3, 5, 6], [1, 2, 3, 4, 5]])
     labels = [np.array([2, 4, 0]), np.array([5]), np.array([], np.int64)]

@@ -401,11 +401,13 @@ class Kernels(Protocol):
         bucket_size: int,
         pad: bool,
         seed: int,
+        shared: int = 0,
     ) -> np.ndarray:
         """Active sets: qcodes (B, L) int64, tables of ``xmc_build_tables``, labels (B, n) int64
-        -1 padded (first, always kept) -> (B, max(m, n)) int64 -1 padded: labels, then at
-        most bucket_size ids per hit bucket (tables in a seeded rotation, seeded window),
-        then, with pad, seeded random ids up to m."""
+        -1 padded (first, always kept) -> (B, max(m, n) + |U|) int64 -1 padded: labels, then
+        the batch's labels U (distinct, in order of appearance, at most ``shared``; 0 = none)
+        that the row lacks (s_b), then at most bucket_size ids per hit bucket (tables in a
+        seeded rotation, seeded window), then, with pad, seeded random ids up to m + s_b."""
         ...
 
 

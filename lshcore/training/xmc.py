@@ -71,7 +71,9 @@ class XMCConfig:
     hit buckets, at most ``bucket_size`` ids from each, cut at this count; with ``pad``
     training fills up to it with random neurons). ``family``/``k``/``l``/``bin_size``:
     the LSH functions over the rows ``[w, b]`` (a registered family, e.g. ``srp`` or
-    SLIDE's ``dwta``).
+    SLIDE's ``dwta``). ``shared_labels``: in training, every sample's active set also
+    holds the batch's labels (their distinct union, at most this many; 0 = off) as shared
+    negatives, on top of the ``active`` ids (as in sampled softmax with in-batch labels).
     ``rehash_samples``/``rebuild_samples``: the periods, in training samples, of
     re-inserting changed rows and of drawing new hash functions (0 = never).
     """
@@ -86,6 +88,7 @@ class XMCConfig:
     bin_size: int = 8
     bucket_size: int = 128
     pad: bool = True
+    shared_labels: int = 1024
     rehash_samples: int = 6_400
     rebuild_samples: int = 128_000
     workers: int = 1
@@ -103,6 +106,7 @@ class XMCConfig:
         check_int(self.l, "l", low=1)
         check_int(self.bin_size, "bin_size", low=2)
         check_int(self.bucket_size, "bucket_size", low=1)
+        check_int(self.shared_labels, "shared_labels", low=0)
         check_int(self.rehash_samples, "rehash_samples", low=0)
         check_int(self.rebuild_samples, "rebuild_samples", low=0)
         check_int(self.workers, "workers", low=1, high=64)
@@ -246,9 +250,17 @@ class HashTables:
                 self.rehash(w, b)
 
     def select(
-        self, h: np.ndarray, labels: np.ndarray | None, m: int, *, pad: bool, seed: int
+        self,
+        h: np.ndarray,
+        labels: np.ndarray | None,
+        m: int,
+        *,
+        pad: bool,
+        seed: int,
+        shared: int = 0,
     ) -> np.ndarray:
-        """Active sets (B, >= m) int64, -1 padded, for hidden activations h (B, H)."""
+        """Active sets (B, >= m) int64, -1 padded, for hidden activations h (B, H); with
+        ``shared`` the batch's labels (at most that many) join every row."""
         assert self._tables is not None
         family, offsets, ids = self._tables
         q = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
@@ -265,6 +277,7 @@ class HashTables:
             self.cfg.bucket_size,
             pad,
             (self.cfg.seed * 1_000_003 + seed) & 0x7FFFFFFF,
+            shared,
         )
 
 
@@ -410,7 +423,9 @@ class XMCTrainer:
         cfg = model.config
         step = next(self._counter)
         h = model.hidden(x)
-        act = model.tables.select(h, lab, cfg.active, pad=cfg.pad, seed=step)
+        act = model.tables.select(
+            h, lab, cfg.active, pad=cfg.pad, seed=step, shared=cfg.shared_labels
+        )
         logits = k.xmc_output_forward(h, model.w2, model.b2, act)
         loss, grad_h, rows, grad_w2, grad_b2 = k.xmc_output_backward(
             h, model.w2, act, logits, lab, slot_out
