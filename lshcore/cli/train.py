@@ -10,9 +10,16 @@ from typing import Any
 import click
 import numpy as np
 
+from lshcore.cli.train_xmc import run_xmc
+from lshcore.data.datasets import load_dataset
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
+from lshcore.registry.catalog import get_backend
+from lshcore.training.engine import Trainer
+from lshcore.training.layer import HashedLayer
+from lshcore.training.model import Model
 from lshcore.training.optim import OPTIMIZERS
 from lshcore.training.params import DEFAULT_POLICY, POLICIES, SelectionParams
+from lshcore.training.schedule import parse_schedule
 
 __all__ = ["train", "demo", "run_training", "selection_params"]
 
@@ -63,8 +70,6 @@ def _parse_auto_int(ctx: click.Context, param: click.Parameter, value: Any) -> i
 
 
 def _load(dataset: str, data_dir: str | None, seed: int) -> Any:
-    from lshcore.data.datasets import load_dataset
-
     return load_dataset(dataset, data_dir, seed=seed)
 
 
@@ -118,9 +123,6 @@ def run_training(
     (``family``, ``k``, ``l``, ``policy``, ``rehash``, ``rebuild``, ``transform``,
     ``bin_size``, ``rerank``) by :func:`selection_params`.
     """
-    from lshcore.training.engine import Trainer
-    from lshcore.training.model import Model
-
     if lr is None and optimizer == "adam":
         lr = DEFAULT_ADAM_LR
     if params is None:
@@ -144,8 +146,6 @@ def run_training(
         trainer.save(save)
     counts = stats.counts
     n = max(stats.samples, 1)
-    from lshcore.training.layer import HashedLayer
-
     hashed = [layer for layer in model.layers if isinstance(layer, HashedLayer)]
     return {
         "dataset": data.name,
@@ -336,8 +336,6 @@ def _check_backend(name: str | None) -> None:
     """--backend: known and usable here, else a usage error with the reason (no traceback)."""
     if name is None:
         return
-    from lshcore.registry.catalog import get_backend
-
     try:
         get_backend(name)
     except UnknownNameError as exc:
@@ -585,8 +583,6 @@ def _jsonable(v: Any) -> Any:
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
     if kwargs["dataset"] == "xmc":  # extreme classification: lshcore.cli.train_xmc
-        from lshcore.cli.train_xmc import run_xmc
-
         run_xmc(kwargs)
         return
     if (kwargs.pop("data"), kwargs.pop("test_data")) != (None, None):
@@ -595,8 +591,6 @@ def train(**kwargs: Any) -> None:
     if kwargs["family"] not in ("dwta", "wta"):
         kwargs["bin_size"] = None
     for name, value in (("--rehash", kwargs["rehash"]), ("--rebuild", kwargs["rebuild"])):
-        from lshcore.training.schedule import parse_schedule
-
         try:
             parse_schedule(value, name)
         except ConfigError as exc:

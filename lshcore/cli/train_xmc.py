@@ -15,7 +15,9 @@ from typing import Any
 import click
 import numpy as np
 
+from lshcore.data.store import convert, open_store
 from lshcore.errors import ConfigError, DataError, LSHError
+from lshcore.training.xmc import XMCConfig, XMCModel, XMCTrainer, peak_rss_mb
 
 __all__ = ["run_xmc", "XMC_DEFAULTS", "open_data"]
 
@@ -32,8 +34,6 @@ XMC_DEFAULTS: dict[str, Any] = {
 def open_data(path: str, workdir: str, role: str = "train") -> Any:
     """An XMC store (a directory) as it is, or a text file converted into a store in
     ``workdir`` (memory bounded by a chunk either way)."""
-    from lshcore.data.store import convert, open_store
-
     p = Path(path)
     if not p.exists():
         raise DataError(f"{path}: no such file or store")
@@ -66,8 +66,6 @@ def _given(name: str) -> bool:
 
 
 def _config(opts: dict[str, Any], n_labels: int) -> Any:
-    from lshcore.training.xmc import XMCConfig
-
     def opt(name: str) -> Any:
         if name in XMC_DEFAULTS and not _given(name):
             return XMC_DEFAULTS[name]
@@ -104,8 +102,6 @@ def _config(opts: dict[str, Any], n_labels: int) -> Any:
 
 def run_xmc(opts: dict[str, Any]) -> dict[str, Any]:
     """Train and score; print the table; write --json/--plot. Returns the record."""
-    from lshcore.training.xmc import XMCModel, XMCTrainer, peak_rss_mb
-
     if not opts.get("data"):
         raise click.UsageError("--dataset xmc needs --data PATH (an XMC text file or a store)")
     if opts.get("framework", "core") != "core":

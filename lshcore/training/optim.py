@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lshcore.core.validation import check_float
-from lshcore.errors import UnknownNameError
+from lshcore.errors import ConfigError, UnknownNameError
 
 __all__ = ["Optimizer", "make_optimizer", "OPTIMIZERS", "OPT_MULTS"]
 
@@ -158,7 +158,5 @@ def make_optimizer(name: str = "adam", lr: float | None = None, **params: Any) -
     h2 = check_float(h2, "beta2", low=0.0, high=1.0)
     eps = check_float(eps, "eps", low=0.0)
     if name == "adam" and (h1 >= 1.0 or h2 >= 1.0):
-        from lshcore.errors import ConfigError
-
         raise ConfigError(f"adam betas must be < 1, got beta1={h1}, beta2={h2}")
     return Optimizer(name, lr, h1, h2, eps)

@@ -17,6 +17,7 @@ from typing import Any
 
 from lshcore.core.validation import check_float, check_int
 from lshcore.errors import ConfigError, UnknownNameError
+from lshcore.registry import catalog
 from lshcore.training.schedule import Schedule, parse_schedule
 
 __all__ = [
@@ -171,8 +172,6 @@ class SelectionParams:
         """Unknown family/transform: UnknownNameError now, not at the first forward call."""
         # the catalog loads the plugin registry; imported here so that importing this
         # module (and `import lshcore`) stays free of it
-        from lshcore.registry import catalog
-
         catalog.family_class(self.family)
         if self.transform is not None and self.transform not in catalog.transforms():
             raise UnknownNameError("transform", self.transform, [*catalog.transforms(), "none"])

@@ -42,7 +42,9 @@ import numpy as np
 from lshcore.core.backend import Backend
 from lshcore.core.validation import as_batch, check_int, is_sparse
 from lshcore.errors import ConfigError, InputError, NotFittedError
+from lshcore.registry import catalog
 from lshcore.registry.catalog import get_backend
+from lshcore.search.index import LSHIndex
 from lshcore.training.params import (
     DEFAULT_REHASH,
     LSH_POLICIES,
@@ -334,8 +336,6 @@ class ActiveSelector:
         return np.concatenate([w, b[:, None]], axis=1).astype(np.float32)
 
     def _make_tables(self, rows: np.ndarray, seed: int) -> tuple[_Tables, int]:
-        from lshcore.registry import catalog
-
         tf = None
         dim = self.n_in + 1
         if self.transform_name is not None:
@@ -394,8 +394,6 @@ class ActiveSelector:
 
     def _make_index(self, rows: np.ndarray, seed: int) -> Any:
         """An :class:`~lshcore.search.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
-        from lshcore.search.index import LSHIndex
-
         index = LSHIndex(
             self.n_in + 1,
             self.family_name,
@@ -753,8 +751,6 @@ class ActiveSelector:
 
     def _index_after_update(self) -> int:
         """Rehash/rebuild through the LSHIndex (a ``changed`` schedule acts as ``fixed``)."""
-        from lshcore.errors import InputError as _InputError
-
         assert self._weight is not None and self._bias is not None
         index = self._index
         before = index.hash_mults
@@ -770,7 +766,7 @@ class ActiveSelector:
             if dirty.size:
                 try:
                     index.update(dirty, self._rows(self._weight, self._bias, dirty))
-                except _InputError:  # a row outgrew the MIPS scale: refit and rehash all
+                except InputError:  # a row outgrew the MIPS scale: refit and rehash all
                     index.rehash(x=self._rows(self._weight, self._bias))
                 self._dirty[:] = False
                 self.rehashes += 1
@@ -853,8 +849,6 @@ class ActiveSelector:
         backend: Any = None,
     ) -> ActiveSelector:
         """Rebuild a selector saved with :meth:`state` over the given parameters."""
-        from lshcore.registry import catalog
-
         cfg = dict(meta["config"])
         sel = cls(backend=backend, **cfg)
         sel._weight, sel._bias = weight, bias

@@ -33,6 +33,8 @@ import numpy as np
 
 from lshcore.core.validation import check_int
 from lshcore.errors import ConfigError, InputError
+from lshcore.registry import catalog
+from lshcore.registry.catalog import get_backend
 
 __all__ = [
     "XMCConfig",
@@ -169,8 +171,6 @@ class HashTables:
     replaced as a whole); a rehash runs under a lock in the worker whose step is due."""
 
     def __init__(self, hidden: int, n_out: int, cfg: XMCConfig, backend: Any):
-        from lshcore.registry import catalog
-
         self._catalog = catalog
         self.hidden, self.n_out, self.cfg, self.backend = hidden, n_out, cfg, backend
         self.kernels = backend.kernels
@@ -287,8 +287,6 @@ class XMCModel:
     the output rows."""
 
     def __init__(self, n_features: int, n_labels: int, config: XMCConfig | None = None):
-        from lshcore.registry.catalog import get_backend
-
         self.n_features = check_int(n_features, "n_features", low=1)
         self.n_labels = check_int(n_labels, "n_labels", low=1)
         self.config = cfg = config or XMCConfig()
