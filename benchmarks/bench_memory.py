@@ -65,7 +65,7 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     index_params = {"k": bits, "l": args.l, "n_probes": args.probes}
     row: dict = {"keys": n, "dim": d, "load_before": _load()}
     t = time.perf_counter()
-    lsh = LSHMemory(d, n, index=index_params, seed=0)
+    lsh = LSHMemory(d, n, index=None if args.memory_defaults else index_params, seed=0)
     lsh.write(keys, labels)
     row["build_lsh_s"] = time.perf_counter() - t
     row["lsh_params"] = {"k": lsh.index.k, "l": lsh.index.l, "n_probes": lsh.index.n_probes}
@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--l", type=int, default=16, help="LSH tables (16 = the memory's default)")
     parser.add_argument(
         "--probes", type=int, default=16, help="probes per table (16 = the default)"
+    )
+    parser.add_argument(
+        "--memory-defaults",
+        action="store_true",
+        help="LSH settings from the memory's default_index_params (ignores --bits-below-log2, --l, --probes)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory"))

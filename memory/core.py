@@ -47,6 +47,11 @@ _CHUNK_ELEMENTS = 1 << 23
 # oldest-slot choice: windows of more candidates than this draw only the noise that can
 # win (order statistics per age group) instead of one draw per candidate
 _SAMPLE_ABOVE = 4096
+# a run of at least this many log entries of one stamp is not scanned: its live members
+# are counted (and drawn by rank) through the sorted positions of its dead entries
+_BIG_GROUP = 8192
+# memories of at least this many slots get the settings measured at a million keys
+_LARGE_MEMORY = 1 << 19
 
 
 class QueryResult(NamedTuple):
@@ -105,16 +110,20 @@ class Selection:
 def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, Any]:
     """LSH index settings for a memory of ``size`` unit keys of size ``key_dim``.
 
-    :meth:`lshcore.IndexParams.default` (SRP for cosine, about ``log2(size) - 4`` bits per
-    table, 16 tables, 16 probes) with unbounded buckets, so every written slot stays
-    findable; ``benchmarks/results/memory.md`` gives the measured recall.
+    From ``2**19`` keys: SRP with ``round(log2(size)) - 1`` bits per table (at most 24),
+    20 tables, 36 probes, chosen at 1,000,000 x 128 (planted neighbours at cosine 0.8;
+    seed 1 to choose: recall@1 0.967, against 0.954 with 32 probes; seed 0 to report, see
+    ``benchmarks/results/memory.md``). Below that,
+    :meth:`lshcore.IndexParams.default` (about ``log2(size) - 4`` bits, 16 tables, 16
+    probes). Buckets are unbounded, so every written slot stays findable.
     """
     from lshcore.search.index import IndexParams
 
-    params = IndexParams.default(
-        check_int(size, "size", low=1), check_int(key_dim, "key_dim", low=1)
-    )
+    size = check_int(size, "size", low=1)
+    params = IndexParams.default(size, check_int(key_dim, "key_dim", low=1))
     out = params.to_dict()
+    if size >= _LARGE_MEMORY:
+        out.update(k=int(min(24, round(np.log2(size)) - 1)), l=20, n_probes=36)
     out.update(policy="unbounded", seed=int(seed))
     return out
 
@@ -331,6 +340,10 @@ class LSHMemory:
         self._log_stamps = np.zeros_like(self._log_slots)
         self._log_head = 0
         self._log_end = 0
+        # position of each slot's live log entry (-1: none) and the sorted positions of
+        # dead entries in [head, end); within one stamp the log is in slot order
+        self._log_pos = np.full(self.size, -1, dtype=np.int64)
+        self._dead = np.zeros(0, dtype=np.int64)
         self._search: _ExactSearch | _IndexSearch
         if self.exact:
             self._search = _ExactSearch(self)
@@ -396,6 +409,8 @@ class LSHMemory:
         self._step = 0
         self._filled = 0
         self._log_head = self._log_end = 0
+        self._log_pos[:] = -1
+        self._dead = np.zeros(0, dtype=np.int64)
         self._version += 1
         self._search.clear()
 
@@ -580,32 +595,57 @@ class LSHMemory:
         if rest == 0:
             return out
         chunk = max(256, 4 * rest)
+        big_min = _BIG_GROUP if self.age_noise > 0 else 1 << 62
+        stamps_log = self._log_stamps
+        ex_pos = self._log_pos[exclude] if exclude.size else np.zeros(0, dtype=np.int64)
         # excluded slots look dead during the scan (their stamps are restored below)
         saved = self._stamps[exclude].copy()
         self._stamps[exclude] = -1
         try:
             # each log entry is scanned once: segments of doubling size are appended
-            # until the live candidates run past the noise window of the rest-th oldest
-            parts_slots: list[np.ndarray] = []
-            parts_stamps: list[np.ndarray] = []
+            # until the live candidates run past the noise window of the rest-th oldest;
+            # a long run of one stamp (e.g. a one-call preload) is counted, not scanned
+            parts: list[tuple] = []  # ("s", slots, stamps) or ("b", lo, hi, dead, stamp)
             found = 0
             pos = self._log_head
             limit = 0.0
             while True:
                 end = min(self._log_end, pos + chunk)
-                seg_slots = self._log_slots[pos:end]
-                seg_stamps = self._log_stamps[pos:end]
-                live = self._stamps[seg_slots] == seg_stamps
-                parts_slots.append(seg_slots[live])
-                parts_stamps.append(seg_stamps[live])
-                found += int(parts_slots[-1].shape[0])
-                pos = end
+                big = None
+                if end - pos >= 1 and big_min < (1 << 62):
+                    s_last = stamps_log[end - 1]
+                    lo_g = int(np.searchsorted(stamps_log[pos:end], s_last, "left")) + pos
+                    hi_g = (
+                        int(np.searchsorted(stamps_log[end : self._log_end], s_last, "right")) + end
+                    )
+                    if hi_g - lo_g >= big_min:
+                        big = (lo_g, hi_g, s_last)
+                        end = lo_g
+                if end > pos:
+                    seg_slots = self._log_slots[pos:end]
+                    seg_stamps = stamps_log[pos:end]
+                    live = self._stamps[seg_slots] == seg_stamps
+                    parts.append(("s", seg_slots[live], seg_stamps[live]))
+                    found += int(parts[-1][1].shape[0])
+                    pos = end
+                if big is not None:
+                    lo_g, hi_g, s_g = big
+                    d = self._dead
+                    dead = d[np.searchsorted(d, lo_g) : np.searchsorted(d, hi_g)]
+                    ex = ex_pos[(ex_pos >= lo_g) & (ex_pos < hi_g)]
+                    if ex.size:
+                        dead = np.union1d(dead, ex)
+                    parts.append(("b", lo_g, hi_g, dead - lo_g, int(s_g)))
+                    found += hi_g - lo_g - int(dead.shape[0])
+                    pos = end = hi_g
                 if found >= rest:
                     if limit == 0.0:
-                        stamps_so_far = np.concatenate(parts_stamps)
-                        limit = stamps_so_far[rest - 1] + 2.0 * self.age_noise
-                    last = parts_stamps[-1]
-                    if (last.size and last[-1] > limit) or end == self._log_end:
+                        limit = self._nth_stamp(parts, rest - 1) + 2.0 * self.age_noise
+                    last = parts[-1]
+                    last_stamp = (
+                        last[4] if last[0] == "b" else (last[2][-1] if last[2].size else None)
+                    )
+                    if (last_stamp is not None and last_stamp > limit) or end == self._log_end:
                         break
                 elif end == self._log_end:
                     raise InputError(
@@ -614,16 +654,17 @@ class LSHMemory:
                 chunk *= 2
         finally:
             self._stamps[exclude] = saved
-        cand_slots = np.concatenate(parts_slots)
-        cand_stamps = np.concatenate(parts_stamps)
+        parts = [p for p in parts if (p[0] == "s" or p[4] <= limit)]
+        total = sum(
+            int(np.count_nonzero(p[2] <= limit)) if p[0] == "s" else p[2] - p[1] - p[3].shape[0]
+            for p in parts
+        )
+        if self.age_noise > 0 and total > _SAMPLE_ABOVE:
+            return np.concatenate([out, self._sample_oldest(self._groups(parts, limit), rest)])
+        cand_slots = np.concatenate([self._part_slots(p) for p in parts])
+        cand_stamps = np.concatenate([self._part_stamps(p) for p in parts])
         window = cand_stamps <= limit
         cand_slots, cand_stamps = cand_slots[window], cand_stamps[window]
-        if (
-            self.age_noise > 0
-            and cand_slots.shape[0] > _SAMPLE_ABOVE
-            and bool(np.all(cand_stamps[1:] >= cand_stamps[:-1]))
-        ):
-            return np.concatenate([out, self._sample_oldest(cand_slots, cand_stamps, rest)])
         # canonical order (stamp, slot), so the noise draw does not depend on log order
         canon = np.lexsort((cand_slots, cand_stamps))
         cand_slots, cand_stamps = cand_slots[canon], cand_stamps[canon]
@@ -633,29 +674,87 @@ class LSHMemory:
         pick = np.argsort(-noisy, kind="stable")[:rest]
         return np.concatenate([out, cand_slots[pick]])
 
-    def _sample_oldest(self, slots: np.ndarray, stamps: np.ndarray, rest: int) -> np.ndarray:
-        """The ``rest`` largest ``age + uniform(-age_noise, age_noise)`` among ``slots``
-        (grouped by non-decreasing ``stamps``) without a draw per slot.
+    @staticmethod
+    def _nth_stamp(parts: list[tuple], i: int) -> float:
+        """Stamp of the ``i``-th live candidate (0-based) over the scanned parts."""
+        for p in parts:
+            n = p[1].shape[0] if p[0] == "s" else p[2] - p[1] - p[3].shape[0]
+            if i < n:
+                return float(p[2][i] if p[0] == "s" else p[4])
+            i -= n
+        raise AssertionError("unreachable: fewer candidates than counted")
+
+    def _part_slots(self, p: tuple) -> np.ndarray:
+        if p[0] == "s":
+            return p[1]
+        keep = np.ones(p[2] - p[1], dtype=bool)
+        keep[p[3]] = False
+        return self._log_slots[p[1] : p[2]][keep]
+
+    @staticmethod
+    def _part_stamps(p: tuple) -> np.ndarray:
+        if p[0] == "s":
+            return p[2]
+        return np.full(p[2] - p[1] - p[3].shape[0], p[4], dtype=np.int64)
+
+    def _groups(self, parts: list[tuple], limit: float) -> list[tuple]:
+        """The window's stamp groups in stamp order: ``(stamp, n, slots)`` for scanned
+        ones, ``(stamp, n, (lo, dead))`` for counted runs (members found by rank)."""
+        groups: list[tuple] = []
+        buf: list[tuple] = []
+
+        def flush() -> None:
+            if not buf:
+                return
+            slots = np.concatenate([b[1] for b in buf])
+            stamps = np.concatenate([b[2] for b in buf])
+            keep = stamps <= limit
+            slots, stamps = slots[keep], stamps[keep]
+            cut = np.flatnonzero(stamps[1:] != stamps[:-1]) + 1
+            bounds = [0, *cut.tolist(), int(stamps.shape[0])]
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                if hi > lo:
+                    groups.append((int(stamps[lo]), hi - lo, slots[lo:hi]))
+            buf.clear()
+
+        for p in parts:
+            if p[0] == "s":
+                buf.append(p)
+            else:
+                flush()
+                groups.append((p[4], p[2] - p[1] - p[3].shape[0], (p[1], p[3])))
+        flush()
+        return groups
+
+    def _sample_oldest(self, groups: list[tuple], rest: int) -> np.ndarray:
+        """The ``rest`` largest ``age + uniform(-age_noise, age_noise)`` among the
+        ``groups`` (stamp order) without a draw per slot.
 
         Within a group of ``n`` slots of one age only the ``min(rest, n)`` largest noise
         draws can win: they are drawn as the top order statistics of ``n`` uniforms
         (``u_1 = w_1^(1/n)``, ``u_(j+1) = u_j * w_(j+1)^(1/(n-j))``) and given to distinct
         members chosen uniformly (by rank of slot id, so the draw does not depend on log
-        order). Same distribution as drawing every slot's noise; O(groups * rest + n).
+        order). Same distribution as drawing every slot's noise; O(groups * rest) plus the
+        scanned groups' sizes (a counted run is in slot order in the log: rank -> position
+        skips its sorted dead positions).
         """
         a = self.age_noise
-        cut = np.flatnonzero(stamps[1:] != stamps[:-1]) + 1
-        starts = np.concatenate([[0], cut])
-        ends = np.concatenate([cut, [stamps.shape[0]]])
         noisy_parts, slot_parts = [], []
-        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-            n_g = hi - lo
+        for stamp, n_g, members_of in groups:
             r = min(rest, n_g)
             w = self._rng.random(r)
             u = np.exp(np.cumsum(np.log(w) / (n_g - np.arange(r))))  # descending
             ranks = self._rng.choice(n_g, r, replace=False)
-            members = np.partition(slots[lo:hi], ranks)[ranks]
-            noisy_parts.append((self._step - stamps[lo]) + (2.0 * u - 1.0) * a)
+            if isinstance(members_of, tuple):
+                lo, dead = members_of
+                shifted = dead - np.arange(dead.shape[0])
+                at = ranks + np.searchsorted(shifted, ranks, side="right")
+                members = self._log_slots[lo + at]
+            elif 8 * r > n_g:  # many ranks: one sort beats a partition on each
+                members = np.sort(members_of)[ranks]
+            else:
+                members = np.partition(members_of, ranks)[ranks]
+            noisy_parts.append((self._step - stamp) + (2.0 * u - 1.0) * a)
             slot_parts.append(members)
         noisy = np.concatenate(noisy_parts)
         pick = np.argsort(-noisy, kind="stable")[:rest]
@@ -663,10 +762,19 @@ class LSHMemory:
 
     def _log_append(self, slots: np.ndarray, stamp: int) -> None:
         n = slots.shape[0]
-        if self._log_end + n > self._log_slots.shape[0]:
+        slots = np.sort(slots)  # slot order within a stamp (ranks -> positions)
+        old = self._log_pos[slots]
+        killed = np.sort(old[old >= 0])
+        if killed.size:
+            self._dead = np.insert(self._dead, np.searchsorted(self._dead, killed), killed)
+        live_entries = self._log_end - self._log_head - self._dead.shape[0]
+        if self._log_end + n > self._log_slots.shape[0] or self._dead.shape[0] > max(
+            1 << 16, live_entries // 4
+        ):
             self._log_compact(extra=n)
         self._log_slots[self._log_end : self._log_end + n] = slots
         self._log_stamps[self._log_end : self._log_end + n] = stamp
+        self._log_pos[slots] = np.arange(self._log_end, self._log_end + n)
         self._log_end += n
         # drop dead entries at the head (a bounded look-ahead keeps this O(batch))
         end = min(self._log_end, self._log_head + 4 * max(n, 64))
@@ -674,6 +782,8 @@ class LSHMemory:
         live = self._stamps[head] == self._log_stamps[self._log_head : end]
         first_live = int(np.argmax(live)) if live.any() else end - self._log_head
         self._log_head += first_live
+        if self._dead.size and self._dead[0] < self._log_head:
+            self._dead = self._dead[np.searchsorted(self._dead, self._log_head) :]
 
     def _log_compact(self, extra: int = 0) -> None:
         """Keep only the live entries (in order), growing the buffer if needed."""
@@ -687,6 +797,9 @@ class LSHMemory:
         self._log_slots[: slots.shape[0]] = slots
         self._log_stamps[: slots.shape[0]] = stamps
         self._log_head, self._log_end = 0, slots.shape[0]
+        self._log_pos[:] = -1
+        self._log_pos[slots] = np.arange(slots.shape[0])
+        self._dead = np.zeros(0, dtype=np.int64)
 
     def _log_rebuild(self) -> None:
         """Log of the filled slots in stamp order (after load)."""
@@ -698,6 +811,9 @@ class LSHMemory:
         self._log_slots[: order.shape[0]] = order
         self._log_stamps[: order.shape[0]] = self._stamps[order]
         self._log_head, self._log_end = 0, order.shape[0]
+        self._log_pos = np.full(self.size, -1, dtype=np.int64)
+        self._log_pos[order] = np.arange(order.shape[0])
+        self._dead = np.zeros(0, dtype=np.int64)
 
     # -- files -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

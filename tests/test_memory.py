@@ -426,3 +426,48 @@ def test_huge_or_tiny_finite_keys_are_stored_and_found(exact: bool, scale: float
     found = mem.query(unit)
     np.testing.assert_array_equal(found.values, [0, 1, 2])
     np.testing.assert_allclose(found.similarities, 1.0, rtol=1e-5)
+
+
+def _eviction_trace(big_group: int, sample_above: int, monkeypatch: pytest.MonkeyPatch) -> list:
+    """Slots chosen by writes and updates after a one-call preload (one shared age)."""
+    import lshcore.memory.core as core
+
+    monkeypatch.setattr(core, "_BIG_GROUP", big_group)
+    monkeypatch.setattr(core, "_SAMPLE_ABOVE", sample_above)
+    mem = LSHMemory(4, 300, k=4, exact=True, age_noise=3.0, seed=7)
+    rng = np.random.default_rng(3)
+    mem.write(rng.standard_normal((300, 4)), np.arange(300))
+    trace = []
+    for step in range(40):
+        if step % 3 == 2:  # strengthen some slots (dead log entries mid-run, excludes)
+            labels = np.asarray(mem.values[rng.integers(0, 300, 6)])
+            keys = np.asarray(mem.keys[rng.integers(0, 300, 6)]) + 0.01
+            mem.update(keys, labels)
+        else:
+            trace.append(mem.write(rng.standard_normal((7, 4)), 1000 + 7 * step + np.arange(7)))
+        trace.append(mem._oldest(5, exclude=np.array([int(trace[-1][0]), 150])))
+    trace.append(np.asarray(mem.values).copy())
+    return trace
+
+
+@pytest.mark.parametrize("sample_above", [0, 10**9])
+def test_oldest_counted_runs_match_the_scan(
+    sample_above: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a long run of one age is counted through its dead positions instead of scanned:
+    # the same slots (same draws) as scanning every entry, so eviction still follows
+    # age + noise exactly as before
+    scanned = _eviction_trace(10**9, sample_above, monkeypatch)
+    counted = _eviction_trace(16, sample_above, monkeypatch)
+    assert len(scanned) == len(counted)
+    for a, b in zip(scanned, counted, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_default_index_params_at_a_million_keys() -> None:
+    from lshcore.memory.core import default_index_params
+
+    big = default_index_params(1_000_000, 128)
+    assert (big["k"], big["l"], big["n_probes"], big["policy"]) == (19, 20, 36, "unbounded")
+    small = default_index_params(10_000, 128)  # unchanged below 2**19 keys
+    assert (small["k"], small["l"], small["n_probes"]) == (9, 16, 16)
