@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lshcore.adapters._common import HashedLayerMixin, mult_summary
+from lshcore.adapters._common import HashedLayerMixin, adapter_params, mult_summary
 from lshcore.core.validation import check_float, check_int
 from lshcore.errors import ConfigError, InputError
 from lshcore.training.params import SelectionParams
@@ -67,7 +67,9 @@ def selection_from_options(
     params: SelectionParams | None, seed: int, options: dict[str, Any]
 ) -> SelectionParams:
     """``params`` with the selection keywords ``options`` (``active=``, ``family=``, ...,
-    ``selector_params={...}``) applied; without ``params`` the selection seed is ``seed``.
+    ``selector_params={...}``) applied; without ``params`` the settings start from the
+    adapters' defaults (:data:`~lshcore.adapters._common.ADAPTER_DEFAULTS`) and the
+    selection seed is ``seed``.
     ConfigError names a keyword that is no selection setting."""
     if params is not None and not isinstance(params, SelectionParams):
         raise ConfigError(f"params must be a SelectionParams, got {type(params).__name__}")
@@ -84,7 +86,7 @@ def selection_from_options(
         )
     if params is None:
         options.setdefault("seed", seed)  # one seed for the run, as before params= existed
-    return SelectionParams.from_kwargs(params, **extra, **options)
+    return adapter_params(params, **extra, **options)
 
 
 def _check_data(

@@ -341,7 +341,9 @@ def test_train_mlp_with_params_equals_the_keywords_and_rejects_unknown_ones():
     args = (d.x_train[:256], d.y_train[:256], d.x_test, d.y_test)
     run = {"hidden": 16, "epochs": 1, "batch_size": 64, "seed": 3, "progress": False}
     by_keywords = train_mlp(*args, active=0.25, k=4, l=10, **run)
-    params = SelectionParams(active=0.25, k=4, l=10, seed=3)
+    # keywords alone start from the adapters' defaults; a params= object is taken as is
+    params = SelectionParams(active=0.25, k=4, l=10, seed=3, policy="rerank", family="srp",
+                             transform=None)  # fmt: skip
     by_params = train_mlp(*args, params=params, **run)
     assert by_params["accuracy"] == by_keywords["accuracy"]
     assert by_params["mults"] == by_keywords["mults"]
@@ -349,6 +351,52 @@ def test_train_mlp_with_params_equals_the_keywords_and_rejects_unknown_ones():
         train_mlp(*args, activ=0.25, **run)
     with pytest.raises(InputError, match="x_test"):
         train_mlp(d.x_train, d.y_train, d.x_test[:, :10], d.y_test, active=0.25, **run)
+
+
+# the adapters' documented defaults (docs/adapters.md "Defaults",
+# benchmarks/results/adapters_defaults.md): spelled out here so that a silent change fails
+DOCUMENTED_DEFAULTS = {
+    "active": 0.05, "policy": "rerank", "family": "srp", "k": 4, "l": 50, "rerank": 4.0,
+    "transform": None,
+}  # fmt: skip
+
+
+def test_layer_without_selection_flags_uses_the_documented_adapter_defaults():
+    from pathlib import Path
+
+    from lshcore.adapters._common import ADAPTER_DEFAULTS, LayerSpec
+    from lshcore.training.params import SelectionParams
+
+    p = LSHLinear(784, 1000).selection_params
+    assert {name: getattr(p, name) for name in DOCUMENTED_DEFAULTS} == DOCUMENTED_DEFAULTS
+    # every other setting is the global default; the core engine's defaults are its own
+    assert p == SelectionParams().replace(**ADAPTER_DEFAULTS)
+    assert LayerSpec(784, 1000).params == p == LayerSpec.build(784, 1000).params
+    # the docs state the same values
+    text = (Path(__file__).resolve().parents[1] / "docs" / "adapters.md").read_text()
+    section = text.split("## Defaults", 1)[1].split("\n## ", 1)[0]
+    for name, value in DOCUMENTED_DEFAULTS.items():
+        assert f"{name}={value!r}" in section, name
+    # a keyword changes that one setting; another family without k/l gets "auto"
+    assert LSHLinear(8, 16, active=0.2).selection_params == p.replace(active=0.2)
+    dwta = LSHLinear(8, 16, family="dwta").selection_params
+    assert (dwta.family, dwta.k, dwta.l, dwta.policy) == ("dwta", "auto", "auto", "rerank")
+
+
+def test_train_mlp_without_selection_flags_uses_the_adapter_defaults(monkeypatch):
+    import lshcore.adapters._driver as driver
+
+    seen = {}
+
+    def fake_run_mlp(framework, *args, params, **kwargs):
+        seen["params"] = params
+        return {}
+
+    monkeypatch.setattr(driver, "run_mlp", fake_run_mlp)
+    x, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
+    train_mlp(x, y, x, y, seed=2, progress=False)
+    expected = LSHLinear(8, 16).selection_params.replace(seed=2)
+    assert seen["params"] == expected
 
 
 def test_cli_hands_the_selection_params_to_the_adapter(monkeypatch):
