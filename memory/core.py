@@ -29,6 +29,7 @@ import numpy as np
 from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.core.validation import as_batch, check_float, check_int
 from lshcore.errors import ConfigError, FileFormatError, InputError
+from lshcore.search.index import IndexParams, LSHIndex
 
 __all__ = [
     "LSHMemory",
@@ -117,8 +118,6 @@ def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, An
     :meth:`lshcore.IndexParams.default` (about ``log2(size) - 4`` bits, 16 tables, 16
     probes). Buckets are unbounded, so every written slot stays findable.
     """
-    from lshcore.search.index import IndexParams
-
     size = check_int(size, "size", low=1)
     params = IndexParams.default(size, check_int(key_dim, "key_dim", low=1))
     out = params.to_dict()
@@ -253,8 +252,6 @@ class _IndexSearch:
     name = "lsh"
 
     def __init__(self, memory: LSHMemory, params: dict[str, Any]):
-        from lshcore.search.index import LSHIndex  # the index pulls in kernels: load on use
-
         self.memory = memory
         self.params = dict(params)
         kwargs = dict(self.params)
