@@ -108,6 +108,14 @@ class LayerSpec:
             raise ConfigError(f"params must be a SelectionParams, got {type(self.params).__name__}")
         if self.backend is not None and not isinstance(self.backend, str):
             raise ConfigError(f"backend must be a backend name or None, got {self.backend!r}")
+        if self.params.policy == "batch_rerank":
+            # the per-row re-rank of the shared block lives in the core engine's layer
+            # (lshcore.training.layer.HashedLayer); the adapters would run batch_union
+            raise ConfigError(
+                "policy 'batch_rerank' is supported by the core engine only "
+                "(lshcore.training.layer.HashedLayer); in a framework layer use "
+                "'batch_union' or 'rerank'"
+            )
 
     @classmethod
     def build(

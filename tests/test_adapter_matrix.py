@@ -233,3 +233,13 @@ def test_inference_active_sets_are_a_pure_function_of_the_input(problem):
     ids = [core.forward(x, ws, Counts()).ids for _ in range(3)]
     np.testing.assert_array_equal(ids[0], ids[1])
     np.testing.assert_array_equal(ids[0], ids[2])
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow", "mxnet"])
+def test_batch_rerank_is_refused_by_the_framework_layers(framework):
+    # the per-row re-rank of batch_rerank exists only in the core layer: a framework layer
+    # would silently compute batch_union, so it refuses the policy at construction
+    from lshcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_rerank"):
+        _construct(framework, **{**HASHING, "policy": "batch_rerank"})
