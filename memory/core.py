@@ -157,6 +157,18 @@ def _normalize(x: np.ndarray, name: str) -> np.ndarray:
     return (x64 / norms[:, None]).astype(np.float32)
 
 
+def _strengthened(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``normalize(query + key)`` per row of ``keys``/``queries`` (m, d), float32, summed in
+    float64. A key that exactly cancels its query (sum zero) becomes the query: normalizing
+    the zero sum would store a NaN key."""
+    total = keys.astype(np.float64) + queries
+    norms = np.linalg.norm(total, axis=1, keepdims=True)
+    cancelled = norms[:, 0] == 0
+    total[cancelled] = queries[cancelled]
+    norms[cancelled] = np.linalg.norm(total[cancelled], axis=1, keepdims=True)
+    return (total / norms).astype(np.float32)
+
+
 def _check_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     """(n,) non-negative integer labels as int64; InputError otherwise."""
     arr = np.asarray(labels)
@@ -545,16 +557,14 @@ class LSHMemory:
         single = counts == 1
         if single.any():
             rows1 = fix_rows[first[single]]
-            new_keys = qn[rows1] + self._keys[uniq[single]]
-            new_keys /= np.linalg.norm(new_keys, axis=1, keepdims=True)
+            new_keys = _strengthened(self._keys[uniq[single]], qn[rows1])
             for slot, key in zip(uniq[single], new_keys, strict=True):
                 fixed_keys[int(slot)] = key
         for slot in uniq[~single]:
-            key = self._keys[slot].astype(np.float64)
+            key = self._keys[slot : slot + 1]
             for row in fix_rows[fix_slots == slot]:
-                key = key + qn[row]
-                key /= np.linalg.norm(key)
-            fixed_keys[int(slot)] = key.astype(np.float32)
+                key = _strengthened(key, qn[row : row + 1])
+            fixed_keys[int(slot)] = key[0]
         # overwrite: the oldest slots not being strengthened in this step
         new_slots = self._oldest(new_rows.shape[0], exclude=uniq)
         was_empty = new_slots >= self._filled

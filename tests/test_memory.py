@@ -471,3 +471,17 @@ def test_default_index_params_at_a_million_keys() -> None:
     assert (big["k"], big["l"], big["n_probes"], big["policy"]) == (19, 20, 36, "unbounded")
     small = default_index_params(10_000, 128)  # unchanged below 2**19 keys
     assert (small["k"], small["l"], small["n_probes"]) == (9, 16, 16)
+
+
+def test_a_key_that_cancels_its_query_is_replaced_not_nan():
+    # the nearest (only) slot holds the label with key = -q: normalize(q + key) is 0/0;
+    # the strengthened key must be the query, never NaN
+    mem = LSHMemory(key_dim=8, size=16, exact=True, seed=0)
+    q = np.zeros((1, 8), np.float32)
+    q[0, 0] = 1.0
+    mem.write(-q, np.array([3]))
+    sel = mem.update(q, np.array([3]))
+    assert bool(sel.correct[0])  # the cancelling slot was the (correct) nearest one
+    assert np.isfinite(mem.keys).all()
+    np.testing.assert_array_equal(mem.keys[0], q[0])
+    np.testing.assert_array_equal(mem.query(q).slots, [0])
