@@ -172,3 +172,13 @@ def test_saved_model_reproduces_the_printed_accuracy(tmp_path) -> None:
     trainer = Trainer.load(model)
     for _ in range(2):  # and again: evaluating changes nothing
         assert trainer.evaluate(data.x_test, data.y_test)[0] == printed
+
+
+def test_train_defaults_to_ten_epochs(tmp_path) -> None:
+    """The issue's MNIST target is "the last 3 of 10 epochs" with no flags beyond the
+    dataset: the default epoch count must be 10 (the JSON records what ran)."""
+    out = tmp_path / "r.json"
+    args = [a for a in TINY if a not in ("--epochs", "1")]
+    res = CliRunner().invoke(main, [*args, "--limit", "64", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["epochs"] == 10

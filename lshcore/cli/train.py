@@ -103,7 +103,7 @@ def run_training(
     *,
     hidden: list[int],
     active: float,
-    epochs: int = 5,
+    epochs: int = 10,
     batch_size: int = 128,
     lr: float | None = None,
     optimizer: str = "adam",
@@ -506,7 +506,7 @@ def _jsonable(v: Any) -> Any:
     show_default=True,
     help="Active-set policy (the paper's: topk).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
     "--lr",
