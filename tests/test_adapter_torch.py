@@ -420,7 +420,37 @@ def test_cli_hands_the_selection_params_to_the_adapter(monkeypatch):
          "--epochs", "1", "--no-progress"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
+    # --transform not given: the adapters' default (none), not the core's auto
     expected = selection_params(active=0.2, family="srp", k=3, l=4, policy="rerank", rerank=2.0,
-                                seed=1)  # fmt: skip
+                                seed=1, transform="none")  # fmt: skip
     assert seen["params"] == expected
     assert not {"active", "family", "selector_params"} & set(seen)
+
+
+def test_cli_framework_takes_adapter_defaults_for_options_not_given(monkeypatch) -> None:
+    """The core default policy (batch_rerank) exists in the core layer only: a framework
+    run without selection flags gets ADAPTER_DEFAULTS, and a flag given still wins."""
+    from click.testing import CliRunner
+
+    import lshcore.adapters.torch as adapter
+    from lshcore.adapters._common import ADAPTER_DEFAULTS
+    from lshcore.cli import main
+
+    seen: list = []
+
+    def fake_train_mlp(*args, **kwargs):
+        seen.append(kwargs["params"])
+        return {"accuracy": 0.5, "train_seconds": 1.0, "samples_per_second": 1.0}
+
+    monkeypatch.setattr(adapter, "train_mlp", fake_train_mlp)
+    base = ["train", "--framework", "torch", "--hidden", "16", "--epochs", "1", "--no-progress"]
+    res = CliRunner().invoke(main, base)
+    assert res.exit_code == 0, res.output
+    got = seen[-1]
+    assert (got.policy, got.family, got.k, got.l, got.transform) == (
+        ADAPTER_DEFAULTS["policy"], ADAPTER_DEFAULTS["family"], ADAPTER_DEFAULTS["k"],
+        ADAPTER_DEFAULTS["l"], ADAPTER_DEFAULTS["transform"],
+    )  # fmt: skip
+    res = CliRunner().invoke(main, [*base, "--policy", "batch_union", "--l", "7"])
+    assert res.exit_code == 0, res.output
+    assert (seen[-1].policy, seen[-1].l, seen[-1].family) == ("batch_union", 7, "srp")

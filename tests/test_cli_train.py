@@ -153,7 +153,7 @@ def test_demo_runs(monkeypatch) -> None:
         main, ["demo", "--epochs", "1", "--width", "2000", "--active-count", "50", "--no-progress"]
     )
     assert res.exit_code == 0, res.output
-    assert "dense twin" in res.output and "batch_union active=0.025" in res.output
+    assert "dense twin" in res.output and "batch_rerank active=0.025" in res.output
 
 
 def test_saved_model_reproduces_the_printed_accuracy(tmp_path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from lshcore.adapters._common import ADAPTER_DEFAULTS
 from lshcore.cli.train_xmc import run_xmc
 from lshcore.data.datasets import load_dataset
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
@@ -425,6 +426,22 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _framework_defaults(opts: dict[str, Any]) -> None:
+    """A framework adapter's own defaults (``ADAPTER_DEFAULTS``: per-sample ``rerank``
+    over SRP, chosen on validation for the adapters) for the selection options the user
+    did not give: the core engine's (``batch_rerank`` over DWTA) exist in the core
+    layer only."""
+    ctx = click.get_current_context()
+    names = {"policy": "policy", "family": "family", "k": "k", "l": "l_", "rerank": "rerank"}
+    for key, param in names.items():
+        source = ctx.get_parameter_source(param)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            opts[key] = ADAPTER_DEFAULTS[key]
+    source = ctx.get_parameter_source("transform")
+    if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+        opts["transform"] = ADAPTER_DEFAULTS["transform"] or "none"
+
+
 @click.command("train")
 @click.option(
     "--dataset",
@@ -588,6 +605,8 @@ def train(**kwargs: Any) -> None:
     if (kwargs.pop("data"), kwargs.pop("test_data")) != (None, None):
         raise click.UsageError("--data/--test-data apply to --dataset xmc only")
     kwargs["l"] = kwargs.pop("l_")
+    if kwargs["framework"] != "core":
+        _framework_defaults(kwargs)
     if kwargs["family"] not in ("dwta", "wta"):
         kwargs["bin_size"] = None
     for name, value in (("--rehash", kwargs["rehash"]), ("--rebuild", kwargs["rebuild"])):
