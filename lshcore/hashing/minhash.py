@@ -90,7 +90,7 @@ class MinHash(_BackendFamily):
             )
         else:
             low = self.backend.kernels.minhash_bins_dense(
-                self.backend.to_numpy(x), self.coord_rank, self.l
+                _host(self.backend, x), self.coord_rank, self.l
             )
         low = np.asarray(low)
         group = np.arange(self.k)[None, :, None]
@@ -114,3 +114,8 @@ class MinHash(_BackendFamily):
     def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
         """One per (coordinate read, permutation): dense n * k * dim, sparse nnz * k."""
         return int((n * self.dim if nnz is None else nnz) * self.k)
+
+
+def _host(backend: Any, x: Any) -> np.ndarray:
+    """``x`` on the host: a host batch as it is, a device one copied (counted)."""
+    return x if isinstance(x, np.ndarray) else backend.to_numpy(x, "hash_input")

@@ -138,7 +138,7 @@ class DWTA(_BackendFamily):
                 self.densify,
             )
         else:
-            codes = kernels.wta_bins_dense(self.backend.to_numpy(x), self.bin_coords, self.densify)
+            codes = kernels.wta_bins_dense(_host(self.backend, x), self.bin_coords, self.densify)
         if self.densify:
             codes = kernels.densify_bins(
                 codes.reshape(codes.shape[0], 1, self.n_bins),
@@ -175,3 +175,8 @@ class WTA(DWTA):
     name: ClassVar[str] = "wta"
     measure: ClassVar[str] = "rank"
     densify: ClassVar[bool] = False
+
+
+def _host(backend: Any, x: Any) -> np.ndarray:
+    """``x`` on the host: a host batch as it is, a device one copied (counted)."""
+    return x if isinstance(x, np.ndarray) else backend.to_numpy(x, "hash_input")
