@@ -184,7 +184,32 @@ def predict_and_save_roundtrip() -> None:
     assert back.layers[0].on_device
 
 
+def trainer_end_to_end() -> None:
+    # what `lshcore train --backend cupy` runs: Trainer.fit (shuffled batches, default
+    # policy and rehash schedule) and evaluate, against the same run on numpy
+    from lshcore.training.engine import Trainer
+
+    x, y = data(5, 48, 10, 6)
+    results = []
+    for backend in ("numpy", DEVICE):
+        model = Model.mlp(10, [48], 6, active=0.125, seed=2, backend=backend)
+        trainer = Trainer(model, "adam", lr=0.01, batch_size=8, seed=1)
+        if backend is DEVICE:
+            with count_transfers() as log:
+                stats = trainer.fit(x, y, epochs=2)
+            assert not (log.tags("d2h") - D2H_OK - {"metrics"}), log.tags("d2h")
+        else:
+            stats = trainer.fit(x, y, epochs=2)
+        acc, _ = trainer.evaluate(x, y)
+        results.append((stats.losses, acc, model.layers[0].host_params("test")[0]))
+    (la, aa, wa), (lb, ab, wb) = results
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
+    assert aa == ab
+    np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
+
+
 for name, fn in [
+    ("trainer_end_to_end", trainer_end_to_end),
     ("shared_set_adam", shared_set_adam),
     ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
     ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),

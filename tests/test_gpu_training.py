@@ -38,6 +38,7 @@ CHECKS = [
     "the_counter_sees_a_weight_copy",
     "device_rejects_host_weight_policies",
     "predict_and_save_roundtrip",
+    "trainer_end_to_end",
 ]
 
 
