@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import Backend
+from lshcore.core.backend import Backend, is_device_array
 from lshcore.core.validation import as_batch, check_int, is_sparse
 from lshcore.errors import ConfigError, InputError, NotFittedError
 from lshcore.registry import catalog
@@ -338,7 +338,7 @@ class ActiveSelector:
         """The rows ``[w, b]`` (all, or ``ids``) as a host float32 array. Device weights
         (a device backend's layer) are gathered there and only those rows copied over,
         counted under the tag ``rehash``."""
-        if self.backend.on_device and weight is self._device_weight:
+        if self.backend.on_device and (weight is self._device_weight or is_device_array(weight)):
             if ids is not None:
                 dids = self.backend.to_device(np.ascontiguousarray(ids, np.int64), "rehash_ids")
                 xp = self.backend.xp
@@ -758,7 +758,10 @@ class ActiveSelector:
             arr = np.asarray(rows_changed)
             changed = arr if arr.dtype == bool else arr.astype(np.int64)
         with self._lock:
-            if self.backend.on_device:  # device arrays stay there: _rows copies what it needs
+            device = self.backend.on_device and (
+                weight is self._device_weight or is_device_array(weight)
+            )
+            if device:  # device arrays stay there: _rows copies the rows it needs
                 self._weight, self._bias = weight, bias
                 self._device_weight = weight
             else:
