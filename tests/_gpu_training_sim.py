@@ -208,8 +208,32 @@ def trainer_end_to_end() -> None:
     np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
 
 
+def cli_run_training_on_digits() -> None:
+    # the function behind `lshcore train --backend cupy` (CLI defaults: DWTA, auto k/l,
+    # batch_union, "changed" rehash) on a slice of scikit-learn's digits, both backends
+    from lshcore.cli.train import _load, run_training
+
+    data = _load("digits", None, 0)
+    recs = []
+    for backend in ("numpy", DEVICE):
+        with count_transfers() as log:
+            recs.append(
+                run_training(
+                    data, hidden=[64], active=0.25, epochs=1, batch_size=32, limit=256,
+                    seed=0, backend=backend,
+                )
+            )  # fmt: skip
+        if backend is DEVICE:
+            assert not (log.tags("d2h") - D2H_OK - {"metrics"}), log.tags("d2h")
+            assert log.count("loss", "d2h") == 8  # one per batch
+    a, b = recs
+    assert a["accuracy"] == b["accuracy"], (a["accuracy"], b["accuracy"])
+    assert a["mults"] == b["mults"], (a["mults"], b["mults"])
+
+
 for name, fn in [
     ("trainer_end_to_end", trainer_end_to_end),
+    ("cli_run_training_on_digits", cli_run_training_on_digits),
     ("shared_set_adam", shared_set_adam),
     ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
     ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),

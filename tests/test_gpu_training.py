@@ -39,6 +39,7 @@ CHECKS = [
     "device_rejects_host_weight_policies",
     "predict_and_save_roundtrip",
     "trainer_end_to_end",
+    "cli_run_training_on_digits",
 ]
 
 
