@@ -190,3 +190,34 @@ def test_cpu_training_is_unchanged_by_the_device_choice() -> None:
         layer(x, labels=torch.tensor([0, 1, 2, 3])).sum().backward()
         opt.step()
     assert layer.spec.backend is None and layer.selector is not None
+
+
+# -- the transfer counter ------------------------------------------------------------------
+def test_host_backends_record_nothing_and_return_host_arrays() -> None:
+    from lshcore.core.backend import count_transfers
+
+    a = np.arange(6, dtype=np.float64).reshape(2, 3)
+    with count_transfers() as log:
+        up = NUMPY.to_device(a, "input", dtype=np.float32)
+        down = NUMPY.to_host(up, "loss")
+    assert log.transfers == []
+    assert up.dtype == np.float32 and up.flags.c_contiguous and np.array_equal(down, a)
+
+
+def test_device_backends_record_each_copy_with_its_tag_size_and_direction() -> None:
+    from lshcore.core.backend import count_transfers
+
+    a = np.ones((4, 5), np.float32)
+    with count_transfers() as outer:
+        SIM.to_device(a, "input")
+        with count_transfers() as inner:
+            SIM.to_host(a[:2], "loss")
+        SIM.to_host(3.5, "loss")  # a Python scalar is host already: not a copy
+    assert [(t.direction, t.tag, t.nbytes, t.shape) for t in inner.transfers] == [
+        ("d2h", "loss", 40, (2, 5))
+    ]
+    assert outer.count() == 2 and outer.nbytes("input", "h2d") == 80
+    assert outer.tags("h2d") == {"input"} and outer.tags("d2h") == {"loss"}
+    with count_transfers() as after:
+        pass
+    assert after.transfers == []  # a finished block records nothing more
