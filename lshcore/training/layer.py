@@ -140,12 +140,11 @@ class _Layer:
         self.fan_in = check_int(fan_in if fan_in is not None else n_in, "fan_in", low=1)
         scale = np.sqrt((2.0 if activation == "relu" else 1.0) / self.fan_in)
         # drawn on the host (the same numbers on every backend), copied once to a device
-        self._init_weight = np.ascontiguousarray(
+        weight = np.ascontiguousarray(
             (rng.standard_normal((n_out, n_in)) * scale).astype(np.float32)
         )
-        self._init_bias = np.zeros(n_out, np.float32)
-        self.weight: Any = self._put(self._init_weight, "init")
-        self.bias: Any = self._put(self._init_bias, "init")
+        self.weight: Any = self._put(weight, "init")
+        self.bias: Any = self._put(np.zeros(n_out, np.float32), "init")
         self.states_w: list[Any] = []
         self.states_b: list[Any] = []
         self.step = 0
@@ -552,7 +551,9 @@ class HashedLayer(_Layer):
                 f"weights every step); use one of topk, union, threshold, batch_union, "
                 f"batch_rerank, random"
             )
-        self.selector.fit(self._init_weight, self._init_bias)
+        # the host tables are built from a host copy; then the selector reads the rows it
+        # rehashes from the device arrays themselves
+        self.selector.fit(*self.host_params("init"))
         if self.on_device:
             self.selector.attach(self.weight, self.bias)
 
