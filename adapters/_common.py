@@ -226,6 +226,7 @@ def gpu_backend_reason() -> str:
 
 
 _log = logging.getLogger("lshcore.adapters")
+_WARNED: set[tuple[str, str]] = set()  # (layer class, reason or backend) said once
 
 
 def backend_for_input(
@@ -257,14 +258,20 @@ def backend_for_input(
         return None
     reason = gpu_backend_reason()
     if reason and host_fallback:
-        _log.warning("%s: input on a CUDA device, no GPU backend (%s): host selection", who, reason)
+        if (who, reason) not in _WARNED:  # once per layer class and reason, not per batch
+            _WARNED.add((who, reason))
+            _log.warning(
+                "%s: input on a CUDA device, no GPU backend (%s): host selection", who, reason
+            )
         return None
     if reason:
         raise DeviceError(
             f"{who}: x is on a CUDA device but no GPU backend is usable ({reason}); move the "
             f"layer and input to the CPU, or pass backend='numpy' to select on host copies"
         )
-    _log.info("%s: input on a CUDA device, selecting with backend 'cupy'", who)
+    if (who, "cupy") not in _WARNED:  # once per layer class, not per batch
+        _WARNED.add((who, "cupy"))
+        _log.info("%s: input on a CUDA device, selecting with backend 'cupy'", who)
     return "cupy"
 
 

@@ -135,15 +135,18 @@ def test_cuda_input_without_a_gpu_backend_can_fall_back_to_the_host(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(_common, "gpu_backend_reason", lambda: "no usable CUDA device (test)")
+    monkeypatch.setattr(_common, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="lshcore.adapters"):
-        assert backend_for_input(FakeDLPack(2), None, "LSHDense", host_fallback=True) is None
-    assert "host selection" in caplog.text
+        for _ in range(3):
+            assert backend_for_input(FakeDLPack(2), None, "LSHDense", host_fallback=True) is None
+    assert caplog.text.count("host selection") == 1  # once, not per batch
 
 
 def test_cuda_input_picks_the_gpu_backend_with_a_log_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(_common, "gpu_backend_reason", lambda: "")  # a device answers
+    monkeypatch.setattr(_common, "_WARNED", set())
     with caplog.at_level(logging.INFO, logger="lshcore.adapters"):
         assert backend_for_input(FakeDLPack(2), None, "LSHLinear") == "cupy"
     assert "selecting with backend 'cupy'" in caplog.text
@@ -164,6 +167,7 @@ def test_a_layer_binds_its_index_to_the_inputs_device(
     layer = LSHLinear(8, 32, active=0.25)
     assert layer.spec.backend is None
     monkeypatch.setattr(_common, "gpu_backend_reason", lambda: "")
+    monkeypatch.setattr(_common, "_WARNED", set())
     with caplog.at_level(logging.INFO, logger="lshcore.adapters"):
         index = layer._bind_input(8, FakeDLPack(2))
         assert index.spec.backend == "cupy" and layer.spec.backend == "cupy"
