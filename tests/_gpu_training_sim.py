@@ -56,7 +56,7 @@ def data(seed: int, n: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarr
 
 
 def train_pair(
-    hidden: list[int], steps: int, opt: str, **sel: Any
+    hidden: list[int], steps: int, opt: str, device: Any = None, **sel: Any
 ) -> tuple[list[Model], list[list[float]], Any, list[Any]]:
     """The same model trained ``steps`` batches on numpy and on the device path; the
     transfer log of the device run's training steps; its parameter arrays before."""
@@ -65,7 +65,8 @@ def train_pair(
     models, losses = [], []
     log: Any = None
     before: list[Any] = []
-    for backend in ("numpy", DEVICE):
+    device = DEVICE if device is None else device
+    for backend in ("numpy", device):
         model = Model.mlp(n_in, hidden, n_out, seed=3, backend=backend, **sel)
         model.set_optimizer(make_optimizer(opt, lr=0.05))
         wss = model.workspaces()
@@ -73,7 +74,7 @@ def train_pair(
 
         counts = Counts()
         run = []
-        if backend is DEVICE:
+        if backend is device:
             before = [(la.weight, la.bias, *la.states_w) for la in model.layers]
             with count_transfers() as log:
                 for s in range(steps):
@@ -233,7 +234,39 @@ def cli_run_training_on_digits() -> None:
     assert a["mults"] == b["mults"], (a["mults"], b["mults"])
 
 
+def strict_device_namespace() -> None:
+    # the same training with a CuPy stand-in that refuses NumPy on device arrays and host
+    # arrays in device kernels (tests/_strict_device.py): a NumPy call that would fail on
+    # a real device fails here too
+    if REAL:
+        return  # the real cupy backend is stricter still
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _strict_device import StrictArray, strict_backend
+
+    strict = strict_backend()
+    for hidden, steps, opt, sel in [
+        ([48], 3, "adam", dict(active=0.125, policy="batch_union", rehash="fixed:1")),
+        ([40, 32], 2, "momentum", dict(active=0.25, policy="topk", rehash="fixed:1")),
+        ([24], 2, "adagrad", dict(active=0.25, policy="batch_rerank", hashed_output=True)),
+        ([16], 2, "sgd", dict(active=1.0)),
+    ]:
+        models, losses, log, before = train_pair(hidden, steps, opt, device=strict, **sel)
+        assert_agree(models, losses)
+        assert_resident(models[1], log, before)
+        for layer in models[1].layers:
+            assert isinstance(layer.weight, StrictArray) and isinstance(layer.bias, StrictArray)
+    x, _ = data(9, 7, 10, 6)
+    np.testing.assert_array_equal(models[1].predict(x), models[0].predict(x))
+    # the stand-in is strict: NumPy on a device array is an error, as on CuPy
+    try:
+        np.asarray(models[1].layers[0].weight)
+    except TypeError:
+        return
+    raise AssertionError("np.asarray accepted a strict device array")
+
+
 for name, fn in [
+    ("strict_device_namespace", strict_device_namespace),
     ("trainer_end_to_end", trainer_end_to_end),
     ("cli_run_training_on_digits", cli_run_training_on_digits),
     ("shared_set_adam", shared_set_adam),

@@ -9,8 +9,11 @@ backend's namespace, every host/device copy counted through ``Backend.to_device`
 the parameter arrays never replaced; no copy outside the allowed tags (input, labels,
 active ids, selector codes, activations for a host selector, changed rows at a rehash,
 the loss), never a whole weight matrix. Under the simulator the "device" arrays are NumPy
-arrays: this proves the data flow and the numbers, not CuPy compatibility (that needs a
-device: ``benchmarks/gpu_check.sh`` runs this with ``LSHCORE_GPU_REAL=1``).
+arrays; ``strict_device_namespace`` repeats the training with a CuPy stand-in
+(tests/_strict_device.py) that refuses NumPy calls on device arrays, host arrays mixed
+into device operations and host arrays in the layer kernels, as CuPy and a real launch
+would. Real CuPy compatibility still needs a device: ``benchmarks/gpu_check.sh`` runs
+this with ``LSHCORE_GPU_REAL=1``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parent.parent
 REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
 CHECKS = [
+    "strict_device_namespace",
     "shared_set_adam",
     "per_row_sets_two_hashed_layers",
     "nothing_but_the_loss_without_hashing",

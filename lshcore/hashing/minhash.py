@@ -81,7 +81,9 @@ class MinHash(_BackendFamily):
 
     def bin_codes(self, x: Any) -> np.ndarray:
         """Densified codes (n, k, l) int64 in [0, 2**bits): sub-hash j of table t at [:, j, t]."""
-        on_host = self.backend.host_arrays or is_sparse(x)
+        # a host batch is validated on the host: its kernels read host arrays, and a trip
+        # to the device and back would be two copies for nothing
+        on_host = self.backend.host_arrays or is_sparse(x) or isinstance(x, np.ndarray)
         x = self.check_input(x, xp=np if on_host else self.xp)
         if is_sparse(x):
             x.eliminate_zeros()  # a stored zero is not a member (x is a private copy)
