@@ -249,6 +249,7 @@ def strict_device_namespace() -> None:
         ([40, 32], 2, "momentum", dict(active=0.25, policy="topk", rehash="fixed:1")),
         ([24], 2, "adagrad", dict(active=0.25, policy="batch_rerank", hashed_output=True)),
         ([16], 2, "sgd", dict(active=1.0)),
+        ([32], 2, "adam", dict(active=0.25, policy="topk", family="srp", k=3, l=4)),
     ]:
         models, losses, log, before = train_pair(hidden, steps, opt, device=strict, **sel)
         assert_agree(models, losses)

@@ -124,7 +124,7 @@ def _inplace(name: str) -> Any:
 
 
 for _n in (
-    "add sub mul truediv floordiv mod pow matmul and or xor eq ne lt le gt ge".split()
+    "add sub mul truediv floordiv mod pow matmul and or xor lshift rshift eq ne lt le gt ge".split()
 ):  # fmt: skip
     setattr(StrictArray, f"__{_n}__", _binary(f"__{_n}__"))
     if _n not in ("eq", "ne", "lt", "le", "gt", "ge"):
