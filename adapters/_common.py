@@ -17,11 +17,13 @@ gather of the rows (so its weight gradient is row-sparse), then takes
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lshcore.core.backend import device_kind, is_device_array
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.registry.catalog import get_backend
@@ -39,6 +41,7 @@ __all__ = [
     "check_labels",
     "dense_arrays",
     "gpu_backend_reason",
+    "backend_for_input",
     "mult_summary",
     "split_selection_options",
     "union_arrays",
@@ -222,6 +225,56 @@ def gpu_backend_reason() -> str:
     return ""
 
 
+_log = logging.getLogger("lshcore.adapters")
+_WARNED: set[tuple[str, str]] = set()  # (layer class, reason or backend) said once
+
+
+def backend_for_input(
+    x: Any, requested: str | None, who: str = "layer", *, host_fallback: bool = False
+) -> str | None:
+    """The backend a layer's selector uses for the input tensor ``x``: ``requested`` (the
+    layer's ``backend=``) when given; else ``"cupy"`` for a tensor on a CUDA device (with
+    a log line) and None (the default host backend) for a CPU one. Reads the tensor's
+    device without importing its framework (:func:`lshcore.core.backend.device_kind`).
+
+    InputError for an object that is no array or tensor; DeviceError for a device other
+    than CPU/CUDA, or a CUDA tensor where no GPU backend is usable (with the reason),
+    unless ``host_fallback``: then the default host backend, with a warning (the
+    selector reads host copies, as the TensorFlow and MXNet layers always did).
+    """
+    kind = device_kind(x)
+    if kind is None:
+        dev = getattr(x, "device", None)
+        if dev is not None or hasattr(x, "__dlpack_device__"):
+            raise DeviceError(
+                f"{who}: x is on device {dev!r}, which lshcore does not support (cpu or cuda)"
+            )
+        raise InputError(
+            f"{who}: x must be an array or tensor, got {type(x).__module__}.{type(x).__name__}"
+        )
+    if requested is not None:
+        return requested
+    if kind != "cuda":
+        return None
+    reason = gpu_backend_reason()
+    if reason and host_fallback:
+        if (who, reason) not in _WARNED:  # once per layer class and reason, not per batch
+            _WARNED.add((who, reason))
+            _log.warning(
+                "%s: input on a CUDA device, no GPU backend (%s): host selection", who, reason
+            )
+        return None
+    if reason:
+        raise DeviceError(
+            f"{who}: x is on a CUDA device but no GPU backend is usable ({reason}); move the "
+            f"layer and input to the CPU, or pass backend='numpy' to select on host copies"
+        )
+    if (who, "cupy") not in _WARNED:  # once per layer class, not per batch
+        _WARNED.add((who, "cupy"))
+        _log.info("%s: input on a CUDA device, selecting with backend 'cupy'", who)
+    return "cupy"
+
+
 class IndexFollower:
     """One layer's active-set selector, kept in step with the layer's weights.
 
@@ -285,7 +338,10 @@ class IndexFollower:
             if not (all_rows or self.changed_rows == "all"):
                 rows = np.flatnonzero(self._touched).astype(np.int64)
             if rows is None or rows.size:
-                self.selector.after_update(_f32(weight), self._bias(bias), rows)
+                if is_device_array(weight):  # a DLPack view on the device: rows copied there
+                    self.selector.after_update(weight, self._device_bias(weight, bias), rows)
+                else:
+                    self.selector.after_update(_f32(weight), self._bias(bias), rows)
         self._touched[:] = False
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -312,6 +368,12 @@ class IndexFollower:
         self._touched[:] = False
         self._fitted = True
         return True
+
+    def _device_bias(self, weight: Any, bias: Any) -> Any:
+        if bias is not None:
+            return bias
+        xp = self.selector.backend.xp
+        return xp.zeros(self.spec.n_out, dtype=weight.dtype)
 
     def _bias(self, bias: np.ndarray | None) -> np.ndarray:
         if bias is None:
@@ -389,10 +451,33 @@ class HashedLayerMixin:
         if n_in:
             self._bind_input(n_in)
 
-    def _bind_input(self, n_in: int) -> IndexFollower:
-        """The layer's index follower, made on the first call with input size ``n_in``."""
+    #: a CUDA input without a usable GPU backend selects on the host (else DeviceError)
+    _host_fallback = False
+
+    def _bind_input(self, n_in: int, x: Any = None) -> IndexFollower:
+        """The layer's index follower, made on the first call with input size ``n_in``.
+
+        With the input ``x``, the backend follows its device unless the layer was given
+        one (:func:`backend_for_input`): a CUDA tensor selects ``cupy``. When an
+        automatically chosen backend changes (the layer moved between CPU and GPU), the
+        index is made anew for the new backend and rebuilt from the weights, with a log
+        line."""
+        backend = self._spec_template.backend
+        if x is not None and backend is None:
+            backend = backend_for_input(
+                x, None, type(self).__name__, host_fallback=self._host_fallback
+            )
+        if self._index is not None and self._index.spec.backend != backend:
+            _log.info(
+                "%s: input moved; the index moves from backend %r to %r (rebuilt)",
+                type(self).__name__,
+                self._index.spec.backend,
+                backend,
+            )
+            self._index = None
+            self._needs_fit = True
         if self._index is None:
-            spec = dataclasses.replace(self._spec_template, n_in=n_in)
+            spec = dataclasses.replace(self._spec_template, n_in=n_in, backend=backend)
             self._index = IndexFollower(spec, self._changed_rows)
         return self._index
 
@@ -428,6 +513,25 @@ class HashedLayerMixin:
         w, b = self._weights_numpy()
         return _f32(w), None if b is None else _f32(b)
 
+    def _weight_tensors(self) -> tuple[Any, Any]:
+        """The framework's weight and bias (or None) tensors, for a DLPack view on the
+        device (a hook: None, None when the framework layer offers none)."""
+        return None, None
+
+    def _sync_params(self) -> tuple[Any, Any]:
+        """The weights the selector reads at a sync: on a device backend, zero-copy
+        DLPack views of the framework's CUDA parameters (the selector gathers the rows
+        it rehashes there and copies only those); else host copies."""
+        index = self._bound_index()
+        w, b = self._weight_tensors()
+        if index.selector is not None and index.selector.backend.on_device and w is not None:
+            if is_device_array(w):
+                from lshcore.core.dlpack import to_backend  # imports no framework
+
+                backend = index.selector.backend
+                return to_backend(w, backend), None if b is None else to_backend(b, backend)
+        return self._host_params()
+
     def _index_synced(self) -> None:
         """Called after the index was rebuilt over the current weights (a hook)."""
 
@@ -445,7 +549,7 @@ class HashedLayerMixin:
         if self._needs_fit or not index.fitted:
             self.refresh_index()
         elif index.pending():
-            index.sync(*self._host_params())
+            index.sync(*self._sync_params())
 
     def _select_active(
         self, x: np.ndarray, labels: np.ndarray | None, training: bool, *, dense: bool, mark: bool

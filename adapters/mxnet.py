@@ -52,6 +52,8 @@ class LSHDense(HashedLayerMixin, gluon.Block):
     by hand).
     """
 
+    _host_fallback = True  # a GPU array without a GPU backend selects on host copies
+
     def __init__(
         self,
         units: int,
@@ -149,6 +151,7 @@ class LSHDense(HashedLayerMixin, gluon.Block):
             out = nd.FullyConnected(x, weight, bias, num_hidden=self._units, no_bias=bias is None)
             return self._activate(out)
         if not spec.dense:
+            self._bind_input(self._in_units, x)  # a GPU array selects cupy (see _common)
             self._follow_weights()
         xs = x.asnumpy().astype(np.float32)
         arrays = self._select_active(xs, lab, training, dense=dense, mark=training and recording)

@@ -57,6 +57,8 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
     rebuilds it on demand.
     """
 
+    _host_fallback = True  # a GPU tensor without a GPU backend selects on host copies
+
     def __init__(
         self,
         units: int,
@@ -142,6 +144,7 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
 
     def _select_py(self, x: Any, labels: Any, training: Any) -> list[np.ndarray]:
         """Runs eagerly (``tf.py_function``): sync the index, select, return the arrays."""
+        self._bind_input(self._bound_index().spec.n_in, x)  # a GPU tensor selects cupy
         self._follow_weights()
         xs = np.asarray(x.numpy(), dtype=np.float32)
         train = bool(training.numpy())

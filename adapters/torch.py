@@ -26,7 +26,6 @@ from lshcore.adapters._common import (
     HashedLayerMixin,
     check_labels,
     dense_arrays,
-    gpu_backend_reason,
 )
 from lshcore.adapters._driver import MLPFramework, make_train_mlp
 from lshcore.core.validation import check_choice
@@ -216,6 +215,9 @@ class LSHLinear(HashedLayerMixin, nn.Module):
         b = None if self.bias is None else self.bias.detach().to("cpu", torch.float32).numpy()
         return w, b
 
+    def _weight_tensors(self) -> tuple[Any, Any]:
+        return self.weight.detach(), None if self.bias is None else self.bias.detach()
+
     def _index_synced(self) -> None:
         self._seen_versions = self._versions()
 
@@ -227,7 +229,7 @@ class LSHLinear(HashedLayerMixin, nn.Module):
             self.refresh_index()
         elif self._versions() != self._seen_versions:
             untracked = not index.pending()  # changed without our gradients
-            index.sync(*self._host_params(), all_rows=untracked)
+            index.sync(*self._sync_params(), all_rows=untracked)
             self._seen_versions = self._versions()
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -277,12 +279,8 @@ class LSHLinear(HashedLayerMixin, nn.Module):
             )
         if x.device.type not in ("cpu", "cuda"):
             raise DeviceError(f"LSHLinear: device {x.device} is not supported (cpu or cuda)")
-        if x.device.type == "cuda" and not self.spec.dense:
-            reason = gpu_backend_reason()
-            if reason:
-                raise DeviceError(
-                    f"LSHLinear: x is on {x.device} but no GPU backend is usable ({reason}); move the layer and input with .cpu()"
-                )
+        if not self.spec.dense:  # the selector's backend follows x's device (cuda: cupy)
+            self._bind_input(self.in_features, x)
         if labels is None:
             return None
         lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else labels

@@ -24,6 +24,7 @@ __all__ = [
     "layer_forward",
     "layer_backward",
     "sparse_update",
+    "block_update",
     "sorted_table_candidates",
     "select_from_tables",
 ]
@@ -143,6 +144,45 @@ def sparse_update(
     )
     ck.launch_sparse_update(int(kind), param, grad, mark, touched, int(n), state1, state2, hyper)
     return int(n) * OPT_MULTS[kind]
+
+
+def block_update(
+    kind: int,
+    param: Any,
+    grad: Any,
+    rows: Any,
+    cols: Any,
+    state1: Any,
+    state2: Any,
+    lr: float,
+    h1: float,
+    h2: float,
+    eps: float,
+    step: int,
+) -> int:
+    """One optimizer step on the block ``param[rows][:, cols]`` (a shared active set) in
+    place, where the arrays live (CuPy on a device): the reference's formulas, written
+    with the arrays' own indexing instead of ``np.ix_`` (which would pull CuPy arrays to
+    the host). Returns the multiply-adds (``OPT_MULTS`` per entry)."""
+    xp = namespace(param)
+    ix = (xp.reshape(rows, (-1, 1)), xp.reshape(cols, (1, -1)))
+    g = xp.astype(grad, xp.float32)
+    f = np.float32
+    if kind == 0:
+        param[ix] -= f(lr) * g
+    elif kind == 1:
+        state1[ix] = f(h1) * state1[ix] + g
+        param[ix] -= f(lr) * state1[ix]
+    elif kind == 2:
+        state1[ix] += g * g
+        param[ix] -= f(lr) * g / (xp.sqrt(state1[ix]) + f(eps))
+    else:
+        state1[ix] = f(h1) * state1[ix] + f(1 - h1) * g
+        state2[ix] = f(h2) * state2[ix] + f(1 - h2) * g * g
+        c1 = f(1.0 - h1**step)
+        c2 = f(1.0 - h2**step)
+        param[ix] -= f(lr) * (state1[ix] / c1) / (xp.sqrt(state2[ix] / c2) + f(eps))
+    return int(rows.shape[0] * cols.shape[0] * OPT_MULTS[kind])
 
 
 def sorted_table_candidates(

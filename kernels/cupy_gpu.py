@@ -10,7 +10,8 @@ What runs where:
   fixed-capacity tables (``fixed_insert`` with atomics, ``fixed_remove``, the
   ``fixed_query`` gather), candidate counting (``sorted_table_candidates``), the fused
   gather-multiply of the layer (``layer_forward``, ``layer_backward`` with atomic
-  adds) and the sparse-row optimizer (``sparse_update``, Adam on touched rows).
+  adds) and the sparse-row optimizer (``sparse_update``, Adam on touched rows);
+  ``block_update`` (a shared active set's block) is array code on the device arrays.
 * array-API glue (``_cupy_tables``, ``lshcore.core.arrayapi``): the sorted runs, bucket
   offsets, re-rank, reservoir draws, CSR building.
 * the NumPy reference on host arrays: CSR WTA, MinHash, densification, tie-break
@@ -21,6 +22,7 @@ without importing the module (and so without importing cupy or numba.cuda).
 """
 
 from lshcore.kernels._cuda_ops import (
+    block_update,
     layer_backward,
     layer_forward,
     select_from_tables,
@@ -53,7 +55,6 @@ from lshcore.kernels._np_hashing import (
 )
 from lshcore.kernels._np_layer import (
     batch_select_from_tables,
-    block_update,
     dense_to_sparse,
     select_active,
     tiebreak_priority,

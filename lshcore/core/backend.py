@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -18,7 +22,16 @@ import numpy as np
 from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
 from lshcore.errors import BackendUnavailableError, PluginError
 
-__all__ = ["Backend", "CupyBackend", "is_device_array", "to_numpy"]
+__all__ = [
+    "Backend",
+    "CupyBackend",
+    "Transfer",
+    "TransferLog",
+    "count_transfers",
+    "device_kind",
+    "is_device_array",
+    "to_numpy",
+]
 
 
 class Backend:
@@ -103,12 +116,42 @@ class Backend:
             self._kernels = cast(Kernels, module)
         return self._kernels
 
+    @property
+    def on_device(self) -> bool:
+        """Whether this backend's arrays live on a device (``host_arrays`` False): then
+        every copy between host and device goes through :meth:`to_device` /
+        :meth:`to_host`, which count it (:func:`count_transfers`)."""
+        return not self.host_arrays
+
     def asarray(self, x: Any, dtype: Any = None) -> Any:
-        """``x`` as an array of this backend."""
+        """``x`` as an array of this backend (on a device backend a counted
+        host-to-device copy, tag ``"asarray"``)."""
+        if self.on_device:
+            return self.to_device(x, "asarray", dtype=dtype)
         return self.xp.asarray(x, dtype=dtype)
 
-    def to_numpy(self, x: Any) -> np.ndarray:
-        """``x`` as a NumPy array (copies from the GPU when needed)."""
+    def to_numpy(self, x: Any, tag: str = "to_numpy") -> np.ndarray:
+        """``x`` as a NumPy array (copies from the GPU when needed; counted on a device
+        backend, see :meth:`to_host`)."""
+        return self.to_host(x, tag)
+
+    def to_device(self, x: Any, tag: str, dtype: Any = None) -> Any:
+        """``x`` (host or device) as a C-contiguous array of this backend. On a device
+        backend this is the one host-to-device path, recorded under ``tag`` unless ``x``
+        is already a device array; elsewhere ``np.ascontiguousarray``."""
+        if not self.on_device:
+            return np.ascontiguousarray(x, dtype=dtype)
+        xp = self.xp
+        if not is_device_array(x):
+            _record("h2d", tag, x)
+        return xp.ascontiguousarray(xp.asarray(x, dtype=dtype))
+
+    def to_host(self, x: Any, tag: str) -> np.ndarray:
+        """``x`` as a NumPy array. On a device backend this is the one device-to-host
+        path, recorded under ``tag``: under the simulator the "device" arrays are NumPy
+        arrays and the copy is recorded all the same (the code path is the device's)."""
+        if self.on_device and type(x) not in (int, float, bool):  # np.float64 is a float
+            _record("d2h", tag, x)
         return to_numpy(x)
 
     def __repr__(self) -> str:
@@ -143,13 +186,127 @@ class CupyBackend(Backend):
         return True, ""
 
 
-def is_device_array(x: Any) -> bool:
-    """Whether ``x`` lives on a CUDA device (CuPy array, torch CUDA tensor, numba device
-    array: anything exposing ``__cuda_array_interface__``); imports nothing."""
+@dataclass(frozen=True)
+class Transfer:
+    """One copy between host and device: ``direction`` ``"h2d"`` or ``"d2h"``, the
+    caller's ``tag`` (what crossed: ``"input"``, ``"loss"``, ...), its size in bytes."""
+
+    direction: str
+    tag: str
+    nbytes: int
+    shape: tuple[int, ...]
+
+
+@dataclass
+class TransferLog:
+    """The copies recorded while a :func:`count_transfers` block ran."""
+
+    transfers: list[Transfer] = field(default_factory=list)
+
+    def _pick(self, tag: str | None, direction: str | None) -> list[Transfer]:
+        return [
+            t for t in self.transfers if tag in (None, t.tag) and direction in (None, t.direction)
+        ]
+
+    def tags(self, direction: str | None = None) -> set[str]:
+        """The tags recorded (in one direction, or both)."""
+        return {t.tag for t in self._pick(None, direction)}
+
+    def nbytes(self, tag: str | None = None, direction: str | None = None) -> int:
+        """Bytes copied (of one tag and/or direction, or all)."""
+        return sum(t.nbytes for t in self._pick(tag, direction))
+
+    def count(self, tag: str | None = None, direction: str | None = None) -> int:
+        """Copies made (of one tag and/or direction, or all)."""
+        return len(self._pick(tag, direction))
+
+
+_LOGS: list[TransferLog] = []
+_LOGS_LOCK = threading.Lock()
+
+
+def _record(direction: str, tag: str, x: Any) -> None:
+    if not _LOGS:
+        return
+    shape = tuple(int(n) for n in getattr(x, "shape", ()))
+    nbytes = getattr(x, "nbytes", None)
+    if nbytes is None:
+        nbytes = np.asarray(x).nbytes  # a list or scalar from the host
+    item = Transfer(direction, tag, int(nbytes), shape)
+    with _LOGS_LOCK:
+        for log in _LOGS:
+            log.transfers.append(item)
+
+
+@contextmanager
+def count_transfers() -> Iterator[TransferLog]:
+    """Record every host/device copy made through a device backend's
+    :meth:`Backend.to_device` / :meth:`Backend.to_host` while the block runs (every
+    thread)::
+
+        with count_transfers() as log:
+            model.train_step(x, y, wss, counts)
+        assert "weight" not in log.tags()
+    """
+    log = TransferLog()
+    with _LOGS_LOCK:
+        _LOGS.append(log)
     try:
-        return hasattr(x, "__cuda_array_interface__")
-    except Exception:  # torch raises on a CPU tensor's attribute lookup
-        return False
+        yield log
+    finally:
+        with _LOGS_LOCK:
+            _LOGS.remove(log)
+
+
+#: DLPack device types (``__dlpack_device__()[0]``) of CUDA memory the GPU backend can
+#: work on: kDLCUDA (2) and kDLCUDAManaged (13); host memory: kDLCPU (1), kDLCUDAHost (3)
+_DLPACK_CUDA = (2, 13)
+_DLPACK_CPU = (1, 3)
+
+
+def device_kind(x: Any) -> str | None:
+    """Where the array or tensor ``x`` lives: ``"cuda"``, ``"cpu"``, or None (not an
+    array, or memory the GPU backend does not support: ROCm, Metal, ...).
+
+    Imports nothing: asks the object (``__dlpack_device__``, ``__cuda_array_interface__``)
+    and, for TensorFlow and MXNet tensors, their device attribute (recognized by the
+    type's module name, as einops does)."""
+    if isinstance(x, np.ndarray):
+        return "cpu"
+    try:
+        dev = getattr(x, "__dlpack_device__", None)
+        if callable(dev):
+            kind = int(dev()[0])
+            if kind in _DLPACK_CUDA:
+                return "cuda"
+            return "cpu" if kind in _DLPACK_CPU else None
+    except Exception:  # a framework that raises here: try the other signs
+        pass
+    try:
+        if hasattr(x, "__cuda_array_interface__"):
+            return "cuda"
+    except Exception:  # some torch versions raise on a CPU tensor's attribute lookup
+        pass
+    root = type(x).__module__.split(".")[0]
+    try:
+        if root == "tensorflow":
+            name = str(getattr(x, "device", "") or "")
+            return "cuda" if ":GPU:" in name.upper() else "cpu"
+        if root == "mxnet":
+            ctx = getattr(x, "ctx", None) or getattr(x, "context", None)
+            dtype = str(getattr(ctx, "device_type", "cpu"))
+            return "cuda" if dtype == "gpu" else "cpu" if dtype.startswith("cpu") else None
+    except Exception:
+        return None
+    if hasattr(x, "__array_interface__") or hasattr(x, "__array__"):
+        return "cpu"
+    return None
+
+
+def is_device_array(x: Any) -> bool:
+    """Whether ``x`` lives on a CUDA device (CuPy array, torch/TensorFlow/MXNet CUDA
+    tensor, numba device array: see :func:`device_kind`); imports nothing."""
+    return device_kind(x) == "cuda"
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -81,7 +81,9 @@ class MinHash(_BackendFamily):
 
     def bin_codes(self, x: Any) -> np.ndarray:
         """Densified codes (n, k, l) int64 in [0, 2**bits): sub-hash j of table t at [:, j, t]."""
-        on_host = self.backend.host_arrays or is_sparse(x)
+        # a host batch is validated on the host: its kernels read host arrays, and a trip
+        # to the device and back would be two copies for nothing
+        on_host = self.backend.host_arrays or is_sparse(x) or isinstance(x, np.ndarray)
         x = self.check_input(x, xp=np if on_host else self.xp)
         if is_sparse(x):
             x.eliminate_zeros()  # a stored zero is not a member (x is a private copy)
@@ -90,7 +92,7 @@ class MinHash(_BackendFamily):
             )
         else:
             low = self.backend.kernels.minhash_bins_dense(
-                self.backend.to_numpy(x), self.coord_rank, self.l
+                _host(self.backend, x), self.coord_rank, self.l
             )
         low = np.asarray(low)
         group = np.arange(self.k)[None, :, None]
@@ -114,3 +116,8 @@ class MinHash(_BackendFamily):
     def hash_comparisons(self, n: int, nnz: int | None = None) -> int:
         """One per (coordinate read, permutation): dense n * k * dim, sparse nnz * k."""
         return int((n * self.dim if nnz is None else nnz) * self.k)
+
+
+def _host(backend: Any, x: Any) -> np.ndarray:
+    """``x`` on the host: a host batch as it is, a device one copied (counted)."""
+    return x if isinstance(x, np.ndarray) else backend.to_numpy(x, "hash_input")

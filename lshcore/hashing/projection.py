@@ -85,12 +85,18 @@ class SRP(_BackendFamily):
         super().__init__(dim, k, l, seed=seed, backend=backend)
         proj = self._rng.standard_normal((self.dim, self.k * self.l)).astype(np.float32)
         self.projections = self.xp.asarray(proj)
+        # sparse (SciPy) queries are multiplied on the host: keep a host copy there rather
+        # than copying the matrix from a device at every call
+        self._host_projections = proj if not self.backend.host_arrays else None
         self.num_buckets = 2**self.k
 
     def _project(self, x: Any) -> Any:
         x = self.check_input(x, xp=self.xp if not is_sparse(x) else np)
         if is_sparse(x):
-            return self.xp.asarray(np.asarray(x @ self.backend.to_numpy(self.projections)))
+            host = getattr(self, "_host_projections", None)
+            if host is None:
+                host = self.backend.to_numpy(self.projections)
+            return self.xp.asarray(np.asarray(x @ host))
         return x @ self.projections
 
     def hash(self, x: Any) -> Any:

@@ -120,7 +120,9 @@ class DWTA(_BackendFamily):
 
     def bin_codes(self, x: Any) -> np.ndarray:
         """Per-bin codes (n, k*l) int64 in [0, bin_size), densified for DWTA (NumPy array)."""
-        on_host = self.backend.host_arrays or is_sparse(x)
+        # a host batch is validated on the host: its kernels read host arrays, and a trip
+        # to the device and back would be two copies for nothing
+        on_host = self.backend.host_arrays or is_sparse(x) or isinstance(x, np.ndarray)
         x = self.check_input(x, xp=np if on_host else self.xp)
         # one kernel path for every backend; the cupy module's hashing kernels run on host
         # arrays, which is why non-host input is copied with to_numpy below
@@ -138,7 +140,7 @@ class DWTA(_BackendFamily):
                 self.densify,
             )
         else:
-            codes = kernels.wta_bins_dense(self.backend.to_numpy(x), self.bin_coords, self.densify)
+            codes = kernels.wta_bins_dense(_host(self.backend, x), self.bin_coords, self.densify)
         if self.densify:
             codes = kernels.densify_bins(
                 codes.reshape(codes.shape[0], 1, self.n_bins),
@@ -175,3 +177,8 @@ class WTA(DWTA):
     name: ClassVar[str] = "wta"
     measure: ClassVar[str] = "rank"
     densify: ClassVar[bool] = False
+
+
+def _host(backend: Any, x: Any) -> np.ndarray:
+    """``x`` on the host: a host batch as it is, a device one copied (counted)."""
+    return x if isinstance(x, np.ndarray) else backend.to_numpy(x, "hash_input")

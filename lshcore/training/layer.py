@@ -8,6 +8,15 @@ following hashed layer multiplies only active inputs by active rows: the savings
 Each worker thread owns a :class:`Workspace` per layer (gradient buffers, touched lists,
 what the forward pass must remember); the weights and optimizer state are shared
 (Hogwild: no locks). Every kernel reports its multiply-adds into a :class:`Counts`.
+
+On a device backend (``backend.on_device``: ``cupy``, or the simulator's stand-in in the
+tests) the weights, biases, optimizer state, workspaces, pre-activations and gradients
+live in the backend's array namespace and stay there: the kernels update them in place.
+What crosses goes through ``backend.to_device`` / ``backend.to_host`` (counted, see
+:func:`lshcore.core.backend.count_transfers`), each with a tag: ``input`` (the batch),
+``active_ids`` (the host selector's choice), ``labels``, ``activations`` (a hashed
+layer's input on its way to the host selector), ``rehash`` (the changed rows the host
+hash tables re-hash), ``loss``/``metrics``, ``init``/``save``/``load``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import Backend
+from lshcore.core.backend import Backend, is_device_array
 from lshcore.core.validation import check_int
 from lshcore.errors import ConfigError, InputError
 from lshcore.registry.catalog import get_backend
@@ -29,6 +38,9 @@ __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
 
 ACTIVATIONS = ("relu", "linear")
 _COL0 = np.zeros(1, np.int64)
+#: policies that re-score candidates against host weights (the selector's NumPy kernels):
+#: not offered on a device backend, where that would copy the weights every step
+HOST_WEIGHT_POLICIES = ("rerank", "exact")
 
 
 @dataclass
@@ -115,35 +127,56 @@ class _Layer:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         self.activation = activation
         self.seed = check_int(seed, "seed", low=0)
-        # a device backend (cupy) takes these host arrays too: its layer kernels copy them
         self.backend = get_backend(backend)
         self.kernels = self.backend.kernels
+        #: parameters, state and workspaces live on the device (backend.on_device)
+        self.on_device = self.backend.on_device
+        #: the array namespace of the parameters (numpy, or cupy on a device)
+        self.xp: Any = self.backend.xp if self.on_device else np
         rng = np.random.default_rng(self.seed)
         # He/LeCun scale for the inputs that are actually non-zero: after a hashed layer
         # only ``fan_in`` of the n_in inputs are active, and a full-fan-in scale would shrink
         # the signal by sqrt(fan_in / n_in) per layer
         self.fan_in = check_int(fan_in if fan_in is not None else n_in, "fan_in", low=1)
         scale = np.sqrt((2.0 if activation == "relu" else 1.0) / self.fan_in)
-        self.weight = np.ascontiguousarray(
+        # drawn on the host (the same numbers on every backend), copied once to a device
+        weight = np.ascontiguousarray(
             (rng.standard_normal((n_out, n_in)) * scale).astype(np.float32)
         )
-        self.bias = np.zeros(n_out, np.float32)
-        self.states_w: list[np.ndarray] = []
-        self.states_b: list[np.ndarray] = []
+        self.weight: Any = self._put(weight, "init")
+        self.bias: Any = self._put(np.zeros(n_out, np.float32), "init")
+        self.states_w: list[Any] = []
+        self.states_b: list[Any] = []
         self.step = 0
+
+    # -- host/device: every copy through the backend's counted helpers -----------------
+    def _put(self, a: Any, tag: str) -> Any:
+        """``a`` in the parameters' namespace (a counted copy when it is on the host)."""
+        return self.backend.to_device(a, tag) if self.on_device else a
+
+    def _get(self, a: Any, tag: str) -> Any:
+        """``a`` on the host (a counted copy when the parameters are on a device)."""
+        return self.backend.to_host(a, tag) if self.on_device else a
+
+    def host_params(self, tag: str = "save") -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias) as NumPy arrays (a counted copy from a device)."""
+        return self._get(self.weight, tag), self._get(self.bias, tag)
 
     def init_optimizer(self, opt: Optimizer) -> None:
         """Allocate (zeroed) optimizer state for ``opt`` unless it already has that shape."""
         if len(self.states_w) != opt.n_states:
-            self.states_w = [np.zeros_like(self.weight) for _ in range(opt.n_states)]
-            self.states_b = [np.zeros_like(self.bias) for _ in range(opt.n_states)]
+            xp = self.xp
+            self.states_w = [xp.zeros_like(self.weight) for _ in range(opt.n_states)]
+            self.states_b = [xp.zeros_like(self.bias) for _ in range(opt.n_states)]
 
     def new_workspace(self) -> Workspace:
         """Buffers for one worker, their pages touched now: first-touch page faults in
         the timed loop serialize Hogwild threads on the kernel's memory-map lock."""
         size = self.n_out * self.n_in
 
-        def zeros(n: int, dtype: Any) -> np.ndarray:
+        def zeros(n: int, dtype: Any) -> Any:
+            if self.on_device:
+                return self.xp.zeros(n, dtype=dtype)
             arr = np.empty(n, dtype)
             arr.fill(0)
             return arr
@@ -157,26 +190,69 @@ class _Layer:
             touched_b=zeros(self.n_out, np.int64),
         )
 
-    def _activate(self, z: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0) if self.activation == "relu" else z
+    def _activate(self, z: Any) -> Any:
+        return self.xp.maximum(z, 0) if self.activation == "relu" else z
 
-    def _grad_z(self, grad: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def _grad_z(self, grad: Any, z: Any) -> Any:
+        xp = self.xp
         if self.activation == "relu":
-            return np.where(z > 0, grad, np.float32(0)).astype(np.float32)
-        return np.ascontiguousarray(grad, dtype=np.float32)
+            return xp.where(z > 0, grad, xp.float32(0)).astype(xp.float32)
+        return xp.ascontiguousarray(grad, dtype=xp.float32)
 
-    def _sparse_input(self, x: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-        """``(ids, vals, was_dense)`` of the input."""
-        if isinstance(x, SparseBatch):
-            if x.dim != self.n_in:
-                raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
-            return x.ids, x.vals, False
-        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in:
+    def _check_dense(self, x: Any) -> None:
+        ok = isinstance(x, np.ndarray) or (self.on_device and is_device_array(x))
+        if not ok or x.ndim != 2 or x.shape[1] != self.n_in:
             raise InputError(
                 f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}"
             )
-        ids, vals = self.kernels.dense_to_sparse(np.ascontiguousarray(x, dtype=np.float32))
-        return ids, vals, True
+
+    def _x_on_device(self, x: Any, ws: Workspace) -> bool:
+        """Whether the dense input ``x`` already lives in the parameters' namespace: the
+        output of an earlier layer of the same model (``Model.forward`` marks it in the
+        workspace), or a device array. A user's batch is a host array."""
+        if not self.on_device:
+            return False
+        return bool(ws.cache.get("x_device")) or is_device_array(x)
+
+    def _dense_device(self, x: Any, ws: Workspace) -> Any:
+        """The dense input as a float32 array of the parameters' namespace."""
+        if self._x_on_device(x, ws):
+            return self.xp.ascontiguousarray(x, dtype=self.xp.float32)
+        return self._put(np.ascontiguousarray(x, dtype=np.float32), "input")
+
+    def _dense_host(self, x: Any, ws: Workspace) -> np.ndarray:
+        """The dense input as a host float32 array (a counted copy when it is a device
+        layer's output: the host selector and host kernels read it)."""
+        if self._x_on_device(x, ws):
+            return np.ascontiguousarray(self._get(x, "activations"), dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _sparse_input(self, x: Any, ws: Workspace) -> tuple[Any, Any, bool]:
+        """``(ids, vals, was_dense)`` of the input, in the parameters' namespace."""
+        if isinstance(x, SparseBatch):
+            if x.dim != self.n_in:
+                raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
+            if not self.on_device:
+                return x.ids, x.vals, False
+            ids = x.dev_ids if x.dev_ids is not None else self._put(x.ids, "active_ids")
+            vals = x.vals if x.device else self._put(x.vals, "input")
+            return ids, vals, False
+        self._check_dense(x)
+        # dense_to_sparse is a host kernel on every backend
+        ids, vals = self.kernels.dense_to_sparse(self._dense_host(x, ws))
+        return self._put(ids, "input"), self._put(vals, "input"), True
+
+    def _host_query(self, x: Any, ws: Workspace) -> Any:
+        """``x`` as the host selector reads it (dense array or SparseBatch on the host)."""
+        if not self.on_device:
+            return x
+        if isinstance(x, SparseBatch):
+            if not x.device:
+                return x
+            vals = self._get(x.vals, "activations")
+            return SparseBatch(x.ids, vals, x.dim, shared=x.shared)
+        self._check_dense(x)
+        return self._dense_host(x, ws)
 
     def _sparse_backward(
         self, ws: Workspace, gz: np.ndarray, need_grad_in: bool, counts: Counts
@@ -202,6 +278,13 @@ class _Layer:
         counts.backward += int(mults)
         if not need_grad_in:
             return None
+        if c["in_dense"] and self.on_device:  # scatter back: a row's ids are distinct
+            xp = self.xp
+            ids = c["in_ids"]
+            dense = xp.zeros((gz.shape[0], self.n_in + 1), dtype=xp.float32)
+            rows = xp.broadcast_to(xp.arange(ids.shape[0])[:, None], ids.shape)
+            dense[rows, xp.where(ids >= 0, ids, self.n_in)] = grad_in
+            return dense[:, : self.n_in]
         if c["in_dense"]:  # the previous layer gave a dense array: scatter back
             dense = np.zeros((gz.shape[0], self.n_in + 1), np.float32)
             ids = c["in_ids"]
@@ -219,18 +302,37 @@ class _Layer:
         raise NotImplementedError
 
     # -- shared active sets (batch_union): one dense product over the gathered block -----
-    def _block_input(self, x: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
-        """``(xin (B, C) float32, cols (C,) or None = every input, sparse ids or None)``."""
+    def _block_input(self, x: Any, ws: Workspace) -> tuple[Any, Any, Any]:
+        """``(xin (B, C) float32, cols (C,) or None = every input, sparse ids or None)``,
+        arrays of the parameters' namespace."""
+        xp = self.xp
         if isinstance(x, SparseBatch):
             if x.dim != self.n_in:
                 raise InputError(f"x: expected vectors of length {self.n_in}, got {x.dim}")
             if x.shared:
-                return np.ascontiguousarray(x.vals, np.float32), x.ids[0], None
+                cols = x.ids[0]
+                if self.on_device:
+                    vals = x.vals if x.device else self._put(x.vals, "input")
+                    dcols = x.dev_ids[0] if x.dev_ids is not None else None
+                    if dcols is None:
+                        dcols = self._put(np.ascontiguousarray(cols), "active_ids")
+                    return xp.ascontiguousarray(vals, dtype=xp.float32), dcols, None
+                return np.ascontiguousarray(x.vals, np.float32), cols, None
+            if self.on_device:
+                ids, vals, _ = self._sparse_input(x, ws)
+                dense = xp.zeros((ids.shape[0], self.n_in + 1), dtype=xp.float32)
+                rows = xp.broadcast_to(xp.arange(ids.shape[0])[:, None], ids.shape)
+                dense[rows, xp.where(ids >= 0, ids, self.n_in)] = xp.where(ids >= 0, vals, 0)
+                return dense[:, : self.n_in], None, ids
             return x.to_dense(), None, x.ids
-        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in:
-            raise InputError(
-                f"x: expected a (B, {self.n_in}) array, got {getattr(x, 'shape', type(x))}"
-            )
+        self._check_dense(x)
+        if self.on_device:
+            xd = self._dense_device(x, ws)
+            # only the columns some row uses (see below), found where the batch lives
+            used = xp.nonzero(xp.any(xd != 0, axis=0))[0]
+            if int(used.shape[0]) > 0.9 * self.n_in:
+                return xd, None, None
+            return xp.ascontiguousarray(xp.take(xd, used, axis=1)), used, None
         x = np.ascontiguousarray(x, dtype=np.float32)
         # only the columns some row of the batch uses: the others multiply zeros (and would
         # only decay optimizer state); MNIST's border pixels, a sparse input's absent words
@@ -239,25 +341,26 @@ class _Layer:
             return x, None, None
         return np.ascontiguousarray(x[:, used]), used, None
 
-    def _block_forward(
-        self, x: Any, rows: np.ndarray | None, ws: Workspace, counts: Counts
-    ) -> np.ndarray:
-        """Pre-activations (B, len(rows)) of the neurons ``rows`` (None = all) for every
-        input row: one BLAS product over the gathered weights (all of it counted)."""
-        xin, cols, sparse_ids = self._block_input(x)
-        w = self.weight if rows is None else self.weight[rows]
+    def _block_forward(self, x: Any, rows: Any, ws: Workspace, counts: Counts) -> Any:
+        """Pre-activations (B, len(rows)) of the neurons ``rows`` (None = all; host ids)
+        for every input row: one BLAS product over the gathered weights (all counted)."""
+        xp = self.xp
+        xin, cols, sparse_ids = self._block_input(x, ws)
+        drows = None if rows is None else self._put(np.ascontiguousarray(rows), "active_ids")
+        w = self.weight if drows is None else xp.take(self.weight, drows, axis=0)
         if cols is not None:
-            w = np.take(w, cols, axis=1)
-        b = self.bias if rows is None else self.bias[rows]
+            w = xp.take(w, cols, axis=1)
+        b = self.bias if drows is None else xp.take(self.bias, drows, axis=0)
         z = xin @ w.T
         z += b
         counts.forward += int(xin.shape[0] * w.shape[0] * w.shape[1])
-        ws.cache.update(block=True, xin=xin, rows=rows, cols=cols, wsub=w, z=z, sids=sparse_ids)
+        ws.cache.update(
+            block=True, xin=xin, rows=rows, drows=drows, cols=cols, wsub=w, z=z, sids=sparse_ids
+        )
         return z
 
-    def _block_backward(
-        self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts
-    ) -> Any:
+    def _block_backward(self, ws: Workspace, grad: Any, need_grad_in: bool, counts: Counts) -> Any:
+        xp = self.xp
         c = ws.cache
         gz = self._grad_z(grad, c["z"])
         keep = c.pop("keep", None)
@@ -267,7 +370,7 @@ class _Layer:
         gw = gz.T @ xin
         gb = gz.sum(axis=0)
         ws.dense_grad = False
-        c["block_grad"] = (c["rows"], c["cols"], gw, gb)
+        c["block_grad"] = (c["rows"], c["drows"], c["cols"], gw, gb)
         n = int(xin.shape[0] * w.shape[0] * w.shape[1])
         counts.backward += n * (2 if need_grad_in else 1)
         if not need_grad_in:
@@ -275,11 +378,11 @@ class _Layer:
         grad_in = gz @ w
         sids = c["sids"]
         if sids is not None:  # the input was a per-row SparseBatch: back to its columns
-            picked = np.take_along_axis(grad_in, np.maximum(sids, 0), axis=1)
-            return np.where(sids >= 0, picked, np.float32(0)).astype(np.float32)
+            picked = xp.take_along_axis(grad_in, xp.maximum(sids, 0), axis=1)
+            return xp.where(sids >= 0, picked, xp.float32(0)).astype(xp.float32)
         return grad_in
 
-    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+    def backward(self, ws: Workspace, grad: Any, need_grad_in: bool, counts: Counts) -> Any:
         """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
         raise NotImplementedError
 
@@ -287,35 +390,40 @@ class _Layer:
         """JSON-able description (type, sizes, activation, seed, selector options)."""
         raise NotImplementedError
 
-    def apply_update(
-        self, ws: Workspace, opt: Optimizer, counts: Counts | None = None
-    ) -> np.ndarray:
-        """One optimizer step from the workspace's gradient; returns the rows changed."""
+    def _ids(self, n: int) -> Any:
+        return self.xp.arange(n, dtype=self.xp.int64)
+
+    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> Any:
+        """One optimizer step from the workspace's gradient; returns the rows changed
+        (host int64 ids)."""
         self.step += 1
         step = self.step
         counts = counts if counts is not None else Counts()
+        xp = self.xp
+        col0 = self._ids(1) if self.on_device else _COL0
         if ws.dense_grad:  # every entry: the fused kernel over the whole matrix
-            rows = np.arange(self.n_out, dtype=np.int64)
+            rows = self._ids(self.n_out)
             counts.optimizer += opt.block_step(
                 self.kernels, self.weight, ws.cache["dense_gw"], rows,
-                np.arange(self.n_in, dtype=np.int64), self.states_w, step,
+                self._ids(self.n_in), self.states_w, step, xp=xp,
             )  # fmt: skip
             counts.optimizer += opt.block_step(
                 self.kernels, self.bias.reshape(-1, 1), ws.cache["dense_gb"].reshape(-1, 1),
-                rows, _COL0, [s.reshape(-1, 1) for s in self.states_b], step,
+                rows, col0, [s.reshape(-1, 1) for s in self.states_b], step, xp=xp,
             )  # fmt: skip
-            return rows
+            return np.arange(self.n_out, dtype=np.int64)
         block = ws.cache.pop("block_grad", None)
         if block is not None:  # a shared active set: one dense block of rows x cols
-            rows, cols, gw, gb = block
+            rows, drows, cols, gw, gb = block
             rows = np.arange(self.n_out, dtype=np.int64) if rows is None else rows
-            cols = np.arange(self.n_in, dtype=np.int64) if cols is None else cols
+            drows = self._ids(self.n_out) if drows is None else drows
+            cols = self._ids(self.n_in) if cols is None else cols
             counts.optimizer += opt.block_step(
-                self.kernels, self.weight, gw, rows, cols, self.states_w, step
+                self.kernels, self.weight, gw, drows, cols, self.states_w, step, xp=xp
             )
             counts.optimizer += opt.block_step(
-                self.kernels, self.bias.reshape(-1, 1), gb.reshape(-1, 1), rows,
-                _COL0, [s.reshape(-1, 1) for s in self.states_b], step,
+                self.kernels, self.bias.reshape(-1, 1), gb.reshape(-1, 1), drows,
+                col0, [s.reshape(-1, 1) for s in self.states_b], step, xp=xp,
             )  # fmt: skip
             return rows
         counts.optimizer += opt.sparse_step(
@@ -327,11 +435,14 @@ class _Layer:
             ws.n_w,
             self.states_w,
             step,
+            xp=xp,
         )
-        rows = ws.touched_b[: ws.n_b].copy()
+        # the touched rows, for the host selector's rehash bookkeeping (ids, not weights)
+        rows = self._get(ws.touched_b[: ws.n_b], "active_ids").copy()
         counts.optimizer += opt.sparse_step(
-            self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b, step
-        )
+            self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b,
+            step, xp=xp,
+        )  # fmt: skip
         ws.n_w = 0
         ws.n_b = 0
         return rows
@@ -346,21 +457,26 @@ class DenseLayer(_Layer):
 
     def forward(
         self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
-    ) -> np.ndarray:
+    ) -> Any:
         """Activations (B, n_out) of input ``x`` (dense (B, n_in) or SparseBatch)."""
         c = ws.cache
         c["block"] = False
         if isinstance(x, SparseBatch) and x.shared:
             return self._activate(self._block_forward(x, None, ws, counts))
         if isinstance(x, SparseBatch):
-            ids, vals, _ = self._sparse_input(x)
-            out_ids = np.ascontiguousarray(
-                np.broadcast_to(np.arange(self.n_out, dtype=np.int64), (ids.shape[0], self.n_out))
+            ids, vals, _ = self._sparse_input(x, ws)
+            xp = self.xp
+            out_ids = xp.ascontiguousarray(
+                xp.broadcast_to(xp.arange(self.n_out, dtype=xp.int64), (ids.shape[0], self.n_out))
             )
             z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, out_ids)
             c.update(in_ids=ids, in_vals=vals, out_ids=out_ids, in_dense=False, sparse=True)
         else:
-            x = np.ascontiguousarray(x, dtype=np.float32)
+            if self.on_device:
+                self._check_dense(x)
+                x = self._dense_device(x, ws)
+            else:
+                x = np.ascontiguousarray(x, dtype=np.float32)
             z = x @ self.weight.T + self.bias
             mults = x.shape[0] * self.n_in * self.n_out
             c.update(x=x, sparse=False)
@@ -368,7 +484,7 @@ class DenseLayer(_Layer):
         c["z"] = z
         return self._activate(z)
 
-    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+    def backward(self, ws: Workspace, grad: Any, need_grad_in: bool, counts: Counts) -> Any:
         """Gradient on the input (same form as the forward input) from ``grad`` on the output."""
         c = ws.cache
         if c.get("block"):
@@ -402,6 +518,12 @@ class HashedLayer(_Layer):
     settings; ``**selector_options`` (``active``, ``policy``, ``family``, ``k``, ...)
     override them. The selector is seeded with the layer's ``seed`` unless an option says
     otherwise. Unknown names fail here (UnknownNameError), not at the first forward call.
+
+    On a device backend the selector (its hash tables, its choice of ids) stays on the
+    host: it reads the layer's input (the batch, or a hashed layer's activations) and,
+    when its schedule rehashes, the changed rows; the weights never leave the device
+    otherwise. Policies ``rerank`` and ``exact`` re-score against host weights and are
+    refused there (ConfigError).
     """
 
     hashed = True
@@ -422,50 +544,76 @@ class HashedLayer(_Layer):
         self.selector = ActiveSelector(
             n_in, n_out, params, backend=self.backend, **selector_options
         )
-        self.selector.fit(self.weight, self.bias)
+        if self.on_device and self.selector.policy in HOST_WEIGHT_POLICIES:
+            raise ConfigError(
+                f"policy {self.selector.policy!r} re-scores candidates against host weights: "
+                f"not offered on the device backend {self.backend.name!r} (it would copy the "
+                f"weights every step); use one of topk, union, threshold, batch_union, "
+                f"batch_rerank, random"
+            )
+        # the host tables are built from a host copy; then the selector reads the rows it
+        # rehashes from the device arrays themselves
+        self.selector.fit(*self.host_params("init"))
+        if self.on_device:
+            self.selector.attach(self.weight, self.bias)
 
     def forward(
         self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False
     ) -> SparseBatch:
         """Active ids and activations (a SparseBatch) for input ``x`` (dense or SparseBatch)."""
+        xp = self.xp
         ws.cache["block"] = False
         ws.cache.pop("keep", None)
         if self.selector.policy in ("batch_union", "batch_rerank"):
-            active = self.selector.select(x, labels=labels, training=training)
+            active = self.selector.select(self._host_query(x, ws), labels=labels, training=training)
             counts.hashing += active.hash_mults
             counts.selection += active.work
             z = self._block_forward(x, active.ids[0], ws, counts)
             a = self._activate(z)
             m = self.selector.m
             if self.selector.policy == "batch_rerank" and m < z.shape[1]:
-                keep = _row_top(z, m, active.ids[0], labels if training else None)
+                row_ids = ws.cache["drows"] if self.on_device else active.ids[0]
+                lab = labels if training else None
+                if lab is not None and self.on_device:
+                    lab = self._put(np.asarray(lab), "labels")
+                keep = _row_top(xp, z, m, row_ids, lab)
                 counts.selection += int(z.size)  # one partition pass over each row's block
                 ws.cache["keep"] = keep
                 a *= keep
-            return SparseBatch(active.ids, a, self.n_out, shared=True)
-        ids, vals, was_dense = self._sparse_input(x)
-        query = x if was_dense else SparseBatch(ids, vals, self.n_in)
+            dev_ids = None
+            if self.on_device:
+                drows = ws.cache["drows"]
+                dev_ids = xp.broadcast_to(drows[None, :], (z.shape[0], drows.shape[0]))
+            return SparseBatch(
+                active.ids, a, self.n_out, shared=True, device=self.on_device, dev_ids=dev_ids
+            )
+        ids, vals, was_dense = self._sparse_input(x, ws)
+        if self.on_device:
+            query = self._host_query(x, ws)
+        else:
+            query = x if was_dense else SparseBatch(ids, vals, self.n_in)
         active = self.selector.select(query, labels=labels, training=training)
         counts.hashing += active.hash_mults
         counts.selection += active.work
-        z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, active.ids)
+        out_ids = self._put(active.ids, "active_ids")
+        z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, out_ids)
         counts.forward += int(mults)
-        ws.cache.update(in_ids=ids, in_vals=vals, out_ids=active.ids, in_dense=was_dense, z=z)
+        ws.cache.update(in_ids=ids, in_vals=vals, out_ids=out_ids, in_dense=was_dense, z=z)
         a = self._activate(z)
-        return SparseBatch(
-            active.ids, np.where(active.ids >= 0, a, np.float32(0)).astype(np.float32), self.n_out
-        )
+        vals_out = xp.where(out_ids >= 0, a, xp.float32(0)).astype(xp.float32)
+        if self.on_device:
+            return SparseBatch(active.ids, vals_out, self.n_out, device=True, dev_ids=out_ids)
+        return SparseBatch(active.ids, vals_out, self.n_out)
 
-    def backward(self, ws: Workspace, grad: np.ndarray, need_grad_in: bool, counts: Counts) -> Any:
+    def backward(self, ws: Workspace, grad: Any, need_grad_in: bool, counts: Counts) -> Any:
         if ws.cache.get("block"):
             return self._block_backward(ws, grad, need_grad_in, counts)
         gz = self._grad_z(grad, ws.cache["z"])
         return self._sparse_backward(ws, gz, need_grad_in, counts)
 
-    def apply_update(
-        self, ws: Workspace, opt: Optimizer, counts: Counts | None = None
-    ) -> np.ndarray:
+    def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> Any:
         rows = super().apply_update(ws, opt, counts)
+        # device weights go as they are: the selector copies only the rows it rehashes
         cost = self.selector.after_update(self.weight, self.bias, rows)
         if counts is not None:
             counts.rehashing += cost
@@ -486,13 +634,14 @@ class HashedLayer(_Layer):
         }
 
 
-def _row_top(z: np.ndarray, m: int, ids: np.ndarray, labels: Any) -> np.ndarray:
-    """(B, U) float32 mask: 1 at each row's ``m`` largest ``z`` (and its label columns)."""
+def _row_top(xp: Any, z: Any, m: int, ids: Any, labels: Any) -> Any:
+    """(B, U) float32 mask: 1 at each row's ``m`` largest ``z`` (and its label columns);
+    arrays of ``xp`` (NumPy, or CuPy on a device)."""
     u = z.shape[1]
-    kth = np.partition(z, u - m, axis=1)[:, u - m]
+    kth = xp.partition(z, u - m, axis=1)[:, u - m]
     keep = z >= kth[:, None]
     if labels is not None:
-        lab = np.asarray(labels)
+        lab = labels if xp is not np else np.asarray(labels)
         if lab.ndim == 2 and lab.shape[1]:
             keep |= (ids[None, :, None] == lab[:, None, :]).any(axis=2)
-    return keep.astype(np.float32)
+    return keep.astype(xp.float32)

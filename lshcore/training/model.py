@@ -36,26 +36,33 @@ def softmax_xent(
     ``ids`` None means neuron j is column j; -1 ids are padding. ``labels (B, n)`` -1
     padded. Returns ``(mean loss, grad on z (B, m), predicted neuron ids (B,))``.
     """
+    loss, grad, pred = _softmax_xent(np, ids, z, labels)
+    return float(loss), grad, pred
+
+
+def _softmax_xent(xp: Any, ids: Any, z: Any, labels: Any) -> tuple[Any, Any, Any]:
+    """:func:`softmax_xent` on arrays of ``xp`` (NumPy, or CuPy on a device), the loss a
+    0-d array of ``xp`` (so that only it need cross to the host)."""
     batch, m = z.shape
     if ids is None:
-        ids = np.broadcast_to(np.arange(m, dtype=np.int64), (batch, m))
+        ids = xp.broadcast_to(xp.arange(m, dtype=xp.int64), (batch, m))
     valid = ids >= 0
-    zz = np.where(valid, z, -np.inf).astype(np.float64)
+    zz = xp.where(valid, z, -xp.inf).astype(xp.float64)
     zmax = zz.max(axis=1, keepdims=True)
-    e = np.where(valid, np.exp(zz - zmax), 0.0)
+    e = xp.where(valid, xp.exp(zz - zmax), 0.0)
     p = e / e.sum(axis=1, keepdims=True)
     is_label = (
         valid & (ids[:, :, None] == labels[:, None, :]).any(axis=2)
         if labels.shape[1]
-        else np.zeros_like(valid)
+        else xp.zeros_like(valid)
     )
     n_labels = is_label.sum(axis=1, keepdims=True)
-    target = np.where(n_labels > 0, is_label / np.maximum(n_labels, 1), 0.0)
-    logp = np.where(valid, zz - zmax - np.log(e.sum(axis=1, keepdims=True)), 0.0)
-    loss = float(-(target * logp).sum() / batch)
+    target = xp.where(n_labels > 0, is_label / xp.maximum(n_labels, 1), 0.0)
+    logp = xp.where(valid, zz - zmax - xp.log(e.sum(axis=1, keepdims=True)), 0.0)
+    loss = -(target * logp).sum() / batch
     has = n_labels > 0
-    grad = np.where(valid & has, (p - target) / batch, 0.0).astype(np.float32)
-    pred = ids[np.arange(batch), np.argmax(zz, axis=1)]
+    grad = xp.where(valid & has, (p - target) / batch, 0.0).astype(xp.float32)
+    pred = ids[xp.arange(batch), xp.argmax(zz, axis=1)]
     return loss, grad, pred
 
 
@@ -152,6 +159,9 @@ class Model:
         h = x
         last = len(self.layers) - 1
         for i, (layer, ws) in enumerate(zip(self.layers, wss, strict=True)):
+            # a dense input after layer 0 is an earlier layer's output: on a device
+            # backend it lives there already (the user's batch is a host array)
+            ws.cache["x_device"] = i > 0
             h = layer.forward(
                 h, ws, counts, labels=labels if i == last else None, training=training
             )
@@ -159,8 +169,25 @@ class Model:
 
     def _logits(self, out: Any) -> tuple[np.ndarray | None, np.ndarray]:
         if isinstance(out, SparseBatch):
+            if out.device:
+                return out.dev_ids, out.vals
             return out.ids, out.vals
         return None, out
+
+    def _xent(self, out: Any, lab: np.ndarray) -> tuple[Any, Any, Any]:
+        """(loss, grad on the logits, predictions) where the last layer's arrays live;
+        on a device only the labels go over (the caller fetches the loss/predictions)."""
+        last = self.layers[-1]
+        ids, z = self._logits(out)
+        if not last.on_device:
+            return _softmax_xent(np, ids, z, lab)
+        dev_lab = last.backend.to_device(np.ascontiguousarray(lab, np.int64), "labels")
+        return _softmax_xent(last.xp, ids, z, dev_lab)
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the last layer's arrays (and so the loss) live on a device."""
+        return self.layers[-1].on_device
 
     def train_step(self, x: np.ndarray, labels: Any, wss: list[Workspace], counts: Counts) -> float:
         """Forward, backward and one optimizer step on one mini-batch; returns the loss."""
@@ -168,8 +195,11 @@ class Model:
             raise ConfigError("call set_optimizer() before training")
         lab = labels_matrix(labels, x.shape[0], self.n_out)
         out = self.forward(x, wss, counts, labels=lab, training=True)
-        ids, z = self._logits(out)
-        loss, grad, _ = softmax_xent(ids, z, lab)
+        loss_arr, grad, _ = self._xent(out, lab)
+        if self.on_device:
+            loss = float(self.layers[-1].backend.to_host(loss_arr, "loss"))
+        else:
+            loss = float(loss_arr)
         g: Any = grad
         for i in range(len(self.layers) - 1, -1, -1):
             g = self.layers[i].backward(wss[i], g, i > 0, counts)
@@ -191,9 +221,11 @@ class Model:
         preds = []
         for start in range(0, x.shape[0], batch_size):
             out = self.forward(x[start : start + batch_size], wss, counts)
-            ids, z = self._logits(out)
-            lab = np.full((z.shape[0], 0), -1, np.int64)
-            preds.append(softmax_xent(ids, z, lab)[2])
+            lab = np.full((min(batch_size, x.shape[0] - start), 0), -1, np.int64)
+            pred = self._xent(out, lab)[2]
+            if self.on_device:
+                pred = self.layers[-1].backend.to_host(pred, "metrics")
+            preds.append(np.asarray(pred))
         return np.concatenate(preds)
 
     def dense_cost(self, n_samples: int, training: bool = True) -> int:
@@ -230,11 +262,10 @@ class Model:
         arrays: dict[str, np.ndarray] = {}
         layers_meta = []
         for i, layer in enumerate(self.layers):
-            arrays[f"l{i}.weight"] = layer.weight
-            arrays[f"l{i}.bias"] = layer.bias
+            arrays[f"l{i}.weight"], arrays[f"l{i}.bias"] = layer.host_params("save")
             for j, s in enumerate(layer.states_w):
-                arrays[f"l{i}.state_w{j}"] = s
-                arrays[f"l{i}.state_b{j}"] = layer.states_b[j]
+                arrays[f"l{i}.state_w{j}"] = layer._get(s, "save")
+                arrays[f"l{i}.state_b{j}"] = layer._get(layer.states_b[j], "save")
             entry: dict[str, Any] = {
                 "config": layer.config(),
                 "step": layer.step,
@@ -281,14 +312,16 @@ class Model:
                 else:
                     layer = HashedLayer.__new__(HashedLayer)
                     _Layer.__init__(layer, *args)
-                layer.weight = np.ascontiguousarray(weight, dtype=np.float32)
-                layer.bias = np.ascontiguousarray(bias, dtype=np.float32)
+                host_w = np.ascontiguousarray(weight, dtype=np.float32)
+                host_b = np.ascontiguousarray(bias, dtype=np.float32)
+                layer.weight = layer._put(host_w, "load")
+                layer.bias = layer._put(host_b, "load")
                 layer.states_w = [
-                    np.ascontiguousarray(arrays[f"l{i}.state_w{j}"])
+                    layer._put(np.ascontiguousarray(arrays[f"l{i}.state_w{j}"]), "load")
                     for j in range(entry["n_states"])
                 ]
                 layer.states_b = [
-                    np.ascontiguousarray(arrays[f"l{i}.state_b{j}"])
+                    layer._put(np.ascontiguousarray(arrays[f"l{i}.state_b{j}"]), "load")
                     for j in range(entry["n_states"])
                 ]
                 layer.step = int(entry["step"])
@@ -300,10 +333,12 @@ class Model:
                     layer.selector = ActiveSelector.from_state(  # type: ignore[union-attr]
                         entry["selector"],
                         sel_arrays,
-                        layer.weight,
-                        layer.bias,
+                        host_w,
+                        host_b,
                         backend=layer.backend,
                     )
+                    if layer.on_device:
+                        layer.selector.attach(layer.weight, layer.bias)  # type: ignore[union-attr]
                 layers.append(layer)
             model = cls(layers)
             if meta.get("optimizer"):

@@ -62,11 +62,14 @@ class Optimizer:
         n: int,
         states: list[np.ndarray],
         step: int,
+        xp: Any = np,
     ) -> int:
         """Update ``param`` (flat view) at ``touched[:n]`` from the flat ``grad``; clears
-        them. Returns the multiply-adds."""
-        s1 = states[0].reshape(-1) if states else _EMPTY
-        s2 = states[1].reshape(-1) if len(states) > 1 else _EMPTY
+        them. Returns the multiply-adds. ``xp`` is the arrays' namespace (CuPy on a
+        device: the unused state stand-ins are made there too)."""
+        empty = _EMPTY if xp is np else xp.zeros(0, dtype=xp.float32)
+        s1 = states[0].reshape(-1) if states else empty
+        s2 = states[1].reshape(-1) if len(states) > 1 else empty
         return kernels.sparse_update(
             self.kind,
             param,
@@ -92,14 +95,18 @@ class Optimizer:
         cols: np.ndarray,
         states: list[np.ndarray],
         step: int,
+        xp: Any = np,
     ) -> int:
         """Update the block ``param[rows][:, cols]`` (2-D ``param``) from its dense
-        gradient, in place (a shared active set). Returns the multiply-adds."""
-        s1 = states[0] if states else _EMPTY2
-        s2 = states[1] if len(states) > 1 else _EMPTY2
+        gradient, in place (a shared active set). Returns the multiply-adds. ``xp`` is
+        the arrays' namespace (CuPy on a device)."""
+        empty = _EMPTY2 if xp is np else xp.zeros((0, 0), dtype=xp.float32)
+        s1 = states[0] if states else empty
+        s2 = states[1] if len(states) > 1 else empty
         return int(
             kernels.block_update(
-                self.kind, param, np.ascontiguousarray(grad, np.float32), rows, cols, s1, s2,
+                self.kind, param, xp.ascontiguousarray(grad, dtype=xp.float32), rows, cols,
+                s1, s2,
                 self.lr, self.h1, self.h2, self.eps, max(step, 1),
             )
         )  # fmt: skip

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import Backend
+from lshcore.core.backend import Backend, is_device_array
 from lshcore.core.validation import as_batch, check_int, is_sparse
 from lshcore.errors import ConfigError, InputError, NotFittedError
 from lshcore.registry import catalog
@@ -79,6 +79,10 @@ class SparseBatch:
     #: every row holds the same ids (a shared active set, ``batch_union``): ``vals`` is
     #: then a dense (B, w) block over the columns ``ids[0]``
     shared: bool = False
+    #: ``vals`` lives on a device (a device layer's output); ``ids`` stays on the host
+    device: bool = False
+    #: the device copy of ``ids`` when its producer has one (saves copying it back up)
+    dev_ids: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -287,6 +291,8 @@ class ActiveSelector:
         self._tables: _Tables | None = None
         self._weight: np.ndarray | None = None
         self._bias: np.ndarray | None = None
+        #: the layer's device weight (see :meth:`attach`): rows read from it are copied
+        self._device_weight: Any = None
         self._dirty = np.zeros(self.n_out, dtype=bool)
         self._lock = threading.Lock()  # table updates (after_update)
         self._calls_lock = threading.Lock()  # the training tie-break counter
@@ -328,9 +334,18 @@ class ActiveSelector:
     def uses_hashing(self) -> bool:
         return self.policy in LSH_POLICIES
 
-    def _rows(
-        self, weight: np.ndarray, bias: np.ndarray, ids: np.ndarray | None = None
-    ) -> np.ndarray:
+    def _rows(self, weight: Any, bias: Any, ids: np.ndarray | None = None) -> np.ndarray:
+        """The rows ``[w, b]`` (all, or ``ids``) as a host float32 array. Device weights
+        (a device backend's layer) are gathered there and only those rows copied over,
+        counted under the tag ``rehash``."""
+        if self.backend.on_device and (weight is self._device_weight or is_device_array(weight)):
+            if ids is not None:
+                dids = self.backend.to_device(np.ascontiguousarray(ids, np.int64), "rehash_ids")
+                xp = self.backend.xp
+                weight, bias = xp.take(weight, dids, axis=0), xp.take(bias, dids, axis=0)
+                ids = None
+            weight = self.backend.to_host(weight, "rehash")
+            bias = self.backend.to_host(bias, "rehash")
         w = weight if ids is None else weight[ids]
         b = bias if ids is None else bias[ids]
         return np.concatenate([w, b[:, None]], axis=1).astype(np.float32)
@@ -352,7 +367,7 @@ class ActiveSelector:
             **self.family_params,
         )
         data = tf.data(rows) if tf is not None else rows
-        codes = self.backend.to_numpy(fam.hash(data))
+        codes = self.backend.to_numpy(fam.hash(data), "table_codes")
         tables = _Tables(fam, tf, codes)
         return tables, int(fam.hash_cost(rows.shape[0])) + self._set_tie(tables, rows)
 
@@ -391,6 +406,21 @@ class ActiveSelector:
                 self._tables = tables
         self._dirty[:] = False
         return self
+
+    def attach(self, weight: Any, bias: Any) -> None:
+        """Read the rows to rehash from the device arrays ``weight``/``bias`` (a device
+        backend's layer, after :meth:`fit` on host copies of them): only the rows a
+        rehash needs are copied to the host, counted under the tag ``rehash``."""
+        if not self.fitted:
+            raise NotFittedError("ActiveSelector.attach() before fit(weight, bias)")
+        if tuple(weight.shape) != (self.n_out, self.n_in) or tuple(bias.shape) != (self.n_out,):
+            raise InputError(
+                f"attach: expected weight ({self.n_out}, {self.n_in}) and bias "
+                f"({self.n_out},), got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        with self._lock:
+            self._weight, self._bias = weight, bias
+            self._device_weight = weight if self.backend.on_device else None
 
     def _make_index(self, rows: np.ndarray, seed: int) -> Any:
         """An :class:`~lshcore.search.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
@@ -662,7 +692,9 @@ class ActiveSelector:
         tables = self._tables
         assert tables is not None
         q, q_nnz = self._query_matrix(x, tables)
-        codes = np.ascontiguousarray(self.backend.to_numpy(tables.family.hash(q)), np.int64)
+        codes = np.ascontiguousarray(
+            self.backend.to_numpy(tables.family.hash(q), "query_codes"), np.int64
+        )
         fam = tables.family
         dense = not is_sparse(q)
         comps = int(fam.hash_comparisons(q.shape[0], None if dense else q_nnz))
@@ -726,8 +758,15 @@ class ActiveSelector:
             arr = np.asarray(rows_changed)
             changed = arr if arr.dtype == bool else arr.astype(np.int64)
         with self._lock:
-            self._weight = np.asarray(weight)
-            self._bias = np.asarray(bias)
+            device = self.backend.on_device and (
+                weight is self._device_weight or is_device_array(weight)
+            )
+            if device:  # device arrays stay there: _rows copies the rows it needs
+                self._weight, self._bias = weight, bias
+                self._device_weight = weight
+            else:
+                self._weight = np.asarray(weight)
+                self._bias = np.asarray(bias)
             self._dirty[changed] = True
             self.step += 1
             if not self.uses_hashing:
@@ -776,7 +815,7 @@ class ActiveSelector:
 
     def _hash_rows(self, tables: _Tables, rows: np.ndarray) -> tuple[np.ndarray, int]:
         data = tables.transform.data(rows) if tables.transform is not None else rows
-        codes = self.backend.to_numpy(tables.family.hash(data))
+        codes = self.backend.to_numpy(tables.family.hash(data), "table_codes")
         return codes, int(tables.family.hash_cost(rows.shape[0]))
 
     def _maybe_rehash(self) -> int:
@@ -800,18 +839,25 @@ class ActiveSelector:
         self.rehash_schedule.fired(self.step)
         if dirty.size == 0:
             return cost
-        rows_all = self._rows(self._weight, self._bias)
-        if tables.transform is not None and tables.transform.needs_refit(rows_all[dirty]):
+        # only the changed rows, unless the transform must be refitted or the tie-break
+        # ranks every row by norm (on a device backend, only these rows are copied over)
+        rows_dirty = self._rows(self._weight, self._bias, dirty)
+        rows_all: np.ndarray | None = None
+        if tables.transform is not None and tables.transform.needs_refit(rows_dirty):
             # a row outgrew the transform's scale: refit and rehash every row (same functions)
+            rows_all = self._rows(self._weight, self._bias)
             tables.transform.fit(rows_all)
             codes, c = self._hash_rows(tables, rows_all)
             new_tables = _Tables(tables.family, tables.transform, codes)
         else:
-            codes_dirty, c = self._hash_rows(tables, rows_all[dirty])
+            codes_dirty, c = self._hash_rows(tables, rows_dirty)
             codes = tables.codes.copy()
             codes[dirty] = codes_dirty
             new_tables = _Tables(tables.family, tables.transform, codes)
-        c += self._set_tie(new_tables, rows_all)
+        if self.tiebreak == "norm":
+            if rows_all is None:
+                rows_all = self._rows(self._weight, self._bias)
+            c += self._set_tie(new_tables, rows_all)
         self._tables = new_tables
         self._dirty[:] = False
         self.rehashes += 1

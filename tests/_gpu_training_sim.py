@@ -1,0 +1,282 @@
+"""Run by tests/test_gpu_training.py in a subprocess (NUMBA_ENABLE_CUDASIM must be set
+before numba.cuda is imported): core training with device-resident parameters on the
+GPU kernel module, against the NumPy reference. Prints one ``RESULT {json}`` line, one
+verdict per check ("ok" or the traceback).
+
+The "device" backend here is the GPU backend's code path (``host_arrays=False``:
+parameters, state and workspaces in the backend's namespace, every host/device copy
+through ``Backend.to_device``/``to_host``); under the simulator its arrays are NumPy
+arrays, so what this proves is the data flow and the numbers, not CuPy compatibility.
+On a device (``LSHCORE_GPU_REAL=1``) the real ``cupy`` backend is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import numpy as np
+
+from lshcore.core.backend import Backend, count_transfers
+from lshcore.kernels import _cuda_kernels as ck
+from lshcore.registry.catalog import get_backend
+from lshcore.training.model import Model
+from lshcore.training.optim import make_optimizer
+
+REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
+DEVICE: Any = (
+    get_backend("cupy")
+    if REAL
+    else Backend("cuda-sim", "lshcore.kernels.cupy_gpu", host_arrays=False)
+)
+#: what may cross during training; never the parameters, their state or gradients
+H2D_OK = {"input", "labels", "active_ids", "rehash_ids"}
+D2H_OK = {"loss", "activations", "rehash", "query_codes", "table_codes", "active_ids"}
+# ("query_codes"/"table_codes": the hash families run on the backend and hand their
+# (n, L) codes to the host tables; "active_ids": the touched rows, for rehash bookkeeping)
+
+out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
+
+
+def check(name: str, fn: Any) -> None:
+    try:
+        fn()
+        out[name] = "ok"
+    except Exception:
+        out[name] = traceback.format_exc()[-2500:]
+
+
+def data(seed: int, n: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal((n, n_in)), 0).astype(np.float32)
+    return x, rng.integers(0, n_out, size=n).astype(np.int64)
+
+
+def train_pair(
+    hidden: list[int], steps: int, opt: str, device: Any = None, **sel: Any
+) -> tuple[list[Model], list[list[float]], Any, list[Any]]:
+    """The same model trained ``steps`` batches on numpy and on the device path; the
+    transfer log of the device run's training steps; its parameter arrays before."""
+    n_in, n_out, batch = 10, 6, 4
+    x, y = data(1, steps * batch, n_in, n_out)
+    models, losses = [], []
+    log: Any = None
+    before: list[Any] = []
+    device = DEVICE if device is None else device
+    for backend in ("numpy", device):
+        model = Model.mlp(n_in, hidden, n_out, seed=3, backend=backend, **sel)
+        model.set_optimizer(make_optimizer(opt, lr=0.05))
+        wss = model.workspaces()
+        from lshcore.training.layer import Counts
+
+        counts = Counts()
+        run = []
+        if backend is device:
+            before = [(la.weight, la.bias, *la.states_w) for la in model.layers]
+            with count_transfers() as log:
+                for s in range(steps):
+                    sl = slice(s * batch, (s + 1) * batch)
+                    run.append(model.train_step(x[sl], y[sl], wss, counts))
+        else:
+            for s in range(steps):
+                sl = slice(s * batch, (s + 1) * batch)
+                run.append(model.train_step(x[sl], y[sl], wss, counts))
+        models.append(model)
+        losses.append(run)
+    return models, losses, log, before
+
+
+def assert_agree(models: list[Model], losses: list[list[float]]) -> None:
+    ref, dev = models
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for i, (a, b) in enumerate(zip(ref.layers, dev.layers, strict=True)):
+        wa, ba = a.host_params("test")
+        wb, bb = b.host_params("test")
+        np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6, err_msg=f"layer {i} weight")
+        np.testing.assert_allclose(bb, ba, rtol=1e-5, atol=1e-6, err_msg=f"layer {i} bias")
+        for j, (sa, sb) in enumerate(zip(a.states_w, b.states_w, strict=True)):
+            np.testing.assert_allclose(
+                b.backend.to_host(sb, "test"), sa, rtol=1e-5, atol=1e-7, err_msg=f"state {j}"
+            )
+    # the weights moved (else "agreement" would prove nothing)
+    w0 = Model.mlp(ref.n_in, [la.n_out for la in ref.layers[:-1]], ref.n_out, seed=3)
+    assert not np.allclose(w0.layers[0].weight, ref.layers[0].weight)
+
+
+def assert_resident(model: Model, log: Any, before: list[Any]) -> None:
+    bad_h2d = log.tags("h2d") - H2D_OK
+    bad_d2h = log.tags("d2h") - D2H_OK
+    assert not bad_h2d and not bad_d2h, (bad_h2d, bad_d2h, log.transfers[:20])
+    assert log.count("loss", "d2h") > 0  # the counter saw the run at all
+    for layer, arrays in zip(model.layers, before, strict=True):
+        now = (layer.weight, layer.bias, *layer.states_w)
+        assert all(a is b for a, b in zip(now, arrays, strict=True)), "parameters replaced"
+        # no copy of a whole weight matrix (a rehash copies the changed rows only)
+        whole = [t for t in log.transfers if t.shape == tuple(layer.weight.shape)]
+        assert not whole, whole
+
+
+def shared_set_adam() -> None:
+    # batch_union (the default): one gathered block, block_update on the device arrays
+    models, losses, log, before = train_pair(
+        [48], 3, "adam", active=0.125, policy="batch_union", rehash="fixed:1"
+    )
+    assert_agree(models, losses)
+    assert_resident(models[1], log, before)
+    assert log.count("rehash", "d2h") > 0  # the schedule rehashed: rows did cross
+    n_out = models[1].layers[0].n_out
+    assert max(t.shape[0] for t in log.transfers if t.tag == "rehash") < n_out
+
+
+def per_row_sets_two_hashed_layers() -> None:
+    # topk: the gather/scatter kernels on the device arrays, hashed -> hashed -> output
+    models, losses, log, before = train_pair(
+        [40, 32], 2, "momentum", active=0.25, policy="topk", rehash="never"
+    )
+    assert_agree(models, losses)
+    assert_resident(models[1], log, before)
+    assert "rehash" not in log.tags()
+    assert "activations" in log.tags("d2h")  # layer 2's host selector reads layer 1's output
+
+
+def nothing_but_the_loss_without_hashing() -> None:
+    # a dense model: the only copies are the batch, the labels up and the loss down
+    models, losses, log, before = train_pair([16], 2, "sgd", active=1.0)
+    assert_agree(models, losses)
+    assert_resident(models[1], log, before)
+    assert log.tags("d2h") == {"loss"}, log.tags("d2h")
+    assert log.tags("h2d") == {"input", "labels"}, log.tags("h2d")
+
+
+def the_counter_sees_a_weight_copy() -> None:
+    # guards the harness: copying the parameters to the host is recorded, with its size
+    model = Model.mlp(10, [48], 6, active=0.125, seed=3, backend=DEVICE)
+    with count_transfers() as log:
+        model.layers[0].host_params("save")
+    assert log.tags() == {"save"} and log.nbytes("save") == 48 * 10 * 4 + 48 * 4
+
+
+def device_rejects_host_weight_policies() -> None:
+    from lshcore.errors import ConfigError
+
+    try:
+        Model.mlp(10, [48], 6, active=0.125, backend=DEVICE, policy="rerank")
+    except ConfigError as exc:
+        assert "rerank" in str(exc) and "device" in str(exc)
+        return
+    raise AssertionError("policy rerank on a device backend was accepted")
+
+
+def predict_and_save_roundtrip() -> None:
+    import tempfile
+
+    models, _, _, _ = train_pair([48], 2, "adam", active=0.125, policy="batch_union")
+    x, _ = data(9, 7, 10, 6)
+    ref, dev = models
+    np.testing.assert_array_equal(dev.predict(x), ref.predict(x))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.lsh")
+        dev.save(path)
+        back, _ = Model.load(path, backend=DEVICE)
+    np.testing.assert_array_equal(back.predict(x), ref.predict(x))
+    assert back.layers[0].on_device
+
+
+def trainer_end_to_end() -> None:
+    # what `lshcore train --backend cupy` runs: Trainer.fit (shuffled batches, default
+    # policy and rehash schedule) and evaluate, against the same run on numpy
+    from lshcore.training.engine import Trainer
+
+    x, y = data(5, 48, 10, 6)
+    results = []
+    for backend in ("numpy", DEVICE):
+        model = Model.mlp(10, [48], 6, active=0.125, seed=2, backend=backend)
+        trainer = Trainer(model, "adam", lr=0.01, batch_size=8, seed=1)
+        if backend is DEVICE:
+            with count_transfers() as log:
+                stats = trainer.fit(x, y, epochs=2)
+            assert not (log.tags("d2h") - D2H_OK - {"metrics"}), log.tags("d2h")
+        else:
+            stats = trainer.fit(x, y, epochs=2)
+        acc, _ = trainer.evaluate(x, y)
+        results.append((stats.losses, acc, model.layers[0].host_params("test")[0]))
+    (la, aa, wa), (lb, ab, wb) = results
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
+    assert aa == ab
+    np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
+
+
+def cli_run_training_on_digits() -> None:
+    # the function behind `lshcore train --backend cupy` (CLI defaults: DWTA, auto k/l,
+    # batch_union, "changed" rehash) on a slice of scikit-learn's digits, both backends
+    from lshcore.cli.train import _load, run_training
+
+    data = _load("digits", None, 0)
+    recs = []
+    for backend in ("numpy", DEVICE):
+        with count_transfers() as log:
+            recs.append(
+                run_training(
+                    data, hidden=[64], active=0.25, epochs=1, batch_size=32, limit=256,
+                    seed=0, backend=backend,
+                )
+            )  # fmt: skip
+        if backend is DEVICE:
+            assert not (log.tags("d2h") - D2H_OK - {"metrics", "init"}), log.tags("d2h")
+            assert log.count("loss", "d2h") == 8  # one per batch
+            # "init": construction only, the hashed layer's tables built from one host copy
+            assert log.count("init", "d2h") == 2, log.count("init", "d2h")
+    a, b = recs
+    assert a["accuracy"] == b["accuracy"], (a["accuracy"], b["accuracy"])
+    assert a["mults"] == b["mults"], (a["mults"], b["mults"])
+
+
+def strict_device_namespace() -> None:
+    # the same training with a CuPy stand-in that refuses NumPy on device arrays and host
+    # arrays in device kernels (tests/_strict_device.py): a NumPy call that would fail on
+    # a real device fails here too
+    if REAL:
+        return  # the real cupy backend is stricter still
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _strict_device import StrictArray, strict_backend
+
+    strict = strict_backend()
+    for hidden, steps, opt, sel in [
+        ([48], 3, "adam", dict(active=0.125, policy="batch_union", rehash="fixed:1")),
+        ([40, 32], 2, "momentum", dict(active=0.25, policy="topk", rehash="fixed:1")),
+        ([24], 2, "adagrad", dict(active=0.25, policy="batch_rerank", hashed_output=True)),
+        ([16], 2, "sgd", dict(active=1.0)),
+        ([32], 2, "adam", dict(active=0.25, policy="topk", family="srp", k=3, l=4)),
+    ]:
+        models, losses, log, before = train_pair(hidden, steps, opt, device=strict, **sel)
+        assert_agree(models, losses)
+        assert_resident(models[1], log, before)
+        for layer in models[1].layers:
+            assert isinstance(layer.weight, StrictArray) and isinstance(layer.bias, StrictArray)
+    x, _ = data(9, 7, 10, 6)
+    np.testing.assert_array_equal(models[1].predict(x), models[0].predict(x))
+    # the stand-in is strict: NumPy on a device array is an error, as on CuPy
+    try:
+        np.asarray(models[1].layers[0].weight)
+    except TypeError:
+        return
+    raise AssertionError("np.asarray accepted a strict device array")
+
+
+for name, fn in [
+    ("strict_device_namespace", strict_device_namespace),
+    ("trainer_end_to_end", trainer_end_to_end),
+    ("cli_run_training_on_digits", cli_run_training_on_digits),
+    ("shared_set_adam", shared_set_adam),
+    ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
+    ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),
+    ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
+    ("device_rejects_host_weight_policies", device_rejects_host_weight_policies),
+    ("predict_and_save_roundtrip", predict_and_save_roundtrip),
+]:
+    check(name, fn)
+out["cupy_imported"] = "cupy" in sys.modules
+print("RESULT " + json.dumps(out))

@@ -1,0 +1,73 @@
+"""Core training with device-resident parameters on the GPU backend's code path, run in
+CI under numba's CUDA simulator (tests/_gpu_training_sim.py, in a subprocess: the
+simulator must be switched on before numba.cuda is imported).
+
+Each check trains a tiny model a few steps on the NumPy reference and on a device
+backend (``host_arrays=False``: parameters, optimizer state and workspaces in the
+backend's namespace, every host/device copy counted through ``Backend.to_device`` /
+``to_host``) and asserts: the same losses, weights and optimizer state within rounding;
+the parameter arrays never replaced; no copy outside the allowed tags (input, labels,
+active ids, selector codes, activations for a host selector, changed rows at a rehash,
+the loss), never a whole weight matrix. Under the simulator the "device" arrays are NumPy
+arrays; ``strict_device_namespace`` repeats the training with a CuPy stand-in
+(tests/_strict_device.py) that refuses NumPy calls on device arrays, host arrays mixed
+into device operations and host arrays in the layer kernels, as CuPy and a real launch
+would. Real CuPy compatibility still needs a device: ``benchmarks/gpu_check.sh`` runs
+this with ``LSHCORE_GPU_REAL=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("array_api_compat") is None,
+    reason="array-api-compat not installed (the GPU glue needs it: pip install 'lshcore[gpu]')",
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
+CHECKS = [
+    "strict_device_namespace",
+    "shared_set_adam",
+    "per_row_sets_two_hashed_layers",
+    "nothing_but_the_loss_without_hashing",
+    "the_counter_sees_a_weight_copy",
+    "device_rejects_host_weight_policies",
+    "predict_and_save_roundtrip",
+    "trainer_end_to_end",
+    "cli_run_training_on_digits",
+]
+
+
+@pytest.fixture(scope="module")
+def verdicts() -> dict[str, object]:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0" if REAL else "1")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_gpu_training_sim.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"simulator run failed:\n{proc.stdout}\n{proc.stderr}"
+    return dict(json.loads(lines[-1][len("RESULT ") :]))
+
+
+def test_ran_where_asked_without_importing_cupy(verdicts: dict[str, object]) -> None:
+    assert verdicts["simulated"] is (not REAL)
+    assert verdicts["cupy_imported"] is REAL
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_device_resident_training(verdicts: dict[str, object], check: str) -> None:
+    assert verdicts[check] == "ok", verdicts[check]
