@@ -11,12 +11,10 @@ the kernels on the device instead of the simulator.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,19 +158,8 @@ EXTRA = [
 
 
 @pytest.fixture(scope="module")
-def simulated() -> dict[str, object]:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0" if REAL else "1")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(ROOT / "tests" / "test_kernel_contract.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"simulator run failed:\n{proc.stdout}\n{proc.stderr}"
-    return dict(json.loads(lines[-1][len("RESULT ") :]))
+def simulated(run_gpu_script: Any) -> dict[str, object]:
+    return run_gpu_script(["-c", _SCRIPT, str(ROOT / "tests" / "test_kernel_contract.py")])
 
 
 def test_the_kernels_ran_where_asked_without_cupy(simulated: dict[str, object]) -> None:

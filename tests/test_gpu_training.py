@@ -19,11 +19,9 @@ this with ``LSHCORE_GPU_REAL=1``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,19 +46,8 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def verdicts() -> dict[str, object]:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0" if REAL else "1")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_gpu_training_sim.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"simulator run failed:\n{proc.stdout}\n{proc.stderr}"
-    return dict(json.loads(lines[-1][len("RESULT ") :]))
+def verdicts(run_gpu_script: Any) -> dict[str, object]:
+    return run_gpu_script([str(ROOT / "tests" / "_gpu_training_sim.py")])
 
 
 def test_ran_where_asked_without_importing_cupy(verdicts: dict[str, object]) -> None:
