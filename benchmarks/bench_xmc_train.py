@@ -136,6 +136,11 @@ def _lshcore(train: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
         seed=args.seed,
         pad=not args.no_pad,
         shared_labels=args.shared_labels,
+        active_sets=args.active_sets,
+        adam_catch_up=args.adam_catch_up,
+        random_negatives=args.random_negatives,
+        infer_candidates=args.infer_candidates,
+        infer_frequent=args.infer_frequent,
     )
     model = XMCModel(train.dim, train.n_labels, cfg)
     trainer = XMCTrainer(model)
@@ -340,6 +345,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shared-labels", type=int, default=1024, help="lshcore: batch labels as shared negatives"
     )
+    p.add_argument(
+        "--active-sets", default="batch", help="lshcore: batch (shared) or sample (SLIDE)"
+    )
+    p.add_argument(
+        "--adam-catch-up", action="store_true", help="lshcore: decay skipped rows' moments"
+    )
+    p.add_argument("--random-negatives", type=int, default=0, help="lshcore, batch sets")
+    p.add_argument("--infer-candidates", type=int, default=1024, help="lshcore hashed inference")
+    p.add_argument("--infer-frequent", type=int, default=0, help="lshcore hashed inference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=2048)
     p.add_argument("--limit", type=int, default=0, help="samples per epoch (0 = all)")
