@@ -320,6 +320,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = _t.perf_counter()
         _score(topk, ev)
         rec["full_eval_seconds_subset"] = _t.perf_counter() - t0
+        import dataclasses
+
+        base = model.config
+        rec["hashed_variants"] = []
+        for spec in filter(None, args.hashed_variants.split(",")):
+            cand, freq = (int(v) for v in spec.split(":"))
+            model.config = dataclasses.replace(base, infer_candidates=cand, infer_frequent=freq)
+            t0 = _t.perf_counter()
+            sc = _score(lambda x: model.predict_topk(x, 5, hashed=True), ev)
+            rec["hashed_variants"].append(
+                {
+                    "infer_candidates": cand,
+                    "infer_frequent": freq,
+                    **sc,
+                    "seconds": _t.perf_counter() - t0,
+                    "bucket_reads_per_sample": model.last_hashed_work[0] / ev[-1][0].shape[0],
+                    "output_macs_per_sample": model.last_hashed_work[1] / ev[-1][0].shape[0],
+                }
+            )
+        model.config = base
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rec, indent=2, default=str))
@@ -337,7 +357,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampled", type=int, default=None, help="negatives (default --active)")
     p.add_argument("--family", default="srp")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--l", type=int, default=50)
+    p.add_argument("--l", type=int, default=16)
     p.add_argument("--bin-size", type=int, default=8)
     p.add_argument("--rehash", type=int, default=6400)
     p.add_argument("--rebuild", type=int, default=128000)
@@ -353,7 +373,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--random-negatives", type=int, default=0, help="lshcore, batch sets")
     p.add_argument("--infer-candidates", type=int, default=1024, help="lshcore hashed inference")
-    p.add_argument("--infer-frequent", type=int, default=0, help="lshcore hashed inference")
+    p.add_argument("--infer-frequent", type=int, default=1024, help="lshcore hashed inference")
+    p.add_argument(
+        "--hashed-variants",
+        default="",
+        help="lshcore: extra hashed-inference settings to score, e.g. 1024:1024,1:1024 "
+        "(candidates:frequent)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=2048)
     p.add_argument("--limit", type=int, default=0, help="samples per epoch (0 = all)")

@@ -30,6 +30,7 @@ __all__ = [
     "xmc_select_batch",
     "xmc_batch_output_step",
     "xmc_infer_topk",
+    "xmc_topk_rows",
 ]
 
 _MASK = (1 << 64) - 1
@@ -429,3 +430,11 @@ def xmc_infer_topk(
         order = np.argsort(-score, kind="stable")[:k]
         top[b, : order.size] = c_arr[order]
     return top, reads, macs
+
+
+def xmc_topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column ids of each row's min(k, C) largest scores (B, C) float32, best first, ties
+    to the lower column -> (B, min(k, C)) int64 (full scoring's top k: one pass per row
+    in the numba kernel)."""
+    kk = min(k, scores.shape[1])
+    return np.argsort(-scores, axis=1, kind="stable")[:, :kk].astype(np.int64)

@@ -20,6 +20,7 @@ __all__ = [
     "xmc_select_batch",
     "xmc_batch_output_step",
     "xmc_infer_topk",
+    "xmc_topk_rows",
 ]
 
 _G = np.uint64(0x9E3779B97F4A7C15)
@@ -499,3 +500,27 @@ def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k):  # type: 
         for i in range(extra.shape[0]):
             cnt[extra[i]] = 0
     return top, reads, macs
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_topk_rows(scores, k):  # type: ignore[no-untyped-def]
+    n, c = scores.shape
+    kk = min(k, c)
+    out = np.empty((n, kk), np.int64)
+    vals = np.empty(max(kk, 1), scores.dtype)
+    for i in range(n):
+        cnt = 0
+        for j in range(c):
+            s = scores[i, j]
+            if cnt == kk and not s > vals[kk - 1]:
+                continue
+            p = cnt if cnt < kk else kk - 1
+            while p > 0 and s > vals[p - 1]:
+                vals[p] = vals[p - 1]
+                out[i, p] = out[i, p - 1]
+                p -= 1
+            vals[p] = s
+            out[i, p] = j
+            if cnt < kk:
+                cnt += 1
+    return out

@@ -53,4 +53,5 @@ from lshcore.kernels._numba_xmc import (
     xmc_output_forward,
     xmc_select,
     xmc_select_batch,
+    xmc_topk_rows,
 )

@@ -54,4 +54,5 @@ from lshcore.kernels._np_xmc import (
     xmc_output_forward,
     xmc_select,
     xmc_select_batch,
+    xmc_topk_rows,
 )

@@ -296,6 +296,10 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
         cand = np.array([7, 2, 19, 0, 11, 5], np.int64)
         labcols = np.array([[1, 3], [0, 0], [-1, -1], [5, -1], [2, 4]], np.int64)
         return [np.maximum(h, 0), w2, b2, cand, labcols]
+    if name == "xmc_topk_rows":
+        scores = rng.standard_normal((5, 9)).astype(np.float32)
+        scores[1, [2, 6]] = scores[1].max() + 1  # a tie at the top: lower column first
+        return [scores, 4]
     if name == "xmc_infer_topk":
         offsets, ids = ref.xmc_build_tables(rng.integers(0, 3, (20, 4)).astype(np.int64), 3)
         qcodes = rng.integers(0, 3, (5, 4)).astype(np.int64)

@@ -262,3 +262,15 @@ def test_cli_rejects_bad_xmc_options(store, extra: list[str], message: str) -> N
 def test_cli_xmc_options_belong_to_xmc() -> None:
     res = CliRunner().invoke(main, ["train", "--dataset", "digits", "--shared-labels", "8"])
     assert res.exit_code != 0 and "--shared-labels: apply to --dataset xmc only" in res.output
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_topk_rows_is_a_stable_sort_prefix(name: str) -> None:
+    k = _kernels(name)
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 6, (40, 30)).astype(np.float32)  # many ties
+    got = k.xmc_topk_rows(scores, 5)
+    for b in range(40):
+        want = sorted(range(30), key=lambda j: (-scores[b, j], j))[:5]
+        assert got[b].tolist() == want
+    assert k.xmc_topk_rows(scores[:, :3], 5).shape == (40, 3)

@@ -630,7 +630,7 @@ def _jsonable(v: Any) -> Any:
     type=click.IntRange(min=0),
     default=None,
     help="--dataset xmc: hashed inference also scores the N most frequent training labels "
-    "(default 0).",
+    "(default 1024).",
 )
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""

@@ -26,7 +26,7 @@ XMC_DEFAULTS: dict[str, Any] = {
     "epochs": 5,
     "family": "srp",
     "k": 10,
-    "l_": 50,
+    "l_": 16,
     "lr": 1e-3,
 }
 

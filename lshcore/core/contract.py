@@ -464,6 +464,11 @@ class Kernels(Protocol):
         bucket entries read, multiply-adds)."""
         ...
 
+    def xmc_topk_rows(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Each row's min(k, C) largest of scores (B, C) float32, best first, ties to the lower
+        column -> column ids (B, min(k, C)) int64."""
+        ...
+
 
 #: every kernel name of the contract, in declaration order
 KERNEL_NAMES: tuple[str, ...] = tuple(

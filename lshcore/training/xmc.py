@@ -94,7 +94,7 @@ class XMCConfig:
     active: int = 128
     family: str = "srp"
     k: int = 10
-    l: int = 50  # noqa: E741
+    l: int = 16  # noqa: E741
     bin_size: int = 8
     bucket_size: int = 128
     pad: bool = True
@@ -102,7 +102,7 @@ class XMCConfig:
     random_negatives: int = 0
     shared_labels: int = 1024
     infer_candidates: int = 1024
-    infer_frequent: int = 0
+    infer_frequent: int = 1024
     rehash_samples: int = 6_400
     rebuild_samples: int = 128_000
     workers: int = 1
@@ -172,14 +172,6 @@ def precision_at_k(
         for k in ks:
             sums[k] += float(hit[:k].sum()) / k
     return sums
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column ids of each row's k largest scores, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
 
 
 class HashTables:
@@ -377,7 +369,8 @@ class XMCModel:
         if not hashed:
             rows = max(1, (1 << 24) // self.n_labels)  # about 64 MB of scores at a time
             parts = [
-                _topk(self.scores_full(h[i : i + rows]), k) for i in range(0, h.shape[0], rows)
+                self.kernels.xmc_topk_rows(self.scores_full(h[i : i + rows]), k)
+                for i in range(0, h.shape[0], rows)
             ]
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
         cfg = self.config
