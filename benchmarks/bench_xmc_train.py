@@ -402,6 +402,11 @@ def plot(files: list[str], out: str, title: str) -> None:
         label = r["contender"]
         if r["contender"] == "torch-sampled":
             label += f" ({r['settings']['sampled']} negatives)"
+        if r["contender"] == "lshcore":
+            st = r["settings"]
+            label += f" ({st.get('active_sets', 'sample')} sets, L={st['l']})"
+        if r["settings"].get("limit"):
+            label += f" ({r['settings']['limit'] // r['settings']['batch']} steps)"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("training seconds (evaluation excluded)")
@@ -412,6 +417,22 @@ def plot(files: list[str], out: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def curves(a_file: str, b_file: str) -> list[dict[str, float]]:
+    """P@1 of two runs at every curve time of either (linear between points, from (0, 0);
+    a run that has stopped keeps its last P@1), up to the shorter run's last time:
+    ``[{seconds, a, b}]``. ``a`` is better at every equal wall time if ``a > b`` in all."""
+    ca, cb = (json.loads(Path(f).read_text())["curve"] for f in (a_file, b_file))
+
+    def at(c: list[dict[str, float]], t: float) -> float:
+        xs = [p["seconds"] for p in c]
+        ys = [p["p_at_1"] for p in c]
+        return float(np.interp(t, xs, ys))
+
+    end = min(ca[-1]["seconds"], cb[-1]["seconds"])
+    times = sorted({p["seconds"] for p in ca + cb if 0 < p["seconds"] <= end})
+    return [{"seconds": t, "a": at(ca, t), "b": at(cb, t)} for t in times]
 
 
 def main() -> None:
@@ -432,7 +453,16 @@ def main() -> None:
     pl.add_argument("files", nargs="+")
     pl.add_argument("--out", required=True)
     pl.add_argument("--title", default="")
+    cv = sub.add_parser("curves", help="P@1 of run A and run B at equal wall times")
+    cv.add_argument("a")
+    cv.add_argument("b")
     args = ap.parse_args()
+    if args.cmd == "curves":
+        rows = curves(args.a, args.b)
+        for r in rows:
+            print(f"{r['seconds']:7.1f} s  A {100 * r['a']:6.2f}  B {100 * r['b']:6.2f}")
+        print("A better at every time:", all(r["a"] > r["b"] for r in rows))
+        return
     if args.cmd == "plot":
         plot(args.files, args.out, args.title)
         return
