@@ -325,14 +325,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = model.config
         rec["hashed_variants"] = []
         for spec in filter(None, args.hashed_variants.split(",")):
-            cand, freq = (int(v) for v in spec.split(":"))
-            model.config = dataclasses.replace(base, infer_candidates=cand, infer_frequent=freq)
+            cand, freq, *more = (int(v) for v in spec.split(":"))
+            probes = more[0] if more else 1
+            model.config = dataclasses.replace(
+                base, infer_candidates=cand, infer_frequent=freq, infer_probes=probes
+            )
             t0 = _t.perf_counter()
             sc = _score(lambda x: model.predict_topk(x, 5, hashed=True), ev)
             rec["hashed_variants"].append(
                 {
                     "infer_candidates": cand,
                     "infer_frequent": freq,
+                    "infer_probes": probes,
                     **sc,
                     "seconds": _t.perf_counter() - t0,
                     "bucket_reads_per_sample": model.last_hashed_work[0] / ev[-1][0].shape[0],
@@ -378,7 +382,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--hashed-variants",
         default="",
         help="lshcore: extra hashed-inference settings to score, e.g. 1024:1024,1:1024 "
-        "(candidates:frequent)",
+        "(candidates:frequent[:probes])",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=2048)

@@ -396,6 +396,7 @@ def xmc_infer_topk(
     extra: np.ndarray,
     n_cand: int,
     k: int,
+    n_probes: int = 1,
 ) -> tuple[np.ndarray, int, int]:
     """Hashed inference with exact re-scoring. Per row b: every id of the L buckets its
     codes (B, L) hit is counted (hits per id); the candidates are ``extra`` (F,) int64 (e.g.
@@ -403,14 +404,18 @@ def xmc_infer_topk(
     id above the cut-off count, then ids at it in order of first touch: table 0's bucket
     first, in bucket order), kept in order of first touch. Scored exactly (``w2[r] . h[b] + b2[r]``); the k best
     by score, ties to the earlier candidate. -> (top (B, k) int64 -1 padded, bucket entries
-    read, multiply-adds)."""
-    batch, n_tables = qcodes.shape
+    read, multiply-adds). With ``n_probes`` > 1, qcodes is (B, L * n_probes): column j
+    probes table ``j // n_probes`` (multiprobe); a code repeated within a table is read once."""
+    batch = qcodes.shape[0]
     top = np.full((batch, k), -1, np.int64)
     reads = macs = 0
     for b in range(batch):
         hits: dict[int, int] = {}
-        for t in range(n_tables):
-            c = int(qcodes[b, t])
+        for j in range(qcodes.shape[1]):
+            t = j // n_probes
+            c = int(qcodes[b, j])
+            if c in qcodes[b, t * n_probes : j]:
+                continue
             part = ids[t, offsets[t, c] : offsets[t, c + 1]]
             reads += part.size
             for r in part:

@@ -429,22 +429,29 @@ def xmc_batch_output_step(h, w2, b2, cand, labcols):  # type: ignore[no-untyped-
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
-def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k):  # type: ignore[no-untyped-def]
-    batch, n_tables = qcodes.shape
+def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k, n_probes=1):  # type: ignore[no-untyped-def]
+    batch, n_cols = qcodes.shape
     n_out, hid = w2.shape
     cnt = np.zeros(n_out, np.int32)
     touched = np.empty(n_out, np.int64)
     cand = np.empty(n_cand + extra.shape[0], np.int64)
     score = np.empty(n_cand + extra.shape[0], np.float32)
-    hist = np.zeros(n_tables + 2, np.int64)
+    hist = np.zeros(n_cols + 2, np.int64)
     top = np.full((batch, k), -1, np.int64)
     taken = np.zeros(n_cand + extra.shape[0], np.bool_)
     reads = np.int64(0)
     macs = np.int64(0)
     for b in range(batch):
         n_t = 0
-        for t in range(n_tables):
-            c = qcodes[b, t]
+        for j in range(n_cols):
+            t = j // n_probes
+            c = qcodes[b, j]
+            seen = False
+            for j2 in range(t * n_probes, j):  # a probe repeated in its table: read once
+                if qcodes[b, j2] == c:
+                    seen = True
+            if seen:
+                continue
             for p in range(offsets[t, c], offsets[t, c + 1]):
                 r = ids[t, p]
                 if cnt[r] == 0:
@@ -466,7 +473,7 @@ def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k):  # type: 
         for i in range(n_t):
             if cnt[touched[i]] > 0:
                 hist[cnt[touched[i]]] += 1
-        thr = n_tables + 1
+        thr = n_cols + 1
         above = 0
         while thr > 1 and above + hist[thr - 1] <= room:
             thr -= 1

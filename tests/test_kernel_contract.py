@@ -303,7 +303,8 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
     if name == "xmc_infer_topk":
         offsets, ids = ref.xmc_build_tables(rng.integers(0, 3, (20, 4)).astype(np.int64), 3)
         qcodes = rng.integers(0, 3, (5, 4)).astype(np.int64)
-        return [qcodes, offsets, ids, h, w2, b2, np.array([4, 17], np.int64), 5, 3]
+        probes = np.stack([qcodes, rng.integers(0, 3, (5, 4)), qcodes], axis=2).reshape(5, 12)
+        return [probes, offsets, ids, h, w2, b2, np.array([4, 17], np.int64), 5, 3, 3]
     raise AssertionError(name)
 
 

@@ -171,6 +171,14 @@ def test_hashed_inference_scores_the_most_hit_ids_exactly(name: str) -> None:
     pool = np.r_[np.arange(10), extra]
     want = pool[np.argsort(-full[:, pool], axis=1, kind="stable")[:, :3]]
     np.testing.assert_array_equal(np.sort(top, axis=1), np.sort(want, axis=1))
+    # multiprobe: column j probes table j // 2; table 1's second probe (code 1) gives ids
+    # 10-19 a second hit (ranking them above 20-29); a code repeated in a table is read once
+    none = np.zeros(0, np.int64)
+    qp = np.zeros((4, 6), np.int64)
+    qp[:, 3] = 1
+    top, reads, _ = k.xmc_infer_topk(qp, offsets, ids, h, w2, b2, none, 20, 3, 2)
+    np.testing.assert_array_equal(top, np.argsort(-full[:, :20], axis=1, kind="stable")[:, :3])
+    assert reads == 4 * (20 + 10 + 20 + 10)  # t0: code 0 once; t1: codes 0, 1; t2: 0 once
     # ties at the cut-off go to the earlier touched ids; fewer candidates than k: -1 padded
     top, _, _ = k.xmc_infer_topk(q, offsets, ids, h, w2, b2, np.zeros(0, np.int64), 2, 3)
     assert set(top[:, :2].ravel().tolist()) <= {0, 1} and (top[:, 2] == -1).all()
@@ -214,6 +222,22 @@ def test_batch_sets_train_and_frequent_labels_join_hashed_inference(store) -> No
         assert top[b, 0] == pool_arr[np.argmax(scores[b, pool_arr])]
 
 
+def test_multiprobe_inference_reads_more_buckets(store) -> None:
+    train, test = store.split(0.2, seed=0, save=False)
+    cfg = XMCConfig(hidden=16, active=8, k=6, l=4, infer_frequent=0, infer_candidates=50)
+    model = XMCModel(train.dim, train.n_labels, cfg)
+    x, _ = next(iter(test.batches(64, shuffle=False, labels="lists")))
+    model.predict_topk(x, 5, hashed=True)
+    one = model.last_hashed_work[0]
+    model.config = XMCConfig(**{**cfg.to_dict(), "infer_probes": 4})
+    model.predict_topk(x, 5, hashed=True)
+    assert model.last_hashed_work[0] > one
+    _, _, _, codes = model.tables.query(model.hidden(x), probes=4)
+    assert codes.shape == (x.shape[0], 16)
+    with pytest.raises(ConfigError, match="infer_probes"):
+        XMCConfig(infer_probes=0)
+
+
 def test_bad_xmc_settings_raise() -> None:
     with pytest.raises(ConfigError, match="active_sets"):
         XMCConfig(active_sets="tokens")
@@ -232,13 +256,13 @@ def test_cli_xmc_options_reach_the_config(store, tmp_path: Path) -> None:
     args += ["--hidden", "16", "--l", "4", "--k", "4", "--no-progress", "--json", str(out)]
     args += ["--active-sets", "sample", "--shared-labels", "7", "--bucket-size", "9"]
     args += ["--no-pad", "--adam-catch-up", "--infer-candidates", "33", "--infer-frequent", "4"]
-    args += ["--random-negatives", "3"]
+    args += ["--random-negatives", "3", "--infer-probes", "2"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     c = json.loads(out.read_text())["config"]
     assert (c["active_sets"], c["shared_labels"], c["bucket_size"]) == ("sample", 7, 9)
     assert (c["pad"], c["adam_catch_up"], c["random_negatives"]) == (False, True, 3)
-    assert (c["infer_candidates"], c["infer_frequent"]) == (33, 4)
+    assert (c["infer_candidates"], c["infer_frequent"], c["infer_probes"]) == (33, 4, 2)
     rec = json.loads(out.read_text())
     assert rec["hashed_output_macs_per_sample"] <= (33 + 4) * 16
     assert rec["output_macs_per_sample"] == store.n_labels * 16

@@ -632,6 +632,12 @@ def _jsonable(v: Any) -> Any:
     help="--dataset xmc: hashed inference also scores the N most frequent training labels "
     "(default 1024).",
 )
+@click.option(
+    "--infer-probes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--dataset xmc: buckets probed per table by hashed inference (multiprobe; default 1).",
+)
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
     if kwargs["dataset"] == "xmc":  # extreme classification: lshcore.cli.train_xmc

@@ -42,6 +42,7 @@ XMC_ONLY: tuple[str, ...] = (
     "adam_catch_up",
     "infer_candidates",
     "infer_frequent",
+    "infer_probes",
 )
 
 

@@ -458,10 +458,12 @@ class Kernels(Protocol):
         extra: np.ndarray,
         n_cand: int,
         k: int,
+        n_probes: int = 1,
     ) -> tuple[np.ndarray, int, int]:
-        """Hashed inference: per row, the ids of its L hit buckets ranked by hits, the
-        n_cand best plus extra (F,) int64 scored exactly -> (top (B, k) int64 -1 padded,
-        bucket entries read, multiply-adds)."""
+        """Hashed inference: per row, the ids of its hit buckets (qcodes (B, L * n_probes):
+        column j probes table j // n_probes) ranked by hits, the n_cand best plus extra (F,)
+        int64 scored exactly -> (top (B, k) int64 -1 padded, bucket entries read,
+        multiply-adds)."""
         ...
 
     def xmc_topk_rows(self, scores: np.ndarray, k: int) -> np.ndarray:

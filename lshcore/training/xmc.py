@@ -103,6 +103,7 @@ class XMCConfig:
     shared_labels: int = 1024
     infer_candidates: int = 1024
     infer_frequent: int = 1024
+    infer_probes: int = 1
     rehash_samples: int = 6_400
     rebuild_samples: int = 128_000
     workers: int = 1
@@ -125,6 +126,7 @@ class XMCConfig:
         check_int(self.random_negatives, "random_negatives", low=0)
         check_int(self.infer_candidates, "infer_candidates", low=1)
         check_int(self.infer_frequent, "infer_frequent", low=0)
+        check_int(self.infer_probes, "infer_probes", low=1)
         if self.active_sets not in ACTIVE_SETS:
             raise ConfigError(
                 f"active_sets must be one of {', '.join(ACTIVE_SETS)}, got {self.active_sets!r}"
@@ -261,16 +263,24 @@ class HashTables:
             with self._lock:
                 self.rehash(w, b)
 
-    def query(self, h: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """The current tables ``(family, offsets, ids)`` and the codes (B, L) int64 of the
-        queries ``[h, 1]`` under them (one consistent snapshot)."""
+    def query(
+        self, h: np.ndarray, probes: int = 1
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """The current tables ``(family, offsets, ids)`` and the codes of the queries
+        ``[h, 1]`` under them (one consistent snapshot): (B, L) int64, or with ``probes``
+        > 1 the family's multiprobe sequence, (B, L * probes) (table-major)."""
         assert self._tables is not None
         family, offsets, ids = self._tables
         q = np.empty((h.shape[0], h.shape[1] + 1), np.float32)
         q[:, :-1] = h
         q[:, -1] = 1.0
-        qcodes = np.ascontiguousarray(self.backend.to_numpy(family.hash(q)), np.int64)
-        return family, offsets, ids, qcodes
+        if probes > 1:
+            if not hasattr(family, "probes"):
+                raise ConfigError(f"infer_probes > 1: family {self.cfg.family!r} has no probes")
+            codes = self.backend.to_numpy(family.probes(q, probes)).reshape(h.shape[0], -1)
+        else:
+            codes = self.backend.to_numpy(family.hash(q))
+        return family, offsets, ids, np.ascontiguousarray(codes, np.int64)
 
     def select_batch(
         self, h: np.ndarray, labels: np.ndarray, m: int, *, pad: bool, seed: int, slot: np.ndarray
@@ -374,7 +384,7 @@ class XMCModel:
             ]
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
         cfg = self.config
-        _, offsets, ids, qcodes = self.tables.query(h)
+        _, offsets, ids, qcodes = self.tables.query(h, probes=cfg.infer_probes)
         top, reads, macs = self.kernels.xmc_infer_topk(
             qcodes,
             offsets,
@@ -385,6 +395,7 @@ class XMCModel:
             self.frequent_labels(cfg.infer_frequent),
             min(cfg.infer_candidates, self.n_labels),
             k,
+            cfg.infer_probes,
         )
         self.last_hashed_work = (int(reads), int(macs))
         return top
