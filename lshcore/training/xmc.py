@@ -82,8 +82,10 @@ class XMCConfig:
     labels (at most this many; 0 = off) to every sample's set as shared negatives.
     ``family``/``k``/``l``/``bin_size``: the LSH functions over the rows ``[w, b]`` (a
     registered family, e.g. ``srp`` or SLIDE's ``dwta``). Hashed inference scores exactly
-    the ``infer_candidates`` ids hit most often in a query's L buckets plus the
-    ``infer_frequent`` most frequent training labels.
+    the ``infer_candidates`` ids hit most often in a query's L buckets (``infer_probes``
+    buckets per table) plus the ``infer_frequent`` most frequent training labels.
+    ``adam_catch_up``: decay a skipped row's moments (dense Adam's) or leave them
+    (SparseAdam's; the default).
     ``rehash_samples``/``rebuild_samples``: the periods, in training samples, of
     re-inserting changed rows and of drawing new hash functions (0 = never).
     """
@@ -503,7 +505,7 @@ class XMCTrainer:
         cfg = model.config
         step = next(self._counter)
         h = model.hidden(x)
-        np.add.at(model.label_counts, lab[lab >= 0], 1)
+        np.add.at(model.label_counts, lab[lab >= 0], 1)  # approximate under Hogwild
         if cfg.active_sets == "batch":
             rows, labcols = model.tables.select_batch(
                 h, lab, cfg.active, pad=cfg.pad, seed=step, slot=slot_out
