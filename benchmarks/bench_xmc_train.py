@@ -136,6 +136,11 @@ def _lshcore(train: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
         seed=args.seed,
         pad=not args.no_pad,
         shared_labels=args.shared_labels,
+        active_sets=args.active_sets,
+        adam_catch_up=args.adam_catch_up,
+        random_negatives=args.random_negatives,
+        infer_candidates=args.infer_candidates,
+        infer_frequent=args.infer_frequent,
     )
     model = XMCModel(train.dim, train.n_labels, cfg)
     trainer = XMCTrainer(model)
@@ -315,6 +320,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = _t.perf_counter()
         _score(topk, ev)
         rec["full_eval_seconds_subset"] = _t.perf_counter() - t0
+        import dataclasses
+
+        base = model.config
+        rec["hashed_variants"] = []
+        for spec in filter(None, args.hashed_variants.split(",")):
+            cand, freq, *more = (int(v) for v in spec.split(":"))
+            probes = more[0] if more else 1
+            model.config = dataclasses.replace(
+                base, infer_candidates=cand, infer_frequent=freq, infer_probes=probes
+            )
+            t0 = _t.perf_counter()
+            sc = _score(lambda x: model.predict_topk(x, 5, hashed=True), ev)
+            rec["hashed_variants"].append(
+                {
+                    "infer_candidates": cand,
+                    "infer_frequent": freq,
+                    "infer_probes": probes,
+                    **sc,
+                    "seconds": _t.perf_counter() - t0,
+                    "bucket_reads_per_sample": model.last_hashed_work[0] / ev[-1][0].shape[0],
+                    "output_macs_per_sample": model.last_hashed_work[1] / ev[-1][0].shape[0],
+                }
+            )
+        model.config = base
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rec, indent=2, default=str))
@@ -332,13 +361,28 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampled", type=int, default=None, help="negatives (default --active)")
     p.add_argument("--family", default="srp")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--l", type=int, default=50)
+    p.add_argument("--l", type=int, default=16)
     p.add_argument("--bin-size", type=int, default=8)
     p.add_argument("--rehash", type=int, default=6400)
     p.add_argument("--rebuild", type=int, default=128000)
     p.add_argument("--no-pad", action="store_true")
     p.add_argument(
         "--shared-labels", type=int, default=1024, help="lshcore: batch labels as shared negatives"
+    )
+    p.add_argument(
+        "--active-sets", default="batch", help="lshcore: batch (shared) or sample (SLIDE)"
+    )
+    p.add_argument(
+        "--adam-catch-up", action="store_true", help="lshcore: decay skipped rows' moments"
+    )
+    p.add_argument("--random-negatives", type=int, default=0, help="lshcore, batch sets")
+    p.add_argument("--infer-candidates", type=int, default=1024, help="lshcore hashed inference")
+    p.add_argument("--infer-frequent", type=int, default=1024, help="lshcore hashed inference")
+    p.add_argument(
+        "--hashed-variants",
+        default="",
+        help="lshcore: extra hashed-inference settings to score, e.g. 1024:1024,1:1024 "
+        "(candidates:frequent[:probes])",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-n", type=int, default=2048)
@@ -362,6 +406,11 @@ def plot(files: list[str], out: str, title: str) -> None:
         label = r["contender"]
         if r["contender"] == "torch-sampled":
             label += f" ({r['settings']['sampled']} negatives)"
+        if r["contender"] == "lshcore":
+            st = r["settings"]
+            label += f" ({st.get('active_sets', 'sample')} sets, L={st['l']})"
+        if r["settings"].get("limit"):
+            label += f" ({r['settings']['limit'] // r['settings']['batch']} steps)"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("training seconds (evaluation excluded)")
@@ -372,6 +421,22 @@ def plot(files: list[str], out: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def curves(a_file: str, b_file: str) -> list[dict[str, float]]:
+    """P@1 of two runs at every curve time of either (linear between points, from (0, 0);
+    a run that has stopped keeps its last P@1), up to the shorter run's last time:
+    ``[{seconds, a, b}]``. ``a`` is better at every equal wall time if ``a > b`` in all."""
+    ca, cb = (json.loads(Path(f).read_text())["curve"] for f in (a_file, b_file))
+
+    def at(c: list[dict[str, float]], t: float) -> float:
+        xs = [p["seconds"] for p in c]
+        ys = [p["p_at_1"] for p in c]
+        return float(np.interp(t, xs, ys))
+
+    end = min(ca[-1]["seconds"], cb[-1]["seconds"])
+    times = sorted({p["seconds"] for p in ca + cb if 0 < p["seconds"] <= end})
+    return [{"seconds": t, "a": at(ca, t), "b": at(cb, t)} for t in times]
 
 
 def main() -> None:
@@ -392,7 +457,16 @@ def main() -> None:
     pl.add_argument("files", nargs="+")
     pl.add_argument("--out", required=True)
     pl.add_argument("--title", default="")
+    cv = sub.add_parser("curves", help="P@1 of run A and run B at equal wall times")
+    cv.add_argument("a")
+    cv.add_argument("b")
     args = ap.parse_args()
+    if args.cmd == "curves":
+        rows = curves(args.a, args.b)
+        for r in rows:
+            print(f"{r['seconds']:7.1f} s  A {100 * r['a']:6.2f}  B {100 * r['b']:6.2f}")
+        print("A better at every time:", all(r["a"] > r["b"] for r in rows))
+        return
     if args.cmd == "plot":
         plot(args.files, args.out, args.title)
         return

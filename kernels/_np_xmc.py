@@ -15,6 +15,8 @@ every kernel leaves them at -1 again. Rows are listed in the order of first touc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 __all__ = [
@@ -25,6 +27,10 @@ __all__ = [
     "xmc_adam_rows",
     "xmc_build_tables",
     "xmc_select",
+    "xmc_select_batch",
+    "xmc_batch_output_step",
+    "xmc_infer_topk",
+    "xmc_topk_rows",
 ]
 
 _MASK = (1 << 64) - 1
@@ -165,6 +171,7 @@ def xmc_adam_rows(
     beta1: float,
     beta2: float,
     eps: float,
+    catch_up: bool = True,
 ) -> None:
     """Lazy Adam on the rows ``rows (T,)`` of ``param (R, C)`` only (``grad (T, C)``;
     moments ``m``, ``v`` (R, C) float32; ``last (R,)`` int64 the step each row was last
@@ -174,9 +181,10 @@ def xmc_adam_rows(
     ``m *= beta1**skipped``, ``v *= beta2**skipped``: exactly dense Adam's moments); the
     parameter movement dense Adam would have made in those steps from the decaying
     moments is not applied (lazy). A row updated at every step is exactly dense Adam.
-    In place; repeated rows are not allowed."""
+    With ``catch_up=False`` the moments of a skipped row stay as they were (PyTorch
+    ``SparseAdam``, TF ``LazyAdam``). In place; repeated rows are not allowed."""
     r = np.asarray(rows, np.int64)
-    skipped = np.where(last[r] > 0, step - 1 - last[r], 0).astype(np.float64)
+    skipped = np.where((last[r] > 0) & catch_up, step - 1 - last[r], 0).astype(np.float64)
     d1 = (beta1**skipped).astype(np.float32)[:, None]
     d2 = (beta2**skipped).astype(np.float32)[:, None]
     mr = np.float32(beta1) * (m[r] * d1) + np.float32(1 - beta1) * grad
@@ -275,3 +283,163 @@ def xmc_select(
                     row.append(r)
         out[b, : len(row)] = row
     return out
+
+
+def xmc_select_batch(
+    qcodes: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    n_out: int,
+    m: int,
+    n_random: int,
+    bucket_size: int,
+    pad: bool,
+    seed: int,
+    slot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One active set shared by the batch (Mongoose / sampled-softmax style).
+
+    ``cand``: the batch's labels (B, n) int64 -1 padded (distinct, in order of appearance),
+    then up to ``m`` LSH ids taken round-robin over the rows (each round, row b takes the
+    next id not yet in the set from its own probe sequence: tables ``t0_b, t0_b + 1, ...``
+    (mod L, ``t0_b = rnd(seed, b, 0) % L``), at most ``bucket_size`` ids per bucket from a
+    window starting at ``rnd(seed, b, t + 1) % size``), then ``n_random`` uniform random
+    ids (``rnd(seed, B, L + 1 + a) % n_out``, a < 4 (m + n_random), no repeats), and with
+    ``pad`` as many more as the buckets fell short of m. ``labcols`` (B, n):
+    each label's column in ``cand`` (-1 at padding). ``slot`` (n_out,) int64 scratch of
+    -1s, left at -1. -> (cand (C,) int64, labcols (B, n) int64)."""
+    batch, n_tables = qcodes.shape
+    pos: dict[int, int] = {}
+    cand: list[int] = []
+    labcols = np.full(labels.shape, -1, np.int64)
+    for b in range(batch):
+        for q, lab in enumerate(labels[b]):
+            if lab < 0:
+                continue
+            if int(lab) not in pos:
+                pos[int(lab)] = len(cand)
+                cand.append(int(lab))
+            labcols[b, q] = pos[int(lab)]
+    target = len(cand) + m
+
+    def probes(b: int) -> Iterator[int]:
+        t0 = _rnd(seed, b, 0) % n_tables
+        for s in range(n_tables):
+            t = (t0 + s) % n_tables
+            c = int(qcodes[b, t])
+            lo, size = int(offsets[t, c]), int(offsets[t, c + 1] - offsets[t, c])
+            if size == 0:
+                continue
+            start = _rnd(seed, b, t + 1) % size
+            for i in range(min(size, bucket_size)):
+                yield int(ids[t, lo + (start + i) % size])
+
+    gens = [probes(b) for b in range(batch)]
+    alive = [True] * batch
+    while len(cand) < target and any(alive):
+        for b in range(batch):
+            if len(cand) >= target:
+                break
+            if not alive[b]:
+                continue
+            for r in gens[b]:
+                if r not in pos:
+                    pos[r] = len(cand)
+                    cand.append(r)
+                    break
+            else:
+                alive[b] = False
+    goal = target + n_random if pad else len(cand) + n_random
+    for a in range(4 * (m + n_random)):
+        if len(cand) >= goal:
+            break
+        r = _rnd(seed, batch, n_tables + 1 + a) % n_out
+        if r not in pos:
+            pos[r] = len(cand)
+            cand.append(r)
+    return np.asarray(cand, np.int64), labcols
+
+
+def xmc_batch_output_step(
+    h: np.ndarray, w2: np.ndarray, b2: np.ndarray, cand: np.ndarray, labcols: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward and backward of the output layer over one shared set: h (B, H), w2 (L, H),
+    b2 (L,) float32, cand (C,) int64 distinct, labcols (B, n) int64 columns of each row's
+    labels in cand (-1 padded). Softmax over the C logits ``h w2[cand]^T + b2[cand]``,
+    target 1/|Y| on the labels (a row without labels adds nothing), mean over B ->
+    (loss, grad_h (B, H), grad_w (C, H) for rows cand, grad_b (C,)); three BLAS products."""
+    batch = h.shape[0]
+    w = w2[cand]
+    z = (h @ w.T + b2[cand]).astype(np.float64)
+    target = np.zeros_like(z)
+    for b in range(batch):
+        cols = np.unique(labcols[b][labcols[b] >= 0])
+        if cols.size:
+            target[b, cols] = 1.0 / cols.size
+    has = target.sum(axis=1) > 0
+    z -= z.max(axis=1, keepdims=True) if z.shape[1] else 0.0
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True)) if z.shape[1] else z
+    loss = float(-(target * logp)[has].sum() / batch)
+    g = np.where(has[:, None], np.exp(logp) - target, 0.0) / batch
+    g = g.astype(np.float32)
+    return loss, g @ w, g.T @ h, g.sum(axis=0)
+
+
+def xmc_infer_topk(
+    qcodes: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    h: np.ndarray,
+    w2: np.ndarray,
+    b2: np.ndarray,
+    extra: np.ndarray,
+    n_cand: int,
+    k: int,
+    n_probes: int = 1,
+) -> tuple[np.ndarray, int, int]:
+    """Hashed inference with exact re-scoring. Per row b: every id of the L buckets its
+    codes (B, L) hit is counted (hits per id); the candidates are ``extra`` (F,) int64 (e.g.
+    the frequent labels, always scored), then the ``n_cand`` ids with the most hits (every
+    id above the cut-off count, then ids at it in order of first touch: table 0's bucket
+    first, in bucket order), kept in order of first touch. Scored exactly (``w2[r] . h[b] + b2[r]``); the k best
+    by score, ties to the earlier candidate. -> (top (B, k) int64 -1 padded, bucket entries
+    read, multiply-adds). With ``n_probes`` > 1, qcodes is (B, L * n_probes): column j
+    probes table ``j // n_probes`` (multiprobe); a code repeated within a table is read once."""
+    batch = qcodes.shape[0]
+    top = np.full((batch, k), -1, np.int64)
+    reads = macs = 0
+    for b in range(batch):
+        hits: dict[int, int] = {}
+        for j in range(qcodes.shape[1]):
+            t = j // n_probes
+            c = int(qcodes[b, j])
+            if c in qcodes[b, t * n_probes : j]:
+                continue
+            part = ids[t, offsets[t, c] : offsets[t, c + 1]]
+            reads += part.size
+            for r in part:
+                hits[int(r)] = hits.get(int(r), 0) + 1
+        cand: list[int] = []
+        for r in extra:
+            if int(r) not in cand:
+                cand.append(int(r))
+        rest = [(-n, i, r) for i, (r, n) in enumerate(hits.items()) if r not in cand]
+        rest.sort()
+        cand += [r for _, _, r in sorted(rest[:n_cand], key=lambda e: e[1])]
+        if not cand:
+            continue
+        c_arr = np.asarray(cand, np.int64)
+        score = w2[c_arr] @ h[b] + b2[c_arr]
+        macs += c_arr.size * h.shape[1]
+        order = np.argsort(-score, kind="stable")[:k]
+        top[b, : order.size] = c_arr[order]
+    return top, reads, macs
+
+
+def xmc_topk_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column ids of each row's min(k, C) largest scores (B, C) float32, best first, ties
+    to the lower column -> (B, min(k, C)) int64 (full scoring's top k: one pass per row
+    in the numba kernel)."""
+    kk = min(k, scores.shape[1])
+    return np.argsort(-scores, axis=1, kind="stable")[:, :kk].astype(np.int64)

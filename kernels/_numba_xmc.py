@@ -17,6 +17,10 @@ __all__ = [
     "xmc_adam_rows",
     "xmc_build_tables",
     "xmc_select",
+    "xmc_select_batch",
+    "xmc_batch_output_step",
+    "xmc_infer_topk",
+    "xmc_topk_rows",
 ]
 
 _G = np.uint64(0x9E3779B97F4A7C15)
@@ -173,7 +177,7 @@ def xmc_hidden_backward(indptr, indices, data, h, grad_h, slot):  # type: ignore
 
 
 @_jit
-def xmc_adam_rows(param, m, v, last, rows, grad, step, lr, beta1, beta2, eps):  # type: ignore[no-untyped-def]
+def xmc_adam_rows(param, m, v, last, rows, grad, step, lr, beta1, beta2, eps, catch_up=True):  # type: ignore[no-untyped-def]
     cols = param.shape[1]
     c1 = 1.0 - beta1**step
     c2 = 1.0 - beta2**step
@@ -188,7 +192,7 @@ def xmc_adam_rows(param, m, v, last, rows, grad, step, lr, beta1, beta2, eps):  
         r = rows[i]
         d1 = a1
         d2 = a2
-        if last[r] > 0:
+        if catch_up and last[r] > 0:
             skipped = step - 1 - last[r]
             if skipped > 0:
                 d1 = np.float32(beta1 ** (skipped + 1))
@@ -288,4 +292,242 @@ def xmc_select(qcodes, offsets, ids, labels, n_out, m, bucket_size, pad, seed, s
                     n += 1
         for i in range(n):
             mark[out[b, i]] = False
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_select_batch(
+    qcodes, offsets, ids, labels, n_out, m, n_random, bucket_size, pad, seed, slot
+):  # type: ignore[no-untyped-def]
+    batch, n_tables = qcodes.shape
+    cand = np.empty(labels.size + m + n_random, np.int64)
+    labcols = np.full(labels.shape, -1, np.int64)
+    n = 0
+    for b in range(batch):
+        for q in range(labels.shape[1]):
+            lab = labels[b, q]
+            if lab < 0:
+                continue
+            if slot[lab] < 0:
+                slot[lab] = n
+                cand[n] = lab
+                n += 1
+            labcols[b, q] = slot[lab]
+    target = n + m
+    nt = np.uint64(n_tables)
+    t0 = np.empty(batch, np.int64)
+    cur_s = np.zeros(batch, np.int64)
+    cur_i = np.zeros(batch, np.int64)
+    for b in range(batch):
+        t0[b] = np.int64(_rnd(seed, b, 0) % nt)
+    progressed = True
+    while n < target and progressed:
+        progressed = False
+        for b in range(batch):
+            if n >= target:
+                break
+            while cur_s[b] < n_tables:
+                t = (t0[b] + cur_s[b]) % n_tables
+                c = qcodes[b, t]
+                lo = offsets[t, c]
+                size = offsets[t, c + 1] - lo
+                if cur_i[b] >= min(size, bucket_size):
+                    cur_s[b] += 1
+                    cur_i[b] = 0
+                    continue
+                start = np.int64(_rnd(seed, b, t + 1) % np.uint64(size))
+                r = ids[t, lo + (start + cur_i[b]) % size]
+                cur_i[b] += 1
+                if slot[r] < 0:
+                    slot[r] = n
+                    cand[n] = r
+                    n += 1
+                    progressed = True
+                    break
+    goal = target + n_random if pad else n + n_random
+    nout = np.uint64(n_out)
+    for a in range(4 * (m + n_random)):
+        if n >= goal:
+            break
+        r = np.int64(_rnd(seed, batch, n_tables + 1 + a) % nout)
+        if slot[r] < 0:
+            slot[r] = n
+            cand[n] = r
+            n += 1
+    out = cand[:n].copy()
+    for i in range(n):
+        slot[out[i]] = -1
+    return out, labcols
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_batch_output_step(h, w2, b2, cand, labcols):  # type: ignore[no-untyped-def]
+    batch, hid = h.shape
+    n_c = cand.shape[0]
+    w = np.empty((n_c, hid), np.float32)
+    grad_b = np.zeros(n_c, np.float32)
+    for i in range(n_c):
+        w[i, :] = w2[cand[i], :]
+    z = np.dot(h, w.T)
+    inv_b = 1.0 / batch
+    loss = 0.0
+    for b in range(batch):
+        n_lab = 0
+        for q in range(labcols.shape[1]):
+            c = labcols[b, q]
+            if c < 0:
+                continue
+            dup = False
+            for q2 in range(q):
+                if labcols[b, q2] == c:
+                    dup = True
+            if not dup:
+                n_lab += 1
+        if n_lab == 0 or n_c == 0:
+            for j in range(n_c):
+                z[b, j] = 0
+            continue
+        for j in range(n_c):
+            z[b, j] += b2[cand[j]]
+        zmax = np.float64(z[b, 0])
+        for j in range(n_c):
+            if z[b, j] > zmax:
+                zmax = np.float64(z[b, j])
+        s = 0.0
+        for j in range(n_c):
+            s += np.exp(np.float64(z[b, j]) - zmax)
+        log_s = np.log(s)
+        t = 1.0 / n_lab
+        for q in range(labcols.shape[1]):
+            c = labcols[b, q]
+            if c < 0:
+                continue
+            dup = False
+            for q2 in range(q):
+                if labcols[b, q2] == c:
+                    dup = True
+            if not dup:
+                loss -= t * (np.float64(z[b, c]) - zmax - log_s)
+        for j in range(n_c):
+            z[b, j] = np.float32(np.exp(np.float64(z[b, j]) - zmax - log_s) * inv_b)
+        for q in range(labcols.shape[1]):
+            c = labcols[b, q]
+            if c < 0:
+                continue
+            dup = False
+            for q2 in range(q):
+                if labcols[b, q2] == c:
+                    dup = True
+            if not dup:
+                z[b, c] -= np.float32(t * inv_b)
+        for j in range(n_c):
+            grad_b[j] += z[b, j]
+    # z now holds the logit gradient G (B, C)
+    grad_h = np.dot(z, w)
+    grad_w = np.dot(z.T, h)
+    return loss * inv_b, grad_h, grad_w, grad_b
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k, n_probes=1):  # type: ignore[no-untyped-def]
+    batch, n_cols = qcodes.shape
+    n_out, hid = w2.shape
+    cnt = np.zeros(n_out, np.int32)
+    touched = np.empty(n_out, np.int64)
+    cand = np.empty(n_cand + extra.shape[0], np.int64)
+    score = np.empty(n_cand + extra.shape[0], np.float32)
+    hist = np.zeros(n_cols + 2, np.int64)
+    top = np.full((batch, k), -1, np.int64)
+    taken = np.zeros(n_cand + extra.shape[0], np.bool_)
+    reads = np.int64(0)
+    macs = np.int64(0)
+    for b in range(batch):
+        n_t = 0
+        for j in range(n_cols):
+            t = j // n_probes
+            c = qcodes[b, j]
+            seen = False
+            for j2 in range(t * n_probes, j):  # a probe repeated in its table: read once
+                if qcodes[b, j2] == c:
+                    seen = True
+            if seen:
+                continue
+            for p in range(offsets[t, c], offsets[t, c + 1]):
+                r = ids[t, p]
+                if cnt[r] == 0:
+                    touched[n_t] = r
+                    n_t += 1
+                cnt[r] += 1
+            reads += offsets[t, c + 1] - offsets[t, c]
+        n = 0
+        for i in range(extra.shape[0]):
+            r = extra[i]
+            if cnt[r] >= 0:
+                cand[n] = r
+                n += 1
+                cnt[r] = -cnt[r] - 1  # taken (restored below)
+        room = n_cand
+        # threshold count: take every row above it, then rows at it in order of first touch
+        for i in range(hist.shape[0]):
+            hist[i] = 0
+        for i in range(n_t):
+            if cnt[touched[i]] > 0:
+                hist[cnt[touched[i]]] += 1
+        thr = n_cols + 1
+        above = 0
+        while thr > 1 and above + hist[thr - 1] <= room:
+            thr -= 1
+            above += hist[thr]
+        # rows with cnt >= thr all fit; rows with cnt == thr - 1 fill what is left
+        left = room - above
+        for i in range(n_t):
+            c = cnt[touched[i]]
+            if c >= thr or (c == thr - 1 and c > 0 and left > 0):
+                if c == thr - 1:
+                    left -= 1
+                cand[n] = touched[i]
+                n += 1
+        for i in range(n):
+            r = cand[i]
+            acc = np.float32(0)
+            for q in range(hid):
+                acc += w2[r, q] * h[b, q]
+            score[i] = acc + b2[r]
+            taken[i] = False
+        macs += n * hid
+        for j in range(min(k, n)):
+            best = -1
+            for i in range(n):
+                if not taken[i] and (best < 0 or score[i] > score[best]):
+                    best = i
+            top[b, j] = cand[best]
+            taken[best] = True
+        for i in range(n_t):
+            cnt[touched[i]] = 0
+        for i in range(extra.shape[0]):
+            cnt[extra[i]] = 0
+    return top, reads, macs
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_topk_rows(scores, k):  # type: ignore[no-untyped-def]
+    n, c = scores.shape
+    kk = min(k, c)
+    out = np.empty((n, kk), np.int64)
+    vals = np.empty(max(kk, 1), scores.dtype)
+    for i in range(n):
+        cnt = 0
+        for j in range(c):
+            s = scores[i, j]
+            if cnt == kk and not s > vals[kk - 1]:
+                continue
+            p = cnt if cnt < kk else kk - 1
+            while p > 0 and s > vals[p - 1]:
+                vals[p] = vals[p - 1]
+                out[i, p] = out[i, p - 1]
+                p -= 1
+            vals[p] = s
+            out[i, p] = j
+            if cnt < kk:
+                cnt += 1
     return out

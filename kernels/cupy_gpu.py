@@ -64,10 +64,14 @@ from lshcore.kernels._np_layer import (
 from lshcore.kernels._np_tables import sorted_remove_at
 from lshcore.kernels._np_xmc import (
     xmc_adam_rows,
+    xmc_batch_output_step,
     xmc_build_tables,
     xmc_hidden_backward,
     xmc_hidden_forward,
+    xmc_infer_topk,
     xmc_output_backward,
     xmc_output_forward,
     xmc_select,
+    xmc_select_batch,
+    xmc_topk_rows,
 )

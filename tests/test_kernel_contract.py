@@ -281,13 +281,30 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
         last = rng.integers(0, 7, 20).astype(np.int64)
         rows = np.array([3, 0, 17, 9], np.int64)
         grad = rng.standard_normal((4, 8)).astype(np.float32)
-        return [w2, m, v, last, rows, grad, 7, 1e-2, 0.9, 0.999, 1e-8]
+        return [w2, m, v, last, rows, grad, 7, 1e-2, 0.9, 0.999, 1e-8, False]
     if name == "xmc_build_tables":
         return [rng.integers(0, 7, (20, 3)).astype(np.int64), 7]
     if name == "xmc_select":
         offsets, ids = ref.xmc_build_tables(rng.integers(0, 4, (20, 3)).astype(np.int64), 4)
         qcodes = rng.integers(0, 4, (5, 3)).astype(np.int64)
         return [qcodes, offsets, ids, labels, 20, 6, 3, True, 11, 4]
+    if name == "xmc_select_batch":
+        offsets, ids = ref.xmc_build_tables(rng.integers(0, 4, (20, 3)).astype(np.int64), 4)
+        qcodes = rng.integers(0, 4, (5, 3)).astype(np.int64)
+        return [qcodes, offsets, ids, labels, 20, 4, 3, 3, True, 11, np.full(20, -1, np.int64)]
+    if name == "xmc_batch_output_step":
+        cand = np.array([7, 2, 19, 0, 11, 5], np.int64)
+        labcols = np.array([[1, 3], [0, 0], [-1, -1], [5, -1], [2, 4]], np.int64)
+        return [np.maximum(h, 0), w2, b2, cand, labcols]
+    if name == "xmc_topk_rows":
+        scores = rng.standard_normal((5, 9)).astype(np.float32)
+        scores[1, [2, 6]] = scores[1].max() + 1  # a tie at the top: lower column first
+        return [scores, 4]
+    if name == "xmc_infer_topk":
+        offsets, ids = ref.xmc_build_tables(rng.integers(0, 3, (20, 4)).astype(np.int64), 3)
+        qcodes = rng.integers(0, 3, (5, 4)).astype(np.int64)
+        probes = np.stack([qcodes, rng.integers(0, 3, (5, 4)), qcodes], axis=2).reshape(5, 12)
+        return [probes, offsets, ids, h, w2, b2, np.array([4, 17], np.int64), 5, 3, 3]
     raise AssertionError(name)
 
 

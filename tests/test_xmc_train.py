@@ -357,7 +357,7 @@ def test_bad_settings_and_labels_raise() -> None:
     with pytest.raises(ConfigError, match="lr"):
         XMCConfig(lr=0)
     with pytest.raises(ConfigError, match="active"):
-        XMCConfig(active=0)
+        XMCConfig(active=-1)
     with pytest.raises(ConfigError, match="buckets"):
         XMCModel(10, 20, XMCConfig(family="dwta", k=12, bin_size=8, hidden=4))
     import scipy.sparse as sp

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from lshcore.adapters._common import ADAPTER_DEFAULTS
-from lshcore.cli.train_xmc import run_xmc
+from lshcore.cli.train_xmc import XMC_ONLY, run_xmc
 from lshcore.data.datasets import load_dataset
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
 from lshcore.registry.catalog import get_backend
@@ -597,6 +597,64 @@ def _framework_defaults(opts: dict[str, Any]) -> None:
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
 )
+@click.option(
+    "--active-sets",
+    type=click.Choice(["batch", "sample"]),
+    default=None,
+    help="--dataset xmc: one active set shared by the batch (default) or SLIDE's per sample.",
+)
+@click.option(
+    "--shared-labels",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--dataset xmc, --active-sets sample: the batch's labels (at most N) join every "
+    "sample's set as negatives (default 1024; 0 = off).",
+)
+@click.option(
+    "--random-negatives",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--dataset xmc, --active-sets batch: uniform random negatives added to the batch's "
+    "set beside the LSH ones (default 0).",
+)
+@click.option(
+    "--bucket-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--dataset xmc: ids read from one bucket at most (default 128).",
+)
+@click.option(
+    "--pad/--no-pad",
+    default=None,
+    help="--dataset xmc: fill active sets the buckets leave short with random neurons "
+    "(default on).",
+)
+@click.option(
+    "--adam-catch-up/--no-adam-catch-up",
+    default=None,
+    help="--dataset xmc: decay a row's Adam moments for the steps it skipped (dense Adam's "
+    "moments) or leave them (SparseAdam; the default).",
+)
+@click.option(
+    "--infer-candidates",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--dataset xmc: hashed inference scores exactly the N ids a query's buckets hit "
+    "most (default 1024).",
+)
+@click.option(
+    "--infer-frequent",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--dataset xmc: hashed inference also scores the N most frequent training labels "
+    "(default 1024).",
+)
+@click.option(
+    "--infer-probes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--dataset xmc: buckets probed per table by hashed inference (multiprobe; default 1).",
+)
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
     if kwargs["dataset"] == "xmc":  # extreme classification: lshcore.cli.train_xmc
@@ -604,6 +662,10 @@ def train(**kwargs: Any) -> None:
         return
     if (kwargs.pop("data"), kwargs.pop("test_data")) != (None, None):
         raise click.UsageError("--data/--test-data apply to --dataset xmc only")
+    given = [k for k in XMC_ONLY if kwargs.pop(k) is not None]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise click.UsageError(f"{names}: apply to --dataset xmc only")
     kwargs["l"] = kwargs.pop("l_")
     if kwargs["framework"] != "core":
         _framework_defaults(kwargs)

@@ -19,16 +19,31 @@ from lshcore.data.store import convert, open_store
 from lshcore.errors import ConfigError, DataError, LSHError
 from lshcore.training.xmc import XMCConfig, XMCModel, XMCTrainer, peak_rss_mb
 
-__all__ = ["run_xmc", "XMC_DEFAULTS", "open_data"]
+__all__ = ["run_xmc", "XMC_DEFAULTS", "XMC_ONLY", "open_data"]
 
 #: the XMC defaults of ``lshcore train`` options left at their MLP defaults
 XMC_DEFAULTS: dict[str, Any] = {
     "epochs": 5,
     "family": "srp",
     "k": 10,
-    "l_": 50,
+    "l_": 16,
     "lr": 1e-3,
 }
+
+
+#: options of ``lshcore train`` that only ``--dataset xmc`` reads (None = not given);
+#: each is the XMCConfig field of the same name
+XMC_ONLY: tuple[str, ...] = (
+    "active_sets",
+    "shared_labels",
+    "random_negatives",
+    "bucket_size",
+    "pad",
+    "adam_catch_up",
+    "infer_candidates",
+    "infer_frequent",
+    "infer_probes",
+)
 
 
 def open_data(path: str, workdir: str, role: str = "train") -> Any:
@@ -84,6 +99,9 @@ def _config(opts: dict[str, Any], n_labels: int) -> Any:
     }
     if opts.get("bin_size") is not None:
         kw["bin_size"] = opts["bin_size"]
+    for name in XMC_ONLY:
+        if opts.get(name) is not None:
+            kw[name] = opts[name]
     if _given("active"):
         kw["active"] = max(1, math.ceil(opts["active"][0] * n_labels))
     if _given("rehash"):
@@ -180,6 +198,9 @@ def run_xmc(opts: dict[str, Any]) -> dict[str, Any]:
             "hashed_p_at_3": hashed["p_at_3"],
             "hashed_p_at_5": hashed["p_at_5"],
             "hashed_eval_seconds": hashed["seconds"],
+            "hashed_bucket_reads_per_sample": hashed["bucket_reads_per_sample"],
+            "hashed_output_macs_per_sample": hashed["output_macs_per_sample"],
+            "output_macs_per_sample": full["output_macs_per_sample"],
             "epoch_seconds": float(np.median(res.epoch_seconds)),
             "epoch_seconds_all": res.epoch_seconds,
             "train_seconds": res.train_seconds,
@@ -208,7 +229,8 @@ def _table(r: dict[str, Any]) -> str:
     head = (
         f"xmc: {r['n_train']:,} train / {r['n_test']:,} test ({r['split']}), "
         f"{r['n_features']:,} features, {r['n_labels']:,} labels; hidden {c['hidden']}, "
-        f"{c['family']} K={c['k']} L={c['l']}, active {c['active']}, Adam {c['lr']:g}, "
+        f"{c['family']} K={c['k']} L={c['l']}, active {c['active']} ({c['active_sets']} sets), "
+        f"Adam {c['lr']:g}, "
         f"batch {c['batch_size']}, {c['workers']} worker(s)"
     )
     rows = [

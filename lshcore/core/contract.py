@@ -380,9 +380,11 @@ class Kernels(Protocol):
         beta1: float,
         beta2: float,
         eps: float,
+        catch_up: bool = True,
     ) -> None:
         """Lazy Adam, in place, on rows (T,) of param (R, C) with grad (T, C); moments m, v
-        (R, C) caught up for skipped steps via last (R,) int64 (step of the last update)."""
+        (R, C) caught up for skipped steps via last (R,) int64 (step of the last update), or
+        with catch_up=False left as they were (SparseAdam)."""
         ...
 
     def xmc_build_tables(self, codes: np.ndarray, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -408,6 +410,65 @@ class Kernels(Protocol):
         the batch's labels U (distinct, in order of appearance, at most ``shared``; 0 = none)
         that the row lacks (s_b), then at most bucket_size ids per hit bucket (tables in a
         seeded rotation, seeded window), then, with pad, seeded random ids up to m + s_b."""
+        ...
+
+    def xmc_select_batch(
+        self,
+        qcodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        n_out: int,
+        m: int,
+        n_random: int,
+        bucket_size: int,
+        pad: bool,
+        seed: int,
+        slot: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One active set shared by the batch: the batch's labels (B, n) int64 (distinct, in
+        order of appearance), then up to m LSH ids round-robin over the rows (each row's
+        tables in a seeded rotation, a seeded window of at most bucket_size per bucket), then
+        n_random seeded uniform ids (with pad, also as many as the buckets fell short of m);
+        slot (n_out,) int64 scratch of -1s ->
+        (cand (C,) int64, labcols (B, n) int64: each label's column in cand, -1 padded)."""
+        ...
+
+    def xmc_batch_output_step(
+        self,
+        h: np.ndarray,
+        w2: np.ndarray,
+        b2: np.ndarray,
+        cand: np.ndarray,
+        labcols: np.ndarray,
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """Softmax over the shared set cand (C,) int64 for every row of h (B, H) float32,
+        target 1/|Y| on labcols (B, n) -> (mean loss, grad_h (B, H), grad_w (C, H) for the
+        rows cand, grad_b (C,)); B*C*H multiply-adds in each of three products."""
+        ...
+
+    def xmc_infer_topk(
+        self,
+        qcodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
+        h: np.ndarray,
+        w2: np.ndarray,
+        b2: np.ndarray,
+        extra: np.ndarray,
+        n_cand: int,
+        k: int,
+        n_probes: int = 1,
+    ) -> tuple[np.ndarray, int, int]:
+        """Hashed inference: per row, the ids of its hit buckets (qcodes (B, L * n_probes):
+        column j probes table j // n_probes) ranked by hits, the n_cand best plus extra (F,)
+        int64 scored exactly -> (top (B, k) int64 -1 padded, bucket entries read,
+        multiply-adds)."""
+        ...
+
+    def xmc_topk_rows(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Each row's min(k, C) largest of scores (B, C) float32, best first, ties to the lower
+        column -> column ids (B, min(k, C)) int64."""
         ...
 
 

@@ -65,17 +65,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+#: the forms of active set: one per batch (shared, one matrix product) or one per sample
+ACTIVE_SETS = ("batch", "sample")
+
+
 @dataclass(frozen=True)
 class XMCConfig:
     """Settings of the XMC network and its training (validated on construction).
 
-    ``active``: output neurons computed per sample (labels first, then the union of the
-    hit buckets, at most ``bucket_size`` ids from each, cut at this count; with ``pad``
-    training fills up to it with random neurons). ``family``/``k``/``l``/``bin_size``:
-    the LSH functions over the rows ``[w, b]`` (a registered family, e.g. ``srp`` or
-    SLIDE's ``dwta``). ``shared_labels``: in training, every sample's active set also
-    holds the batch's labels (their distinct union, at most this many; 0 = off) as shared
-    negatives, on top of the ``active`` ids (as in sampled softmax with in-batch labels).
+    ``active_sets``: ``"batch"`` (default): one active set shared by the whole batch, its
+    labels plus ``active`` LSH-selected neurons (round-robin over the samples' buckets,
+    padded with random ones), scored as one matrix product (Mongoose; sampled softmax with
+    LSH negatives); ``"sample"``: SLIDE's per-sample sets of ``active`` neurons (labels
+    first, then the hit buckets, at most ``bucket_size`` ids from each; with ``pad``
+    training fills up with random neurons), where ``shared_labels`` adds the batch's
+    labels (at most this many; 0 = off) to every sample's set as shared negatives.
+    ``family``/``k``/``l``/``bin_size``: the LSH functions over the rows ``[w, b]`` (a
+    registered family, e.g. ``srp`` or SLIDE's ``dwta``). Hashed inference scores exactly
+    the ``infer_candidates`` ids hit most often in a query's L buckets (``infer_probes``
+    buckets per table) plus the ``infer_frequent`` most frequent training labels.
+    ``adam_catch_up``: decay a skipped row's moments (dense Adam's) or leave them
+    (SparseAdam's; the default).
     ``rehash_samples``/``rebuild_samples``: the periods, in training samples, of
     re-inserting changed rows and of drawing new hash functions (0 = never).
     """
@@ -86,11 +96,16 @@ class XMCConfig:
     active: int = 128
     family: str = "srp"
     k: int = 10
-    l: int = 50  # noqa: E741
+    l: int = 16  # noqa: E741
     bin_size: int = 8
     bucket_size: int = 128
     pad: bool = True
+    active_sets: str = "batch"
+    random_negatives: int = 0
     shared_labels: int = 1024
+    infer_candidates: int = 1024
+    infer_frequent: int = 1024
+    infer_probes: int = 1
     rehash_samples: int = 6_400
     rebuild_samples: int = 128_000
     workers: int = 1
@@ -98,17 +113,26 @@ class XMCConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    adam_catch_up: bool = False
     backend: str | None = None
 
     def __post_init__(self) -> None:
         check_int(self.hidden, "hidden", low=1)
         check_int(self.batch_size, "batch_size", low=1)
-        check_int(self.active, "active", low=1)
+        check_int(self.active, "active", low=0 if self.active_sets == "batch" else 1)
         check_int(self.k, "k", low=1)
         check_int(self.l, "l", low=1)
         check_int(self.bin_size, "bin_size", low=2)
         check_int(self.bucket_size, "bucket_size", low=1)
         check_int(self.shared_labels, "shared_labels", low=0)
+        check_int(self.random_negatives, "random_negatives", low=0)
+        check_int(self.infer_candidates, "infer_candidates", low=1)
+        check_int(self.infer_frequent, "infer_frequent", low=0)
+        check_int(self.infer_probes, "infer_probes", low=1)
+        if self.active_sets not in ACTIVE_SETS:
+            raise ConfigError(
+                f"active_sets must be one of {', '.join(ACTIVE_SETS)}, got {self.active_sets!r}"
+            )
         check_int(self.rehash_samples, "rehash_samples", low=0)
         check_int(self.rebuild_samples, "rebuild_samples", low=0)
         check_int(self.workers, "workers", low=1, high=64)
@@ -152,14 +176,6 @@ def precision_at_k(
         for k in ks:
             sums[k] += float(hit[:k].sum()) / k
     return sums
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column ids of each row's k largest scores, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
 
 
 class HashTables:
@@ -231,7 +247,7 @@ class HashTables:
         t0 = time.perf_counter()
         dirty = np.flatnonzero(self.dirty)
         self.dirty[dirty] = False
-        codes = self.codes.copy()
+        codes = self.codes  # read by rehash alone: the live tables hold their own arrays
         if dirty.size:
             codes[dirty] = self._codes(self.family, self._rows(w[dirty], b[dirty]))
         self._install(self.family, codes)
@@ -249,6 +265,45 @@ class HashTables:
             with self._lock:
                 self.rehash(w, b)
 
+    def query(
+        self, h: np.ndarray, probes: int = 1
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """The current tables ``(family, offsets, ids)`` and the codes of the queries
+        ``[h, 1]`` under them (one consistent snapshot): (B, L) int64, or with ``probes``
+        > 1 the family's multiprobe sequence, (B, L * probes) (table-major)."""
+        assert self._tables is not None
+        family, offsets, ids = self._tables
+        q = np.empty((h.shape[0], h.shape[1] + 1), np.float32)
+        q[:, :-1] = h
+        q[:, -1] = 1.0
+        if probes > 1:
+            if not hasattr(family, "probes"):
+                raise ConfigError(f"infer_probes > 1: family {self.cfg.family!r} has no probes")
+            codes = self.backend.to_numpy(family.probes(q, probes)).reshape(h.shape[0], -1)
+        else:
+            codes = self.backend.to_numpy(family.hash(q))
+        return family, offsets, ids, np.ascontiguousarray(codes, np.int64)
+
+    def select_batch(
+        self, h: np.ndarray, labels: np.ndarray, m: int, *, pad: bool, seed: int, slot: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One shared active set: ``(cand (C,) int64, labcols (B, n) int64)``
+        (``xmc_select_batch``)."""
+        _, offsets, ids, qcodes = self.query(h)
+        return self.kernels.xmc_select_batch(
+            qcodes,
+            offsets,
+            ids,
+            labels,
+            self.n_out,
+            min(m, self.n_out),
+            min(self.cfg.random_negatives, self.n_out),
+            self.cfg.bucket_size,
+            pad,
+            (self.cfg.seed * 1_000_003 + seed) & 0x7FFFFFFF,
+            slot,
+        )
+
     def select(
         self,
         h: np.ndarray,
@@ -261,10 +316,7 @@ class HashTables:
     ) -> np.ndarray:
         """Active sets (B, >= m) int64, -1 padded, for hidden activations h (B, H); with
         ``shared`` the batch's labels (at most that many) join every row."""
-        assert self._tables is not None
-        family, offsets, ids = self._tables
-        q = np.concatenate([h, np.ones((h.shape[0], 1), np.float32)], axis=1)
-        qcodes = np.ascontiguousarray(self.backend.to_numpy(family.hash(q)), np.int64)
+        family, offsets, ids, qcodes = self.query(h)
         if labels is None:
             labels = np.full((h.shape[0], 1), -1, np.int64)
         return self.kernels.xmc_select(
@@ -300,6 +352,10 @@ class XMCModel:
         self.kernels = self.backend.kernels
         self.tables = HashTables(cfg.hidden, self.n_labels, cfg, self.backend)
         self.tables.build(self.w2, self.b2)
+        #: training occurrences of each label (the frequent ones join hashed inference)
+        self.label_counts = np.zeros(self.n_labels, np.int64)
+        #: work of the last hashed inference: bucket entries read, multiply-adds
+        self.last_hashed_work = (0, 0)
 
     # -- forward pieces ----------------------------------------------------------------
     def hidden(self, x: Any) -> np.ndarray:
@@ -325,19 +381,34 @@ class XMCModel:
         if not hashed:
             rows = max(1, (1 << 24) // self.n_labels)  # about 64 MB of scores at a time
             parts = [
-                _topk(self.scores_full(h[i : i + rows]), k) for i in range(0, h.shape[0], rows)
+                self.kernels.xmc_topk_rows(self.scores_full(h[i : i + rows]), k)
+                for i in range(0, h.shape[0], rows)
             ]
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
-        act = self.tables.select(h, None, self.config.active, pad=False, seed=0)
-        logits = self.kernels.xmc_output_forward(h, self.w2, self.b2, act)
-        logits = np.where(act >= 0, logits, -np.inf)
-        kk = min(k, act.shape[1])
-        pos = _topk(logits, kk)
-        top = np.take_along_axis(act, pos, axis=1)
-        top = np.where(np.take_along_axis(logits, pos, axis=1) > -np.inf, top, -1)
-        if kk < k:
-            top = np.concatenate([top, np.full((top.shape[0], k - kk), -1, np.int64)], axis=1)
+        cfg = self.config
+        _, offsets, ids, qcodes = self.tables.query(h, probes=cfg.infer_probes)
+        top, reads, macs = self.kernels.xmc_infer_topk(
+            qcodes,
+            offsets,
+            ids,
+            h,
+            self.w2,
+            self.b2,
+            self.frequent_labels(cfg.infer_frequent),
+            min(cfg.infer_candidates, self.n_labels),
+            k,
+            cfg.infer_probes,
+        )
+        self.last_hashed_work = (int(reads), int(macs))
         return top
+
+    def frequent_labels(self, n: int) -> np.ndarray:
+        """The n labels seen most often in training (fewer if fewer were seen), (n,) int64."""
+        n = min(n, int(np.count_nonzero(self.label_counts)))
+        if n <= 0:
+            return np.zeros(0, np.int64)
+        part = np.argpartition(-self.label_counts, n - 1)[:n]
+        return np.sort(part).astype(np.int64)
 
 
 @dataclass
@@ -378,11 +449,13 @@ class XMCTrainer:
         self._local = threading.local()
 
         def state(rows: int, cols: int) -> _State:
-            return _State(
-                np.zeros((rows, cols), np.float32),
-                np.zeros((rows, cols), np.float32),
-                np.zeros(rows, np.int64),
-            )
+            # filled, not just np.zeros: the pages are written now, so the first updates
+            # of each row do not page-fault inside the training steps
+            m = np.empty((rows, cols), np.float32)
+            v = np.empty((rows, cols), np.float32)
+            m.fill(0.0)
+            v.fill(0.0)
+            return _State(m, v, np.zeros(rows, np.int64))
 
         self.s_w1 = state(model.n_features, cfg.hidden)
         self.s_b1 = state(1, cfg.hidden)
@@ -402,7 +475,18 @@ class XMCTrainer:
     ) -> None:
         cfg = self.model.config
         self.model.kernels.xmc_adam_rows(
-            param, st.m, st.v, st.last, rows, grad, step, cfg.lr, cfg.beta1, cfg.beta2, cfg.eps
+            param,
+            st.m,
+            st.v,
+            st.last,
+            rows,
+            grad,
+            step,
+            cfg.lr,
+            cfg.beta1,
+            cfg.beta2,
+            cfg.eps,
+            cfg.adam_catch_up,
         )
 
     def train_batch(self, x: Any, labels: list[np.ndarray]) -> float:
@@ -421,13 +505,22 @@ class XMCTrainer:
         cfg = model.config
         step = next(self._counter)
         h = model.hidden(x)
-        act = model.tables.select(
-            h, lab, cfg.active, pad=cfg.pad, seed=step, shared=cfg.shared_labels
-        )
-        logits = k.xmc_output_forward(h, model.w2, model.b2, act)
-        loss, grad_h, rows, grad_w2, grad_b2 = k.xmc_output_backward(
-            h, model.w2, act, logits, lab, slot_out
-        )
+        np.add.at(model.label_counts, lab[lab >= 0], 1)  # approximate under Hogwild
+        if cfg.active_sets == "batch":
+            rows, labcols = model.tables.select_batch(
+                h, lab, cfg.active, pad=cfg.pad, seed=step, slot=slot_out
+            )
+            loss, grad_h, grad_w2, grad_b2 = k.xmc_batch_output_step(
+                h, model.w2, model.b2, rows, labcols
+            )
+        else:
+            act = model.tables.select(
+                h, lab, cfg.active, pad=cfg.pad, seed=step, shared=cfg.shared_labels
+            )
+            logits = k.xmc_output_forward(h, model.w2, model.b2, act)
+            loss, grad_h, rows, grad_w2, grad_b2 = k.xmc_output_backward(
+                h, model.w2, act, logits, lab, slot_out
+            )
         frows, grad_w1, grad_b1 = k.xmc_hidden_backward(indptr, indices, data, h, grad_h, slot_in)
         self._adam(model.w2, self.s_w2, rows, grad_w2, step)
         self._adam(model.b2.reshape(-1, 1), self.s_b2, rows, grad_b2.reshape(-1, 1), step)
@@ -517,12 +610,19 @@ class XMCTrainer:
         limit: int | None = None,
     ) -> dict[str, float]:
         """P@1, P@3, P@5 over ``batches`` (full output layer, or ``hashed`` inference),
-        with ``samples`` and ``seconds``."""
+        with ``samples``, ``seconds`` and the output layer's work per sample (bucket
+        entries read, multiply-adds)."""
         sums = {1: 0.0, 3: 0.0, 5: 0.0}
         n = 0
+        reads = macs = 0
         t0 = time.perf_counter()
         for x, y in batches:
             top = self.model.predict_topk(x, 5, hashed=hashed)
+            if hashed:
+                reads += self.model.last_hashed_work[0]
+                macs += self.model.last_hashed_work[1]
+            else:
+                macs += x.shape[0] * self.model.n_labels * self.model.config.hidden
             for k, s in precision_at_k(top, y, (1, 3, 5)).items():
                 sums[k] += s
             n += x.shape[0]
@@ -537,4 +637,6 @@ class XMCTrainer:
             "p_at_5": sums[5] / n,
             "samples": float(n),
             "seconds": seconds,
+            "bucket_reads_per_sample": reads / n,
+            "output_macs_per_sample": macs / n,
         }
