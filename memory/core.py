@@ -53,6 +53,9 @@ _SAMPLE_ABOVE = 4096
 _BIG_GROUP = 8192
 # memories of at least this many slots get the settings measured at a million keys
 _LARGE_MEMORY = 1 << 19
+#: default per-candidate miss probability of the index's sign-sketch re-rank (a slot that
+#: belongs in a query's top-k among the LSH candidates is skipped with at most this chance)
+SKETCH_DELTA = 1e-6
 
 
 class QueryResult(NamedTuple):
@@ -123,7 +126,7 @@ def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, An
     out = params.to_dict()
     if size >= _LARGE_MEMORY:
         out.update(k=int(min(24, round(np.log2(size)) - 1)), l=20, n_probes=36)
-    out.update(policy="unbounded", seed=int(seed))
+    out.update(policy="unbounded", seed=int(seed), sketch_delta=SKETCH_DELTA)
     return out
 
 

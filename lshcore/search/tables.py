@@ -459,6 +459,48 @@ class LSHTables:
             int(metric),
         )
 
+    def query_rerank_sketch(
+        self,
+        buckets: Any,
+        id_bound: int,
+        vectors: Any,
+        xnorm: Any,
+        queries: Any,
+        qnorm: Any,
+        k: int,
+        metric: int,
+        sketches: Any,
+        qsketches: Any,
+        n_bits: int,
+        delta: float,
+    ) -> tuple[Any, Any, int, int]:
+        """:meth:`query_rerank` scoring exactly only the candidates a sign sketch does not
+        rule out (kernel ``sorted_query_sketch_rerank``; unbounded layout only):
+        ``(scores, ids, n_candidates, n_scored)``."""
+        if self.fixed:
+            raise ConfigError("the sketch re-rank reads the unbounded layout (policy='unbounded')")
+        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
+        with self._lock.read:
+            return self.backend.kernels.sorted_query_sketch_rerank(  # type: ignore[no-any-return]
+                self.keys,
+                self.entry_ids,
+                self.offsets,
+                self.pending_keys,
+                self.pending_ids,
+                self._global_keys(b),
+                int(id_bound),
+                vectors,
+                xnorm,
+                queries,
+                qnorm,
+                int(k),
+                int(metric),
+                sketches,
+                qsketches,
+                int(n_bits),
+                float(delta),
+            )
+
     def query_buckets(self, buckets: Any, id_bound: int | None = None) -> Candidates:
         """Query with reduced ``buckets`` (m, l[, p]); duplicate probes count once."""
         with self._lock.read:
