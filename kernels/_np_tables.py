@@ -355,6 +355,25 @@ def sorted_query_rerank(
     return scores, got, int(indptr[-1])
 
 
+def pending_directory(pkeys, n_keys):  # type: ignore[no-untyped-def]
+    """Directory of a sorted pending run ``pkeys`` over global keys ``[0, n_keys)``:
+    ``(pdir, pshift)`` with ``pdir[g]`` the first entry whose key ``>> pshift`` is at
+    least ``g`` (about two entries per group), for ``g`` up to ``(n_keys - 1) >> pshift``
+    plus one."""
+    xp = _xp(pkeys)
+    groups = 1 << max(0, (int(pkeys.shape[0]) // 2).bit_length())
+    groups = min(groups, 1 << 20)
+    span = max(1, (int(n_keys) - 1).bit_length())
+    pshift = max(0, span - (groups.bit_length() - 1))
+    n_groups = ((int(n_keys) - 1) >> pshift) + 1 if n_keys > 0 else 1
+    pdir = (
+        bucket_offsets(pkeys >> pshift, n_groups)
+        if pkeys.shape[0]
+        else xp.zeros(n_groups + 1, dtype=np.int64)
+    )
+    return pdir, pshift
+
+
 #: candidates of a query scored in the sketch re-rank's first stage, beyond its k
 SKETCH_EXTRA = 8
 
@@ -400,6 +419,8 @@ def sorted_query_sketch_rerank(
     qnorm,
     k,
     metric,
+    pdir,
+    pshift,
     sketches,
     qsketches,
     n_bits,
@@ -417,6 +438,10 @@ def sorted_query_sketch_rerank(
     A candidate that belongs in the exact top-k is skipped with probability at most
     ``delta`` (see :func:`sketch_hmax`). The result is the exact top-k (ties: smaller
     row) of the scored candidates. Returns ``(scores, rows, n_candidates, n_scored)``.
+
+    ``pdir`` / ``pshift``: the pending run's directory (:func:`pending_directory`), which
+    lets the numba kernel find a bucket of the pending run without a binary search; the
+    result does not depend on it (this reference does not read it).
     """
     indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound)
     m = qkeys.shape[0]

@@ -879,6 +879,8 @@ def _sketch_rows(
     k,
     metric,
     id_bound,
+    pdir,
+    pshift,
     sketches,
     qsketches,
     n_bits,
@@ -937,8 +939,15 @@ def _sketch_rows(
                     q = qkeys[i, w]
                     if q < 0:
                         continue
-                    lo = np.searchsorted(pkeys, q, side="left")
-                    hi = np.searchsorted(pkeys, q, side="right")
+                    # the directory narrows the pending run to a group of ~2 entries
+                    g = q >> pshift
+                    lo = pdir[g]
+                    end = pdir[g + 1]
+                    while lo < end and pkeys[lo] < q:
+                        lo += 1
+                    hi = lo
+                    while hi < end and pkeys[hi] == q:
+                        hi += 1
                 for j in range(lo, hi):
                     r = run_ids[j]
                     if r < 0:
@@ -1015,30 +1024,35 @@ def _sketch_rows(
 @_pjit
 def _sketch_parallel(
     keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, k, metric,
-    id_bound, sketches, qsketches, n_bits, delta, out_s, out_r, stats, n_chunks,
+    id_bound, pdir, pshift, sketches, qsketches, n_bits, delta, out_s, out_r, stats, n_chunks,
 ):  # type: ignore[no-untyped-def]  # fmt: skip
     m = queries.shape[0]
     for c in prange(n_chunks):
         _sketch_rows(
             keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, k,
-            metric, id_bound, sketches, qsketches, n_bits, delta, out_s, out_r, stats[c],
+            metric, id_bound, pdir, pshift, sketches, qsketches, n_bits, delta, out_s, out_r, stats[c],
             c * m // n_chunks, (c + 1) * m // n_chunks,
         )  # fmt: skip
 
 
 def sorted_query_sketch_rerank(
     keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k,
-    metric, sketches, qsketches, n_bits, delta,
+    metric, pdir, pshift, sketches, qsketches, n_bits, delta,
 ):  # type: ignore[no-untyped-def]  # fmt: skip
     """Sketch-filtered top-``k`` of the candidates (see the NumPy reference)."""
     m = qkeys.shape[0]
     bound = max(int(id_bound), 1)
+    pshift = int(pshift)
+    if pids.shape[0] and qkeys.size:  # a directory too short would be read past its end
+        top = int(qkeys.max())
+        if pshift < 0 or pshift > 62 or pdir.shape[0] < (top >> pshift) + 2:
+            raise ValueError("pdir: too short for the query keys (see pending_directory)")
     if bound > _BITSET_LIMIT:  # the reference path (candidate lists), same result
         from lshcore.kernels import _np_tables
 
         return _np_tables.sorted_query_sketch_rerank(
             keys, ids, offsets, pkeys, pids, qkeys, bound, vectors, xnorm, queries, qnorm,
-            k, metric, sketches, qsketches, n_bits, delta,
+            k, metric, pdir, pshift, sketches, qsketches, n_bits, delta,
         )  # fmt: skip
     out_s = np.full((m, k), -np.inf, dtype=np.float32)
     out_r = np.full((m, k), -1, dtype=np.int64)
@@ -1050,7 +1064,8 @@ def sorted_query_sketch_rerank(
     stats = np.zeros((max(n_chunks, 1), 2), dtype=np.int64)
     args = (
         keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, int(k),
-        int(metric), bound, sketches, qsketches, int(n_bits), float(delta), out_s, out_r,
+        int(metric), bound, pdir, pshift, sketches, qsketches, int(n_bits), float(delta),
+        out_s, out_r,
     )  # fmt: skip
     if n_chunks == 1:
         _sketch_rows(*args, stats[0], 0, m)

@@ -123,3 +123,44 @@ def test_the_bound_holds_for_binomial_distances() -> None:
         assert np.mean(h > hmax) <= delta
         assert hmax < n_bits or cos < 0  # it does prune somewhere
     assert _np_tables.sketch_hmax(float("-inf"), n_bits, delta) == n_bits
+
+
+def test_the_pending_directory_matches_the_reference_and_finds_recent_inserts() -> None:
+    # inserts after the main run stay in the pending run; the sketch re-rank finds them
+    # through the directory exactly as scoring every candidate does
+    rng = np.random.default_rng(5)
+    x = _clustered(rng, 3000)
+    plain, sketch = _pair(backend="numba")
+    for index in (plain, sketch):
+        index.add(x[:2000])
+        index.tables.compact()
+        index.add(x[2000:])  # pending
+    tables = sketch.tables
+    assert tables.pending_keys.shape[0] > 0
+    pdir, pshift = _np_tables.pending_directory(tables.pending_keys, tables.l * tables.table_size)
+    assert pshift == tables.pshift
+    np.testing.assert_array_equal(tables.pdir, pdir)
+    q = x[2000:2100] + 0.02 * rng.standard_normal((100, 32)).astype(np.float32)
+    _, i0 = plain.search(q, 2)
+    _, i1 = sketch.search(q, 2)
+    np.testing.assert_array_equal(i1, i0)
+    assert np.mean(i1[:, 0] == np.arange(2000, 2100)) > 0.9
+
+
+def test_a_short_pending_directory_is_refused() -> None:
+    from lshcore.kernels import _numba_tables
+
+    rng = np.random.default_rng(6)
+    x = _clustered(rng, 500)
+    _, index = _pair(backend="numba")
+    index.add(x)
+    t = index.tables
+    q = x[:3]
+    gk = t._global_keys(index._hash_query(q, 2))
+    with pytest.raises(ValueError, match="pdir"):
+        _numba_tables.sorted_query_sketch_rerank(
+            t.keys, t.entry_ids, t.offsets, t.pending_keys, t.pending_ids, gk, 500, x,
+            np.ones(500, np.float32), q, np.ones(3, np.float32), 1, 1, t.pdir[:1], t.pshift,
+            index._sketch, index._pack_sketch(index._hash_query(q, 1)[:, :, 0]),
+            index.sketch_bits, 1e-6,
+        )  # fmt: skip

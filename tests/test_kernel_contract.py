@@ -21,6 +21,7 @@ from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
 from lshcore.errors import PluginError
 from lshcore.kernels import _np_tables
 from lshcore.kernels import numpy_ref as ref
+from lshcore.kernels._np_tables import pending_directory
 from lshcore.registry import manager as registry
 
 
@@ -248,6 +249,7 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
         sketches[:, 1] &= np.uint64(2**36 - 1)  # 100 bits: zero above
         qsketches[:, 1] &= np.uint64(2**36 - 1)
         run = list(_sorted_run(rng, n=90))
+        pdir, pshift = pending_directory(run[3], 12)
         return [
             *run,
             vectors,
@@ -256,6 +258,8 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
             qnorm,
             1,
             ref.METRIC_COSINE,
+            pdir,
+            pshift,
             sketches,
             qsketches,
             100,

@@ -335,15 +335,19 @@ class Kernels(Protocol):
         qnorm: Any,
         k: Any,
         metric: Any,
+        pdir: Any,
+        pshift: Any,
         sketches: Any,
         qsketches: Any,
         n_bits: Any,
         delta: Any,
     ) -> Any:
         """``sorted_query_rerank`` scoring only the candidates a sign sketch does not rule
-        out: sketches (N, W) / qsketches (m, W) uint64 hold ``n_bits`` sign bits (zero
-        above), delta in (0, 1) -> (scores, rows, n_candidates int, n_scored int). Host
-        arrays (the index calls it on host backends only)."""
+        out: ``pdir``/``pshift`` the pending run's directory (``_np_tables.pending_directory``;
+        an accelerator, results do not depend on it), sketches (N, W) / qsketches (m, W)
+        uint64 hold ``n_bits`` sign bits (zero above), delta in (0, 1) -> (scores, rows,
+        n_candidates int, n_scored int). Host arrays (the index calls it on host backends
+        only)."""
         ...
 
     # -- XMC network: sparse input -> dense hidden -> hashed output (host arrays) -------

@@ -222,12 +222,32 @@ class LSHTables:
             + self.offsets.nbytes
             + self.pending_keys.nbytes
             + self.pending_ids.nbytes
+            + self.pdir.nbytes
         )
 
     def _clear_pending(self) -> None:
         self.pending_keys = self.xp.zeros(0, dtype=np.int64)
         self.pending_ids = self.xp.zeros(0, dtype=np.int32)
         self.pending_dead = 0
+        self._refresh_pending_dir()
+
+    def _refresh_pending_dir(self) -> None:
+        """The pending run's directory (``pdir``, ``pshift``): ``pdir[g]`` is the first
+        pending entry whose key ``>> pshift`` is at least ``g``, about two entries per
+        group, so the sketch re-rank finds a bucket there in O(1) instead of two binary
+        searches per probe (same layout as ``_np_tables.pending_directory``)."""
+        n_keys = self.l * self.table_size
+        n = int(self.pending_keys.shape[0])
+        groups = min(1 << max(0, (n // 2).bit_length()), 1 << 20)
+        span = max(1, (n_keys - 1).bit_length())
+        self.pshift = max(0, span - (groups.bit_length() - 1))
+        n_groups = ((n_keys - 1) >> self.pshift) + 1
+        if n == 0:
+            self.pdir = self.xp.zeros(n_groups + 1, dtype=np.int64)
+        else:
+            self.pdir = self.backend.kernels.bucket_offsets(
+                self.pending_keys >> self.pshift, n_groups
+            )
 
     def _refresh_offsets(self) -> None:
         n_keys = self.l * self.table_size
@@ -338,6 +358,8 @@ class LSHTables:
             self.pending_dead = 0
             if self.pending_keys.shape[0] > pending_limit(int(self.keys.shape[0])):
                 self._compact()
+            else:
+                self._refresh_pending_dir()
         self._id_bound = max(self._id_bound, int(ids.max()) + 1)
 
     def remove(self, ids: Any, codes: Any) -> None:
@@ -495,6 +517,8 @@ class LSHTables:
                 qnorm,
                 int(k),
                 int(metric),
+                self.pdir,
+                int(self.pshift),
                 sketches,
                 qsketches,
                 int(n_bits),
