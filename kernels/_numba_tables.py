@@ -865,6 +865,73 @@ def _score_list(vectors, xnorm, queries, qnorm, i, k, metric, lst, n, out_s, out
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
+def _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, nb):  # type: ignore[no-untyped-def]
+    """Score rows lst[:n] for query i (prefetching rows ahead), appending to the buffers
+    at nb; returns the new fill."""
+    d = vectors.shape[1]
+    for j in range(n):
+        if j + _PREFETCH_AHEAD < n:
+            ahead = lst[j + _PREFETCH_AHEAD]
+            for c in range(0, d, 16):
+                _prefetch(vectors, ahead, c)
+        r = lst[j]
+        buf_s[nb] = _score_row(vectors, xnorm, queries, qnorm, i, r, metric)
+        buf_r[nb] = r
+        nb += 1
+    return nb
+
+
+@_jit
+def _kth_largest(buf_s, n, k):  # type: ignore[no-untyped-def]
+    """The k-th largest of buf_s[:n] (1 <= k <= n): one selection, no sort."""
+    tmp = np.empty(n, dtype=np.float32)
+    for j in range(n):
+        tmp[j] = -buf_s[j]
+    return -np.partition(tmp, k - 1)[k - 1]
+
+
+@_jit
+def _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i):  # type: ignore[no-untyped-def]
+    """Top-k of the nb scored (score, row) pairs (distinct rows) into out[i], best first,
+    ties to the smaller row: a selection of the k-th score, then a sort of k pairs (an
+    insertion per candidate costs O(k) moves each, 2 ms per query at k = 256)."""
+    kk = min(k, nb)
+    if kk == 0:
+        return
+    thr = _kth_largest(buf_s, nb, kk) if nb > kk else -np.inf
+    fs = np.empty(kk, dtype=np.float32)
+    fr = np.empty(kk, dtype=np.int64)
+    c = 0
+    n_tie = 0
+    for j in range(nb):
+        if buf_s[j] > thr:
+            fs[c] = buf_s[j]
+            fr[c] = buf_r[j]
+            c += 1
+        elif buf_s[j] == thr:
+            n_tie += 1
+    if c < kk:  # the k-th score's ties: smaller rows first
+        tie_r = np.empty(n_tie, dtype=np.int64)
+        t = 0
+        for j in range(nb):
+            if buf_s[j] == thr and not buf_s[j] > thr:
+                tie_r[t] = buf_r[j]
+                t += 1
+        tie_r.sort()
+        for t in range(kk - c):
+            fs[c + t] = thr
+            fr[c + t] = tie_r[t]
+    by_row = np.argsort(fr)
+    fs2 = np.empty(kk, dtype=np.float32)
+    for j in range(kk):
+        fs2[j] = -fs[by_row[j]]
+    order = np.argsort(fs2, kind="mergesort")  # stable: equal scores stay row-ascending
+    for j in range(kk):
+        out_s[i, j] = fs[by_row[order[j]]]
+        out_r[i, j] = fr[by_row[order[j]]]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
 def _sketch_rows(
     keys,
     ids,
@@ -901,6 +968,8 @@ def _sketch_rows(
     cand = np.empty(1024, dtype=np.int64)
     hs = np.empty(1024, dtype=np.int64)
     lst = np.empty(1024, dtype=np.int64)
+    buf_s = np.empty(1024, dtype=np.float32)
+    buf_r = np.empty(1024, dtype=np.int64)
     hist = np.zeros(n_bits + 2, dtype=np.int64)
     blo = np.zeros(width, dtype=np.int64)
     bhi = np.zeros(width, dtype=np.int64)
@@ -969,11 +1038,11 @@ def _sketch_rows(
         if hs.shape[0] < nc:
             hs = np.empty(cand.shape[0], dtype=np.int64)
             lst = np.empty(cand.shape[0], dtype=np.int64)
-        filled = 0
+            buf_s = np.empty(cand.shape[0], dtype=np.float32)
+            buf_r = np.empty(cand.shape[0], dtype=np.int64)
         if nc <= first:
-            filled = _score_list(
-                vectors, xnorm, queries, qnorm, i, k, metric, cand, nc, out_s, out_r, filled
-            )
+            nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, cand, nc, buf_s, buf_r, 0)
+            _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i)
             n_scored += nc
             continue
         # sketch distances, with the histogram that gives the stage-1 cut
@@ -1000,23 +1069,19 @@ def _sketch_rows(
             if hs[j] <= h1:
                 lst[n] = cand[j]
                 n += 1
-        filled = _score_list(
-            vectors, xnorm, queries, qnorm, i, k, metric, lst, n, out_s, out_r, filled
-        )
+        nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, 0)
         n_scored += n
-        kth = out_s[i, k - 1] if filled == k else -np.inf
+        kth = _kth_largest(buf_s, nb, k)  # nb >= first > k
         hmax = _sketch_hmax(np.float64(kth), n_bits, delta)
-        if hmax <= h1:
-            continue
-        n = 0
-        for j in range(nc):
-            if hs[j] > h1 and hs[j] <= hmax:
-                lst[n] = cand[j]
-                n += 1
-        filled = _score_list(
-            vectors, xnorm, queries, qnorm, i, k, metric, lst, n, out_s, out_r, filled
-        )
-        n_scored += n
+        if hmax > h1:
+            n = 0
+            for j in range(nc):
+                if hs[j] > h1 and hs[j] <= hmax:
+                    lst[n] = cand[j]
+                    n += 1
+            nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, nb)
+            n_scored += n
+        _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i)
     stats[0] += n_cand
     stats[1] += n_scored
 

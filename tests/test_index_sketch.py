@@ -164,3 +164,27 @@ def test_a_short_pending_directory_is_refused() -> None:
             index._sketch, index._pack_sketch(index._hash_query(q, 1)[:, :, 0]),
             index.sketch_bits, 1e-6,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("k", "l", "n_bits"), [(19, 24, 456), (19, 30, 512), (7, 3, 21), (40, 2, 80)]
+)
+def test_sketch_packing_agrees_for_few_and_many_rows(k: int, l: int, n_bits: int) -> None:  # noqa: E741
+    from lshcore.search import index as index_module
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 2**k, (300, l), dtype=np.int64)
+    words = 1 << max(0, ((n_bits + 63) // 64 - 1).bit_length())
+    many = index_module._pack_code_bits(codes, k, n_bits, words)  # the loop over tables
+    few = np.concatenate(
+        [
+            index_module._pack_code_bits(codes[i : i + 50], k, n_bits, words)
+            for i in range(0, 300, 50)
+        ]
+    )
+    np.testing.assert_array_equal(few, many)
+    # bit t * k + j of a row is bit j of its code t
+    bits = np.unpackbits(many.view(np.uint8), axis=1, bitorder="little")
+    t, j = divmod(n_bits - 1, k)
+    np.testing.assert_array_equal(bits[:, n_bits - 1], (codes[:, t] >> j) & 1)
+    assert not bits[:, n_bits:].any()

@@ -40,6 +40,8 @@ _METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
 _HASH_CHUNK = 1 << 16  # rows hashed at once when adding
 #: sign bits kept per vector by the sketch re-rank (eight 64-bit words: one cache line)
 SKETCH_MAX_BITS = 512
+#: rows up to this are packed into sketches in one vectorized pass (queries)
+_PACK_SMALL = 64
 #: largest Euclidean norm accepted for a vector or query. Scores are computed in float32
 #: (|x| * |q|, |x|^2 + |q|^2 - 2 x.q): with both norms at most 1e18 every product stays
 #: below 1e36 < 3.4e38, so every stored vector keeps a finite, correct score (near 1e20
@@ -1017,6 +1019,14 @@ def _pack_code_bits(codes: np.ndarray, k: int, n_bits: int, n_words: int) -> np.
     """(n, l) codes of k bits -> (n, n_words) uint64 with their first ``n_bits`` bits
     (bit j of code t at position t * k + j)."""
     n = codes.shape[0]
+    if n <= _PACK_SMALL:  # a few rows (queries): one vectorized pass, no loop over tables
+        used = (n_bits + k - 1) // k
+        shifts = np.arange(k, dtype=np.int64)
+        bits = ((codes[:, :used, None].astype(np.int64) >> shifts) & 1).astype(np.uint8)
+        flat = np.zeros((n, n_words * 64), dtype=np.uint8)
+        flat[:, :n_bits] = bits.reshape(n, used * k)[:, :n_bits]
+        packed = np.packbits(flat, axis=1, bitorder="little")
+        return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, n_words)
     out = np.zeros((n, n_words), dtype=np.uint64)
     c = codes.astype(np.uint64)
     for t in range((n_bits + k - 1) // k):
