@@ -330,7 +330,14 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
 @_jit
 def _sorted_remove_at(ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
     removed = 0
-    for e in range(del_keys.shape[0]):
+    n = del_keys.shape[0]
+    for e in range(n):
+        # two-stage prefetch: the bucket start of an entry far ahead, the bucket itself
+        # of a nearer one (whose start has arrived by then): the misses overlap
+        if e + 2 * _REMOVE_AHEAD < n:
+            _prefetch1(offsets, del_keys[e + 2 * _REMOVE_AHEAD])
+        if e + _REMOVE_AHEAD < n:
+            _prefetch1(ids, offsets[del_keys[e + _REMOVE_AHEAD]])
         q = del_keys[e]
         for j in range(offsets[q], offsets[q + 1]):
             if ids[j] == del_ids[e]:
@@ -586,6 +593,9 @@ def _prefetch1(typingctx, arr, i):  # type: ignore[no-untyped-def]
 
     return sig, codegen
 
+
+#: entries ahead whose bucket is prefetched when tombstoning (twice that for its start)
+_REMOVE_AHEAD = 16
 
 #: bucket probes ahead whose offsets / first entries are prefetched
 _PROBE_AHEAD = 16
