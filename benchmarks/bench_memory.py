@@ -68,7 +68,19 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     lsh = LSHMemory(d, n, index=None if args.memory_defaults else index_params, seed=0)
     lsh.write(keys, labels)
     row["build_lsh_s"] = time.perf_counter() - t
-    row["lsh_params"] = {"k": lsh.index.k, "l": lsh.index.l, "n_probes": lsh.index.n_probes}
+    row["lsh_params"] = {
+        "k": lsh.index.k,
+        "l": lsh.index.l,
+        "n_probes": lsh.index.n_probes,
+        "sketch_delta": lsh.index.sketch_delta,
+    }
+    plain = None
+    if args.compare_plain:  # the same index scoring every candidate (no sign sketch)
+        params = lsh._search.config() | {"sketch_delta": None}
+        t = time.perf_counter()
+        plain = LSHMemory(d, n, index=params, seed=0)
+        plain.write(keys, labels)
+        row["build_lsh_plain_s"] = time.perf_counter() - t
     t = time.perf_counter()
     exact = LSHMemory(d, n, exact=True)
     exact.write(keys, labels)
@@ -83,6 +95,7 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     q, _ = planted_queries(keys, args.queries, args.cos, rng)
     contenders = {
         "lsh_memory": lambda: lsh.query(q).slots,
+        **({"lsh_plain": lambda: plain.query(q).slots} if plain is not None else {}),
         "exact_numpy": lambda: exact.query(q).slots,
         "faiss_flat_ip": lambda: flat.search(q, 1)[1][:, 0],
         "faiss_lsh": lambda: flsh.search(q, 1)[1][:, 0],
@@ -97,6 +110,9 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
             found[name] = np.asarray(fn(), dtype=np.int64)
             times[name].append(time.perf_counter() - t)
     best = np.sum(q * keys[found["exact_numpy"]], axis=1)
+    before = lsh.index.rerank_mults
+    lsh.query(q)
+    row["lsh_scored_per_query"] = (lsh.index.rerank_mults - before) / d / args.queries
     for name in contenders:
         ids = found[name]
         sims = np.where(ids >= 0, np.sum(q * keys[np.maximum(ids, 0)], axis=1), -np.inf)
@@ -105,6 +121,7 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     # one query at a time (latency of a single lookup): --single queries, interleaved
     single = {
         "lsh_memory": lambda x: lsh.query(x),
+        **({"lsh_plain": lambda x: plain.query(x)} if plain is not None else {}),
         "exact_numpy": lambda x: exact.query(x),
         "faiss_flat_ip": lambda x: flat.search(x, 1),
         "faiss_lsh": lambda x: flsh.search(x, 1),
@@ -124,6 +141,11 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     row["speedup_lsh_vs_exact_numpy"] = (
         row["exact_numpy_ms_per_query"] / row["lsh_memory_ms_per_query"]
     )
+    if plain is not None:
+        row["speedup_lsh_plain_vs_exact_numpy"] = (
+            row["exact_numpy_ms_per_query"] / row["lsh_plain_ms_per_query"]
+        )
+        del plain  # its memory, before the update runs
     row["speedup_lsh_vs_faiss_flat"] = (
         row["faiss_flat_ip_ms_per_query"] / row["lsh_memory_ms_per_query"]
     )
@@ -166,6 +188,12 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     return row
 
 
+def _plain(r: dict) -> str:
+    if "lsh_plain_ms_per_query" not in r:
+        return "–"
+    return f"{r['lsh_plain_ms_per_query']:.3f} ({r['lsh_plain_recall_at_1']:.3f})"
+
+
 def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: dict) -> str:
     lines = [
         "# LSH memory at scale",
@@ -186,9 +214,10 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
         "",
         "| keys | LSH memory ms/q | recall@1 | exact NumPy ms/q | faiss FlatIP ms/q | faiss IndexLSH ms/q "
         "| IndexLSH recall@1 | LSH speed-up vs exact NumPy | vs faiss FlatIP | LSH candidates/q "
+        "| LSH scored/q | LSH without sketch ms/q (recall@1) "
         "| updates/s LSH | updates/s exact | slot moves/s memory.write | slot moves/s LSHIndex.update "
         "| load avg before/after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -196,7 +225,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
             f"| {r['exact_numpy_ms_per_query']:.3f} | {r['faiss_flat_ip_ms_per_query']:.3f} "
             f"| {r['faiss_lsh_ms_per_query']:.3f} | {r['faiss_lsh_recall_at_1']:.3f} "
             f"| {r['speedup_lsh_vs_exact_numpy']:.1f}x | {r['speedup_lsh_vs_faiss_flat']:.2f}x "
-            f"| {r['lsh_candidates_per_query']:.0f} | {r['lsh_memory_updates_per_s']:.0f} "
+            f"| {r['lsh_candidates_per_query']:.0f} | {r['lsh_scored_per_query']:.0f} "
+            f"| {_plain(r)} | {r['lsh_memory_updates_per_s']:.0f} "
             f"| {r['exact_numpy_updates_per_s']:.0f} | {r['lsh_memory_write_moves_per_s']:.0f} "
             f"| {r['lsh_index_updates_per_s']:.0f} | {r['load_before']}/{r['load_after']} |"
         )
@@ -204,12 +234,14 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, command: str, env: d
         "",
         f"One query at a time (latency, median of {args.single} single-query calls, ms):",
         "",
-        "| keys | LSH memory | exact NumPy | faiss FlatIP | faiss IndexLSH | LSH speed-up vs exact NumPy |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| keys | LSH memory | LSH without sketch | exact NumPy | faiss FlatIP | faiss IndexLSH "
+        "| LSH speed-up vs exact NumPy |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['keys']:,} | {r['lsh_memory_single_ms']:.3f} | {r['exact_numpy_single_ms']:.3f} "
+            f"| {r['keys']:,} | {r['lsh_memory_single_ms']:.3f} "
+            f"| {r.get('lsh_plain_single_ms', float('nan')):.3f} | {r['exact_numpy_single_ms']:.3f} "
             f"| {r['faiss_flat_ip_single_ms']:.3f} | {r['faiss_lsh_single_ms']:.3f} "
             f"| {r['single_speedup_lsh_vs_exact_numpy']:.1f}x |"
         )
@@ -243,6 +275,11 @@ def main(argv: list[str] | None = None) -> None:
         "--memory-defaults",
         action="store_true",
         help="LSH settings from the memory's default_index_params (ignores --bits-below-log2, --l, --probes)",
+    )
+    parser.add_argument(
+        "--compare-plain",
+        action="store_true",
+        help="also time the same LSH memory without the sign-sketch re-rank (every candidate scored)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory"))

@@ -5,8 +5,8 @@ settings with bench_memory.py on another). For each (bits, tables) one memory is
 probes are varied on it. Prints per setting: ms/query (median of ``--reps``), recall@1,
 candidates/query, and speed-up vs exact NumPy search timed interleaved in the same process.
 
-    BENCH_THREADS=2 PYTHONPATH=. .venv/bin/python benchmarks/sweep_memory_params.py --seed 1 \
-        --configs 19,20 20,24 --probes 24 32
+    BENCH_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/sweep_memory_params.py --seed 1 \
+        --queries 2000 --configs 19,20 19,24 20,24 --probes 32 36 40 48
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_memory import _load, _unit, planted_queries  # noqa: E402
-from lshcore.memory.core import LSHMemory  # noqa: E402
+from lshcore.memory.core import LSHMemory, default_index_params  # noqa: E402
 
 
 def main() -> None:
@@ -37,6 +37,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--configs", nargs="+", default=["19,20", "20,24"], help="bits,tables")
     p.add_argument("--probes", type=int, nargs="+", default=[24, 32])
+    p.add_argument(
+        "--sketch-delta",
+        type=float,
+        default=None,
+        help="sign-sketch miss probability (default: the memory's; 0 = score every candidate)",
+    )
     args = p.parse_args()
     import numba
 
@@ -52,7 +58,11 @@ def main() -> None:
     for cfg in args.configs:
         k, tables = (int(x) for x in cfg.split(","))
         t = time.perf_counter()
-        mem = LSHMemory(args.dim, args.n, index={"k": k, "l": tables, "n_probes": args.probes[0]})
+        params = default_index_params(args.n, args.dim)  # the memory's, sketch included
+        params.update(k=k, l=tables, n_probes=args.probes[0])
+        if args.sketch_delta is not None:
+            params["sketch_delta"] = args.sketch_delta or None
+        mem = LSHMemory(args.dim, args.n, index=params)
         mem.write(keys, labels)
         build = time.perf_counter() - t
         for probes in args.probes:
@@ -75,6 +85,7 @@ def main() -> None:
                 "exact_ms_q": 1000 * float(np.median(et)) / args.queries,
                 "recall1": float(np.mean(sims >= best - 1e-6)),
                 "cands_q": n_cand, "build_s": round(build, 1), "load": _load(),
+                "sketch_delta": params["sketch_delta"],
             }  # fmt: skip
             row["speedup"] = row["exact_ms_q"] / row["lsh_ms_q"]
             print(json.dumps(row), flush=True)

@@ -353,3 +353,121 @@ def sorted_query_rerank(
     indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound)
     scores, got = rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric)
     return scores, got, int(indptr[-1])
+
+
+def pending_directory(pkeys, n_keys):  # type: ignore[no-untyped-def]
+    """Directory of a sorted pending run ``pkeys`` over global keys ``[0, n_keys)``:
+    ``(pdir, pshift)`` with ``pdir[g]`` the first entry whose key ``>> pshift`` is at
+    least ``g`` (about two entries per group), for ``g`` up to ``(n_keys - 1) >> pshift``
+    plus one."""
+    xp = _xp(pkeys)
+    groups = 1 << max(0, (int(pkeys.shape[0]) // 2).bit_length())
+    groups = min(groups, 1 << 20)
+    span = max(1, (int(n_keys) - 1).bit_length())
+    pshift = max(0, span - (groups.bit_length() - 1))
+    n_groups = ((int(n_keys) - 1) >> pshift) + 1 if n_keys > 0 else 1
+    pdir = (
+        bucket_offsets(pkeys >> pshift, n_groups)
+        if pkeys.shape[0]
+        else xp.zeros(n_groups + 1, dtype=np.int64)
+    )
+    return pdir, pshift
+
+
+#: candidates of a query scored in the sketch re-rank's first stage, beyond its k
+SKETCH_EXTRA = 8
+
+
+def sketch_hmax(score, n_bits, delta):  # type: ignore[no-untyped-def]
+    """Largest sign-sketch Hamming distance a candidate may have and still be scored,
+    given the current k-th best cosine ``score`` (float), ``n_bits`` sketch bits and the
+    per-candidate miss probability ``delta``.
+
+    With ``n_bits`` independent Gaussian sign projections, the distance of a vector at
+    angle theta is Binomial(n_bits, p = theta / pi); Bernstein's inequality bounds
+    P(h >= n_bits p + t) <= delta for t = L/3 + sqrt(L^2/9 + 2 n_bits p (1 - p) L),
+    L = ln(1/delta). A candidate whose cosine is at least ``score`` has p no larger, so
+    it lies beyond the returned distance with probability at most ``delta``.
+    Returns ``n_bits`` (score everything) when ``score`` is not finite.
+    """
+    if not np.isfinite(score):
+        return int(n_bits)
+    p = float(np.arccos(min(1.0, max(-1.0, float(score))))) / np.pi
+    big_l = float(np.log(1.0 / delta))
+    var = n_bits * p * (1.0 - p)
+    t = big_l / 3.0 + float(np.sqrt(big_l * big_l / 9.0 + 2.0 * var * big_l))
+    return int(min(n_bits, np.floor(n_bits * p + t)))
+
+
+def _popcount_rows(x):  # type: ignore[no-untyped-def]
+    """Set bits of each row of a uint64 array (n, w) -> (n,) int64."""
+    b = np.ascontiguousarray(x).view(np.uint8)
+    return np.unpackbits(b, axis=1).sum(axis=1, dtype=np.int64)
+
+
+def sorted_query_sketch_rerank(
+    keys,
+    ids,
+    offsets,
+    pkeys,
+    pids,
+    qkeys,
+    id_bound,
+    vectors,
+    xnorm,
+    queries,
+    qnorm,
+    k,
+    metric,
+    pdir,
+    pshift,
+    sketches,
+    qsketches,
+    n_bits,
+    delta,
+):  # type: ignore[no-untyped-def]
+    """Top-``k`` of the candidates (as :func:`sorted_query_rerank`), scoring exactly only
+    those a sign sketch does not rule out (host arrays; the index uses it for cosine).
+
+    ``sketches`` (N, W) uint64 holds ``n_bits`` sign bits of every row (zero above), and
+    ``qsketches`` (m, W) those of the queries; ``h`` = Hamming distance. Per query, with
+    ``first = k + SKETCH_EXTRA``: when it has at most ``first`` distinct candidates all
+    are scored; otherwise stage 1 scores every candidate with ``h <= h1``, ``h1`` the
+    ``first``-th smallest distance (ties included), and stage 2 every other candidate
+    with ``h <= sketch_hmax(s_k, n_bits, delta)``, ``s_k`` the k-th best stage-1 score.
+    A candidate that belongs in the exact top-k is skipped with probability at most
+    ``delta`` (see :func:`sketch_hmax`). The result is the exact top-k (ties: smaller
+    row) of the scored candidates. Returns ``(scores, rows, n_candidates, n_scored)``.
+
+    ``pdir`` / ``pshift``: the pending run's directory (:func:`pending_directory`), which
+    lets the numba kernel find a bucket of the pending run without a binary search; the
+    result does not depend on it (this reference does not read it).
+    """
+    indptr, rows, _ = sorted_query(keys, ids, offsets, pkeys, pids, qkeys, id_bound)
+    m = qkeys.shape[0]
+    nnz = int(indptr[-1])
+    counts = np.diff(indptr)
+    qidx = np.repeat(np.arange(m), counts)
+    h = _popcount_rows(sketches[rows] ^ qsketches[qidx]) if nnz else np.zeros(0, np.int64)
+    keep = np.ones(nnz, dtype=bool)
+    first = int(k) + SKETCH_EXTRA
+    for i in range(m):
+        lo, hi = int(indptr[i]), int(indptr[i + 1])
+        if hi - lo <= first:
+            continue
+        hq = h[lo:hi]
+        h1 = int(np.partition(hq, first - 1)[first - 1])
+        stage1 = hq <= h1
+        sel = rows[lo:hi][stage1]
+        one = np.zeros(2, dtype=np.int64)
+        one[1] = sel.shape[0]
+        s1, _ = rerank_topk(
+            vectors, xnorm, one, sel, queries[i : i + 1], qnorm[i : i + 1], k, metric
+        )
+        hmax = sketch_hmax(float(s1[0, k - 1]), int(n_bits), float(delta))
+        keep[lo:hi] = hq <= max(h1, hmax)
+    kept_counts = np.bincount(qidx[keep], minlength=m)
+    kept_indptr = np.zeros(m + 1, dtype=np.int64)
+    kept_indptr[1:] = np.cumsum(kept_counts)
+    scores, got = rerank_topk(vectors, xnorm, kept_indptr, rows[keep], queries, qnorm, k, metric)
+    return scores, got, nnz, int(keep.sum())

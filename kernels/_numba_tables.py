@@ -17,6 +17,7 @@ from numba.extending import intrinsic
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (numba's pool: passive wait)
 from lshcore.kernels._np_tables import METRIC_COSINE, METRIC_IP, METRIC_L2  # noqa: F401 (re-exported)
+from lshcore.kernels._np_tables import SKETCH_EXTRA as _SKETCH_EXTRA
 
 _jit = numba.njit(nogil=True, cache=True)
 _pjit = numba.njit(nogil=True, cache=True, parallel=True)
@@ -329,7 +330,14 @@ def sorted_remove(keys, ids, del_keys, del_ids):  # type: ignore[no-untyped-def]
 @_jit
 def _sorted_remove_at(ids, offsets, del_keys, del_ids):  # type: ignore[no-untyped-def]
     removed = 0
-    for e in range(del_keys.shape[0]):
+    n = del_keys.shape[0]
+    for e in range(n):
+        # two-stage prefetch: the bucket start of an entry far ahead, the bucket itself
+        # of a nearer one (whose start has arrived by then): the misses overlap
+        if e + 2 * _REMOVE_AHEAD < n:
+            _prefetch1(offsets, del_keys[e + 2 * _REMOVE_AHEAD])
+        if e + _REMOVE_AHEAD < n:
+            _prefetch1(ids, offsets[del_keys[e + _REMOVE_AHEAD]])
         q = del_keys[e]
         for j in range(offsets[q], offsets[q + 1]):
             if ids[j] == del_ids[e]:
@@ -558,6 +566,40 @@ def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def _prefetch1(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """Hint the CPU to load ``arr[i]`` (1-d) into cache; no effect on results."""
+    sig = types.void(arr, i)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, args[1], signature.args[1], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(
+            fn,
+            [
+                builder.bitcast(ptr, i8p),
+                ir.Constant(i32, 0),
+                ir.Constant(i32, 3),
+                ir.Constant(i32, 1),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+#: entries ahead whose bucket is prefetched when tombstoning (twice that for its start)
+_REMOVE_AHEAD = 16
+
+#: bucket probes ahead whose offsets / first entries are prefetched
+_PROBE_AHEAD = 16
+
 #: candidates ahead whose key rows are prefetched while one is scored
 _PREFETCH_AHEAD = 8
 
@@ -600,6 +642,10 @@ def _fused_rows(
     total = 0
     for i in range(qlo, qhi):
         for w in range(width):
+            if has_offsets and w + _PROBE_AHEAD < width:
+                ahead = qkeys[i, w + _PROBE_AHEAD]
+                if ahead >= 0:
+                    _prefetch1(offsets, ahead)
             q = qkeys[i, w]
             if q < 0:
                 blo[w] = 0
@@ -619,6 +665,8 @@ def _fused_rows(
                 if run_no == 0:
                     lo = blo[w]
                     hi = bhi[w]
+                    if w + _PROBE_AHEAD < width and blo[w + _PROBE_AHEAD] < bhi[w + _PROBE_AHEAD]:
+                        _prefetch1(ids, blo[w + _PROBE_AHEAD])
                 else:
                     q = qkeys[i, w]
                     if q < 0:
@@ -750,3 +798,352 @@ def sorted_query_rerank(
     else:
         total = _fused_parallel(*args, n_chunks)
     return out_s, out_r, int(total)
+
+
+@intrinsic
+def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """Set bits of a uint64 (llvm.ctpop: one instruction where the CPU has it)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64"
+        )
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+@_jit
+def _sketch_hmax(score, n_bits, delta):  # type: ignore[no-untyped-def]
+    """:func:`lshcore.kernels._np_tables.sketch_hmax` (same formula, float64)."""
+    if not np.isfinite(score):
+        return n_bits
+    s = min(1.0, max(-1.0, score))
+    p = np.arccos(s) / np.pi
+    big_l = np.log(1.0 / delta)
+    var = n_bits * p * (1.0 - p)
+    t = big_l / 3.0 + np.sqrt(big_l * big_l / 9.0 + 2.0 * var * big_l)
+    return min(n_bits, np.int64(np.floor(n_bits * p + t)))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _score_row(vectors, xnorm, queries, qnorm, i, r, metric):  # type: ignore[no-untyped-def]
+    d = vectors.shape[1]
+    acc = np.float32(0.0)
+    for c in range(d):
+        acc += vectors[r, c] * queries[i, c]
+    if metric == METRIC_COSINE:
+        den = xnorm[r] * qnorm[i]
+        s = acc / den if den > 0 else np.float32(0.0)
+    elif metric == METRIC_L2:
+        s = -np.sqrt(max(xnorm[r] + qnorm[i] - 2 * acc, np.float32(0.0)))
+    else:
+        s = acc
+    return np.float32(s)
+
+
+@_jit
+def _topk_push(out_s, out_r, i, k, filled, s, r):  # type: ignore[no-untyped-def]
+    """Insert (s, r) into query i's top-k (score desc, row asc); returns the new fill."""
+    if filled == k and not (s > out_s[i, k - 1] or (s == out_s[i, k - 1] and r < out_r[i, k - 1])):
+        return filled
+    pos = filled if filled < k else k - 1
+    while pos > 0 and (s > out_s[i, pos - 1] or (s == out_s[i, pos - 1] and r < out_r[i, pos - 1])):
+        out_s[i, pos] = out_s[i, pos - 1]
+        out_r[i, pos] = out_r[i, pos - 1]
+        pos -= 1
+    out_s[i, pos] = s
+    out_r[i, pos] = r
+    return filled + 1 if filled < k else filled
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _score_list(vectors, xnorm, queries, qnorm, i, k, metric, lst, n, out_s, out_r, filled):  # type: ignore[no-untyped-def]
+    """Score rows lst[:n] for query i (prefetching rows ahead) into its top-k."""
+    d = vectors.shape[1]
+    for j in range(n):
+        if j + _PREFETCH_AHEAD < n:
+            ahead = lst[j + _PREFETCH_AHEAD]
+            for c in range(0, d, 16):
+                _prefetch(vectors, ahead, c)
+        r = lst[j]
+        s = _score_row(vectors, xnorm, queries, qnorm, i, r, metric)
+        filled = _topk_push(out_s, out_r, i, k, filled, s, r)
+    return filled
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, nb):  # type: ignore[no-untyped-def]
+    """Score rows lst[:n] for query i (prefetching rows ahead), appending to the buffers
+    at nb; returns the new fill."""
+    d = vectors.shape[1]
+    for j in range(n):
+        if j + _PREFETCH_AHEAD < n:
+            ahead = lst[j + _PREFETCH_AHEAD]
+            for c in range(0, d, 16):
+                _prefetch(vectors, ahead, c)
+        r = lst[j]
+        buf_s[nb] = _score_row(vectors, xnorm, queries, qnorm, i, r, metric)
+        buf_r[nb] = r
+        nb += 1
+    return nb
+
+
+@_jit
+def _kth_largest(buf_s, n, k):  # type: ignore[no-untyped-def]
+    """The k-th largest of buf_s[:n] (1 <= k <= n): one selection, no sort."""
+    tmp = np.empty(n, dtype=np.float32)
+    for j in range(n):
+        tmp[j] = -buf_s[j]
+    return -np.partition(tmp, k - 1)[k - 1]
+
+
+@_jit
+def _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i):  # type: ignore[no-untyped-def]
+    """Top-k of the nb scored (score, row) pairs (distinct rows) into out[i], best first,
+    ties to the smaller row: a selection of the k-th score, then a sort of k pairs (an
+    insertion per candidate costs O(k) moves each, 2 ms per query at k = 256)."""
+    kk = min(k, nb)
+    if kk == 0:
+        return
+    thr = _kth_largest(buf_s, nb, kk) if nb > kk else -np.inf
+    fs = np.empty(kk, dtype=np.float32)
+    fr = np.empty(kk, dtype=np.int64)
+    c = 0
+    n_tie = 0
+    for j in range(nb):
+        if buf_s[j] > thr:
+            fs[c] = buf_s[j]
+            fr[c] = buf_r[j]
+            c += 1
+        elif buf_s[j] == thr:
+            n_tie += 1
+    if c < kk:  # the k-th score's ties: smaller rows first
+        tie_r = np.empty(n_tie, dtype=np.int64)
+        t = 0
+        for j in range(nb):
+            if buf_s[j] == thr and not buf_s[j] > thr:
+                tie_r[t] = buf_r[j]
+                t += 1
+        tie_r.sort()
+        for t in range(kk - c):
+            fs[c + t] = thr
+            fr[c + t] = tie_r[t]
+    by_row = np.argsort(fr)
+    fs2 = np.empty(kk, dtype=np.float32)
+    for j in range(kk):
+        fs2[j] = -fs[by_row[j]]
+    order = np.argsort(fs2, kind="mergesort")  # stable: equal scores stay row-ascending
+    for j in range(kk):
+        out_s[i, j] = fs[by_row[order[j]]]
+        out_r[i, j] = fr[by_row[order[j]]]
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _sketch_rows(
+    keys,
+    ids,
+    offsets,
+    pkeys,
+    pids,
+    qkeys,
+    vectors,
+    xnorm,
+    queries,
+    qnorm,
+    k,
+    metric,
+    id_bound,
+    pdir,
+    pshift,
+    sketches,
+    qsketches,
+    n_bits,
+    delta,
+    out_s,
+    out_r,
+    stats,
+    qlo,
+    qhi,
+):  # type: ignore[no-untyped-def]
+    """Queries qlo..qhi-1 of :func:`sorted_query_sketch_rerank`; adds (candidates,
+    scored) to ``stats``. Candidates are collected as in ``_fused_rows`` (bitset), then
+    their sketch distances computed (prefetching sketch rows ahead), then the two stages
+    scored from compact lists of rows."""
+    width = qkeys.shape[1]
+    n_words = sketches.shape[1]
+    words = np.zeros((id_bound + 63) // 64, dtype=np.uint64)
+    cand = np.empty(1024, dtype=np.int64)
+    hs = np.empty(1024, dtype=np.int64)
+    lst = np.empty(1024, dtype=np.int64)
+    buf_s = np.empty(1024, dtype=np.float32)
+    buf_r = np.empty(1024, dtype=np.int64)
+    hist = np.zeros(n_bits + 2, dtype=np.int64)
+    blo = np.zeros(width, dtype=np.int64)
+    bhi = np.zeros(width, dtype=np.int64)
+    has_offsets = offsets.shape[0] > 0
+    first = k + _SKETCH_EXTRA
+    n_cand = 0
+    n_scored = 0
+    for i in range(qlo, qhi):
+        for w in range(width):
+            if has_offsets and w + _PROBE_AHEAD < width:
+                ahead = qkeys[i, w + _PROBE_AHEAD]
+                if ahead >= 0:
+                    _prefetch1(offsets, ahead)
+            q = qkeys[i, w]
+            if q < 0:
+                blo[w] = 0
+                bhi[w] = 0
+            elif has_offsets:
+                blo[w] = offsets[q]
+                bhi[w] = offsets[q + 1]
+            elif keys.shape[0] > 0:
+                blo[w] = np.searchsorted(keys, q, side="left")
+                bhi[w] = np.searchsorted(keys, q, side="right")
+        nc = 0
+        for run_no in range(2):
+            run_ids = ids if run_no == 0 else pids
+            if run_ids.shape[0] == 0:
+                continue
+            for w in range(width):
+                if run_no == 0:
+                    lo = blo[w]
+                    hi = bhi[w]
+                    if w + _PROBE_AHEAD < width and blo[w + _PROBE_AHEAD] < bhi[w + _PROBE_AHEAD]:
+                        _prefetch1(ids, blo[w + _PROBE_AHEAD])
+                else:
+                    q = qkeys[i, w]
+                    if q < 0:
+                        continue
+                    # the directory narrows the pending run to a group of ~2 entries
+                    g = q >> pshift
+                    lo = pdir[g]
+                    end = pdir[g + 1]
+                    while lo < end and pkeys[lo] < q:
+                        lo += 1
+                    hi = lo
+                    while hi < end and pkeys[hi] == q:
+                        hi += 1
+                for j in range(lo, hi):
+                    r = run_ids[j]
+                    if r < 0:
+                        continue
+                    word = r >> 6
+                    bit = np.uint64(1) << np.uint64(r & 63)
+                    if words[word] & bit:
+                        continue
+                    words[word] |= bit
+                    if nc == cand.shape[0]:
+                        grown = np.empty(2 * nc, dtype=np.int64)
+                        grown[:nc] = cand
+                        cand = grown
+                    cand[nc] = r
+                    nc += 1
+        for j in range(nc):
+            words[cand[j] >> 6] = np.uint64(0)
+        n_cand += nc
+        if hs.shape[0] < nc:
+            hs = np.empty(cand.shape[0], dtype=np.int64)
+            lst = np.empty(cand.shape[0], dtype=np.int64)
+            buf_s = np.empty(cand.shape[0], dtype=np.float32)
+            buf_r = np.empty(cand.shape[0], dtype=np.int64)
+        if nc <= first:
+            nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, cand, nc, buf_s, buf_r, 0)
+            _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i)
+            n_scored += nc
+            continue
+        # sketch distances, with the histogram that gives the stage-1 cut
+        for j in range(nc):
+            if j + _PREFETCH_AHEAD < nc:
+                _prefetch(sketches, cand[j + _PREFETCH_AHEAD], 0)
+            r = cand[j]
+            h = np.uint64(0)
+            for w in range(n_words):
+                h += _popcount(sketches[r, w] ^ qsketches[i, w])
+            hv = min(np.int64(h), n_bits + 1)  # bits above n_bits would be a caller's error
+            hs[j] = hv
+            hist[hv] += 1
+        h1 = 0
+        seen = 0
+        while h1 <= n_bits:
+            seen += hist[h1]
+            if seen >= first:
+                break
+            h1 += 1
+        hist[:] = 0
+        n = 0
+        for j in range(nc):
+            if hs[j] <= h1:
+                lst[n] = cand[j]
+                n += 1
+        nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, 0)
+        n_scored += n
+        kth = _kth_largest(buf_s, nb, k)  # nb >= first > k
+        hmax = _sketch_hmax(np.float64(kth), n_bits, delta)
+        if hmax > h1:
+            n = 0
+            for j in range(nc):
+                if hs[j] > h1 and hs[j] <= hmax:
+                    lst[n] = cand[j]
+                    n += 1
+            nb = _score_into(vectors, xnorm, queries, qnorm, i, metric, lst, n, buf_s, buf_r, nb)
+            n_scored += n
+        _write_topk(buf_s, buf_r, nb, k, out_s, out_r, i)
+    stats[0] += n_cand
+    stats[1] += n_scored
+
+
+@_pjit
+def _sketch_parallel(
+    keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, k, metric,
+    id_bound, pdir, pshift, sketches, qsketches, n_bits, delta, out_s, out_r, stats, n_chunks,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    m = queries.shape[0]
+    for c in prange(n_chunks):
+        _sketch_rows(
+            keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, k,
+            metric, id_bound, pdir, pshift, sketches, qsketches, n_bits, delta, out_s, out_r, stats[c],
+            c * m // n_chunks, (c + 1) * m // n_chunks,
+        )  # fmt: skip
+
+
+def sorted_query_sketch_rerank(
+    keys, ids, offsets, pkeys, pids, qkeys, id_bound, vectors, xnorm, queries, qnorm, k,
+    metric, pdir, pshift, sketches, qsketches, n_bits, delta,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Sketch-filtered top-``k`` of the candidates (see the NumPy reference)."""
+    m = qkeys.shape[0]
+    bound = max(int(id_bound), 1)
+    pshift = int(pshift)
+    if pids.shape[0] and qkeys.size:  # a directory too short would be read past its end
+        top = int(qkeys.max())
+        if pshift < 0 or pshift > 62 or pdir.shape[0] < (top >> pshift) + 2:
+            raise ValueError("pdir: too short for the query keys (see pending_directory)")
+    if bound > _BITSET_LIMIT:  # the reference path (candidate lists), same result
+        from lshcore.kernels import _np_tables
+
+        return _np_tables.sorted_query_sketch_rerank(
+            keys, ids, offsets, pkeys, pids, qkeys, bound, vectors, xnorm, queries, qnorm,
+            k, metric, pdir, pshift, sketches, qsketches, n_bits, delta,
+        )  # fmt: skip
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_r = np.full((m, k), -1, dtype=np.int64)
+    per_bucket = 1
+    if offsets.shape[0] > 1:
+        per_bucket = max(1, int(keys.shape[0]) // (int(offsets.shape[0]) - 1))
+    work = int((qkeys >= 0).sum()) * per_bucket * max(sketches.shape[1], 1)
+    n_chunks = _chunks(m, work)
+    stats = np.zeros((max(n_chunks, 1), 2), dtype=np.int64)
+    args = (
+        keys, ids, offsets, pkeys, pids, qkeys, vectors, xnorm, queries, qnorm, int(k),
+        int(metric), bound, pdir, pshift, sketches, qsketches, int(n_bits), float(delta),
+        out_s, out_r,
+    )  # fmt: skip
+    if n_chunks == 1:
+        _sketch_rows(*args, stats[0], 0, m)
+    else:
+        _sketch_parallel(*args, stats, n_chunks)
+    return out_s, out_r, int(stats[:, 0].sum()), int(stats[:, 1].sum())

@@ -61,7 +61,10 @@ from lshcore.kernels._np_layer import (
 )
 
 # host-only for now: the reference on host arrays (no GPU version yet)
-from lshcore.kernels._np_tables import sorted_remove_at
+from lshcore.kernels._np_tables import (
+    sorted_query_sketch_rerank,  # host: the index calls it
+    sorted_remove_at,
+)
 from lshcore.kernels._np_xmc import (
     xmc_adam_rows,
     xmc_batch_output_step,

@@ -39,6 +39,7 @@ from lshcore.kernels._numba_tables import (
     sorted_insert,
     sorted_query,
     sorted_query_rerank,
+    sorted_query_sketch_rerank,
     sorted_remove,
     sorted_remove_at,
 )

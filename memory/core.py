@@ -30,6 +30,7 @@ from lshcore.core.fileformat import load_arrays, save_arrays
 from lshcore.core.validation import as_batch, check_float, check_int
 from lshcore.errors import ConfigError, FileFormatError, InputError
 from lshcore.search.index import IndexParams, LSHIndex
+from lshcore.search.tables import OFFSETS_LIMIT
 
 __all__ = [
     "LSHMemory",
@@ -53,6 +54,9 @@ _SAMPLE_ABOVE = 4096
 _BIG_GROUP = 8192
 # memories of at least this many slots get the settings measured at a million keys
 _LARGE_MEMORY = 1 << 19
+#: default per-candidate miss probability of the index's sign-sketch re-rank (a slot that
+#: belongs in a query's top-k among the LSH candidates is skipped with at most this chance)
+SKETCH_DELTA = 1e-6
 
 
 class QueryResult(NamedTuple):
@@ -111,19 +115,25 @@ class Selection:
 def default_index_params(size: int, key_dim: int, seed: int = 0) -> dict[str, Any]:
     """LSH index settings for a memory of ``size`` unit keys of size ``key_dim``.
 
-    From ``2**19`` keys: SRP with ``round(log2(size)) - 1`` bits per table (at most 24),
-    20 tables, 36 probes, chosen at 1,000,000 x 128 (planted neighbours at cosine 0.8;
-    seed 1 to choose: recall@1 0.967, against 0.954 with 32 probes; seed 0 to report, see
-    ``benchmarks/results/memory.md``). Below that,
+    From ``2**19`` keys: SRP with ``round(log2(size)) - 1`` bits per table, 24 tables, 40
+    probes, chosen at 1,000,000 x 128 with the sign-sketch re-rank (planted neighbours at
+    cosine 0.8; seed 1 to choose, 2,000 queries: recall@1 0.9875 at 21x exact NumPy,
+    against 0.9675 for the earlier 19 bits / 20 tables / 36 probes; seed 0 to report, see
+    ``benchmarks/results/memory.md``). Bits are capped so that the tables keep their
+    bucket offsets (``l * 2**k <= 2**24``: 19 bits for 24 tables; above that every probe
+    is a binary search, 3x slower at 20 bits / 24 tables). Below ``2**19`` keys,
     :meth:`lshcore.IndexParams.default` (about ``log2(size) - 4`` bits, 16 tables, 16
-    probes). Buckets are unbounded, so every written slot stays findable.
+    probes). Buckets are unbounded, so every written slot stays findable; the sign-sketch
+    re-rank is on (``sketch_delta`` = :data:`SKETCH_DELTA`).
     """
     size = check_int(size, "size", low=1)
     params = IndexParams.default(size, check_int(key_dim, "key_dim", low=1))
     out = params.to_dict()
     if size >= _LARGE_MEMORY:
-        out.update(k=int(min(24, round(np.log2(size)) - 1)), l=20, n_probes=36)
-    out.update(policy="unbounded", seed=int(seed))
+        tables = 24
+        fits = int(np.log2(OFFSETS_LIMIT // tables))  # bucket offsets kept (no binary search)
+        out.update(k=int(min(fits, round(np.log2(size)) - 1)), l=tables, n_probes=40)
+    out.update(policy="unbounded", seed=int(seed), sketch_delta=SKETCH_DELTA)
     return out
 
 

@@ -21,6 +21,7 @@ from lshcore.core.contract import KERNEL_NAMES, Kernels, declared_kernels
 from lshcore.errors import PluginError
 from lshcore.kernels import _np_tables
 from lshcore.kernels import numpy_ref as ref
+from lshcore.kernels._np_tables import pending_directory
 from lshcore.registry import manager as registry
 
 
@@ -240,6 +241,30 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
     if name == "sorted_query_rerank":
         vectors, xnorm, queries, qnorm = _vectors(rng)
         return [*_sorted_run(rng), vectors, xnorm, queries, qnorm, 3, ref.METRIC_IP]
+    if name == "sorted_query_sketch_rerank":
+        # more entries than _sorted_run's default, so that queries pass the first stage
+        vectors, xnorm, queries, qnorm = _vectors(rng)
+        sketches = rng.integers(0, 2**63, (25, 2), dtype=np.int64).astype(np.uint64)
+        qsketches = rng.integers(0, 2**63, (4, 2), dtype=np.int64).astype(np.uint64)
+        sketches[:, 1] &= np.uint64(2**36 - 1)  # 100 bits: zero above
+        qsketches[:, 1] &= np.uint64(2**36 - 1)
+        run = list(_sorted_run(rng, n=90))
+        pdir, pshift = pending_directory(run[3], 12)
+        return [
+            *run,
+            vectors,
+            xnorm,
+            queries,
+            qnorm,
+            1,
+            ref.METRIC_COSINE,
+            pdir,
+            pshift,
+            sketches,
+            qsketches,
+            100,
+            0.3,
+        ]
     if name.startswith("xmc_"):
         return _xmc_args(name, rng)
     raise AssertionError(f"no test input for kernel {name!r}: add one here")
@@ -397,6 +422,10 @@ def test_the_inputs_exercise_the_kernels() -> None:
     assert ids.size > 0 and (np.diff(indptr) > 0).sum() >= 2
     assert ref.sorted_remove(*_args("sorted_remove", np.random.default_rng(RNG_SEED))) >= 3
     assert ref.sorted_remove_at(*_args("sorted_remove_at", np.random.default_rng(RNG_SEED))) >= 3
+    sk = ref.sorted_query_sketch_rerank(
+        *_args("sorted_query_sketch_rerank", np.random.default_rng(RNG_SEED))
+    )
+    assert 0 < sk[3] < sk[2]  # both stages ran and the sketch ruled some candidates out
 
 
 # -- registration refuses an incomplete backend -----------------------------------------

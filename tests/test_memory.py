@@ -468,7 +468,10 @@ def test_default_index_params_at_a_million_keys() -> None:
     from lshcore.memory.core import default_index_params
 
     big = default_index_params(1_000_000, 128)
-    assert (big["k"], big["l"], big["n_probes"], big["policy"]) == (19, 20, 36, "unbounded")
+    assert (big["k"], big["l"], big["n_probes"], big["policy"]) == (19, 24, 40, "unbounded")
+    assert big["sketch_delta"] == 1e-6
+    huge = default_index_params(4_000_000, 128)  # bits capped: the bucket offsets are kept
+    assert huge["k"] == 19 and huge["l"] * 2 ** huge["k"] <= 2**24
     small = default_index_params(10_000, 128)  # unchanged below 2**19 keys
     assert (small["k"], small["l"], small["n_probes"]) == (9, 16, 16)
 
@@ -485,3 +488,24 @@ def test_a_key_that_cancels_its_query_is_replaced_not_nan():
     assert np.isfinite(mem.keys).all()
     np.testing.assert_array_equal(mem.keys[0], q[0])
     np.testing.assert_array_equal(mem.query(q).slots, [0])
+
+
+def test_the_sketch_rerank_finds_what_scoring_every_candidate_finds():
+    # the default index (sign-sketch re-rank) against the same index scoring every
+    # candidate: same nearest slots, same top-256 candidates, fewer exact scores
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((60, 32))
+    keys = centers[rng.integers(0, 60, 6000)] + 0.5 * rng.standard_normal((6000, 32))
+    params = default_index_params(6000, 32)
+    assert params["sketch_delta"] == 1e-6
+    sketch = LSHMemory(32, 6000, seed=0)
+    plain = LSHMemory(32, 6000, seed=0, index=params | {"sketch_delta": None})
+    for mem in (sketch, plain):
+        mem.write(keys, np.arange(6000) % 500)
+    q = keys[rng.integers(0, 6000, 80)] + 0.1 * rng.standard_normal((80, 32))
+    a, b = sketch.query(q), plain.query(q)
+    np.testing.assert_array_equal(a.slots, b.slots)
+    np.testing.assert_array_equal(a.values, b.values)
+    sa, sb = sketch.select(q, np.arange(80)), plain.select(q, np.arange(80))
+    np.testing.assert_array_equal(sa.candidates, sb.candidates)
+    assert sketch.index.rerank_mults < plain.index.rerank_mults

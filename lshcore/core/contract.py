@@ -320,6 +320,36 @@ class Kernels(Protocol):
         """``sorted_query`` then ``rerank_topk`` -> (scores, rows, n_candidates int)."""
         ...
 
+    def sorted_query_sketch_rerank(
+        self,
+        keys: Any,
+        ids: Any,
+        offsets: Any,
+        pkeys: Any,
+        pids: Any,
+        qkeys: Any,
+        id_bound: Any,
+        vectors: Any,
+        xnorm: Any,
+        queries: Any,
+        qnorm: Any,
+        k: Any,
+        metric: Any,
+        pdir: Any,
+        pshift: Any,
+        sketches: Any,
+        qsketches: Any,
+        n_bits: Any,
+        delta: Any,
+    ) -> Any:
+        """``sorted_query_rerank`` scoring only the candidates a sign sketch does not rule
+        out: ``pdir``/``pshift`` the pending run's directory (``_np_tables.pending_directory``;
+        an accelerator, results do not depend on it), sketches (N, W) / qsketches (m, W)
+        uint64 hold ``n_bits`` sign bits (zero above), delta in (0, 1) -> (scores, rows,
+        n_candidates int, n_scored int). Host arrays (the index calls it on host backends
+        only)."""
+        ...
+
     # -- XMC network: sparse input -> dense hidden -> hashed output (host arrays) -------
     def xmc_hidden_forward(
         self,

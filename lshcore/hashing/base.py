@@ -23,11 +23,15 @@ class HashFamily:
     Attributes: ``dim`` (input size), ``k`` (sub-hashes per table), ``l`` (tables),
     ``seed``, ``num_buckets`` (codes lie in ``[0, num_buckets)``), ``measure`` (the
     similarity the family is sensitive to: "cosine", "jaccard", "l2", "rank", ...),
-    ``supports_sparse`` (whether ``hash`` takes a scipy CSR matrix).
+    ``supports_sparse`` (whether ``hash`` takes a scipy CSR matrix), ``sign_sketch``
+    (whether bit j of table t's code is the sign of an independent Gaussian projection
+    number ``t * k + j``, so that the codes of two vectors at angle theta differ in each
+    bit with probability theta / pi: an index may then use the codes as a sign sketch).
     """
 
     measure: ClassVar[str] = "cosine"
     supports_sparse: ClassVar[bool] = False
+    sign_sketch: ClassVar[bool] = False
     #: absolute slack the family claims for ``collision_probability`` (0 = exact form);
     #: the conformance kit widens its confidence band by this much
     collision_tolerance: ClassVar[float] = 0.0

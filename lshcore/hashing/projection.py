@@ -72,6 +72,7 @@ class SRP(_BackendFamily):
     name: ClassVar[str] = "srp"
     measure: ClassVar[str] = "cosine"
     supports_sparse: ClassVar[bool] = True
+    sign_sketch: ClassVar[bool] = True  # bit j of table t: sign of Gaussian column t*k + j
 
     def __init__(
         self,
@@ -188,6 +189,7 @@ class SparseSRP(SRP):
     name: ClassVar[str] = "sparse_srp"
     measure: ClassVar[str] = "cosine"
     supports_sparse: ClassVar[bool] = True
+    sign_sketch: ClassVar[bool] = False  # sparse +-1 projections: not theta / pi per bit
 
     def __init__(
         self,

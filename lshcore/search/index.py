@@ -38,6 +38,10 @@ ID_LIMIT = 2**31  # ids are ints in [0, 2**31)
 
 _METRICS = {"ip": 0, "cosine": 1, "l2": 2, "jaccard": 3}
 _HASH_CHUNK = 1 << 16  # rows hashed at once when adding
+#: sign bits kept per vector by the sketch re-rank (eight 64-bit words: one cache line)
+SKETCH_MAX_BITS = 512
+#: rows up to this are packed into sketches in one vectorized pass (queries)
+_PACK_SMALL = 64
 #: largest Euclidean norm accepted for a vector or query. Scores are computed in float32
 #: (|x| * |q|, |x|^2 + |q|^2 - 2 x.q): with both norms at most 1e18 every product stays
 #: below 1e36 < 3.4e38, so every stored vector keeps a finite, correct score (near 1e20
@@ -62,6 +66,7 @@ class IndexParams:
     table_size: int | None = None
     n_probes: int = 1
     seed: int = 0
+    sketch_delta: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -74,6 +79,7 @@ class IndexParams:
             check_int(self.table_size, "table_size", low=1)
         check_int(self.n_probes, "n_probes", low=1, high=1 << 12)
         check_int(self.seed, "seed", low=0)
+        _check_sketch_delta(self.sketch_delta)
 
     @classmethod
     def default(cls, n: int, dim: int) -> IndexParams:
@@ -118,7 +124,18 @@ class LSHIndex:
     products), ``seed``, ``store`` (keep the vectors for exact re-ranking),
     ``n_probes`` (default probes per table; > 1 needs a family with multiprobe),
     ``table_size`` (buckets per table, default see :func:`lshcore.search.tables.default_table_size`)
+    ``sketch_delta`` (default None: every candidate is scored exactly; see below)
     and ``**family_params`` for the family.
+
+    Sign-sketch re-rank (``sketch_delta`` in (0, 1); SRP family, no transform, policy
+    ``"unbounded"``, codes not range-reduced): the index keeps each vector's first
+    ``min(k * l, 512)`` code bits, which are signs of independent Gaussian projections,
+    and :meth:`search` scores exactly only the candidates whose Hamming distance to the
+    query's bits does not rule them out (kernel ``sorted_query_sketch_rerank``: the
+    ``k + 8`` nearest by distance, then those within a Bernstein bound of the k-th best
+    cosine so far). A candidate that belongs in the exact top-k of the candidates is
+    skipped with probability at most ``sketch_delta``. ``rerank_mults`` counts the
+    candidates scored, ``sketch_words`` the 64-bit sketch words compared.
 
     Adding an id that is already in the index raises InputError (use :meth:`update`).
 
@@ -143,10 +160,11 @@ class LSHIndex:
         store: bool = True,
         n_probes: int = 1,
         table_size: int | None = None,
+        sketch_delta: float | None = None,
         **family_params: Any,
     ):
         self.dim = check_int(dim, "dim", low=1)
-        IndexParams(family, k, l, bucket_size, policy, table_size, n_probes, seed)  # validates
+        IndexParams(family, k, l, bucket_size, policy, table_size, n_probes, seed, sketch_delta)
         if not isinstance(store, bool):
             raise ConfigError(f"store must be True or False, got {store!r}")
         self.store = store
@@ -184,6 +202,13 @@ class LSHIndex:
         self.hash_mults = 0
         #: multiplications spent re-ranking candidates in ``search``, cumulative
         self.rerank_mults = 0
+        #: 64-bit sign-sketch words compared (xor + popcount) in ``search``, cumulative
+        self.sketch_words = 0
+        self.sketch_delta = self._check_sketch(sketch_delta)
+        #: sign bits kept per vector (0 without a sketch) and the 64-bit words holding them
+        self.sketch_bits = min(self.k * self.l, SKETCH_MAX_BITS) if self.sketch_delta else 0
+        # padded to 1, 2, 4 or 8 words, so that aligned rows never straddle a cache line
+        self._sketch_n_words = 1 << max(0, ((self.sketch_bits + 63) // 64 - 1).bit_length())
         self._reset_rows(0)
 
     # -- construction helpers ---------------------------------------------------------
@@ -208,6 +233,23 @@ class LSHIndex:
             self.family_name, hash_dim, self.k, self.l, seed=seed, **self.family_params, **extra
         )
 
+    def _check_sketch(self, delta: float | None) -> float | None:
+        """``sketch_delta`` validated against the index's family, transform and tables."""
+        if delta is None:
+            return None
+        why = None
+        if not getattr(self.family, "sign_sketch", False):
+            why = f"hash family {self.family_name!r} has no sign-sketch codes (use 'srp')"
+        elif self.transform is not None:
+            why = "a MIPS transform scores inner products, the sketch bounds cosines"
+        elif self.tables.policy != "unbounded":
+            why = f"policy {self.tables.policy!r} (the sketch re-rank reads the unbounded layout)"
+        elif self.tables.table_size != self.family.num_buckets:
+            why = "table_size below num_buckets range-reduces the codes (their bits are lost)"
+        if why is not None:
+            raise ConfigError(f"sketch_delta={delta}: {why}")
+        return float(delta)
+
     def _measure(self) -> str:
         if self.transform is not None:
             return "ip"
@@ -219,6 +261,7 @@ class LSHIndex:
         self._codes = np.zeros((capacity, self.l), dtype=np.int32)  # bucket per row, table
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32) if self.store else None
         self._norms = np.zeros(capacity, dtype=np.float32) if self.store else None
+        self._sketch = _aligned_words(capacity, self._sketch_n_words) if self.sketch_bits else None
         self._row_of: dict[int, int] = {}
         self._n_rows = 0  # rows ever used (high-water mark)
         self._free: list[int] = []  # released rows below the mark, reused smallest first
@@ -237,6 +280,10 @@ class LSHIndex:
         codes = np.zeros((new, self.l), dtype=np.int32)
         codes[:cap] = self._codes
         self._row_ids, self._codes = row_ids, codes
+        if self._sketch is not None:
+            sketch = _aligned_words(new, self._sketch_n_words)
+            sketch[:cap] = self._sketch
+            self._sketch = sketch
         if self.store:
             vec = np.zeros((new, self.dim), dtype=np.float32)
             vec[:cap] = self._vectors
@@ -348,6 +395,17 @@ class LSHIndex:
         self._count(q.shape[0], q)
         return self.tables.buckets(codes)
 
+    def _set_codes(self, rows: np.ndarray, buckets: np.ndarray) -> None:
+        """Record the buckets (n, l) of ``rows`` (and their sign sketch)."""
+        self._codes[rows] = buckets
+        if self._sketch is not None:
+            self._sketch[rows] = self._pack_sketch(buckets)
+
+    def _pack_sketch(self, codes: np.ndarray) -> np.ndarray:
+        """(n, l) codes -> (n, words) uint64 holding their first ``sketch_bits`` bits
+        (bit j of table t at position t * k + j)."""
+        return _pack_code_bits(np.asarray(codes), self.k, self.sketch_bits, self._sketch_n_words)
+
     def _norms_of(self, x: np.ndarray) -> np.ndarray:
         """(n,) float32 norms (squared for ``l2``) of ``x`` (n, dim), summed in float64 so
         that large finite values do not overflow."""
@@ -437,7 +495,7 @@ class LSHIndex:
         if buckets is None:  # the scale changed: every stored vector moves
             self._rehash_rows(None)
         else:
-            self._codes[rows] = buckets
+            self._set_codes(rows, buckets)
             self.tables.insert_buckets(self.xp.asarray(rows), self.xp.asarray(buckets))
         return arr
 
@@ -473,7 +531,7 @@ class LSHIndex:
             return
         xp = self.xp
         self.tables.remove_buckets(xp.asarray(rows), xp.asarray(self._codes[rows].astype(np.int64)))
-        self._codes[rows] = new
+        self._set_codes(rows, new)
         self.tables.insert_buckets(xp.asarray(rows), xp.asarray(new))
 
     def remove(self, ids: Any) -> None:
@@ -594,8 +652,30 @@ class LSHIndex:
         """Host backends, rows usable as vector indices: one kernel finds the candidates
         and scores them as it goes (no candidate lists built or sorted)."""
         tn = self.backend.to_numpy
+        buckets = self._hash_query(q, probes)
+        if self._sketch is not None and self.measure == "cosine":
+            first = tn(buckets)
+            first = first[:, :, 0] if first.ndim == 3 else first
+            scores, got, n_cand, n_scored = self.tables.query_rerank_sketch(
+                buckets,
+                max(self._n_rows, 1),
+                base,
+                norms,
+                q,
+                self._norms_of(q),
+                k,
+                _METRICS[self.measure],
+                self._sketch,
+                self._pack_sketch(first),
+                self.sketch_bits,
+                float(self.sketch_delta),  # type: ignore[arg-type]
+            )
+            self._count_rerank(n_scored)
+            with self._count_lock:
+                self.sketch_words += int(n_cand) * self._sketch_n_words
+            return self._search_result(tn(scores), tn(got))
         scores, got, n_cand = self.tables.query_rerank(
-            self._hash_query(q, probes),
+            buckets,
             max(self._n_rows, 1),
             base,
             norms,
@@ -720,7 +800,7 @@ class LSHIndex:
             return
         x = self._vectors[rows] if x_all is None else x_all  # type: ignore[index]
         buckets = self._hash_data(x)
-        self._codes[rows] = buckets
+        self._set_codes(rows, buckets)
         self.tables.insert_buckets(self.xp.asarray(rows), self.xp.asarray(buckets))
 
     def _x_for_all(self, x: Any) -> Any:
@@ -800,6 +880,7 @@ class LSHIndex:
             "store": self.store,
             "n_probes": self.n_probes,
             "table_size": self.tables.table_size,
+            "sketch_delta": self.sketch_delta,
             **self.family_params,
         }
 
@@ -824,7 +905,11 @@ class LSHIndex:
             else {"name": self.transform.name, "config": _jsonable(self.transform.config())},
             "n_rows": self._n_rows,
             "next_id": self._next_id,
-            "counters": {"hash_mults": self.hash_mults, "rerank_mults": self.rerank_mults},
+            "counters": {
+                "hash_mults": self.hash_mults,
+                "rerank_mults": self.rerank_mults,
+                "sketch_words": self.sketch_words,
+            },
         }
         arrays = {"row_ids": self._row_ids[rows], "codes": self._codes[rows]}
         if self.store:
@@ -867,7 +952,7 @@ class LSHIndex:
             index._grow(n_rows)
             index._n_rows = n_rows
             index._row_ids[:n_rows] = row_ids
-            index._codes[:n_rows] = codes
+            index._set_codes(np.arange(n_rows), codes)
             if index.store:
                 vec = arrays["vectors"]
                 if (
@@ -895,6 +980,7 @@ class LSHIndex:
             counters = meta.get("counters", {})
             index.hash_mults = int(counters.get("hash_mults", 0))
             index.rerank_mults = int(counters.get("rerank_mults", 0))
+            index.sketch_words = int(counters.get("sketch_words", 0))
         except FileFormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, LookupError) as exc:
@@ -909,6 +995,49 @@ class LSHIndex:
             f"policy={self.tables.policy!r}, bucket_size={self.tables.bucket_size}, "
             f"n={len(self)}, backend={self.backend.name!r})"
         )
+
+
+def _check_sketch_delta(delta: Any) -> None:
+    if delta is None:
+        return
+    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.floating)):
+        raise ConfigError(f"sketch_delta must be None or a number in (0, 1), got {delta!r}")
+    if not 0.0 < float(delta) < 1.0:
+        raise ConfigError(f"sketch_delta must lie in (0, 1) (exclusive), got {delta!r}")
+
+
+def _aligned_words(n: int, words: int) -> np.ndarray:
+    """Zeroed (n, words) uint64 whose rows start on 64-byte boundaries when a row is a
+    power-of-two share of a cache line or more (one line read per sketch)."""
+    pad = 8
+    buf = np.zeros(n * words + pad, dtype=np.uint64)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off : off + n * words].reshape(n, words)
+
+
+def _pack_code_bits(codes: np.ndarray, k: int, n_bits: int, n_words: int) -> np.ndarray:
+    """(n, l) codes of k bits -> (n, n_words) uint64 with their first ``n_bits`` bits
+    (bit j of code t at position t * k + j)."""
+    n = codes.shape[0]
+    if n <= _PACK_SMALL:  # a few rows (queries): one vectorized pass, no loop over tables
+        used = (n_bits + k - 1) // k
+        shifts = np.arange(k, dtype=np.int64)
+        bits = ((codes[:, :used, None].astype(np.int64) >> shifts) & 1).astype(np.uint8)
+        flat = np.zeros((n, n_words * 64), dtype=np.uint8)
+        flat[:, :n_bits] = bits.reshape(n, used * k)[:, :n_bits]
+        packed = np.packbits(flat, axis=1, bitorder="little")
+        return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, n_words)
+    out = np.zeros((n, n_words), dtype=np.uint64)
+    c = codes.astype(np.uint64)
+    for t in range((n_bits + k - 1) // k):
+        off = t * k
+        w, sh = divmod(off, 64)
+        nb = min(k, n_bits - off)
+        v = c[:, t] if nb == k else c[:, t] & np.uint64((1 << nb) - 1)
+        out[:, w] |= v << np.uint64(sh)
+        if sh + nb > 64:
+            out[:, w + 1] |= v >> np.uint64(64 - sh)
+    return out
 
 
 def _check_norms(x: Any, name: str) -> None:
