@@ -27,6 +27,7 @@ from lshcore.core.backend import device_kind, is_device_array
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.registry.catalog import get_backend
+from lshcore.training.layer import row_top_mask
 from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector
 
@@ -111,14 +112,6 @@ class LayerSpec:
             raise ConfigError(f"params must be a SelectionParams, got {type(self.params).__name__}")
         if self.backend is not None and not isinstance(self.backend, str):
             raise ConfigError(f"backend must be a backend name or None, got {self.backend!r}")
-        if self.params.policy == "batch_rerank":
-            # the per-row re-rank of the shared block lives in the core engine's layer
-            # (lshcore.training.layer.HashedLayer); the adapters would run batch_union
-            raise ConfigError(
-                "policy 'batch_rerank' is supported by the core engine only "
-                "(lshcore.training.layer.HashedLayer); in a framework layer use "
-                "'batch_union' or 'rerank'"
-            )
 
     @classmethod
     def build(
@@ -561,6 +554,23 @@ class HashedLayerMixin:
             index.touch(arrays.rows)
         self.last_active_ids = arrays.ids
         return arrays
+
+    def _rerank_keep(
+        self, values: np.ndarray, arrays: ActiveArrays, labels: np.ndarray | None, training: bool
+    ) -> np.ndarray | None:
+        """``batch_rerank``: a (B, w) float32 mask keeping each row's ``m`` largest
+        pre-activations ``values`` (B, w) of the batch's shared block (and, in training,
+        its label's column), as the core layer does; None for other policies or when the
+        block holds no more than ``m``. The mask is a constant of the step: gradients flow
+        through the kept entries only."""
+        m = self.selector.m if self.selector is not None else 0
+        if self.spec.params.policy != "batch_rerank" or arrays.ids.shape[1] <= m:
+            return None
+        z = np.where(arrays.valid > 0, values, -np.inf).astype(np.float32)
+        lab = labels.reshape(-1, 1) if training and labels is not None else None
+        keep = row_top_mask(np, z, m, arrays.ids[0], lab)
+        self.selector.add_ranked(int(z.size))  # one partition pass over each row
+        return np.asarray(keep * arrays.valid, dtype=np.float32)
 
     def _index_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The index as (JSON-able meta, arrays), the rows trained since the last sync

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from lshcore.adapters._common import (  # noqa: E402
+    ActiveArrays,
     HashedLayerMixin,
     check_labels,
     split_selection_options,
@@ -192,6 +193,15 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         if self.bias is not None:
             z = z + tf.gather(self.bias, rows)
         values = tf.gather(z, pos, batch_dims=1) * tf.cast(valid, z.dtype)
+        if spec.params.policy == "batch_rerank":  # each row keeps its m best of the block
+            keep = tf.py_function(
+                self._keep_py,
+                [tf.stop_gradient(values), ids, valid, tf.reshape(lab, (-1,)),
+                 tf.constant(is_training)],
+                tf.float32,
+            )  # fmt: skip
+            keep.set_shape((None, None))
+            values = values * tf.cast(keep, values.dtype)
         if return_active:
             return ids, self.activation(values) * tf.cast(valid, z.dtype)
         batch = tf.shape(x)[0]
@@ -202,6 +212,15 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         out = tf.scatter_nd(coords, tf.reshape(values, (-1,)), shape)
         out.set_shape((x.shape[0], self.units))
         return self.activation(out)
+
+    def _keep_py(self, values: Any, ids: Any, valid: Any, lab: Any, training: Any) -> Any:
+        """The batch_rerank mask of :meth:`_rerank_keep` (eager, inside tf.py_function);
+        all ones when no re-rank applies."""
+        arrays = ActiveArrays(ids=ids.numpy(), rows=np.zeros(0, np.int64), pos=ids.numpy(),
+                              valid=valid.numpy())  # fmt: skip
+        labels = lab.numpy() if lab.shape[0] else None
+        keep = self._rerank_keep(values.numpy(), arrays, labels, bool(training.numpy()))
+        return np.ones(arrays.valid.shape, np.float32) if keep is None else keep
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (*tuple(input_shape)[:-1], self.units)

@@ -40,10 +40,10 @@ def problem():
     }
 
 
-def _core(p):
+def _core(p, hashing=HASHING):
     from lshcore.training.layer import Counts, HashedLayer
 
-    layer = HashedLayer(N_IN, N_OUT, activation="linear", **HASHING)
+    layer = HashedLayer(N_IN, N_OUT, activation="linear", **hashing)
     layer.weight[...] = p["w"]
     layer.bias[...] = p["b"]
     layer.selector.fit(layer.weight, layer.bias)
@@ -56,14 +56,21 @@ def _core(p):
     dense[rows[ok], ids[ok]] = out.vals[ok]
     grad_vals = np.where(ok, p["g"][rows, np.maximum(ids, 0)], 0).astype(np.float32)
     grad_x = layer.backward(ws, grad_vals, True, counts)
+    if "block_grad" in ws.cache:  # a shared set: the gradient of the (rows x cols) block
+        rows_b, _, cols_b, gw_b, gb_b = ws.cache["block_grad"]
+        gw, gb = np.zeros((N_OUT, N_IN), np.float32), np.zeros(N_OUT, np.float32)
+        cols_b = np.arange(N_IN) if cols_b is None else cols_b  # None: every input column
+        gw[np.ix_(rows_b, cols_b)] = gw_b
+        gb[rows_b] = gb_b
+        return ids, dense, grad_x, gw, gb
     return ids, dense, grad_x, ws.grad_w.reshape(N_OUT, N_IN), ws.grad_b
 
 
-def _torch(p):
+def _torch(p, hashing=HASHING):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     from lshcore.adapters.torch import LSHLinear
 
-    layer = LSHLinear(N_IN, N_OUT, **HASHING)
+    layer = LSHLinear(N_IN, N_OUT, **hashing)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(p["w"]))
         layer.bias.copy_(torch.from_numpy(p["b"]))
@@ -73,12 +80,12 @@ def _torch(p):
     return out.detach().numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()
 
 
-def _tensorflow(p):
+def _tensorflow(p, hashing=HASHING):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
     from lshcore.adapters.tensorflow import LSHDense
 
-    layer = LSHDense(N_OUT, **HASHING)
+    layer = LSHDense(N_OUT, **hashing)
     layer.build((None, N_IN))
     layer.kernel.assign(p["w"])
     layer.bias.assign(p["b"])
@@ -97,13 +104,13 @@ def _tensorflow(p):
     )
 
 
-def _mxnet(p):
+def _mxnet(p, hashing=HASHING):
     if importlib.util.find_spec("mxnet") is None:  # importorskip would import it unshimmed
         pytest.skip("MXNet is not installed")
     # the adapter imports mxnet after shimming numpy; take mxnet's modules from it
     from lshcore.adapters.mxnet import LSHDense, autograd, nd
 
-    layer = LSHDense(N_OUT, in_units=N_IN, **HASHING)
+    layer = LSHDense(N_OUT, in_units=N_IN, **hashing)
     layer.initialize()
     layer.weight.set_data(nd.array(p["w"]))
     layer.bias.set_data(nd.array(p["b"]))
@@ -117,23 +124,23 @@ def _mxnet(p):
     return layer.last_active_ids, out.asnumpy(), x.grad.asnumpy(), gw, layer.bias.grad().asnumpy()
 
 
-def _run(framework, p):
+def _run(framework, p, hashing=HASHING):
     if framework == "core":
-        return _core(p)  # the core layer, checked against the NumPy reference below
+        return _core(p, hashing)  # the core layer, checked against the NumPy reference below
     if framework == "torch":
         torch = pytest.importorskip("torch", reason="PyTorch is not installed")
         from lshcore.adapters.torch import LSHLinear
 
         # the active ids through return_active, from a twin layer at the same call
-        twin = LSHLinear(N_IN, N_OUT, **HASHING)
+        twin = LSHLinear(N_IN, N_OUT, **hashing)
         with torch.no_grad():
             twin.weight.copy_(torch.from_numpy(p["w"]))
             twin.bias.copy_(torch.from_numpy(p["b"]))
         ids = twin(
             torch.from_numpy(p["x"]), labels=torch.from_numpy(p["labels"]), return_active=True
         )[0]
-        return (ids.numpy(), *_torch(p))
-    return {"tensorflow": _tensorflow, "mxnet": _mxnet}[framework](p)
+        return (ids.numpy(), *_torch(p, hashing))
+    return {"tensorflow": _tensorflow, "mxnet": _mxnet}[framework](p, hashing)
 
 
 @pytest.fixture(scope="module")
@@ -235,11 +242,34 @@ def test_inference_active_sets_are_a_pure_function_of_the_input(problem):
     np.testing.assert_array_equal(ids[0], ids[2])
 
 
-@pytest.mark.parametrize("framework", ["torch", "tensorflow", "mxnet"])
-def test_batch_rerank_is_refused_by_the_framework_layers(framework):
-    # the per-row re-rank of batch_rerank exists only in the core layer: a framework layer
-    # would silently compute batch_union, so it refuses the policy at construction
-    from lshcore.errors import ConfigError
+BATCH_RERANK = {**HASHING, "policy": "batch_rerank"}
 
-    with pytest.raises(ConfigError, match="batch_rerank"):
-        _construct(framework, **{**HASHING, "policy": "batch_rerank"})
+
+@pytest.mark.parametrize("framework", ["core", "torch", "tensorflow", "mxnet"])
+def test_batch_rerank_keeps_each_rows_best_in_every_framework(framework, problem):
+    """batch_rerank: the batch's shared block, then each row keeps its m largest
+    pre-activations (its label kept too); outputs and gradients only there. The reference
+    is computed by no layer: the selector's shared set, NumPy products, an argsort."""
+    from lshcore.training.selector import ActiveSelector
+
+    p = problem
+    selector = ActiveSelector(N_IN, N_OUT, **BATCH_RERANK).fit(p["w"], p["b"])
+    ref_ids = selector.select(p["x"], labels=p["labels"], training=True).ids
+    shared = ref_ids[0]
+    m = selector.m
+    assert (ref_ids == shared).all() and shared.size > m  # one block, wider than m
+    z = p["x"] @ p["w"].T + p["b"]
+    keep = np.zeros((BATCH, N_OUT), bool)
+    for row in range(BATCH):
+        best = shared[np.argsort(-z[row, shared], kind="stable")[:m]]
+        keep[row, best] = True
+        keep[row, p["labels"][row]] = True
+    ref_out = np.where(keep, z, 0).astype(np.float32)
+    gz = np.where(keep, p["g"], 0).astype(np.float32)
+
+    ids, out, gx, gw, gb = _run(framework, p, BATCH_RERANK)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gz @ p["w"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw, gz.T @ p["x"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gb, gz.sum(0), rtol=1e-5, atol=1e-5)

@@ -34,7 +34,7 @@ from lshcore.training.optim import Optimizer
 from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector, SparseBatch
 
-__all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS"]
+__all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS", "row_top_mask"]
 
 ACTIVATIONS = ("relu", "linear")
 _COL0 = np.zeros(1, np.int64)
@@ -576,7 +576,7 @@ class HashedLayer(_Layer):
                 lab = labels if training else None
                 if lab is not None and self.on_device:
                     lab = self._put(np.asarray(lab), "labels")
-                keep = _row_top(xp, z, m, row_ids, lab)
+                keep = row_top_mask(xp, z, m, row_ids, lab)
                 counts.selection += int(z.size)  # one partition pass over each row's block
                 ws.cache["keep"] = keep
                 a *= keep
@@ -634,14 +634,17 @@ class HashedLayer(_Layer):
         }
 
 
-def _row_top(xp: Any, z: Any, m: int, ids: Any, labels: Any) -> Any:
-    """(B, U) float32 mask: 1 at each row's ``m`` largest ``z`` (and its label columns);
+def row_top_mask(xp: Any, z: Any, m: int, ids: Any, labels: Any) -> Any:
+    """(B, U) float32 mask: 1 at each row's ``m`` largest ``z`` over the shared ids
+    ``ids`` (U,) (and its label columns: ``labels`` (B,) or (B, n), -1 ignored, or None);
     arrays of ``xp`` (NumPy, or CuPy on a device)."""
     u = z.shape[1]
     kth = xp.partition(z, u - m, axis=1)[:, u - m]
     keep = z >= kth[:, None]
     if labels is not None:
         lab = labels if xp is not np else np.asarray(labels)
+        if lab.ndim == 1:  # one label per row, (B,)
+            lab = lab.reshape(-1, 1)
         if lab.ndim == 2 and lab.shape[1]:
             keep |= (ids[None, :, None] == lab[:, None, :]).any(axis=2)
     return keep.astype(xp.float32)

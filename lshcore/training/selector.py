@@ -670,6 +670,12 @@ class ActiveSelector:
             self.queries += rows
         return int(work.sum()) + comps
 
+    def add_ranked(self, n: int) -> None:
+        """Count ``n`` keys ranked outside the selector (a framework layer's per-row
+        re-rank of a ``batch_rerank`` block) in :attr:`work`'s ``keys_ranked``."""
+        with self._calls_lock:
+            self.work[2] += int(n)
+
     @property
     def scanned_fraction(self) -> float:
         """Bucket entries read per query / layer width (repeats across tables counted):
