@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -182,3 +183,26 @@ def test_train_defaults_to_ten_epochs(tmp_path) -> None:
     res = CliRunner().invoke(main, [*args, "--limit", "64", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["epochs"] == 10
+
+
+def _tiny_xmc(folder, n: int = 40, d: int = 12, n_labels: int = 5) -> None:
+    """A bibtex_data.txt in the Extreme Classification Repository format."""
+    rng = np.random.default_rng(0)
+    lines = [f"{n} {d} {n_labels}"]
+    for _ in range(n):
+        labels = sorted(set(rng.integers(0, n_labels, 2).tolist()))
+        feats = sorted(set(rng.integers(0, d, 4).tolist()))
+        lines.append(",".join(map(str, labels)) + " " + " ".join(f"{f}:1" for f in feats))
+    (folder / "bibtex_data.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_train_reads_a_multilabel_xmc_file_and_reports_p_at_1(tmp_path) -> None:
+    _tiny_xmc(tmp_path)
+    out = tmp_path / "r.json"
+    base = ["train", "--dataset", "bibtex", "--data-dir", str(tmp_path), "--hidden", "16"]
+    res = CliRunner().invoke(main, [*base, "--epochs", "2", "--no-progress", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert rec["dataset"] == "bibtex" and 0.0 <= rec["accuracy"] <= 1.0
+    res = CliRunner().invoke(main, [*base, "--framework", "torch", "--no-progress"])
+    assert res.exit_code != 0 and "single-label" in res.output

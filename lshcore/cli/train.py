@@ -15,7 +15,7 @@ from lshcore.cli.train_xmc import XMC_ONLY, run_xmc
 from lshcore.data.datasets import load_dataset
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
 from lshcore.registry.catalog import get_backend
-from lshcore.training.engine import Trainer
+from lshcore.training.engine import Trainer, label_matrix
 from lshcore.training.layer import HashedLayer
 from lshcore.training.model import Model
 from lshcore.training.optim import OPTIMIZERS
@@ -24,7 +24,10 @@ from lshcore.training.schedule import parse_schedule
 
 __all__ = ["train", "demo", "run_training", "selection_params"]
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "xmc")
+#: the multi-label XMC files the MLP engine reads from --data-dir (P@1 as accuracy);
+#: ``xmc`` is the extreme-classification trainer (lshcore.cli.train_xmc)
+MULTILABEL_DATASETS = ("delicious", "bibtex", "mediamill")
+DATASETS = ("digits", "mnist", "fashion-mnist", *MULTILABEL_DATASETS, "xmc")
 #: Adam's learning rate in ``lshcore train`` (both models), chosen on a validation split
 #: (benchmarks/bench_engine.py; docs/training.md "Choosing the defaults")
 DEFAULT_ADAM_LR = 3e-3
@@ -130,7 +133,8 @@ def run_training(
         params = selection_params(active=active, seed=seed, **selection)
     else:
         params = params.replace(active=active)
-    x_train, y_train = data.x_train, data.y_train
+    x_train, y_train = _engine_arrays(data.x_train, data.y_train, data.n_classes)
+    x_test, y_test = _engine_arrays(data.x_test, data.y_test, data.n_classes)
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
     model = Model.mlp(
@@ -141,7 +145,7 @@ def run_training(
         click.echo(f"training {desc or f'active={active:g}'} ...", err=True)
     stats = trainer.fit(x_train, y_train, epochs=epochs, progress=progress)
     start = time.perf_counter()
-    accuracy, test_counts = trainer.evaluate(data.x_test, data.y_test)
+    accuracy, test_counts = trainer.evaluate(x_test, y_test)
     test_seconds = time.perf_counter() - start
     if save:
         trainer.save(save)
@@ -172,7 +176,7 @@ def run_training(
             for layer in hashed
         ],
         "test_mults": test_counts.total,
-        "test_mults_dense": model.dense_cost(len(data.x_test), training=False),
+        "test_mults_dense": model.dense_cost(x_test.shape[0], training=False),
         "train_seconds": stats.train_seconds,
         "test_seconds": test_seconds,
         "samples_per_second": stats.samples_per_second,
@@ -182,11 +186,27 @@ def run_training(
     }
 
 
+def _engine_arrays(x: Any, y: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels as the engine takes them: a sparse input densified (the XMC
+    files the MLP reads are small: at most 16,105 x 1,836), a 0/1 label matrix as
+    (n, k) label sets padded with -1 (multi-label; accuracy is then P@1)."""
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    if hasattr(y, "tocsr") or np.ndim(y) == 2:
+        y = label_matrix(y, n_classes)
+    return np.asarray(x, dtype=np.float32), np.asarray(y)
+
+
 def _run_framework(
     framework: str, data: Any, opts: dict[str, Any], params: SelectionParams
 ) -> dict[str, Any]:
     import importlib
 
+    if getattr(data, "multilabel", False):
+        raise click.UsageError(
+            f"--framework {framework}: the adapters' train_mlp takes single-label data; "
+            f"train --dataset {data.name} with the core engine (--framework core)"
+        )
     try:
         module = importlib.import_module(f"lshcore.adapters.{framework}")
         train_mlp = module.train_mlp
@@ -301,7 +321,7 @@ SELECTION_KEYS += ("transform", "bin_size", "rerank")
 TRAINING_KEYS: tuple[str, ...] = ("hidden", "epochs", "batch_size", "lr", "optimizer")
 TRAINING_KEYS += ("workers", "seed", "progress", "limit")
 #: datasets read from --data-dir (the others ship with a library)
-DIR_DATASETS = ("mnist", "fashion-mnist")
+DIR_DATASETS = ("mnist", "fashion-mnist", *MULTILABEL_DATASETS)
 
 
 def _train_impl(opts: dict[str, Any]) -> list[dict[str, Any]]:

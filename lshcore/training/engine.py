@@ -24,7 +24,7 @@ from lshcore.training.layer import Counts, Workspace
 from lshcore.training.model import Model
 from lshcore.training.optim import make_optimizer
 
-__all__ = ["Trainer", "TrainStats"]
+__all__ = ["Trainer", "TrainStats", "label_matrix"]
 
 
 @dataclass
@@ -57,12 +57,35 @@ def _single_threaded_blas() -> Any:
 
 
 def _labels(y: Any, n: int, n_out: int) -> np.ndarray:
+    """``y`` as (n,) class ids, or (n, k) label sets padded with -1 (multi-label)."""
     arr = np.asarray(y)
-    if arr.ndim != 1 or arr.shape[0] != n or arr.dtype.kind not in "iu":
-        raise InputError(f"y: expected ({n},) integer labels, got {arr.dtype} {arr.shape}")
-    if arr.size and (arr.min() < 0 or arr.max() >= n_out):
-        raise InputError(f"y: labels must lie in [0, {n_out}), got [{arr.min()}, {arr.max()}]")
+    if arr.ndim not in (1, 2) or arr.shape[0] != n or arr.dtype.kind not in "iu":
+        raise InputError(
+            f"y: expected ({n},) integer labels or an ({n}, k) label matrix padded with -1, "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    low = -1 if arr.ndim == 2 else 0
+    if arr.size and (arr.min() < low or arr.max() >= n_out):
+        raise InputError(f"y: labels must lie in [{low}, {n_out}), got [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)
+
+
+def label_matrix(rows: Any, n_out: int) -> np.ndarray:
+    """(n, k) int64 label sets padded with -1 from a 0/1 label matrix ``rows`` (n, n_out)
+    (dense or scipy sparse), the form :meth:`Trainer.fit` takes for multi-label data."""
+    if hasattr(rows, "tocsr"):
+        csr = rows.tocsr()
+        lists = np.split(csr.indices.astype(np.int64), csr.indptr[1:-1])
+    else:
+        dense = np.asarray(rows)
+        if dense.ndim != 2 or dense.shape[1] != n_out:
+            raise InputError(f"labels: expected (n, {n_out}) 0/1 rows, got {dense.shape}")
+        lists = [np.flatnonzero(r) for r in dense]
+    width = max((v.size for v in lists), default=0)
+    out = np.full((len(lists), max(width, 1)), -1, np.int64)
+    for i, v in enumerate(lists):
+        out[i, : v.size] = v
+    return out
 
 
 class Trainer:
@@ -111,7 +134,9 @@ class Trainer:
         progress: bool = False,
         callback: Any = None,
     ) -> TrainStats:
-        """Train ``epochs`` more epochs on ``x (n, n_in)``, ``y (n,)``.
+        """Train ``epochs`` more epochs on ``x (n, n_in)`` and ``y``: (n,) class ids, or
+        an (n, k) int matrix of label sets padded with -1 (multi-label: the target spreads
+        evenly over a row's labels, as in XMC; see :func:`label_matrix`).
 
         ``callback(epoch, stats)`` runs after each epoch. Returns the stats of this call.
         """
@@ -197,13 +222,15 @@ class Trainer:
         return loss, total, seconds
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 512) -> tuple[float, Counts]:
-        """Test accuracy (share of rows whose top active output is the label) and the
-        multiply-adds of inference."""
+        """Test accuracy (share of rows whose top active output is the label; with an
+        (n, k) label matrix, precision at 1: the top output is one of the row's labels)
+        and the multiply-adds of inference."""
         x = as_batch(x, self.model.n_in, "x")
         y = _labels(y, x.shape[0], self.model.n_out)
         counts = Counts()
         pred = self.model.predict(x, self._ws(0), counts, batch_size=batch_size)
-        return float(np.mean(pred == y)), counts
+        hit = pred == y if y.ndim == 1 else (pred[:, None] == y).any(axis=1)
+        return float(np.mean(hit)), counts
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
