@@ -605,6 +605,53 @@ _PREFETCH_AHEAD = 8
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
+def _bucket_ranges(qkeys, i, offsets, keys, blo, bhi):  # type: ignore[no-untyped-def]
+    """Query ``i``'s bucket ranges in the main run: ``blo[w]:bhi[w]`` for each probe key
+    ``qkeys[i, w]`` (empty for -1), by the bucket-start array ``offsets`` when there is
+    one (prefetched a few probes ahead) or by binary search in ``keys``."""
+    width = qkeys.shape[1]
+    has_offsets = offsets.shape[0] > 0
+    for w in range(width):
+        if has_offsets and w + _PROBE_AHEAD < width:
+            ahead = qkeys[i, w + _PROBE_AHEAD]
+            if ahead >= 0:
+                _prefetch1(offsets, ahead)
+        q = qkeys[i, w]
+        if q < 0:
+            blo[w] = 0
+            bhi[w] = 0
+        elif has_offsets:
+            blo[w] = offsets[q]
+            bhi[w] = offsets[q + 1]
+        elif keys.shape[0] > 0:
+            blo[w] = np.searchsorted(keys, q, side="left")
+            bhi[w] = np.searchsorted(keys, q, side="right")
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def _collect_distinct(run_ids, lo, hi, words, cand, nc):  # type: ignore[no-untyped-def]
+    """Append the ids ``run_ids[lo:hi]`` not yet marked in the bitset ``words`` to
+    ``cand[:nc]`` (grown by doubling when full; -1 slots skipped), marking them;
+    returns ``(cand, nc)``."""
+    for j in range(lo, hi):
+        r = run_ids[j]
+        if r < 0:
+            continue
+        word = r >> 6
+        bit = np.uint64(1) << np.uint64(r & 63)
+        if words[word] & bit:
+            continue
+        words[word] |= bit
+        if nc == cand.shape[0]:
+            grown = np.empty(2 * nc, dtype=np.int64)
+            grown[:nc] = cand
+            cand = grown
+        cand[nc] = r
+        nc += 1
+    return cand, nc
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
 def _fused_rows(
     keys,
     ids,
@@ -638,24 +685,9 @@ def _fused_rows(
     cand = np.empty(1024, dtype=np.int64)
     blo = np.zeros(width, dtype=np.int64)
     bhi = np.zeros(width, dtype=np.int64)
-    has_offsets = offsets.shape[0] > 0
     total = 0
     for i in range(qlo, qhi):
-        for w in range(width):
-            if has_offsets and w + _PROBE_AHEAD < width:
-                ahead = qkeys[i, w + _PROBE_AHEAD]
-                if ahead >= 0:
-                    _prefetch1(offsets, ahead)
-            q = qkeys[i, w]
-            if q < 0:
-                blo[w] = 0
-                bhi[w] = 0
-            elif has_offsets:
-                blo[w] = offsets[q]
-                bhi[w] = offsets[q + 1]
-            elif keys.shape[0] > 0:
-                blo[w] = np.searchsorted(keys, q, side="left")
-                bhi[w] = np.searchsorted(keys, q, side="right")
+        _bucket_ranges(qkeys, i, offsets, keys, blo, bhi)
         nc = 0
         for run_no in range(2):
             run_ids = ids if run_no == 0 else pids
@@ -673,21 +705,7 @@ def _fused_rows(
                         continue
                     lo = np.searchsorted(pkeys, q, side="left")
                     hi = np.searchsorted(pkeys, q, side="right")
-                for j in range(lo, hi):
-                    r = run_ids[j]
-                    if r < 0:
-                        continue
-                    word = r >> 6
-                    bit = np.uint64(1) << np.uint64(r & 63)
-                    if words[word] & bit:
-                        continue
-                    words[word] |= bit
-                    if nc == cand.shape[0]:
-                        grown = np.empty(2 * nc, dtype=np.int64)
-                        grown[:nc] = cand
-                        cand = grown
-                    cand[nc] = r
-                    nc += 1
+                cand, nc = _collect_distinct(run_ids, lo, hi, words, cand, nc)
         filled = 0
         for j in range(nc):
             if j + _PREFETCH_AHEAD < nc:
@@ -983,26 +1001,11 @@ def _sketch_rows(
     hist = np.zeros(n_bits + 2, dtype=np.int64)
     blo = np.zeros(width, dtype=np.int64)
     bhi = np.zeros(width, dtype=np.int64)
-    has_offsets = offsets.shape[0] > 0
     first = k + _SKETCH_EXTRA
     n_cand = 0
     n_scored = 0
     for i in range(qlo, qhi):
-        for w in range(width):
-            if has_offsets and w + _PROBE_AHEAD < width:
-                ahead = qkeys[i, w + _PROBE_AHEAD]
-                if ahead >= 0:
-                    _prefetch1(offsets, ahead)
-            q = qkeys[i, w]
-            if q < 0:
-                blo[w] = 0
-                bhi[w] = 0
-            elif has_offsets:
-                blo[w] = offsets[q]
-                bhi[w] = offsets[q + 1]
-            elif keys.shape[0] > 0:
-                blo[w] = np.searchsorted(keys, q, side="left")
-                bhi[w] = np.searchsorted(keys, q, side="right")
+        _bucket_ranges(qkeys, i, offsets, keys, blo, bhi)
         nc = 0
         for run_no in range(2):
             run_ids = ids if run_no == 0 else pids
@@ -1027,21 +1030,7 @@ def _sketch_rows(
                     hi = lo
                     while hi < end and pkeys[hi] == q:
                         hi += 1
-                for j in range(lo, hi):
-                    r = run_ids[j]
-                    if r < 0:
-                        continue
-                    word = r >> 6
-                    bit = np.uint64(1) << np.uint64(r & 63)
-                    if words[word] & bit:
-                        continue
-                    words[word] |= bit
-                    if nc == cand.shape[0]:
-                        grown = np.empty(2 * nc, dtype=np.int64)
-                        grown[:nc] = cand
-                        cand = grown
-                    cand[nc] = r
-                    nc += 1
+                cand, nc = _collect_distinct(run_ids, lo, hi, words, cand, nc)
         for j in range(nc):
             words[cand[j] >> 6] = np.uint64(0)
         n_cand += nc
