@@ -326,7 +326,9 @@ def test_auto_threads_takes_the_idle_cores_capped(monkeypatch, cores, load, expe
     assert og.auto_threads() == expected
 
 
-def test_threads_default_is_auto_and_resolved_by_the_run(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_threads_default_is_auto_and_resolved_by_the_run(
+    data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     """The command's default (0) reaches the run, which asks auto_threads: an idle
     2-core machine gets 2 PyTorch threads."""
     assert og.OmniglotConfig().threads == 0
