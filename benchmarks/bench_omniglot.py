@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default="benchmarks/results/omniglot", help="path prefix of .json/.md/.png"
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="0: the command's auto default")
     ap.add_argument(
         "--max-minutes", type=float, default=None, help="training time cap (default: the command's)"
     )

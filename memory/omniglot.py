@@ -63,6 +63,7 @@ __all__ = [
     "evaluate_runs",
     "run_omniglot",
     "configure_threads",
+    "auto_threads",
 ]
 
 BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -328,7 +329,7 @@ class OmniglotConfig:
     ways: Sequence[int] = (5, 20)
     shots: Sequence[int] = (1, 5)
     eval_episodes: int = 400
-    threads: int = 1  # PyTorch threads: 1 beats 2 on a busy 2-core machine
+    threads: int = 0  # PyTorch threads; 0 = auto_threads() (the idle cores, at most 4)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -336,9 +337,10 @@ class OmniglotConfig:
         check_int(self.seed, "seed", low=0)
         check_choice(self.index, "index", ("lsh", "exact"))
         for name in ("key_dim", "width", "blocks", "memory_size", "k", "way", "length", "episodes",
-                     "eval_episodes", "threads", "val_every", "val_episodes", "patience",
+                     "eval_episodes", "val_every", "val_episodes", "patience",
                      "lr_patience"):  # fmt: skip
             check_int(getattr(self, name), name, low=1)
+        check_int(self.threads, "threads", low=0)
         for name in ("lr", "max_minutes"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -617,7 +619,8 @@ def run_omniglot(
     ``shot``, ``accuracy``), ``official`` (``{lsh, exact}`` over the 400 items),
     ``official_20way_1shot`` (the training index's), ``history`` (validation curve)."""
     check_data_dir(data_dir)
-    threads = configure_threads(cfg.threads)
+    load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    threads = configure_threads(cfg.threads or auto_threads())
     t0 = time.perf_counter()
     bg = load_background(data_dir)
     runs = load_runs(data_dir)
@@ -668,12 +671,35 @@ def run_omniglot(
             "total": round(time.perf_counter() - t0, 1),
         },  # fmt: skip
         "threads": threads,
+        "threads_option": cfg.threads,  # 0: auto_threads() chose threads["torch"]
+        "load_at_start": load_at_start,
         "settings": {
             k: (list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(cfg).items()
             if k not in ("progress",)
         },
     }
+
+
+def auto_threads(cap: int = 4) -> int:
+    """PyTorch threads for a run: the cores this process may use that are idle now
+    (cores minus the 1-minute load average, rounded), at least 1 and at most ``cap``.
+
+    An idle 2-core machine gets both cores; a busy one gets 1, because a 2-thread step
+    waits for its slower thread: on the 2-core host with one core busy, 2 threads made
+    0.5-0.9x the steps per minute of 1 thread, and 1.2x with both idle
+    (benchmarks/results/omniglot.md). The step (160 images of 28x28) is too small to gain
+    from more than a few threads, hence ``cap``.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average (Windows)
+        busy = 0.0
+    return max(1, min(cap, cores, cores - int(round(busy))))
 
 
 def configure_threads(torch_threads: int = 1, numba_threads: int = 1) -> dict[str, int | None]:

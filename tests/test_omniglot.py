@@ -17,7 +17,7 @@ ImageDraw = pytest.importorskip("PIL.ImageDraw")
 from click.testing import CliRunner  # noqa: E402
 
 from lshcore.cli.memory import memory as memory_cli  # noqa: E402
-from lshcore.errors import DataError  # noqa: E402
+from lshcore.errors import ConfigError, DataError  # noqa: E402
 from lshcore.memory import omniglot as og  # noqa: E402
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -314,3 +314,35 @@ def test_real_tiny_training_lowers_loss_and_beats_untrained() -> None:
     after = og.nn_accuracy(og._embed(res.net, bg.images), bg.char, held, 20, 150, seed=5)
     assert after > before + 0.08 and after > 0.3, (before, after)  # chance: 0.05
     assert [h["step"] for h in res.history] == [30, 60] and res.best_step in (30, 60)
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"),
+    [(2, 0.1, 2), (2, 0.9, 1), (2, 1.6, 1), (2, 8.0, 1), (1, 0.0, 1), (16, 0.0, 4), (16, 13.0, 3)],
+)
+def test_auto_threads_takes_the_idle_cores_capped(monkeypatch, cores, load, expected) -> None:
+    monkeypatch.setattr(og.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(og.os, "getloadavg", lambda: (load, load, load))
+    assert og.auto_threads() == expected
+
+
+def test_threads_default_is_auto_and_resolved_by_the_run(
+    data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The command's default (0) reaches the run, which asks auto_threads: an idle
+    2-core machine gets 2 PyTorch threads."""
+    assert og.OmniglotConfig().threads == 0
+    with pytest.raises(ConfigError):
+        og.OmniglotConfig(threads=-1)
+    monkeypatch.setattr(og, "auto_threads", lambda cap=4: 2)
+    out = tmp_path / "t.json"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "1", "--eval-episodes", "2",
+            "--json", str(out), "--no-progress", "--index", "exact"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["threads_option"] == 0 and report["threads"]["torch"] == 2
+    args[-1:] = ["exact", "--threads", "1"]
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["threads"]["torch"] == 1

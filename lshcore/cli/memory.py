@@ -49,8 +49,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=_positive,
               help="Adam learning rate (halved after 2 evaluations without a gain).")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="PyTorch threads (1 is fastest on a busy 2-core machine).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="PyTorch threads; 0: the idle cores at the start (cores minus the load "
+              "average), at least 1, at most 4.")  # fmt: skip
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=400, show_default=True,
               help="Episodes per (index, way, shot) evaluation.")  # fmt: skip
 @click.option("--progress/--no-progress", default=True, help="Show the training progress bar.")
