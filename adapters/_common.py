@@ -555,6 +555,12 @@ class HashedLayerMixin:
         self.last_active_ids = arrays.ids
         return arrays
 
+    @property
+    def _batch_rerank(self) -> bool:
+        """Whether forward masks each row to its best ``m`` of the shared block (callers
+        check this before copying the block's values to the host)."""
+        return not self.spec.dense and self.spec.params.policy == "batch_rerank"
+
     def _rerank_keep(
         self, values: np.ndarray, arrays: ActiveArrays, labels: np.ndarray | None, training: bool
     ) -> np.ndarray | None:
@@ -564,7 +570,7 @@ class HashedLayerMixin:
         block holds no more than ``m``. The mask is a constant of the step: gradients flow
         through the kept entries only."""
         m = self.selector.m if self.selector is not None else 0
-        if self.spec.params.policy != "batch_rerank" or arrays.ids.shape[1] <= m:
+        if not self._batch_rerank or arrays.ids.shape[1] <= m:
             return None
         z = np.where(arrays.valid > 0, values, -np.inf).astype(np.float32)
         lab = labels.reshape(-1, 1) if training and labels is not None else None

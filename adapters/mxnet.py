@@ -169,9 +169,10 @@ class LSHDense(HashedLayerMixin, gluon.Block):
         values = nd.take(z.reshape((-1,)), nd.array(flat_src, ctx=ctx, dtype="int64")) * nd.array(
             arrays.valid.reshape(-1), ctx=ctx
         )
-        keep = self._rerank_keep(values.asnumpy().reshape(b, m), arrays, lab, training)
-        if keep is not None:  # batch_rerank: each row keeps its m best of the shared block
-            values = values * nd.array(keep.reshape(-1), ctx=ctx, dtype=values.dtype)
+        if self._batch_rerank:  # each row keeps its m best of the shared block
+            keep = self._rerank_keep(values.asnumpy().reshape(b, m), arrays, lab, training)
+            if keep is not None:
+                values = values * nd.array(keep.reshape(-1), ctx=ctx, dtype=values.dtype)
         coords = np.stack([np.repeat(np.arange(b), m), np.maximum(arrays.ids, 0).reshape(-1)])
         out = nd.scatter_nd(
             values, nd.array(coords, ctx=ctx, dtype="int64"), shape=(b, self._units)

@@ -193,7 +193,7 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         if self.bias is not None:
             z = z + tf.gather(self.bias, rows)
         values = tf.gather(z, pos, batch_dims=1) * tf.cast(valid, z.dtype)
-        if spec.params.policy == "batch_rerank":  # each row keeps its m best of the block
+        if self._batch_rerank:  # each row keeps its m best of the shared block
             keep = tf.py_function(
                 self._keep_py,
                 [tf.stop_gradient(values), ids, valid, tf.reshape(lab, (-1,)),

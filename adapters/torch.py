@@ -303,11 +303,12 @@ class LSHLinear(HashedLayerMixin, nn.Module):
         train = self.training and torch.is_grad_enabled()
         arrays = self._select_active(xs, labels_np, self.training, dense=dense, mark=train)
         values = self._active_values(x, arrays)
-        keep = self._rerank_keep(
-            values.detach().to("cpu", torch.float32).numpy(), arrays, labels_np, self.training
-        )
-        if keep is not None:  # batch_rerank: each row keeps its m best of the shared block
-            values = values * torch.as_tensor(keep, dtype=values.dtype, device=x.device)
+        if self._batch_rerank:  # each row keeps its m best of the shared block
+            keep = self._rerank_keep(
+                values.detach().to("cpu", torch.float32).numpy(), arrays, labels_np, self.training
+            )
+            if keep is not None:
+                values = values * torch.as_tensor(keep, dtype=values.dtype, device=x.device)
         ids = torch.as_tensor(arrays.ids, device=x.device)
         if return_active:
             return ids, values
