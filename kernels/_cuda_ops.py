@@ -167,21 +167,7 @@ def block_update(
     xp = namespace(param)
     ix = (xp.reshape(rows, (-1, 1)), xp.reshape(cols, (1, -1)))
     g = xp.astype(grad, xp.float32)
-    f = np.float32
-    if kind == 0:
-        param[ix] -= f(lr) * g
-    elif kind == 1:
-        state1[ix] = f(h1) * state1[ix] + g
-        param[ix] -= f(lr) * state1[ix]
-    elif kind == 2:
-        state1[ix] += g * g
-        param[ix] -= f(lr) * g / (xp.sqrt(state1[ix]) + f(eps))
-    else:
-        state1[ix] = f(h1) * state1[ix] + f(1 - h1) * g
-        state2[ix] = f(h2) * state2[ix] + f(1 - h2) * g * g
-        c1 = f(1.0 - h1**step)
-        c2 = f(1.0 - h2**step)
-        param[ix] -= f(lr) * (state1[ix] / c1) / (xp.sqrt(state2[ix] / c2) + f(eps))
+    _np_layer.optimizer_step(kind, param, g, ix, state1, state2, lr, h1, h2, eps, step, xp.sqrt)
     return int(rows.shape[0] * cols.shape[0] * OPT_MULTS[kind])
 
 

@@ -9,6 +9,8 @@ the same functions with the same signatures; tests check that both agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -152,6 +154,41 @@ def _append_new(idx: np.ndarray, mark: np.ndarray, touched: np.ndarray, n: int) 
     return n + int(new.size)
 
 
+def optimizer_step(
+    kind: int,
+    param: Any,
+    g: Any,
+    ix: Any,
+    state1: Any,
+    state2: Any,
+    lr: float,
+    h1: float,
+    h2: float,
+    eps: float,
+    step: int,
+    sqrt: Any = np.sqrt,
+) -> None:
+    """The optimizer formulas on the entries ``param[ix]`` (any index: flat ids, an
+    ``np.ix_`` block) from their gradient ``g``, in place: 0 SGD, 1 momentum (``h1``),
+    2 Adagrad, 3 Adam (betas ``h1``, ``h2``, 1-based ``step``). ``sqrt`` is the arrays'
+    own (``xp.sqrt`` for device arrays)."""
+    f = np.float32
+    if kind == SGD:
+        param[ix] -= f(lr) * g
+    elif kind == MOMENTUM:
+        state1[ix] = f(h1) * state1[ix] + g
+        param[ix] -= f(lr) * state1[ix]
+    elif kind == ADAGRAD:
+        state1[ix] += g * g
+        param[ix] -= f(lr) * g / (sqrt(state1[ix]) + f(eps))
+    else:
+        state1[ix] = f(h1) * state1[ix] + f(1 - h1) * g
+        state2[ix] = f(h2) * state2[ix] + f(1 - h2) * g * g
+        c1 = f(1.0 - h1**step)
+        c2 = f(1.0 - h2**step)
+        param[ix] -= f(lr) * (state1[ix] / c1) / (sqrt(state2[ix] / c2) + f(eps))
+
+
 def sparse_update(
     kind: int,
     param: np.ndarray,
@@ -175,23 +212,7 @@ def sparse_update(
     shape of ``param`` (unused ones may be empty). ``grad`` and ``mark`` are zeroed.
     """
     idx = touched[:n]
-    g = grad[idx]
-    if kind == SGD:
-        param[idx] -= np.float32(lr) * g
-    elif kind == MOMENTUM:
-        state1[idx] = np.float32(h1) * state1[idx] + g
-        param[idx] -= np.float32(lr) * state1[idx]
-    elif kind == ADAGRAD:
-        state1[idx] += g * g
-        param[idx] -= np.float32(lr) * g / (np.sqrt(state1[idx]) + np.float32(eps))
-    else:
-        state1[idx] = np.float32(h1) * state1[idx] + np.float32(1 - h1) * g
-        state2[idx] = np.float32(h2) * state2[idx] + np.float32(1 - h2) * g * g
-        c1 = np.float32(1.0 - h1**step)
-        c2 = np.float32(1.0 - h2**step)
-        param[idx] -= (
-            np.float32(lr) * (state1[idx] / c1) / (np.sqrt(state2[idx] / c2) + np.float32(eps))
-        )
+    optimizer_step(kind, param, grad[idx], idx, state1, state2, lr, h1, h2, eps, step)
     grad[idx] = 0
     mark[idx] = 0
     return int(n) * OPT_MULTS[kind]
@@ -406,20 +427,5 @@ def block_update(
     Formulas as :func:`sparse_update`. Returns the multiply-adds (``OPT_MULTS`` per entry)."""
     ix = np.ix_(rows, cols)
     g = grad.astype(np.float32)
-    if kind == SGD:
-        param[ix] -= np.float32(lr) * g
-    elif kind == MOMENTUM:
-        state1[ix] = np.float32(h1) * state1[ix] + g
-        param[ix] -= np.float32(lr) * state1[ix]
-    elif kind == ADAGRAD:
-        state1[ix] += g * g
-        param[ix] -= np.float32(lr) * g / (np.sqrt(state1[ix]) + np.float32(eps))
-    else:
-        state1[ix] = np.float32(h1) * state1[ix] + np.float32(1 - h1) * g
-        state2[ix] = np.float32(h2) * state2[ix] + np.float32(1 - h2) * g * g
-        c1 = np.float32(1.0 - h1**step)
-        c2 = np.float32(1.0 - h2**step)
-        param[ix] -= (
-            np.float32(lr) * (state1[ix] / c1) / (np.sqrt(state2[ix] / c2) + np.float32(eps))
-        )
+    optimizer_step(kind, param, g, ix, state1, state2, lr, h1, h2, eps, step)
     return int(rows.size * cols.size * OPT_MULTS[kind])
