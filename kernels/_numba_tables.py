@@ -534,64 +534,35 @@ def rerank_topk(vectors, xnorm, indptr, rows, queries, qnorm, k, metric):  # typ
     return out_s, out_r
 
 
+def _emit_prefetch(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    """LLVM ``prefetch`` (read, high temporal locality, data cache) of the element of
+    ``args[0]`` at the indices ``args[1:]``: the codegen of both prefetch intrinsics."""
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    idx = [
+        context.cast(builder, arg, ty, types.intp)
+        for arg, ty in zip(args[1:], signature.args[1:], strict=True)
+    ]
+    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    flags = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+    builder.call(fn, [builder.bitcast(ptr, i8p), *flags])
+    return context.get_dummy_value()
+
+
 @intrinsic
 def _prefetch(typingctx, arr, i, j):  # type: ignore[no-untyped-def]
     """Hint the CPU to load ``arr[i, j]`` (2-d) into cache; no effect on results."""
-    sig = types.void(arr, i, j)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [
-            context.cast(builder, args[1], signature.args[1], types.intp),
-            context.cast(builder, args[2], signature.args[2], types.intp),
-        ]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # read, high temporal locality, data cache
-        builder.call(
-            fn,
-            [
-                builder.bitcast(ptr, i8p),
-                ir.Constant(i32, 0),
-                ir.Constant(i32, 3),
-                ir.Constant(i32, 1),
-            ],
-        )
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return types.void(arr, i, j), _emit_prefetch
 
 
 @intrinsic
 def _prefetch1(typingctx, arr, i):  # type: ignore[no-untyped-def]
     """Hint the CPU to load ``arr[i]`` (1-d) into cache; no effect on results."""
-    sig = types.void(arr, i)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, args[1], signature.args[1], types.intp)]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(
-            fn,
-            [
-                builder.bitcast(ptr, i8p),
-                ir.Constant(i32, 0),
-                ir.Constant(i32, 3),
-                ir.Constant(i32, 1),
-            ],
-        )
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return types.void(arr, i), _emit_prefetch
 
 
 #: entries ahead whose bucket is prefetched when tombstoning (twice that for its start)

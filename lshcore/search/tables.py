@@ -469,8 +469,25 @@ class LSHTables:
             )
             return scores, got, int(cand.indptr[-1])
         # repeated probes need no removal here: the kernel scores each candidate once
-        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
         return self.backend.kernels.sorted_query_rerank(
+            *self._rerank_args(buckets, id_bound, vectors, xnorm, queries, qnorm, k, metric)
+        )
+
+    def _rerank_args(
+        self,
+        buckets: Any,
+        id_bound: int,
+        vectors: Any,
+        xnorm: Any,
+        queries: Any,
+        qnorm: Any,
+        k: int,
+        metric: int,
+    ) -> tuple[Any, ...]:
+        """The leading arguments of the unbounded layout's re-rank kernels: both runs,
+        the probes' global keys, the vectors and the queries."""
+        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
+        return (
             self.keys,
             self.entry_ids,
             self.offsets,
@@ -506,22 +523,9 @@ class LSHTables:
         ``(scores, ids, n_candidates, n_scored)``."""
         if self.fixed:
             raise ConfigError("the sketch re-rank reads the unbounded layout (policy='unbounded')")
-        b = buckets[:, :, None] if buckets.ndim == 2 else buckets
         with self._lock.read:
             return self.backend.kernels.sorted_query_sketch_rerank(  # type: ignore[no-any-return]
-                self.keys,
-                self.entry_ids,
-                self.offsets,
-                self.pending_keys,
-                self.pending_ids,
-                self._global_keys(b),
-                int(id_bound),
-                vectors,
-                xnorm,
-                queries,
-                qnorm,
-                int(k),
-                int(metric),
+                *self._rerank_args(buckets, id_bound, vectors, xnorm, queries, qnorm, k, metric),
                 self.pdir,
                 int(self.pshift),
                 sketches,
