@@ -67,6 +67,11 @@ PENDING_MIN = 1 << 14
 PENDING_SQRT = 128
 
 
+#: the leading arguments of the re-rank kernels (see LSHTables._rerank_args): both runs'
+#: keys and ids, the probes' global keys, id bound, vectors, norms, queries, k, metric
+_RerankArgs = tuple[Any, Any, Any, Any, Any, Any, int, Any, Any, Any, Any, int, int]
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Per-query candidates in CSR form.
@@ -483,7 +488,7 @@ class LSHTables:
         qnorm: Any,
         k: int,
         metric: int,
-    ) -> tuple[Any, ...]:
+    ) -> _RerankArgs:
         """The leading arguments of the unbounded layout's re-rank kernels: both runs,
         the probes' global keys, the vectors and the queries."""
         b = buckets[:, :, None] if buckets.ndim == 2 else buckets
