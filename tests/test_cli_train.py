@@ -157,6 +157,20 @@ def test_demo_runs(monkeypatch) -> None:
     assert "dense twin" in res.output and "batch_rerank active=0.025" in res.output
 
 
+def test_demo_trains_with_the_train_commands_defaults(monkeypatch) -> None:
+    """The demo shows what a user gets: its batch size, policy and learning rate are the
+    ones ``lshcore train`` uses when given no flags (the demo once used batch 64)."""
+    import lshcore.cli.train as cli_train
+
+    seen = {}
+    monkeypatch.setattr(cli_train, "_train_impl", lambda opts: seen.update(opts))
+    res = CliRunner().invoke(main, ["demo", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    defaults = {p.name: p.default for p in cli_train.train.params}
+    for name in ("batch_size", "policy", "optimizer", "seed", "rehash", "lr"):
+        assert seen[name] == defaults[name], name
+
+
 def test_saved_model_reproduces_the_printed_accuracy(tmp_path) -> None:
     out = tmp_path / "r.json"
     model = tmp_path / "m.npz"

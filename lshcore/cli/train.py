@@ -31,6 +31,8 @@ DATASETS = ("digits", "mnist", "fashion-mnist", *MULTILABEL_DATASETS, "xmc")
 #: Adam's learning rate in ``lshcore train`` (both models), chosen on a validation split
 #: (benchmarks/bench_engine.py; docs/training.md "Choosing the defaults")
 DEFAULT_ADAM_LR = 3e-3
+#: rows per optimizer step of `lshcore train` (and of `lshcore demo`, which shows the defaults)
+DEFAULT_BATCH_SIZE = 128
 FRAMEWORKS = ("core", "torch", "tensorflow", "mxnet")
 
 
@@ -544,7 +546,9 @@ def _framework_defaults(opts: dict[str, Any]) -> None:
     help="Active-set policy (the paper's: topk).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
@@ -740,7 +744,7 @@ def demo(
         "l": "auto",
         "policy": policy,
         "epochs": 2 if mnist and epochs == 10 else epochs,
-        "batch_size": 64,
+        "batch_size": DEFAULT_BATCH_SIZE,
         "lr": None,
         "optimizer": "adam",
         "workers": 1,
