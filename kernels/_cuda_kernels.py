@@ -92,31 +92,36 @@ def launch_wta_bins(x: Any, bin_coords: Any, densify: bool, out: Any) -> None:
 
 @cuda.jit
 def _densify(codes, probe_a, probe_c, attempts, prime, out):  # type: ignore[no-untyped-def]
+    # one thread per (row, group), looping over its bins: a bin's work is a few reads,
+    # and n_bins is small (k * l), so per-bin threads would mostly pay for scheduling
     i = cuda.grid(1)
     n, groups, n_bins = codes.shape
-    if i < n * groups * n_bins:
-        r = i // (groups * n_bins)
-        g = (i // n_bins) % groups
-        j = i % n_bins
-        code = codes[r, g, j]
-        if code < 0:
-            # the reference's order: the seeded probes first, then the next non-empty bin
-            # circularly; a group with no non-empty bin gets 0 (reads only ``codes``)
-            code = -1
-            for t in range(attempts):
-                target = ((probe_a[g] * (j * attempts + t) + probe_c[g]) % prime) % n_bins
-                if codes[r, g, target] >= 0:
-                    code = codes[r, g, target]
-                    break
-            if code < 0:
-                for s in range(1, n_bins):
-                    c = codes[r, g, (j + s) % n_bins]
-                    if c >= 0:
-                        code = c
+    if i < n * groups:
+        r = i // groups
+        g = i % groups
+        any_full = False
+        for j in range(n_bins):
+            if codes[r, g, j] >= 0:
+                any_full = True
+        for j in range(n_bins):
+            code = codes[r, g, j]
+            if code < 0 and not any_full:
+                code = 0  # no non-empty bin: 0 everywhere
+            elif code < 0:
+                # the reference's order: the seeded probes, then the next non-empty bin
+                # circularly (reading only ``codes``, never a bin filled in this pass)
+                for t in range(attempts):
+                    target = ((probe_a[g] * (j * attempts + t) + probe_c[g]) % prime) % n_bins
+                    if codes[r, g, target] >= 0:
+                        code = codes[r, g, target]
                         break
-            if code < 0:
-                code = 0
-        out[r, g, j] = code
+                if code < 0:
+                    for s in range(1, n_bins):
+                        c = codes[r, g, (j + s) % n_bins]
+                        if c >= 0:
+                            code = c
+                            break
+            out[r, g, j] = code
 
 
 def launch_densify(
@@ -124,8 +129,9 @@ def launch_densify(
 ) -> None:
     """codes (n, groups, n_bins) int64 (-1 = empty bin), probe_a/probe_c (groups,) int64
     -> out (same shape) int64: each empty bin borrows as ``_np_hashing.densify_bins``."""
-    if out.size:
-        _densify[_grid(out.size)](codes, probe_a, probe_c, attempts, prime, out)
+    n_rows = codes.shape[0] * codes.shape[1]
+    if n_rows:
+        _densify[_grid(n_rows)](codes, probe_a, probe_c, attempts, prime, out)
 
 
 # -- fixed-capacity tables -------------------------------------------------------------

@@ -57,7 +57,7 @@ def wta_bins_dense(x: Any, bin_coords: Any, densify: bool) -> Any:
 
 def densify_bins(codes: Any, probe_a: Any, probe_c: Any, attempts: int) -> Any:
     """Empty (-1) bins of codes (n, groups, n_bins) int64 borrow a code (probe_a, probe_c
-    (groups,) int64) -> a new array, every entry >= 0, one thread per bin, where the
+    (groups,) int64) -> a new array, every entry >= 0, one thread per row and group, where the
     codes live (the probe constants are tiny: numba copies host ones per launch)."""
     xp = namespace(codes)
     out = xp.empty(codes.shape, dtype=xp.int64)
