@@ -14,9 +14,10 @@ tests) the weights, biases, optimizer state, workspaces, pre-activations and gra
 live in the backend's array namespace and stay there: the kernels update them in place.
 What crosses goes through ``backend.to_device`` / ``backend.to_host`` (counted, see
 :func:`lshcore.core.backend.count_transfers`), each with a tag: ``input`` (the batch),
-``active_ids`` (the host selector's choice), ``labels``, ``activations`` (a hashed
-layer's input on its way to the host selector), ``rehash`` (the changed rows the host
-hash tables re-hash), ``loss``/``metrics``, ``init``/``save``/``load``.
+``active_ids`` (a host selector's choice), ``labels``, ``activations`` (a hashed
+layer's input on its way to a host selector), ``rehash`` (the changed rows the host
+hash tables re-hash), ``selection_work`` (a device selector's work tally),
+``loss``/``metrics``, ``init``/``save``/``load``.
 """
 
 from __future__ import annotations
@@ -535,7 +536,9 @@ class HashedLayer(_Layer):
     override them. The selector is seeded with the layer's ``seed`` unless an option says
     otherwise. Unknown names fail here (UnknownNameError), not at the first forward call.
 
-    On a device backend the selector (its hash tables, its choice of ids) stays on the
+    On a device backend the selector chooses on the device when its settings allow
+    (``selector.selects_on_device``: see :mod:`lshcore.training.device_select`): the
+    query, its codes, the tables and the chosen ids stay there. Otherwise it works on the
     host: it reads the layer's input (the batch, or a hashed layer's activations) and,
     when its schedule rehashes, the changed rows; the weights never leave the device
     otherwise. Policies ``rerank`` and ``exact`` re-score against host weights and are

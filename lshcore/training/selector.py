@@ -963,7 +963,9 @@ class ActiveSelector:
         """Record an optimizer step that changed ``rows_changed`` (ids or a bool mask; None =
         all rows) and rehash/rebuild when the schedules say so. ``weight``/``bias`` are the
         current parameters (the same arrays as at fit, or new ones). Returns the
-        multiplications spent hashing in this call.
+        multiplications spent hashing in this call. A selector that chooses on the
+        device (:attr:`selects_on_device`) takes the device parameters and device ids
+        (a host id array is copied up, tag ``rehash_ids``) and rehashes there.
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
