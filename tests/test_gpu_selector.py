@@ -66,3 +66,11 @@ def test_a_host_selector_refuses_device_selection() -> None:
     assert not sel.selects_on_device
     with pytest.raises(ConfigError, match="selects on the host"):
         sel.select_device(np.ones((2, 4), np.float32))
+
+
+def test_the_label_class_is_the_reference_kernels() -> None:
+    # a label must outrank any hit count exactly as in the host kernels
+    from lshcore.kernels import _np_layer
+    from lshcore.training import device_select
+
+    assert device_select.LABEL_CLASS == _np_layer.LABEL_CLASS

@@ -17,8 +17,9 @@ keeps its tables here, as arrays of the backend (CuPy on a GPU):
 The keys are the NumPy reference's (``kernels._np_layer.select_active`` and
 ``batch_select_from_tables``) and are distinct (the id is in the low bits), so the set
 of the ``m`` largest does not depend on how a sort or partition breaks ties: the device
-choice is the reference's choice, id for id, on the same codes. Only the work tally (four
-int64 numbers per call) goes to the host.
+choice is the reference's choice, id for id, on the same codes. Only the work tally goes
+to the host: four int64 per call, in the reference kernels' slots (bucket entries read,
+counters touched, keys ranked, binary-search steps).
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ __all__ = [
     "select_batch",
 ]
 
-#: rank class of a forced label neuron (above any hit count): the reference's value
+#: rank class of a forced label neuron (above any hit count): the reference kernels'
+#: value (``kernels._np_layer.LABEL_CLASS``, which this layer may not import; a test
+#: checks that they agree)
 LABEL_CLASS = 32767
-#: slots of a work tally (as the reference kernels': entries read, counters touched,
-#: keys ranked, binary-search steps)
-WORK_ENTRIES, WORK_COUNTERS, WORK_RANKED, WORK_SEARCH = 0, 1, 2, 3
 
 
 @dataclass
