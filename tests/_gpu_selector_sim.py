@@ -127,6 +127,20 @@ def changed_schedule_samples_the_same_rows() -> None:
     assert ref.rehashes > 0
 
 
+def refit_leaves_the_device_until_attached() -> None:
+    # fit() builds new host tables: the device ones are stale until attach() moves them
+    ref, dev, (w, b, dw, db) = selector_pair(12, 64, policy="topk", active=0.1, k=2, l=5)
+    w2 = np.ascontiguousarray(w[::-1])
+    ref.fit(w2, b)
+    dev.fit(w2, b)
+    assert not dev.selects_on_device
+    x = np.maximum(np.random.default_rng(2).standard_normal((4, 12)), 0).astype(np.float32)
+    np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)  # on the host
+    dev.attach(DEVICE.to_device(w2, "test"), db)
+    assert dev.selects_on_device
+    np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)  # on the device
+
+
 def train_steps(policy_hidden: tuple[str, list[int]], host_selector: bool = False) -> Any:
     """Three training steps of a tiny model on the device; the transfer log."""
     policy, hidden = policy_hidden
@@ -185,6 +199,7 @@ for name, fn in [
     ("same_sets_after_a_rebuild", lambda: same_sets("batch_rerank", rebuild="fixed:2")),
     ("same_sets_threshold", lambda: same_sets("threshold", threshold=2)),
     ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
+    ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
     ("no_selector_traffic_per_step", no_selector_traffic_per_step),
 ]:
     check(name, fn)

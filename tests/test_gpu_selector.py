@@ -41,6 +41,7 @@ CHECKS = [
     "same_sets_after_a_rebuild",
     "same_sets_threshold",
     "changed_schedule_samples_the_same_rows",
+    "refit_leaves_the_device_until_attached",
     "no_selector_traffic_per_step",
 ]
 

@@ -410,6 +410,8 @@ class ActiveSelector:
         if not np.all(np.isfinite(bias)):
             raise InputError("bias: contains NaN or infinite values")
         self._weight, self._bias = weight, bias
+        # new host tables: any device tables are stale (attach moves these there again)
+        self._dev_tables, self._dev_dirty = None, None
         if self.uses_hashing:
             if self.tables_kind == "index":
                 self._index = self._make_index(self._rows(weight, bias), self.seed + self.rebuilds)
