@@ -33,7 +33,7 @@ if [ "${1:-}" = "--simulate" ]; then
     export NUMBA_ENABLE_CUDASIM=1
     say "# gpu_check --simulate ($(date -u +%FT%TZ)): numba CUDA simulator on the CPU, no GPU"
     step 240 "${PYTEST[@]}" tests/test_gpu_kernels.py tests/test_gpu_arrayapi.py tests/test_gpu_backend.py
-    step 360 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_dlpack.py
+    step 420 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_selector.py tests/test_gpu_dlpack.py
     step 120 "$PY" benchmarks/bench_gpu.py --simulate --out "$DEST/gpu-simulate.md"
     exit "$FAILED"
 fi
@@ -64,5 +64,7 @@ step 120 "${PYTEST[@]}" tests/test_gpu_kernels.py
 step 90 "${PYTEST[@]}" tests/test_kernel_contract.py tests/test_index.py tests/test_gpu_backend.py -k cupy
 # core training with CuPy-resident parameters against the NumPy reference (transfers counted)
 step 150 "${PYTEST[@]}" tests/test_gpu_training.py
+# the selector on the device against the NumPy reference selector, and its copies per step
+step 120 "${PYTEST[@]}" tests/test_gpu_selector.py
 step 150 "$PY" benchmarks/bench_gpu.py --out "$DEST/gpu.md"
 exit "$FAILED"

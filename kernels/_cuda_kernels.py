@@ -21,6 +21,7 @@ __all__ = [
     "SIMULATED",
     "launch_srp_pack",
     "launch_wta_bins",
+    "launch_densify",
     "launch_insert_winner",
     "launch_insert_write",
     "launch_remove_mark",
@@ -87,6 +88,50 @@ def launch_wta_bins(x: Any, bin_coords: Any, densify: bool, out: Any) -> None:
     (largest entry per bin, ties low; densify: zeros do not compete, -1 = empty)."""
     if out.size:
         _wta_bins[_grid(out.size)](x, bin_coords, densify, out)
+
+
+@cuda.jit
+def _densify(codes, probe_a, probe_c, attempts, prime, out):  # type: ignore[no-untyped-def]
+    # one thread per (row, group), looping over its bins: a bin's work is a few reads,
+    # and n_bins is small (k * l), so per-bin threads would mostly pay for scheduling
+    i = cuda.grid(1)
+    n, groups, n_bins = codes.shape
+    if i < n * groups:
+        r = i // groups
+        g = i % groups
+        any_full = False
+        for j in range(n_bins):
+            if codes[r, g, j] >= 0:
+                any_full = True
+        for j in range(n_bins):
+            code = codes[r, g, j]
+            if code < 0 and not any_full:
+                code = 0  # no non-empty bin: 0 everywhere
+            elif code < 0:
+                # the reference's order: the seeded probes, then the next non-empty bin
+                # circularly (reading only ``codes``, never a bin filled in this pass)
+                for t in range(attempts):
+                    target = ((probe_a[g] * (j * attempts + t) + probe_c[g]) % prime) % n_bins
+                    if codes[r, g, target] >= 0:
+                        code = codes[r, g, target]
+                        break
+                if code < 0:
+                    for s in range(1, n_bins):
+                        c = codes[r, g, (j + s) % n_bins]
+                        if c >= 0:
+                            code = c
+                            break
+            out[r, g, j] = code
+
+
+def launch_densify(
+    codes: Any, probe_a: Any, probe_c: Any, attempts: int, prime: int, out: Any
+) -> None:
+    """codes (n, groups, n_bins) int64 (-1 = empty bin), probe_a/probe_c (groups,) int64
+    -> out (same shape) int64: each empty bin borrows as ``_np_hashing.densify_bins``."""
+    n_rows = codes.shape[0] * codes.shape[1]
+    if n_rows:
+        _densify[_grid(n_rows)](codes, probe_a, probe_c, attempts, prime, out)
 
 
 # -- fixed-capacity tables -------------------------------------------------------------

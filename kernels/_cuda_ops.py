@@ -16,7 +16,11 @@ import numpy as np
 from lshcore.core.arrayapi import namespace
 from lshcore.kernels import _cuda_kernels as ck
 from lshcore.kernels import _np_layer
+from lshcore.kernels._np_hashing import PROBE_PRIME
 from lshcore.kernels._np_layer import OPT_MULTS, select_active
+
+# the constants of the reference's tie-break hash (``_np_layer.tiebreak_priority``)
+_M1, _M2, _M3, _M4 = (int(v) for v in (_np_layer._M1, _np_layer._M2, _np_layer._M3, _np_layer._M4))
 
 __all__ = [
     "srp_codes",
@@ -26,7 +30,10 @@ __all__ = [
     "sparse_update",
     "block_update",
     "sorted_table_candidates",
+    "table_hit_counts",
     "select_from_tables",
+    "densify_bins",
+    "tiebreak_priority",
 ]
 
 
@@ -46,6 +53,37 @@ def wta_bins_dense(x: Any, bin_coords: Any, densify: bool) -> Any:
     out = xp.full((x.shape[0], bin_coords.shape[0]), -1, dtype=xp.int64)
     ck.launch_wta_bins(x, bin_coords, bool(densify), out)
     return out
+
+
+def densify_bins(codes: Any, probe_a: Any, probe_c: Any, attempts: int) -> Any:
+    """Empty (-1) bins of codes (n, groups, n_bins) int64 borrow a code (probe_a, probe_c
+    (groups,) int64) -> a new array, every entry >= 0, one thread per row and group, where the
+    codes live (the probe constants are tiny: numba copies host ones per launch)."""
+    xp = namespace(codes)
+    out = xp.empty(codes.shape, dtype=xp.int64)
+    ck.launch_densify(codes, probe_a, probe_c, int(attempts), PROBE_PRIME, out)
+    return out
+
+
+def tiebreak_priority(seed: int, rows: Any, ids: Any) -> Any:
+    """rows (B, 1), ids (1, n) int64 -> (B, n) int64 in [0, 65535]: the reference's
+    hash (``_np_layer.tiebreak_priority``) in uint64 array arithmetic, computed where
+    rows and ids live (CuPy on a device, so a selection needs no host priorities)."""
+    xp = namespace(rows, ids)
+    u64 = xp.uint64
+
+    def u(v: int) -> Any:
+        return xp.asarray(v, dtype=u64)
+
+    z = (
+        u(int(seed)) * u(_M1)
+        + xp.astype(xp.asarray(rows), u64) * u(_M2)
+        + xp.astype(xp.asarray(ids), u64) * u(_M3)
+    )
+    z = z ^ (z >> u(31))
+    z = z * u(_M4)
+    z = z ^ (z >> u(32))
+    return xp.astype(z & u(0xFFFF), xp.int64)
 
 
 def _active_pairs(xp: Any, in_ids: Any, in_vals: Any, out_ok: Any) -> int:
@@ -186,6 +224,15 @@ def sorted_table_candidates(
     indptr = xp.searchsorted(rows, xp.arange(batch + 1, dtype=xp.int64), side="left")
     hits = xp.take(xp.reshape(counts, (-1,)), rows * n_out + cols, axis=0)
     return xp.astype(indptr, xp.int64), cols, xp.astype(hits, xp.int32)
+
+
+def table_hit_counts(qcodes: Any, sorted_codes: Any, sorted_ids: Any, n_out: int) -> Any:
+    """The dense hit counter (B, n_out) int32 of qcodes (B, L) int64 in code-sorted
+    tables (sorted_codes/sorted_ids (L, n) int64): atomic adds, where the arrays live."""
+    xp = namespace(qcodes)
+    counts = xp.zeros((qcodes.shape[0], n_out), dtype=xp.int32)
+    ck.launch_count_candidates(qcodes, sorted_codes, sorted_ids, counts)
+    return counts
 
 
 def select_from_tables(

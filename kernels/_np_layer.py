@@ -20,6 +20,7 @@ __all__ = [
     "sparse_update",
     "select_active",
     "sorted_table_candidates",
+    "table_hit_counts",
     "select_from_tables",
     "tiebreak_priority",
     "batch_select_from_tables",
@@ -304,6 +305,21 @@ def sorted_table_candidates(
     indptr = np.zeros(batch + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=batch), out=indptr[1:])
     return indptr, (uniq % n_out).astype(np.int64), counts.astype(np.int32)
+
+
+def table_hit_counts(
+    qcodes: np.ndarray, sorted_codes: np.ndarray, sorted_ids: np.ndarray, n_out: int
+) -> np.ndarray:
+    """The dense hit counter of queries ``qcodes (B, L)`` in code-sorted tables
+    (``sorted_codes``/``sorted_ids`` (L, n), as :func:`sorted_table_candidates`):
+    (B, n_out) int32, entry (b, j) = the number of tables whose bucket for query b holds
+    neuron j. The counter a device selection ranks without leaving the device."""
+    batch = qcodes.shape[0]
+    counts = np.zeros((batch, n_out), np.int32)
+    indptr, ids, hits = sorted_table_candidates(qcodes, sorted_codes, sorted_ids, n_out)
+    rows = np.repeat(np.arange(batch, dtype=np.int64), np.diff(indptr))
+    counts[rows, ids] = hits
+    return counts
 
 
 def select_from_tables(

@@ -6,16 +6,18 @@ this module against the NumPy reference (``tests/test_gpu_kernels.py``).
 
 What runs where:
 
-* numba.cuda kernels (``_cuda_kernels``): DWTA/WTA bins (``wta_bins_dense``), the
-  fixed-capacity tables (``fixed_insert`` with atomics, ``fixed_remove``, the
-  ``fixed_query`` gather), candidate counting (``sorted_table_candidates``), the fused
+* numba.cuda kernels (``_cuda_kernels``): DWTA/WTA bins (``wta_bins_dense``) and their
+  densification (``densify_bins``), the fixed-capacity tables (``fixed_insert`` with
+  atomics, ``fixed_remove``, the ``fixed_query`` gather), candidate counting
+  (``sorted_table_candidates``, and the dense counter ``table_hit_counts`` that the
+  device selector ranks), the fused
   gather-multiply of the layer (``layer_forward``, ``layer_backward`` with atomic
   adds) and the sparse-row optimizer (``sparse_update``, Adam on touched rows);
   ``block_update`` (a shared active set's block) is array code on the device arrays.
 * array-API glue (``_cupy_tables``, ``lshcore.core.arrayapi``): the sorted runs, bucket
-  offsets, re-rank, reservoir draws, CSR building.
-* the NumPy reference on host arrays: CSR WTA, MinHash, densification, tie-break
-  priorities, ``dense_to_sparse`` and ``select_active`` (host kernels of the contract).
+  offsets, re-rank, reservoir draws, CSR building, tie-break priorities.
+* the NumPy reference on host arrays: CSR WTA, MinHash, ``dense_to_sparse``,
+  ``select_active`` and ``batch_select_from_tables`` (host kernels of the contract).
 
 The names are explicit imports (no ``__all__``): registration reads them from the source
 without importing the module (and so without importing cupy or numba.cuda).
@@ -23,12 +25,15 @@ without importing the module (and so without importing cupy or numba.cuda).
 
 from lshcore.kernels._cuda_ops import (
     block_update,
+    densify_bins,
     layer_backward,
     layer_forward,
     select_from_tables,
     sorted_table_candidates,
     sparse_update,
     srp_codes,
+    table_hit_counts,
+    tiebreak_priority,
     wta_bins_dense,
 )
 from lshcore.kernels._cupy_tables import (
@@ -47,7 +52,6 @@ from lshcore.kernels._cupy_tables import (
     sorted_remove,
 )
 from lshcore.kernels._np_hashing import (
-    densify_bins,
     minhash_bins_csr,
     minhash_bins_dense,
     srp_probes,
@@ -57,7 +61,6 @@ from lshcore.kernels._np_layer import (
     batch_select_from_tables,
     dense_to_sparse,
     select_active,
-    tiebreak_priority,
 )
 
 # host-only for now: the reference on host arrays (no GPU version yet)

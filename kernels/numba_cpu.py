@@ -6,6 +6,10 @@ them from the source without importing the module (and so without importing numb
 """
 
 from lshcore.kernels import _numba_setup  # noqa: F401  (first: starts numba's pool passive)
+
+# the dense hit counter feeds the device selector only (the CPU selector fuses counting
+# and ranking in select_from_tables): the NumPy reference serves the contract here
+from lshcore.kernels._np_layer import table_hit_counts
 from lshcore.kernels._numba_hashing import (
     densify_bins,
     minhash_bins_csr,

@@ -25,6 +25,7 @@ from lshcore.kernels._np_layer import (
     select_from_tables,
     sorted_table_candidates,
     sparse_update,
+    table_hit_counts,
     tiebreak_priority,
 )
 from lshcore.kernels._np_tables import (

@@ -12,8 +12,9 @@ and fails only on a real device, where CuPy refuses implicit conversion. Here:
   functions on unwrapped arrays, refusing NumPy array arguments except in
   ``asarray``/``array`` (the explicit host-to-device copy), results wrapped.
 * the module ``_strict_kernels`` runs the GPU backend's kernels (under the simulator) on
-  the unwrapped arrays, in place; the layer kernels refuse host arrays (on a device,
-  numba would silently copy them per launch).
+  the unwrapped arrays, in place; the layer kernels, and any kernel given a device
+  array, refuse host arrays (on a device, numba would silently copy them per launch)
+  and return device arrays.
 
 :func:`strict_backend` is a device backend on these two modules.
 """
@@ -196,13 +197,16 @@ _DEVICE_ONLY = {"layer_forward", "layer_backward", "sparse_update", "block_updat
 
 def _kernel(name: str, func: Any) -> Any:
     def run(*args: Any) -> Any:
-        if name in _DEVICE_ONLY:
+        # a kernel given device arrays runs on the device: its results stay there, and a
+        # host array among its arguments would be copied by numba per launch
+        on_device = name in _DEVICE_ONLY or any(isinstance(v, StrictArray) for v in args)
+        if on_device:
             for i, v in enumerate(args):
                 if isinstance(v, np.ndarray) and v.size:
                     raise TypeError(f"{name}: argument {i} is a host array (a copy per launch)")
         a = [v._a if isinstance(v, StrictArray) else v for v in args]
         out = func(*a)
-        return _wrap(out) if name in _DEVICE_ONLY else out
+        return _wrap(out) if on_device else out
 
     run.__name__ = name
     return run

@@ -7,8 +7,8 @@ backend (``host_arrays=False``: parameters, optimizer state and workspaces in th
 backend's namespace, every host/device copy counted through ``Backend.to_device`` /
 ``to_host``) and asserts: the same losses, weights and optimizer state within rounding;
 the parameter arrays never replaced; no copy outside the allowed tags (input, labels,
-active ids, selector codes, activations for a host selector, changed rows at a rehash,
-the loss), never a whole weight matrix. Under the simulator the "device" arrays are NumPy
+the loss, the selection's work counts; a host selector's ids, codes, activations and
+changed rows only where a layer selects on the host), never a whole weight matrix. Under the simulator the "device" arrays are NumPy
 arrays; ``strict_device_namespace`` repeats the training with a CuPy stand-in
 (tests/_strict_device.py) that refuses NumPy calls on device arrays, host arrays mixed
 into device operations and host arrays in the layer kernels, as CuPy and a real launch

@@ -186,7 +186,7 @@ def _args(name: str, rng: np.random.Generator) -> list[Any]:
     if name == "select_active":
         indptr, ids, counts, labels, n_out = _candidates(rng)
         return [indptr, ids, counts, labels, n_out, 5, 1, True, True, 3, None]
-    if name == "sorted_table_candidates":
+    if name in ("sorted_table_candidates", "table_hit_counts"):
         return list(_sorted_tables(rng))
     if name == "select_from_tables":
         qcodes, codes, ids, n_out = _sorted_tables(rng)

@@ -166,6 +166,12 @@ class Kernels(Protocol):
         ids int64 ascending per row, counts int32 = tables hit)."""
         ...
 
+    def table_hit_counts(self, qcodes: Any, sorted_codes: Any, sorted_ids: Any, n_out: int) -> Any:
+        """qcodes (B, L) int64; sorted_codes/sorted_ids (L, n) int64 -> (B, n_out) int32,
+        the tables whose bucket holds each neuron (the dense counter of
+        ``sorted_table_candidates``). Arrays of the backend's module (CuPy on a device)."""
+        ...
+
     def select_from_tables(
         self,
         qcodes: np.ndarray,

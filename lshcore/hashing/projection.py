@@ -9,7 +9,7 @@ import numpy as np
 
 from lshcore.core.backend import Backend
 from lshcore.core.validation import check_float, check_int, is_sparse
-from lshcore.errors import ConfigError
+from lshcore.errors import ConfigError, InputError
 from lshcore.hashing.base import HashFamily
 from lshcore.registry.catalog import get_backend
 
@@ -99,6 +99,19 @@ class SRP(_BackendFamily):
                 host = self.backend.to_numpy(self.projections)
             return self.xp.asarray(np.asarray(x @ host))
         return x @ self.projections
+
+    def device_hash(self, x: Any) -> Any:
+        """Codes (n, l) int64 of a dense float32 batch ``x (n, dim)`` that lives on the
+        backend's device, computed there (one dense product; neither ``x`` nor the codes
+        cross). As :meth:`hash`, except that a projection within rounding of zero may
+        take the other sign (the dense product sums in another order than a sparse one)."""
+        if self.backend.host_arrays:
+            raise ConfigError(
+                f"device_hash needs a device backend; {self.backend.name!r} keeps host arrays"
+            )
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise InputError(f"x: expected a (n, {self.dim}) array, got {tuple(x.shape)}")
+        return _pack_bits((x @ self.projections) >= 0, self.k, self.l, self.xp)
 
     def hash(self, x: Any) -> Any:
         if is_sparse(x) or not self.backend.host_arrays:

@@ -29,7 +29,7 @@ import numpy as np
 
 from lshcore.core.backend import Backend
 from lshcore.core.validation import check_int, is_sparse
-from lshcore.errors import ConfigError
+from lshcore.errors import ConfigError, InputError
 from lshcore.hashing.projection import _BackendFamily
 
 __all__ = ["DWTA", "WTA", "PROBE_ATTEMPTS", "bin_layout", "pack_codes"]
@@ -153,6 +153,44 @@ class DWTA(_BackendFamily):
     def hash(self, x: Any) -> Any:
         codes = self.bin_codes(x).reshape(-1, self.l, self.k)
         return self.xp.asarray(pack_codes(codes, self.k, self.l, self.bits))
+
+    def prepare_device(self) -> tuple[Any, Any, Any, Any]:
+        """The functions' arrays on the backend's device (bin layout, probe constants,
+        code shifts), copied up on the first call only (tag ``hash_functions``): call it
+        when the tables are built so that hashing copies nothing."""
+        layout = getattr(self, "_device_layout", None)
+        if layout is None:
+            put = self.backend.to_device
+            layout = (
+                put(self.bin_coords, "hash_functions"),
+                put(self.probe_a, "hash_functions"),
+                put(self.probe_c, "hash_functions"),
+                put(np.arange(self.k, dtype=np.int64) * self.bits, "hash_functions"),
+            )
+            self._device_layout = layout
+        return layout
+
+    def device_hash(self, x: Any) -> Any:
+        """Codes (n, l) int64 of a dense float32 batch ``x (n, dim)`` that lives on the
+        backend's device (a device backend only), computed there: the bins, their
+        densification and the packing run where ``x`` lives, so neither ``x`` nor the
+        codes cross to the host. The same codes as :meth:`hash` of the same rows."""
+        if self.backend.host_arrays:
+            raise ConfigError(
+                f"device_hash needs a device backend; {self.backend.name!r} keeps host arrays"
+            )
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise InputError(f"x: expected a (n, {self.dim}) array, got {tuple(x.shape)}")
+        xp = self.xp
+        bin_coords, probe_a, probe_c, shifts = self.prepare_device()
+        kernels = self.backend.kernels
+        n = x.shape[0]
+        codes = kernels.wta_bins_dense(x, bin_coords, self.densify)
+        if self.densify:
+            grouped = xp.reshape(codes, (n, 1, self.n_bins))
+            codes = kernels.densify_bins(grouped, probe_a, probe_c, PROBE_ATTEMPTS)
+        sub = xp.reshape(codes, (n, self.l, self.k))
+        return xp.sum(sub << xp.reshape(shifts, (1, 1, self.k)), axis=2, dtype=xp.int64)
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
         return 0  # no multiplications: see hash_comparisons

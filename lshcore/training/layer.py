@@ -14,9 +14,10 @@ tests) the weights, biases, optimizer state, workspaces, pre-activations and gra
 live in the backend's array namespace and stay there: the kernels update them in place.
 What crosses goes through ``backend.to_device`` / ``backend.to_host`` (counted, see
 :func:`lshcore.core.backend.count_transfers`), each with a tag: ``input`` (the batch),
-``active_ids`` (the host selector's choice), ``labels``, ``activations`` (a hashed
-layer's input on its way to the host selector), ``rehash`` (the changed rows the host
-hash tables re-hash), ``loss``/``metrics``, ``init``/``save``/``load``.
+``active_ids`` (a host selector's choice), ``labels``, ``activations`` (a hashed
+layer's input on its way to a host selector), ``rehash`` (the changed rows the host
+hash tables re-hash), ``selection_work`` (a device selector's work tally),
+``loss``/``metrics``, ``init``/``save``/``load``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from lshcore.errors import ConfigError, InputError
 from lshcore.registry.catalog import get_backend
 from lshcore.training.optim import Optimizer
 from lshcore.training.params import SelectionParams
-from lshcore.training.selector import ActiveSelector, SparseBatch
+from lshcore.training.selector import ActiveSelector, SparseBatch, labels_matrix
 
 __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS", "row_top_mask"]
 
@@ -111,6 +112,9 @@ class _Layer:
     """Shared parts: parameters, optimizer state, activation, kernels."""
 
     hashed = False
+    #: the layer's active sets are chosen on its device (HashedLayer with a device
+    #: selector): the rows it changes are reported as device ids
+    device_selection = False
 
     def __init__(
         self,
@@ -250,7 +254,10 @@ class _Layer:
             if not x.device:
                 return x
             vals = self._get(x.vals, "activations")
-            return SparseBatch(x.ids, vals, x.dim, shared=x.shared)
+            ids = x.ids
+            if ids is x.dev_ids:  # chosen by a device selector: the ids live there too
+                ids = self._get(ids, "active_ids")
+            return SparseBatch(ids, vals, x.dim, shared=x.shared)
         self._check_dense(x)
         return self._dense_host(x, ws)
 
@@ -341,12 +348,18 @@ class _Layer:
             return x, None, None
         return np.ascontiguousarray(x[:, used]), used, None
 
-    def _block_forward(self, x: Any, rows: Any, ws: Workspace, counts: Counts) -> Any:
-        """Pre-activations (B, len(rows)) of the neurons ``rows`` (None = all; host ids)
-        for every input row: one BLAS product over the gathered weights (all counted)."""
+    def _block_forward(
+        self, x: Any, rows: Any, ws: Workspace, counts: Counts, device_rows: bool = False
+    ) -> Any:
+        """Pre-activations (B, len(rows)) of the neurons ``rows`` (None = all; host ids,
+        or ids of the parameters' namespace with ``device_rows``) for every input row:
+        one BLAS product over the gathered weights (all counted)."""
         xp = self.xp
         xin, cols, sparse_ids = self._block_input(x, ws)
-        drows = None if rows is None else self._put(np.ascontiguousarray(rows), "active_ids")
+        if device_rows:
+            drows = rows
+        else:
+            drows = None if rows is None else self._put(np.ascontiguousarray(rows), "active_ids")
         w = self.weight if drows is None else xp.take(self.weight, drows, axis=0)
         if cols is not None:
             w = xp.take(w, cols, axis=1)
@@ -395,7 +408,8 @@ class _Layer:
 
     def apply_update(self, ws: Workspace, opt: Optimizer, counts: Counts | None = None) -> Any:
         """One optimizer step from the workspace's gradient; returns the rows changed
-        (host int64 ids)."""
+        (int64 ids, on the host for a hashed layer whose selector chooses on the host,
+        else in the parameters' namespace: the device's on a device backend)."""
         self.step += 1
         step = self.step
         counts = counts if counts is not None else Counts()
@@ -437,8 +451,11 @@ class _Layer:
             step,
             xp=xp,
         )
-        # the touched rows, for the host selector's rehash bookkeeping (ids, not weights)
-        rows = self._get(ws.touched_b[: ws.n_b], "active_ids").copy()
+        if self.hashed and not self.device_selection:
+            # the touched rows, for the host selector's rehash bookkeeping (ids only)
+            rows = self._get(ws.touched_b[: ws.n_b], "active_ids").copy()
+        else:  # a device selector marks them where they are; a dense layer has no use
+            rows = ws.touched_b[: ws.n_b].copy()
         counts.optimizer += opt.sparse_step(
             self.kernels, self.bias, ws.grad_b, ws.mark_b, ws.touched_b, ws.n_b, self.states_b,
             step, xp=xp,
@@ -519,7 +536,9 @@ class HashedLayer(_Layer):
     override them. The selector is seeded with the layer's ``seed`` unless an option says
     otherwise. Unknown names fail here (UnknownNameError), not at the first forward call.
 
-    On a device backend the selector (its hash tables, its choice of ids) stays on the
+    On a device backend the selector chooses on the device when its settings allow
+    (``selector.selects_on_device``: see :mod:`lshcore.training.device_select`): the
+    query, its codes, the tables and the chosen ids stay there. Otherwise it works on the
     host: it reads the layer's input (the batch, or a hashed layer's activations) and,
     when its schedule rehashes, the changed rows; the weights never leave the device
     otherwise. Policies ``rerank`` and ``exact`` re-score against host weights and are
@@ -564,6 +583,8 @@ class HashedLayer(_Layer):
         xp = self.xp
         ws.cache["block"] = False
         ws.cache.pop("keep", None)
+        if self.device_selection:
+            return self._forward_selecting_on_device(x, ws, counts, labels, training)
         if self.selector.policy in ("batch_union", "batch_rerank"):
             active = self.selector.select(self._host_query(x, ws), labels=labels, training=training)
             counts.hashing += active.hash_mults
@@ -604,6 +625,57 @@ class HashedLayer(_Layer):
         if self.on_device:
             return SparseBatch(active.ids, vals_out, self.n_out, device=True, dev_ids=out_ids)
         return SparseBatch(active.ids, vals_out, self.n_out)
+
+    @property
+    def device_selection(self) -> bool:  # type: ignore[override]
+        """Whether the selector chooses on the device (see ``ActiveSelector.attach``)."""
+        return self.selector.selects_on_device
+
+    def _forward_selecting_on_device(
+        self, x: Any, ws: Workspace, counts: Counts, labels: Any, training: bool
+    ) -> SparseBatch:
+        """:meth:`forward` with the selector's tables on the device: the query, its codes
+        and the chosen ids never leave it (only the batch and the labels go up)."""
+        xp = self.xp
+        sel = self.selector
+        batch = x.batch_size if isinstance(x, SparseBatch) else int(x.shape[0])
+        lab = labels_matrix(labels if training else None, batch, self.n_out)
+        dev_lab = self._put(lab, "labels") if lab.shape[1] else None
+        if sel.policy in ("batch_union", "batch_rerank"):
+            if isinstance(x, SparseBatch):
+                ids, vals, _ = self._sparse_input(x, ws)
+                x = SparseBatch(ids, vals, self.n_in, shared=x.shared, device=True, dev_ids=ids)
+            elif not self._x_on_device(x, ws):
+                self._check_dense(x)
+                x = self._dense_device(x, ws)  # up once: the query and the block share it
+                ws.cache["x_device"] = True
+            found = sel.select_device(x, lab, training=training, dev_labels=dev_lab)
+            counts.hashing += found.hash_mults
+            counts.selection += found.work
+            z = self._block_forward(x, found.ids, ws, counts, device_rows=True)
+            a = self._activate(z)
+            m = sel.m
+            if sel.policy == "batch_rerank" and m < z.shape[1]:
+                keep = row_top_mask(xp, z, m, found.ids, dev_lab)
+                counts.selection += int(z.size)  # one partition pass over each row's block
+                ws.cache["keep"] = keep
+                a *= keep
+            dev_ids = xp.broadcast_to(found.ids[None, :], (z.shape[0], found.ids.shape[0]))
+            return SparseBatch(dev_ids, a, self.n_out, shared=True, device=True, dev_ids=dev_ids)
+        ids, vals, was_dense = self._sparse_input(x, ws)
+        query = SparseBatch(ids, vals, self.n_in, device=True, dev_ids=ids)
+        dense_form = was_dense or (isinstance(x, SparseBatch) and x.shared)
+        found = sel.select_device(
+            query, lab, training=training, dev_labels=dev_lab, dense_input=dense_form
+        )
+        counts.hashing += found.hash_mults
+        counts.selection += found.work
+        out_ids = found.ids
+        z, mults = self.kernels.layer_forward(self.weight, self.bias, ids, vals, out_ids)
+        counts.forward += int(mults)
+        ws.cache.update(in_ids=ids, in_vals=vals, out_ids=out_ids, in_dense=was_dense, z=z)
+        vals_out = xp.where(out_ids >= 0, self._activate(z), xp.float32(0)).astype(xp.float32)
+        return SparseBatch(out_ids, vals_out, self.n_out, device=True, dev_ids=out_ids)
 
     def backward(self, ws: Workspace, grad: Any, need_grad_in: bool, counts: Counts) -> Any:
         if ws.cache.get("block"):

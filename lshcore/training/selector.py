@@ -45,6 +45,13 @@ from lshcore.errors import ConfigError, InputError, NotFittedError
 from lshcore.registry import catalog
 from lshcore.registry.catalog import get_backend
 from lshcore.search.index import LSHIndex
+from lshcore.training.device_select import (
+    DeviceActiveSet,
+    DeviceTables,
+    dense_query,
+    select_batch,
+    select_rows,
+)
 from lshcore.training.params import (
     DEFAULT_REHASH,
     LSH_POLICIES,
@@ -71,7 +78,9 @@ __all__ = [
 @dataclass
 class SparseBatch:
     """A batch of sparse vectors in padded form: ``ids (B, w)`` int64 (-1 padding) and
-    ``vals (B, w)`` float32; ``dim`` is the length of the vectors."""
+    ``vals (B, w)`` float32; ``dim`` is the length of the vectors. ``ids`` is a host
+    array, except in the output of a layer whose selector chose on the device: there
+    ``ids`` is ``dev_ids`` (the ids never went to the host)."""
 
     ids: np.ndarray
     vals: np.ndarray
@@ -80,6 +89,7 @@ class SparseBatch:
     #: then a dense (B, w) block over the columns ``ids[0]``
     shared: bool = False
     #: ``vals`` lives on a device (a device layer's output); ``ids`` stays on the host
+    #: unless it is ``dev_ids``
     device: bool = False
     #: the device copy of ``ids`` when its producer has one (saves copying it back up)
     dev_ids: Any = None
@@ -207,6 +217,8 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
 
 #: largest key space addressed directly (per table, 8 bytes per bucket)
 MAX_DIRECT_BUCKETS = 1 << 16
+#: policies whose tables and choice can live on a device (see ActiveSelector.attach)
+DEVICE_POLICIES = ("topk", "union", "threshold", "batch_union", "batch_rerank")
 _NO_OFFSETS = np.zeros((0, 0), np.int64)
 
 
@@ -293,6 +305,10 @@ class ActiveSelector:
         self._bias: np.ndarray | None = None
         #: the layer's device weight (see :meth:`attach`): rows read from it are copied
         self._device_weight: Any = None
+        #: the tables on the device when the selection runs there (see :meth:`attach`),
+        #: and which rows changed since they were hashed ((n_out,) bool on the device)
+        self._dev_tables: DeviceTables | None = None
+        self._dev_dirty: Any = None
         self._dirty = np.zeros(self.n_out, dtype=bool)
         self._lock = threading.Lock()  # table updates (after_update)
         self._calls_lock = threading.Lock()  # the training tie-break counter
@@ -394,6 +410,8 @@ class ActiveSelector:
         if not np.all(np.isfinite(bias)):
             raise InputError("bias: contains NaN or infinite values")
         self._weight, self._bias = weight, bias
+        # new host tables: any device tables are stale (attach moves these there again)
+        self._dev_tables, self._dev_dirty = None, None
         if self.uses_hashing:
             if self.tables_kind == "index":
                 self._index = self._make_index(self._rows(weight, bias), self.seed + self.rebuilds)
@@ -421,6 +439,198 @@ class ActiveSelector:
         with self._lock:
             self._weight, self._bias = weight, bias
             self._device_weight = weight if self.backend.on_device else None
+            if self._device_capable():
+                self._move_tables_to_device()
+
+    # -- selection on the device --------------------------------------------------------
+    @property
+    def selects_on_device(self) -> bool:
+        """Whether the tables, the query codes and the choice of ids live on the backend's
+        device (:mod:`lshcore.training.device_select`): set by :meth:`attach` on a device
+        backend for the policies in ``DEVICE_POLICIES`` with sorted tables, no MIPS
+        transform, random tie-breaks and a family that hashes on the device."""
+        return self._dev_tables is not None
+
+    def _device_capable(self) -> bool:
+        return (
+            self.backend.on_device
+            and self.policy in DEVICE_POLICIES
+            and self.tables_kind == "sorted"
+            and self.transform_name is None
+            and self.tiebreak == "random"
+            and self._tables is not None
+            and callable(getattr(self._tables.family, "device_hash", None))
+        )
+
+    def _move_tables_to_device(self) -> None:
+        """Hand the host tables (built at :meth:`fit`) to the device: their codes and the
+        dirty rows go up once; from then on the host keeps no tables."""
+        tables = self._tables
+        assert tables is not None
+        put = self.backend.to_device
+        self._dev_tables = DeviceTables(
+            self.backend.xp, tables.family, put(tables.codes, "init"), self._direct(tables.family)
+        )
+        self._dev_dirty = put(self._dirty, "init")
+        self._tables = None
+
+    @staticmethod
+    def _direct(family: Any) -> bool:
+        n_buckets = int(getattr(family, "num_buckets", 0) or 0)
+        return 0 < n_buckets <= MAX_DIRECT_BUCKETS
+
+    def select_device(
+        self,
+        x: Any,
+        labels: Any = None,
+        training: bool = False,
+        dev_labels: Any = None,
+        dense_input: bool = False,
+    ) -> DeviceActiveSet:
+        """The active neurons of ``x``, chosen on the device (:attr:`selects_on_device`).
+
+        ``x``: a dense (B, n_in) array of the device or a device SparseBatch (``dev_ids``
+        set); ``labels`` as in :meth:`select` (host); ``dev_labels`` their (B, n) -1
+        padded matrix already on the device (else it goes up, tag ``labels``);
+        ``dense_input``: ``x`` is the sparse form of a dense batch (its hashing is tallied
+        as the host path tallies a dense batch). Returns ids on the device: (B, m), or
+        (m,) for one set shared by the batch."""
+        tables = self._dev_tables
+        if tables is None:
+            raise ConfigError(
+                "select_device: this selector selects on the host (selects_on_device is "
+                "False: a host backend, or a policy, transform, tie-break or family that "
+                "the device path does not offer); call select()"
+            )
+        xp = self.backend.xp
+        dev_ids = getattr(x, "dev_ids", None)
+        batch = int(x.shape[0]) if dev_ids is None else int(dev_ids.shape[0])
+        lab = labels_matrix(labels if training else None, batch, self.n_out)
+        if dev_labels is None or not lab.shape[1]:
+            dev_labels = (
+                self.backend.to_device(lab, "labels")
+                if lab.shape[1]
+                else xp.full((batch, 0), -1, dtype=xp.int64)
+            )
+        m = self._width(lab)
+        seed = self._seed(training)
+        fam = tables.family
+        q = dense_query(xp, x, self.n_in)
+        codes = fam.device_hash(q)
+        cost = int(fam.hash_cost(batch))
+        nnz = None
+        rank = getattr(fam, "measure", "") == "rank"
+        if dev_ids is not None and not x.shared and not dense_input and rank:
+            # the host path hashes this input by its non-zeros and tallies them so: the
+            # same tally here (a scalar read from the device)
+            present = (dev_ids >= 0) & (x.vals != 0)
+            nnz = int(xp.sum(present.astype(xp.int64))) + batch
+        comps = int(fam.hash_comparisons(batch, nnz))
+        with self._calls_lock:
+            self.query_mults += cost
+        if self.policy in ("batch_union", "batch_rerank"):
+            ids, work = select_batch(self.backend, tables, codes, dev_labels, self.n_out, m, seed)
+            shared = True
+        else:
+            min_count, use_counts, pad = {
+                "topk": (1, True, True),
+                "union": (1, False, True),
+                "threshold": (self.threshold, True, False),
+            }[self.policy]
+            ids, work = select_rows(
+                self.backend, tables, codes, dev_labels, self.n_out, m,
+                min_count, use_counts, pad, seed,
+            )  # fmt: skip
+            shared = False
+        return DeviceActiveSet(ids, cost, self._record(work, comps, batch), shared)
+
+    def _select_via_device(self, x: Any, labels: Any, training: bool) -> ActiveSet:
+        """:meth:`select` of a host batch by a device selector: the batch goes up (tag
+        ``input``), the ids come down (tag ``active_ids``)."""
+        x, batch, _ = self._as_input(x)
+        if isinstance(x, SparseBatch):
+            dense = x.to_dense()
+        else:
+            dense = x.toarray() if is_sparse(x) else np.asarray(x)
+        xd = self.backend.to_device(np.ascontiguousarray(dense, np.float32), "input")
+        found = self.select_device(xd, labels, training)
+        ids = self.backend.to_host(found.ids, "active_ids").astype(np.int64)
+        if found.shared:
+            ids = np.ascontiguousarray(np.broadcast_to(ids, (batch, ids.shape[0])))
+        return ActiveSet(ids, found.hash_mults, shared=found.shared, work=found.work)
+
+    def _device_rows(self, ids: Any = None) -> Any:
+        """The rows ``[w, b]`` (all, or the device ids ``ids``) gathered on the device."""
+        xp = self.backend.xp
+        w, b = self._device_weight, self._bias
+        if ids is not None:
+            w, b = xp.take(w, ids, axis=0), xp.take(b, ids, axis=0)
+        return xp.concatenate([w, xp.reshape(b, (-1, 1))], axis=1).astype(xp.float32)
+
+    def _device_after_update(self, rows_changed: Any) -> int:
+        """:meth:`after_update` of a device selector (under the lock): marks the changed
+        rows (device ids, or None = all) and rehashes/rebuilds on the device."""
+        xp = self.backend.xp
+        if rows_changed is None:
+            self._dev_dirty[:] = True
+        else:
+            rows = rows_changed  # ids or a bool mask, of the device (the layer's touched rows)
+            if isinstance(rows, np.ndarray) and xp is not np:  # a host caller's: counted
+                rows = self.backend.to_device(rows, "rehash_ids")
+            self._dev_dirty[rows] = True
+        self.step += 1
+        cost = 0
+        if self.rebuild_schedule.due(self.step):
+            self.rebuilds += 1
+            fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
+                self.family_name, self.n_in + 1, self.k, self.l,
+                seed=self.seed + self.rebuilds, backend=self.backend, **self.family_params,
+            )  # fmt: skip
+            codes = fam.device_hash(self._device_rows())
+            cost = int(fam.hash_cost(self.n_out))
+            self._dev_tables = DeviceTables(xp, fam, codes, self._direct(fam))
+            self._dev_dirty[:] = False
+            self.rebuild_schedule.fired(self.step)
+            self.rehash_schedule.fired(self.step)
+        elif self.rehash_schedule.due(self.step):
+            cost = self._device_rehash()
+        self.rehash_mults += cost
+        return cost
+
+    def _device_rehash(self) -> int:
+        """:meth:`_maybe_rehash` on the device: the same sample, share and rows."""
+        xp = self.backend.xp
+        tables = self._dev_tables
+        assert tables is not None
+        fam = tables.family
+        n_dirty = int(xp.sum(self._dev_dirty.astype(xp.int64)))  # a scalar read
+        cost = 0
+        if self.rehash_schedule.kind == "changed" and n_dirty:
+            dirty = xp.nonzero(self._dev_dirty)[0]
+            rng = np.random.default_rng((self.seed, self.step))
+            # positions into the dirty ids: the draw rng.choice(dirty ids) makes on the host,
+            # without bringing the ids down (only these <= 64 positions go up)
+            pos = rng.choice(n_dirty, size=min(64, n_dirty), replace=False).astype(np.int64)
+            sample = xp.take(dirty, self.backend.to_device(pos, "rehash_ids"), axis=0)
+            codes = fam.device_hash(self._device_rows(sample))
+            cost = int(fam.hash_cost(int(sample.shape[0])))
+            changed = codes != xp.take(tables.codes, sample, axis=0)
+            share = float(xp.mean(changed.astype(xp.float64)))
+            self.changed_share = share
+            if share < self.rehash_schedule.threshold:
+                self.rehash_schedule.fired(self.step)
+                return cost
+        self.rehash_schedule.fired(self.step)
+        if n_dirty == 0:
+            return cost
+        dirty = xp.nonzero(self._dev_dirty)[0]
+        codes_dirty = fam.device_hash(self._device_rows(dirty))
+        codes = tables.codes.copy()
+        codes[dirty] = codes_dirty
+        self._dev_tables = DeviceTables(xp, fam, codes, tables.direct)
+        self._dev_dirty[:] = False
+        self.rehashes += 1
+        return cost + int(fam.hash_cost(n_dirty))
 
     def _make_index(self, rows: np.ndarray, seed: int) -> Any:
         """An :class:`~lshcore.search.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
@@ -517,6 +727,8 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.select() before fit(weight, bias)")
+        if self._dev_tables is not None:
+            return self._select_via_device(x, labels, training)
         x, batch, _ = self._as_input(x)
         lab = labels_matrix(labels if training else None, batch, self.n_out)
         return self._POLICY_METHODS[self.policy](
@@ -753,10 +965,23 @@ class ActiveSelector:
         """Record an optimizer step that changed ``rows_changed`` (ids or a bool mask; None =
         all rows) and rehash/rebuild when the schedules say so. ``weight``/``bias`` are the
         current parameters (the same arrays as at fit, or new ones). Returns the
-        multiplications spent hashing in this call.
+        multiplications spent hashing in this call. A selector that chooses on the
+        device (:attr:`selects_on_device`) takes the device parameters and device ids
+        (a host id array is copied up, tag ``rehash_ids``) and rehashes there.
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
+        if self._dev_tables is not None:
+            # device ids stay there (np.asarray below would pull them to the host)
+            if not (weight is self._device_weight or is_device_array(weight)):
+                raise InputError(
+                    "after_update: this selector hashes the layer's device parameters "
+                    "(attach); got host arrays"
+                )
+            with self._lock:
+                self._weight, self._bias = weight, bias
+                self._device_weight = weight
+                return self._device_after_update(rows_changed)
         changed: Any
         if rows_changed is None:
             changed = slice(None)
@@ -883,7 +1108,10 @@ class ActiveSelector:
             "scale": None,
         }
         arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
-        if self._tables is not None:
+        if self._dev_tables is not None:  # the same arrays, from the device
+            arrays["dirty"] = self.backend.to_host(self._dev_dirty, "save").astype(bool)
+            arrays["codes"] = self.backend.to_host(self._dev_tables.codes, "save").astype(np.int64)
+        elif self._tables is not None:
             arrays["codes"] = self._tables.codes.copy()
             if self._tables.tie is not None:
                 arrays["tie"] = self._tables.tie.copy()

@@ -1,0 +1,224 @@
+"""Active-set selection on a device: the tables, the counting and the choice stay there.
+
+An :class:`~lshcore.training.selector.ActiveSelector` on a device backend
+(``backend.on_device``) whose functions can hash on the device (a family with
+``device_hash``: DWTA, WTA, SRP; no MIPS transform; sorted tables; random tie-breaks)
+keeps its tables here, as arrays of the backend (CuPy on a GPU):
+
+* :class:`DeviceTables`: each row's codes ``(n_out, L)`` and, per table, the codes in
+  ascending order with their row ids ``(L, n_out)`` (the layout of the host tables);
+* the query codes come from ``family.device_hash`` of ``[x, 1]`` built on the device
+  (:func:`dense_query`);
+* the kernel ``table_hit_counts`` fills a dense ``(B, n_out)`` hit counter (atomic adds);
+* the pick is array code: every neuron gets one int64 key ``class << 48 | priority << 32
+  | id`` (class: a forced label above any hit count, then the hit count; priority: the
+  seeded ``tiebreak_priority`` hash), and the ``m`` largest keys win.
+
+The keys are the NumPy reference's (``kernels._np_layer.select_active`` and
+``batch_select_from_tables``) and are distinct (the id is in the low bits), so the set
+of the ``m`` largest does not depend on how a sort or partition breaks ties: the device
+choice is the reference's choice, id for id, on the same codes. Only the work tally goes
+to the host: four int64 per call, in the reference kernels' slots (bucket entries read,
+counters touched, keys ranked, binary-search steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lshcore.core.backend import Backend
+
+__all__ = [
+    "LABEL_CLASS",
+    "DeviceActiveSet",
+    "DeviceTables",
+    "dense_query",
+    "select_rows",
+    "select_batch",
+]
+
+#: rank class of a forced label neuron (above any hit count): the reference kernels'
+#: value (``kernels._np_layer.LABEL_CLASS``, which this layer may not import; a test
+#: checks that they agree)
+LABEL_CLASS = 32767
+
+
+@dataclass
+class DeviceActiveSet:
+    """The neurons a device selection picked: ``ids`` on the device, ``(B, m)`` int64
+    ascending per row with -1 padding last, or ``(m,)`` for one set shared by the batch
+    (``shared``); ``hash_mults`` / ``work`` as in ``ActiveSet``."""
+
+    ids: Any
+    hash_mults: int = 0
+    work: int = 0
+    shared: bool = False
+
+
+class DeviceTables:
+    """The LSH functions and their tables on the device, replaced as a whole.
+
+    ``codes (n_out, L)`` int64; ``sorted_codes`` / ``sorted_ids`` ``(L, n_out)`` int64:
+    table t's codes ascending and the row ids in that order (what ``table_hit_counts``
+    binary-searches). ``direct``: whether the host tables would address this key space
+    directly (the work tally counts a lookup as the host kernels do, two comparisons
+    then, else ``search_steps`` of a binary search), so reports agree across backends.
+    """
+
+    def __init__(self, xp: Any, family: Any, codes: Any, direct: bool):
+        prepare = getattr(family, "prepare_device", None)
+        if callable(prepare):  # the functions' own arrays go up now, not at a query
+            prepare()
+        self.family = family
+        self.codes = codes
+        order = xp.argsort(codes, axis=0, kind="stable")  # (n_out, L)
+        sorted_codes = xp.take_along_axis(codes, order, axis=0)
+        self.sorted_ids = xp.ascontiguousarray(order.T.astype(xp.int64))
+        self.sorted_codes = xp.ascontiguousarray(sorted_codes.T)
+        self.direct = bool(direct)
+        self.search_steps = 2 * max(int(codes.shape[0]).bit_length(), 1)
+
+
+def dense_query(xp: Any, x: Any, n_in: int) -> Any:
+    """``[x, 1]`` as a dense (B, n_in + 1) float32 array of the device, built there.
+
+    ``x``: a dense (B, n_in) device array, or a device SparseBatch (``dev_ids`` set:
+    per-row ids (B, w) -1 padded, or a shared set, its columns in ``dev_ids[0]``)."""
+    dev_ids = getattr(x, "dev_ids", None)
+    if dev_ids is None:  # dense
+        batch = x.shape[0]
+        ones = xp.ones((batch, 1), dtype=xp.float32)
+        return xp.concatenate([x.astype(xp.float32), ones], axis=1)
+    vals = x.vals.astype(xp.float32)
+    batch = vals.shape[0]
+    if x.shared:
+        q = xp.zeros((batch, n_in + 1), dtype=xp.float32)
+        q[:, dev_ids[0]] = vals
+    else:
+        # one spare column takes the padding (-1) entries, then is dropped
+        q = xp.zeros((batch, n_in + 2), dtype=xp.float32)
+        rows = xp.broadcast_to(xp.arange(batch)[:, None], dev_ids.shape)
+        ok = dev_ids >= 0
+        q[rows, xp.where(ok, dev_ids, n_in + 1)] = xp.where(ok, vals, xp.float32(0))
+        q = xp.ascontiguousarray(q[:, : n_in + 1])
+    q[:, n_in] = 1.0
+    return q
+
+
+def _top_keys(xp: Any, key: Any, m: int, n_out: int) -> Any:
+    """Ids (B, m) int64 of the ``m`` largest keys of each row of ``key (B, n_out)``
+    (ascending, -1 for a chosen key < 0 and for the columns beyond n_out, last)."""
+    batch = key.shape[0]
+    if m < n_out:
+        top = xp.partition(key, n_out - m, axis=1)[:, n_out - m :]
+    else:
+        top = key
+    ids = xp.where(top >= 0, top & 0xFFFFFFFF, n_out)
+    ids = xp.sort(ids, axis=1)
+    ids = xp.where(ids == n_out, -1, ids)
+    if ids.shape[1] < m:  # more places than neurons
+        pad = xp.full((batch, m - ids.shape[1]), -1, dtype=xp.int64)
+        ids = xp.concatenate([ids, pad], axis=1)
+    return xp.ascontiguousarray(ids.astype(xp.int64))
+
+
+def _label_mask(xp: Any, labels: Any, batch: int, n_out: int) -> Any:
+    """(B, n_out) bool: the labels (B, n) int64 of each row (-1 ignored)."""
+    mark = xp.zeros((batch, n_out + 1), dtype=bool)
+    if labels.shape[1]:
+        rows = xp.broadcast_to(xp.arange(batch)[:, None], labels.shape)
+        mark[rows, xp.where(labels >= 0, labels, n_out)] = True
+    return mark[:, :n_out]
+
+
+def select_rows(
+    backend: Backend,
+    tables: DeviceTables,
+    qcodes: Any,
+    labels: Any,
+    n_out: int,
+    m: int,
+    min_count: int,
+    use_counts: bool,
+    pad_random: bool,
+    seed: int,
+) -> tuple[Any, np.ndarray]:
+    """Per-row sets (``topk``, ``union``, ``threshold``) from query codes ``qcodes (B, L)``
+    and forced ``labels (B, n)`` (-1 padded), device arrays -> (ids (B, m) int64 on the
+    device, the work tally (4,) int64 on the host). The reference's ``select_active``
+    rules: class = forced label, else the hit count (1 for any hit unless
+    ``use_counts``) when at least ``min_count``; ties and (with ``pad_random``) padding
+    by the seeded priority; without ``pad_random`` unhit neurons are never chosen."""
+    xp = backend.xp
+    kernels = backend.kernels
+    batch = qcodes.shape[0]
+    counts = kernels.table_hit_counts(qcodes, tables.sorted_codes, tables.sorted_ids, n_out)
+    counts = counts.astype(xp.int64)
+    hit = counts >= min_count
+    value = xp.clip(counts, 1, LABEL_CLASS - 1) if use_counts else xp.ones_like(counts)
+    is_label = _label_mask(xp, labels, batch, n_out)
+    cls = xp.where(is_label, LABEL_CLASS, xp.where(hit, value, 0))
+    all_ids = xp.arange(n_out, dtype=xp.int64)
+    rows = xp.arange(batch, dtype=xp.int64)
+    prio = kernels.tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    key = (cls << 48) | (prio << 32) | all_ids[None, :]
+    if not pad_random:
+        key = xp.where(cls > 0, key, -1)
+    ids = _top_keys(xp, key, m, n_out)
+    # the reference's tally: each entry read bumps one counter; a row ranks its
+    # competitors (every neuron when padding fills it) only when more than m compete
+    competing = xp.sum((cls > 0).astype(xp.int64), axis=1)
+    if pad_random:
+        competing = xp.where(competing < m, n_out, competing)
+    ranked = xp.sum(xp.where(competing > m, competing, 0))
+    work = xp.stack(
+        [
+            xp.sum(counts),
+            xp.sum((counts > 0).astype(xp.int64)),
+            ranked,
+            xp.asarray(int(qcodes.shape[0] * qcodes.shape[1] * tables.search_steps)),
+        ]
+    )
+    return ids, backend.to_host(work.astype(xp.int64), "selection_work")
+
+
+def select_batch(
+    backend: Backend,
+    tables: DeviceTables,
+    qcodes: Any,
+    labels: Any,
+    n_out: int,
+    m: int,
+    seed: int,
+) -> tuple[Any, np.ndarray]:
+    """One set for the batch (``batch_union``, ``batch_rerank``): the ``m`` neurons with
+    the most hits summed over the queries ``qcodes (B, L)``, every label of ``labels
+    (B, n)`` (-1 padded) kept, ties and padding by the seeded priority of row 0 -> (ids
+    (min(m, n_out),) int64 ascending on the device, the work tally (4,) on the host)."""
+    xp = backend.xp
+    kernels = backend.kernels
+    counts = kernels.table_hit_counts(qcodes, tables.sorted_codes, tables.sorted_ids, n_out)
+    total = xp.sum(counts.astype(xp.int64), axis=0)
+    flat = xp.reshape(labels, (1, -1))
+    is_label = _label_mask(xp, flat, 1, n_out)[0]
+    cls = xp.where(is_label, LABEL_CLASS, xp.minimum(total, LABEL_CLASS - 1))
+    all_ids = xp.arange(n_out, dtype=xp.int64)
+    prio = kernels.tiebreak_priority(seed, xp.zeros((1, 1), dtype=xp.int64), all_ids[None, :])
+    key = (cls[None, :] << 48) | (prio << 32) | all_ids[None, :]
+    m = min(m, n_out)
+    ids = _top_keys(xp, key, m, n_out)[0]
+    competing = xp.sum((cls > 0).astype(xp.int64))
+    competing = xp.where(competing < m, n_out, competing)
+    steps = 2 if tables.direct else tables.search_steps
+    work = xp.stack(
+        [
+            xp.sum(total),
+            xp.sum((total > 0).astype(xp.int64)),
+            xp.where(competing > m, competing, 0),
+            xp.asarray(int(qcodes.shape[0] * qcodes.shape[1] * steps)),
+        ]
+    )
+    return ids, backend.to_host(work.astype(xp.int64), "selection_work")
