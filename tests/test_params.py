@@ -61,3 +61,35 @@ def test_selector_takes_params_and_keywords_alike() -> None:
     assert ActiveSelector(24, 200, p, k=5).params == p.replace(k=5)
     with pytest.raises(ConfigError, match="SelectionParams"):
         ActiveSelector(24, 200, 0.1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("n_out", "m", "factor", "expected"),
+    [
+        (1000, 50, 4.0, 200),  # 5% of 1,000: 4m equals the 20% budget
+        (1000, 50, 8.0, 400),  # a larger factor is kept
+        (64000, 256, 4.0, 1600),  # the budget (2.5%) exceeds 4m
+        (100, 40, 4.0, 100),  # never more than the layer
+    ],
+)
+def test_batch_block_size_is_the_factor_with_the_budget_as_floor(
+    n_out: int, m: int, factor: float, expected: int
+) -> None:
+    from lshcore.training.params import batch_block_size
+
+    assert batch_block_size(n_out, m, factor) == expected
+
+
+def test_wide_layer_shares_a_block_of_the_budget_not_of_4m() -> None:
+    """20,000 neurons, 20 active: 4m would be 80, the budget's floor is 895 (4.47%)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((20000, 8)).astype(np.float32)
+    bias = np.zeros(20000, np.float32)
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    for policy in ("batch_union", "batch_rerank"):
+        sel = ActiveSelector(8, 20000, active=20 / 20000, policy=policy, seed=0)
+        ids = sel.fit(weight, bias).select(x).ids
+        assert ids.shape == (16, 895)
+        assert (ids == ids[0]).all() and np.unique(ids[0]).size == 895

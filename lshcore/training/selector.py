@@ -14,7 +14,8 @@ Policies (``policy=``):
   than ``m``, padded at random to ``m``.
 - ``threshold``: neurons hit in at least ``threshold`` tables (at most ``m``, no padding).
 - ``batch_union`` (Mongoose): one set for the whole batch, the ``batch_factor * m``
-  neurons with the most hits summed over the batch.
+  neurons (at least the layer's work budget, see :func:`~lshcore.training.params.batch_block_size`)
+  with the most hits summed over the batch.
 - ``batch_rerank``: the candidates of ``batch_union`` computed as one dense block, then
   each input keeps its ``m`` largest exact activations (the others are zeroed, forward
   and backward): a per-input set of ``m`` at the price of one BLAS product per batch.
@@ -59,6 +60,7 @@ from lshcore.training.params import (
     TIEBREAKS,
     SelectionParams,
     auto_params,
+    batch_block_size,
 )
 from lshcore.training.schedule import Schedule, parse_schedule
 
@@ -259,7 +261,7 @@ class ActiveSelector:
     ``family``/``k``/``l``/``transform`` the LSH functions (``transform=None`` hashes the
     rows as they are); ``rehash``/``rebuild`` the schedules of :mod:`lshcore.training.schedule`
     (``schedule`` is an alias of ``rehash``); ``threshold`` the hit count of the
-    ``threshold`` policy; ``batch_factor`` the set size of ``batch_union`` in units of m.
+    ``threshold`` policy; ``batch_factor`` the set size of ``batch_union`` in units of m (see ``batch_block_size``).
     """
 
     def __init__(
@@ -739,9 +741,7 @@ class ActiveSelector:
         """The padded set size m for this batch (room for every label)."""
         m = max(self.m, lab.shape[1])
         if self.policy in ("batch_union", "batch_rerank"):
-            m = max(
-                min(self.n_out, int(np.ceil(self.batch_factor * self.m))), int((lab >= 0).sum())
-            )
+            m = max(batch_block_size(self.n_out, self.m, self.batch_factor), int((lab >= 0).sum()))
             m = min(m, self.n_out)
         return m
 
