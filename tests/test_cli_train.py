@@ -129,6 +129,7 @@ def test_sweep_writes_a_list_and_a_plot(tmp_path) -> None:
         (["--family", "nope"], "--family"),
         (["--rehash", "sometimes"], "--rehash"),
         (["--k", "0"], "--k"),
+        (["--batch-factor", "0.5"], "--batch-factor"),
     ],
 )
 def test_bad_options_are_usage_errors(args, option) -> None:
@@ -157,6 +158,22 @@ def test_demo_runs(monkeypatch) -> None:
     assert "dense twin" in res.output and "batch_rerank active=0.025" in res.output
 
 
+def test_batch_factor_reaches_the_hashed_layers(tmp_path) -> None:
+    """--batch-factor sets the shared block: 8 x 16 active of 320 = 128 neurons (the
+    layer's budget floor, 20% = 64, is below it)."""
+    model = tmp_path / "m.npz"
+    args = [*TINY, "--hidden", "320", "--active", "0.05", "--batch-factor", "8"]
+    res = CliRunner().invoke(main, [*args, "--save", str(model)])
+    assert res.exit_code == 0, res.output
+    from lshcore.data.datasets import load_dataset
+    from lshcore.training.engine import Trainer
+
+    selector = Trainer.load(model).model.layers[0].selector
+    assert selector.batch_factor == 8.0
+    x = load_dataset("digits", seed=0).x_test[:5]
+    assert selector.select(x).ids.shape == (5, 128)
+
+
 def test_demo_trains_with_the_train_commands_defaults(monkeypatch) -> None:
     """The demo shows what a user gets: its batch size, policy and learning rate are the
     ones ``lshcore train`` uses when given no flags (the demo once used batch 64)."""
@@ -167,7 +184,7 @@ def test_demo_trains_with_the_train_commands_defaults(monkeypatch) -> None:
     res = CliRunner().invoke(main, ["demo", "--no-progress"])
     assert res.exit_code == 0, res.output
     defaults = {p.name: p.default for p in cli_train.train.params}
-    for name in ("batch_size", "policy", "optimizer", "seed", "rehash", "lr"):
+    for name in ("batch_size", "policy", "optimizer", "seed", "rehash", "lr", "batch_factor"):
         assert seen[name] == defaults[name], name
 
 
