@@ -53,6 +53,7 @@ class LSHDense(HashedLayerMixin, gluon.Block):
     """
 
     _host_fallback = True  # a GPU array without a GPU backend selects on host copies
+    _input_ctx: Any = None  # the context of the last hashed input (None: the first one)
 
     def __init__(
         self,
@@ -111,6 +112,15 @@ class LSHDense(HashedLayerMixin, gluon.Block):
         w = self.weight.data().asnumpy()
         return w, None if self.bias is None else self.bias.data().asnumpy()
 
+    def _weight_tensors(self) -> tuple[Any, Any]:
+        """The weight ``(units, in_units)`` and bias NDArrays themselves (no copy), on the
+        context of the last hashed input (Gluon's default before one): on a GPU the
+        selector views them through DLPack (``to_dlpack_for_read`` waits for pending
+        writes first; later in-place updates show through the view, as with torch)."""
+        ctx = self._input_ctx
+        weight = self.weight.data(ctx)
+        return weight, None if self.bias is None else self.bias.data(ctx)
+
     def load_parameters(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super().load_parameters(*args, **kwargs)
         self._needs_fit = True
@@ -151,6 +161,7 @@ class LSHDense(HashedLayerMixin, gluon.Block):
             out = nd.FullyConnected(x, weight, bias, num_hidden=self._units, no_bias=bias is None)
             return self._activate(out)
         if not spec.dense:
+            self._input_ctx = x.context  # the copy of the parameters a sync views
             self._bind_input(self._in_units, x)  # a GPU array selects cupy (see _common)
             self._follow_weights()
         xs = x.asnumpy().astype(np.float32)

@@ -115,6 +115,14 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
     def _weights_numpy(self) -> tuple[np.ndarray, np.ndarray | None]:
         return self.kernel.numpy(), None if self.bias is None else self.bias.numpy()
 
+    def _weight_tensors(self) -> tuple[Any, Any]:
+        """The kernel ``(units, input_dim)`` (already the selector's (n_out, n_in)) and
+        bias as eager tensors: reading a variable shares its buffer, so on a GPU the
+        selector's DLPack views are the variables' own memory (a snapshot: TensorFlow
+        copies a buffer still in use before updating it in place)."""
+        kernel = tf.convert_to_tensor(self.kernel)
+        return kernel, None if self.bias is None else tf.convert_to_tensor(self.bias)
+
     def set_weights(self, weights: Any) -> None:
         super().set_weights(weights)
         self._needs_fit = True

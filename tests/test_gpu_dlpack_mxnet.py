@@ -1,0 +1,133 @@
+"""The Gluon layer's parameters reach a device selector through DLPack, tested without a
+GPU: the device probes are patched so that the layer's own CPU NDArrays pass for CUDA
+ones, and the real ``to_backend`` views them (its capsule import done by torch, which
+shares the memory as CuPy would on a device). On CPU, the DLPack view of the weight the
+layer hands over is the parameter's own memory (a write through it shows there)."""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("mxnet") is None:  # importorskip would import it unshimmed
+    pytest.skip("MXNet is not installed", allow_module_level=True)
+
+# the adapter shims numpy before importing mxnet: take mxnet's modules from it
+from lshcore.adapters import _common  # noqa: E402
+from lshcore.adapters.mxnet import LSHDense, autograd, mx, nd  # noqa: E402
+from lshcore.core import dlpack  # noqa: E402
+
+HASH = {"active": 0.25, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
+N_IN, N_OUT = 12, 40
+#: a device backend as ``_sync_params`` and ``to_backend`` see one (never computes here)
+FAKE_GPU = types.SimpleNamespace(name="cuda-fake", on_device=True, xp=np)
+
+
+def _layer(**kw: Any) -> Any:
+    mx.random.seed(0)
+    layer = LSHDense(N_OUT, **{**HASH, **kw}, bias_initializer="normal")
+    layer.initialize(mx.init.Xavier())
+    x = nd.array(np.random.default_rng(0).standard_normal((8, N_IN)).astype(np.float32))
+    with autograd.record():  # builds the parameters and the index; marks the rows
+        layer(x, nd.array(np.arange(8)))
+    assert layer.selector is not None
+    return layer
+
+
+@pytest.fixture
+def on_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``arm(layer)``: from then on MXNet arrays pass for CUDA ones, the layer's selector
+    has a device backend, ``to_backend``'s capsule import goes through torch (zero-copy,
+    as ``cupy.from_dlpack`` on a device) and ``_host_params`` fails. Returns the list of
+    the arrays ``to_backend`` is given."""
+    torch = pytest.importorskip("torch")
+    real_to_backend = dlpack.to_backend
+
+    def is_mx(x: Any) -> bool:
+        return dlpack.framework_of(x) == "mxnet"
+
+    def no_host_copy(self: Any) -> Any:
+        raise AssertionError("the sync read host copies of the weights")
+
+    def arm(layer: Any) -> list[Any]:
+        given: list[Any] = []
+
+        def to_backend(x: Any, backend: Any, name: str = "x") -> Any:
+            given.append(x)
+            return real_to_backend(x, backend, name)
+
+        monkeypatch.setattr(layer.selector, "backend", FAKE_GPU)
+        monkeypatch.setattr(_common, "is_device_array", is_mx)
+        monkeypatch.setattr(dlpack, "device_kind", lambda x: "cuda" if is_mx(x) else "cpu")
+        monkeypatch.setattr(dlpack, "_from_capsule", lambda xp, c, fw: torch.from_dlpack(c).numpy())
+        monkeypatch.setattr(dlpack, "to_backend", to_backend)
+        monkeypatch.setattr(LSHDense, "_host_params", no_host_copy)
+        return given
+
+    return arm
+
+
+def test_gluon_sync_views_the_parameters_through_dlpack_on_a_device_backend(
+    on_fake_gpu: Any,
+) -> None:
+    layer = _layer()
+    given = on_fake_gpu(layer)
+    w, b = layer._sync_params()
+    assert given[0] is layer.weight.data() and given[1] is layer.bias.data()
+    assert w.shape == (N_OUT, N_IN) and b.shape == (N_OUT,)  # (n_out, n_in), as stored
+    np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
+    np.testing.assert_array_equal(b, layer.bias.data().asnumpy())
+    # views of the parameters' memory: an in-place update shows through them
+    layer.weight.data()[:] -= 0.5
+    layer.bias.data()[:] += 1.0
+    np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
+    np.testing.assert_array_equal(b, layer.bias.data().asnumpy())
+
+
+def test_gluon_sync_in_training_hands_the_views_to_the_index(
+    on_fake_gpu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a recorded forward marks rows; the next one syncs with the device views
+    layer = _layer()
+    given = on_fake_gpu(layer)
+    index = layer._bound_index()
+    synced: list[tuple[Any, Any]] = []
+    monkeypatch.setattr(index, "sync", lambda w, b, **kw: synced.append((w, b)))
+    monkeypatch.setattr(index, "select", lambda *a, **kw: _common.dense_arrays(8, N_OUT))
+    layer(nd.ones((8, N_IN)))
+    assert len(synced) == 1 and given[0] is layer.weight.data()
+    np.testing.assert_array_equal(synced[0][0], layer.weight.data().asnumpy())
+    assert layer._input_ctx == mx.cpu()
+
+
+def test_gluon_weight_tensors_are_the_parameters_memory() -> None:
+    # on CPU, without patches: a write through the DLPack view shows in the parameter
+    torch = pytest.importorskip("torch")
+    layer = _layer()
+    w, b = layer._weight_tensors()
+    view = torch.from_dlpack(w.to_dlpack_for_read())
+    bview = torch.from_dlpack(b.to_dlpack_for_read())
+    view[0, 0] = 42.0
+    bview[1] = -7.0
+    assert layer.weight.data().asnumpy()[0, 0] == 42.0
+    assert layer.bias.data().asnumpy()[1] == -7.0
+
+
+def test_gluon_sync_without_bias_views_the_weight_only(on_fake_gpu: Any) -> None:
+    layer = _layer(use_bias=False)
+    given = on_fake_gpu(layer)
+    w, b = layer._sync_params()
+    assert b is None and len(given) == 1
+    np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
+
+
+def test_gluon_sync_on_a_host_backend_reads_host_arrays() -> None:
+    layer = _layer()
+    w, b = layer._sync_params()
+    assert isinstance(w, np.ndarray) and w.shape == (N_OUT, N_IN)
+    np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
+    np.testing.assert_array_equal(b, layer.bias.data().asnumpy())

@@ -1,0 +1,121 @@
+"""The Keras layer's parameters reach a device selector through DLPack, tested without a
+GPU: the device probes are patched so that the layer's own CPU variables pass for CUDA
+ones, and the real ``to_backend`` views them (its capsule import done by torch, which
+shares the memory as CuPy would on a device). On CPU, reading the variables shares
+their buffers."""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
+keras = pytest.importorskip("keras", reason="Keras is not installed")
+
+from lshcore.adapters import _common  # noqa: E402
+from lshcore.adapters.tensorflow import LSHDense  # noqa: E402
+from lshcore.core import dlpack  # noqa: E402
+
+HASH = {"active": 0.25, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
+N_IN, N_OUT = 12, 40
+#: a device backend as ``_sync_params`` and ``to_backend`` see one (never computes here)
+FAKE_GPU = types.SimpleNamespace(name="cuda-fake", on_device=True, xp=np)
+
+
+def _layer(**kw: Any) -> Any:
+    keras.utils.set_random_seed(0)
+    layer = LSHDense(N_OUT, **{**HASH, **kw}, bias_initializer="random_normal")
+    x = np.random.default_rng(0).standard_normal((8, N_IN)).astype(np.float32)
+    layer(x, training=True, labels=np.arange(8))  # builds the variables and the index
+    assert layer.selector is not None
+    return layer
+
+
+def _address(t: Any) -> int:
+    """The address of an eager tensor's buffer, read through DLPack (no copy)."""
+    return int(np.from_dlpack(t).ctypes.data)
+
+
+@pytest.fixture
+def on_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``arm(layer)``: from then on TensorFlow tensors pass for CUDA ones, the layer's
+    selector has a device backend, ``to_backend``'s capsule import goes through torch
+    (zero-copy, as ``cupy.from_dlpack`` on a device) and ``_host_params`` fails. Returns
+    the list of the tensors ``to_backend`` is given."""
+    torch = pytest.importorskip("torch")
+    real_to_backend = dlpack.to_backend
+
+    def is_tf(x: Any) -> bool:
+        return dlpack.framework_of(x) == "tensorflow"
+
+    def no_host_copy(self: Any) -> Any:
+        raise AssertionError("the sync read host copies of the weights")
+
+    def arm(layer: Any) -> list[Any]:
+        given: list[Any] = []
+
+        def to_backend(x: Any, backend: Any, name: str = "x") -> Any:
+            given.append(x)
+            return real_to_backend(x, backend, name)
+
+        monkeypatch.setattr(layer.selector, "backend", FAKE_GPU)
+        monkeypatch.setattr(_common, "is_device_array", is_tf)
+        monkeypatch.setattr(dlpack, "device_kind", lambda x: "cuda" if is_tf(x) else "cpu")
+        monkeypatch.setattr(dlpack, "_from_capsule", lambda xp, c, fw: torch.from_dlpack(c).numpy())
+        monkeypatch.setattr(dlpack, "to_backend", to_backend)
+        monkeypatch.setattr(LSHDense, "_host_params", no_host_copy)
+        return given
+
+    return arm
+
+
+def test_keras_sync_views_the_variables_through_dlpack_on_a_device_backend(
+    on_fake_gpu: Any,
+) -> None:
+    layer = _layer()
+    given = on_fake_gpu(layer)
+    w, b = layer._sync_params()
+    assert [dlpack.framework_of(t) for t in given] == ["tensorflow", "tensorflow"]
+    # the selector's orientation (n_out, n_in): the kernel is stored that way, no transpose
+    assert w.shape == (N_OUT, N_IN) and b.shape == (N_OUT,)
+    np.testing.assert_array_equal(w, layer.kernel.numpy())
+    np.testing.assert_array_equal(b, layer.bias.numpy())
+    # views of the variables' own buffers, not copies
+    assert w.ctypes.data == _address(tf.convert_to_tensor(layer.kernel))
+    assert b.ctypes.data == _address(tf.convert_to_tensor(layer.bias))
+    # an optimizer step later, the next sync sees the new values
+    layer.kernel.assign_sub(tf.fill((N_OUT, N_IN), 0.5))
+    w2, _ = layer._sync_params()
+    np.testing.assert_array_equal(w2, layer.kernel.numpy())
+    assert not np.array_equal(w2, w)
+
+
+def test_keras_sync_without_bias_views_the_kernel_only(on_fake_gpu: Any) -> None:
+    layer = _layer(use_bias=False)
+    given = on_fake_gpu(layer)
+    w, b = layer._sync_params()
+    assert b is None and len(given) == 1
+    np.testing.assert_array_equal(w, layer.kernel.numpy())
+
+
+def test_keras_weight_tensors_share_the_variables_memory() -> None:
+    # on CPU, without patches: two reads alive at once share one buffer (neither is a copy)
+    layer = _layer()
+    w1, b1 = layer._weight_tensors()
+    w2, b2 = layer._weight_tensors()
+    assert _address(w1) == _address(w2) and _address(b1) == _address(b2)
+    np.testing.assert_array_equal(np.from_dlpack(w1), layer.kernel.numpy())
+    np.testing.assert_array_equal(np.from_dlpack(b1), layer.bias.numpy())
+
+
+def test_keras_sync_on_a_host_backend_reads_host_arrays() -> None:
+    layer = _layer()
+    w, b = layer._sync_params()
+    assert isinstance(w, np.ndarray) and w.shape == (N_OUT, N_IN)
+    np.testing.assert_array_equal(w, layer.kernel.numpy())
+    np.testing.assert_array_equal(b, layer.bias.numpy())
