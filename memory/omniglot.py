@@ -51,6 +51,10 @@ __all__ = [
     "TrainResult",
     "rotate_classes",
     "affine_augment",
+    "tta_variants",
+    "transform_images",
+    "embed_images",
+    "center_episode",
     "fit",
     "nn_accuracy",
     "plot_history",
@@ -326,6 +330,9 @@ class OmniglotConfig:
     patience: int = 6
     lr_patience: int = 2
     max_minutes: float = 12.0
+    tta_shift: float = 0.0  # test-time augmentation: pixels of the 4 extra shifted copies; 0 = off
+    tta_degrees: float = 0.0  # test-time augmentation: +-degrees rotated copies; 0 = none
+    center: bool = False  # evaluation: subtract the episode's mean support embedding
     ways: Sequence[int] = (5, 20)
     shots: Sequence[int] = (1, 5)
     eval_episodes: int = 400
@@ -345,7 +352,7 @@ class OmniglotConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise ConfigError(f"{name}: expected a positive number, got {value!r}")
-        for name in ("ce_weight", "memory_weight", "shift", "degrees"):
+        for name in ("ce_weight", "memory_weight", "shift", "degrees", "tta_shift", "tta_degrees"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
@@ -380,6 +387,69 @@ def _embed(net: Embedder, images: np.ndarray, batch: int = 512) -> np.ndarray:
         for i in range(0, images.shape[0], batch):
             out.append(net(torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))).numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def tta_variants(shift: float = 0.0, degrees: float = 0.0) -> list[tuple[float, float, float]]:
+    """The fixed copies test-time augmentation embeds, as ``(dx, dy, degrees)`` (pixels,
+    pixels, counter-clockwise degrees): the image itself, then with ``shift`` > 0 the four
+    shifts by ``shift`` pixels (right, left, down, up), then with ``degrees`` > 0 the two
+    rotations by +-``degrees``. No augmentation: ``[(0, 0, 0)]``."""
+    out = [(0.0, 0.0, 0.0)]
+    if shift > 0:
+        out += [(shift, 0.0, 0.0), (-shift, 0.0, 0.0), (0.0, shift, 0.0), (0.0, -shift, 0.0)]
+    if degrees > 0:
+        out += [(0.0, 0.0, degrees), (0.0, 0.0, -degrees)]
+    return out
+
+
+def transform_images(x: torch.Tensor, dx: float, dy: float, degrees: float) -> torch.Tensor:
+    """(n, H, W) images moved by ``dx`` pixels right and ``dy`` down and rotated
+    ``degrees`` counter-clockwise about the centre (bilinear, empty paper outside); the
+    identity returns ``x`` unchanged."""
+    if dx == 0 and dy == 0 and degrees == 0:
+        return x
+    n, h, w = x.shape
+    theta = degrees * np.pi / 180  # (x right, y down): counter-clockwise as seen
+    cos, sin = float(np.cos(theta)), float(np.sin(theta))
+    # output pixel p samples the input at R^-1 (p - t): grid coordinates span 2 per width
+    tx, ty = 2 * dx / w, 2 * dy / h
+    inv = torch.tensor(
+        [[cos, -sin, -(cos * tx - sin * ty)], [sin, cos, -(sin * tx + cos * ty)]],
+        dtype=x.dtype,
+    )
+    grid = F.affine_grid(inv.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+    out = F.grid_sample(
+        x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return out[:, 0]
+
+
+def embed_images(
+    net: Embedder, images: np.ndarray, cfg: OmniglotConfig | None = None, batch: int = 512
+) -> np.ndarray:
+    """(n, 28, 28) images -> (n, key_dim) float32 unit embeddings; with ``cfg.tta_shift``
+    or ``cfg.tta_degrees`` the mean of the unit embeddings of the :func:`tta_variants`
+    copies, normalized again (still one plain vector per image, so the memory and its
+    LSH index are unchanged)."""
+    variants = tta_variants(cfg.tta_shift, cfg.tta_degrees) if cfg is not None else [(0, 0, 0)]
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    total = np.zeros((images.shape[0], net.head.out_features), np.float64)
+    for dx, dy, deg in variants:
+        e = _embed(net, transform_images(x, dx, dy, deg).numpy(), batch)
+        total += e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return _unit(total.astype(np.float32))
+
+
+def _unit(e: np.ndarray) -> np.ndarray:
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def center_episode(support: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Unit embeddings minus the mean of the unit ``support`` embeddings (the episode's
+    written drawings; the queries do not enter the mean), renormalized: ``support``
+    first, then each of ``others``."""
+    mean = _unit(support).mean(0, keepdims=True)
+    return [_unit(_unit(e) - mean) for e in (support, *others)]
 
 
 def nn_accuracy(
@@ -585,10 +655,14 @@ def evaluate_episodes(
         memory.clear()
         classes = rng.choice(chars, way, replace=False)
         draws = np.stack([rng.choice(by_char[int(c)], shot + 1, replace=False) for c in classes])
+        e = embeddings[draws]  # (way, shot + 1, key_dim)
+        if cfg.center:
+            sup, qry = center_episode(e[:, :shot].reshape(way * shot, -1), e[:, shot])
+            e = np.concatenate([sup.reshape(way, shot, -1), qry[:, None]], 1)
         for s in range(shot):
             order = rng.permutation(way)
-            memory.update(embeddings[draws[order, s]], order)
-        pred = memory.query(embeddings[draws[:, shot]]).values
+            memory.update(e[order, s], order)
+        pred = memory.query(e[:, shot]).values
         hits += int(np.sum(pred == np.arange(way)))
     return hits / (cfg.eval_episodes * way)
 
@@ -601,8 +675,11 @@ def evaluate_runs(
     hits = total = 0
     for run in runs:
         memory.clear()
-        memory.update(_embed(net, run.train), np.arange(run.train.shape[0]))
-        pred = memory.query(_embed(net, run.test)).values
+        sup, qry = embed_images(net, run.train, cfg), embed_images(net, run.test, cfg)
+        if cfg.center:
+            sup, qry = center_episode(sup, qry)
+        memory.update(sup, np.arange(run.train.shape[0]))
+        pred = memory.query(qry).values
         hits += int(np.sum(pred == run.answer))
         total += run.answer.shape[0]
     return hits / total
@@ -631,7 +708,7 @@ def run_omniglot(
     t_train = time.perf_counter() - t0 - t_load
     held_images = np.flatnonzero(np.isin(bg.char, held_chars))
     emb = np.zeros((bg.images.shape[0], cfg.key_dim), np.float32)
-    emb[held_images] = _embed(net, bg.images[held_images])
+    emb[held_images] = embed_images(net, bg.images[held_images], cfg)
     records = []
     official = {}
     for index in ("lsh", "exact"):

@@ -346,3 +346,113 @@ def test_threads_default_is_auto_and_resolved_by_the_run(
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["threads"]["torch"] == 1
+
+
+# -- evaluation-time levers: test-time augmentation and episode centering ------------------
+def test_tta_variants_are_the_image_and_its_fixed_shifts_and_rotations() -> None:
+    assert og.tta_variants() == [(0.0, 0.0, 0.0)]  # off: the image alone
+    assert og.tta_variants(1.0) == [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0),
+                                    (0.0, 1.0, 0.0), (0.0, -1.0, 0.0)]  # fmt: skip
+    assert og.tta_variants(0.0, 5.0) == [(0.0, 0.0, 0.0), (0.0, 0.0, 5.0), (0.0, 0.0, -5.0)]
+    assert len(og.tta_variants(2.0, 5.0)) == 7
+
+
+def test_transform_images_shifts_by_whole_pixels_and_rotates_counter_clockwise() -> None:
+    import torch
+
+    x = torch.from_numpy(np.random.default_rng(0).random((3, 28, 28)).astype(np.float32))
+    assert og.transform_images(x, 0, 0, 0) is x
+    moved = og.transform_images(x, 2.0, -1.0, 0.0).numpy()  # 2 right, 1 up
+    assert np.allclose(moved[:, :-1, 2:], x.numpy()[:, 1:, :-2], atol=1e-5)
+    assert np.allclose(moved[:, -1, :], 0, atol=1e-5) and np.allclose(moved[:, :, :2], 0, atol=1e-5)
+    turned = og.transform_images(x, 0.0, 0.0, 90.0).numpy()
+    assert np.allclose(turned, np.rot90(x.numpy(), 1, axes=(1, 2)), atol=1e-5)
+
+
+class _Recorder(og.Embedder):
+    """An embedder that returns a fixed, distinct embedding per exact input image and
+    records what it was shown."""
+
+    def __init__(self, table: dict[bytes, np.ndarray]):
+        super().__init__(key_dim=4, width=4, blocks=1)
+        self.table, self.seen = table, []
+
+    def forward(self, x):
+        import torch
+
+        rows = [np.asarray(img, np.float32).reshape(28, 28).round(4).tobytes() for img in x]
+        self.seen.extend(rows)
+        return torch.from_numpy(np.stack([self.table.get(r, np.ones(4, np.float32)) for r in rows]))
+
+
+def test_embed_images_averages_the_unit_embeddings_of_exactly_the_tta_variants() -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((1, 28, 28)) > 0.7).astype(np.float32)
+    variants = og.tta_variants(1.0, 10.0)
+    copies = [og.transform_images(torch.from_numpy(img), *v).numpy()[0] for v in variants]
+    keys = [c.round(4).tobytes() for c in copies]
+    assert len(set(keys)) == len(variants)  # every copy differs
+    vecs = rng.normal(size=(len(variants), 4)).astype(np.float32) * rng.uniform(0.5, 5, (len(variants), 1)).astype(np.float32)  # fmt: skip
+    net = _Recorder(dict(zip(keys, vecs, strict=True)))
+    plain = og.embed_images(net, img, og.OmniglotConfig())
+    assert net.seen == keys[:1]  # TTA off: the image alone, embedded once
+    assert np.allclose(plain[0], vecs[0] / np.linalg.norm(vecs[0]), atol=1e-6)
+    net.seen.clear()
+    cfg = og.OmniglotConfig(tta_shift=1.0, tta_degrees=10.0)
+    got = og.embed_images(net, img, cfg)
+    assert sorted(net.seen) == sorted(keys)  # each variant embedded once, nothing else
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)  # unit first: norms do not weigh
+    want = unit.mean(0) / np.linalg.norm(unit.mean(0))
+    assert np.allclose(got[0], want, atol=1e-5)
+    assert not np.allclose(got[0], vecs.mean(0) / np.linalg.norm(vecs.mean(0)), atol=1e-3)
+
+
+def test_center_episode_subtracts_the_support_mean_only() -> None:
+    rng = np.random.default_rng(2)
+    sup, qry = rng.normal(size=(5, 8)) + 3.0, rng.normal(size=(3, 8)) + 3.0  # a shared offset
+    csup, cqry = og.center_episode(sup, qry)
+    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    mean = unit(sup).mean(0)
+    assert np.allclose(csup, unit(unit(sup) - mean)) and np.allclose(cqry, unit(unit(qry) - mean))
+    assert np.allclose(np.linalg.norm(csup, axis=1), 1) and abs(unit(csup).sum(0)).max() < 2.0
+    # the queries do not enter the mean: other queries, same support -> same support keys
+    assert np.allclose(og.center_episode(sup, qry * 5 + 1)[0], csup)
+
+
+def test_center_and_tta_are_config_flags_that_reach_the_evaluation(data_dir: Path) -> None:
+    cfg = og.OmniglotConfig()
+    assert cfg.center is False and cfg.tta_shift == 0 and cfg.tta_degrees == 0
+    with pytest.raises(ConfigError):
+        og.OmniglotConfig(tta_shift=-1.0)
+    # a huge offset shared by every embedding: in float32 the cosines of all pairs round
+    # to about 1 and nearest neighbour is near chance until the episode's mean is removed
+    rng = np.random.default_rng(3)
+    n_chars, per = 30, 4
+    char = np.repeat(np.arange(n_chars), per)
+    proto = rng.normal(size=(n_chars, 16))
+    emb = (1e4 + proto[char] + 0.3 * rng.normal(size=(char.size, 16))).astype(np.float32)
+    base = dict(index="exact", key_dim=16, memory_size=64, k=16, eval_episodes=60, episodes=2)
+    chars = np.arange(n_chars)
+    off = og.evaluate_episodes(og.OmniglotConfig(**base), emb, char, chars, 20, 1)
+    on = og.evaluate_episodes(og.OmniglotConfig(center=True, **base), emb, char, chars, 20, 1)
+    assert on > 0.9 and on > off + 0.2, (off, on)
+
+
+def test_cli_evaluation_defaults_are_the_config_defaults(data_dir: Path, tmp_path: Path) -> None:
+    from lshcore.cli import memory as cli_mod
+
+    cfg = og.OmniglotConfig()
+    assert (cli_mod.TTA_SHIFT, cli_mod.TTA_DEGREES, cli_mod.CENTER) == (
+        cfg.tta_shift, cfg.tta_degrees, cfg.center)  # fmt: skip
+    out = tmp_path / "r.json"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "1", "--eval-episodes", "2",
+            "--json", str(out), "--no-progress", "--index", "exact", "--tta-shift", "1.5",
+            "--tta-degrees", "4", "--no-center"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["tta_shift"], settings["tta_degrees"], settings["center"]) == (1.5, 4.0, False)
+    result = CliRunner().invoke(memory_cli, [*args[:-1], "--center"])
+    assert json.loads(out.read_text())["settings"]["center"] is True

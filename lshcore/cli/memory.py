@@ -12,6 +12,11 @@ from lshcore.errors import LSHError
 
 __all__ = ["memory", "omniglot"]
 
+# OmniglotConfig's evaluation defaults (repeated here: the module imports torch)
+TTA_SHIFT = 0.0
+TTA_DEGREES = 0.0
+CENTER = False
+
 
 @click.group("memory")
 def memory() -> None:
@@ -54,6 +59,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
               "average), at least 1, at most 4.")  # fmt: skip
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=400, show_default=True,
               help="Episodes per (index, way, shot) evaluation.")  # fmt: skip
+@click.option("--tta-shift", type=click.FloatRange(min=0), default=TTA_SHIFT, show_default=True,
+              help="Test-time augmentation: also embed each image shifted by this many pixels "
+              "right, left, down and up, and average the unit embeddings (0: off).")  # fmt: skip
+@click.option("--tta-degrees", type=click.FloatRange(min=0), default=TTA_DEGREES, show_default=True,
+              help="Test-time augmentation: also embed each image rotated by +- this many "
+              "degrees (0: off).")  # fmt: skip
+@click.option("--center/--no-center", default=CENTER, show_default=True,
+              help="Evaluation: subtract the mean of each episode's support embeddings "
+              "(the written drawings) from its keys and queries.")  # fmt: skip
 @click.option("--progress/--no-progress", default=True, help="Show the training progress bar.")
 def omniglot(
     data_dir: Path | None,
@@ -68,6 +82,9 @@ def omniglot(
     seed: int,
     threads: int,
     eval_episodes: int,
+    tta_shift: float,
+    tta_degrees: float,
+    center: bool,
     progress: bool,
 ) -> None:
     """Train a convolutional embedder with the memory on Omniglot (rotations as new
@@ -96,6 +113,9 @@ def omniglot(
             val_every=val_every,
             patience=patience,
             lr=lr,
+            tta_shift=tta_shift,
+            tta_degrees=tta_degrees,
+            center=center,
         )
         result = og.run_omniglot(data_dir, cfg, plot=plot_path)
     except LSHError as exc:
