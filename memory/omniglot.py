@@ -56,6 +56,7 @@ __all__ = [
     "embed_images",
     "center_episode",
     "fit",
+    "cosine_lr",
     "nn_accuracy",
     "plot_history",
     "check_data_dir",
@@ -329,6 +330,7 @@ class OmniglotConfig:
     val_episodes: int = 300
     patience: int = 6
     lr_patience: int = 2
+    schedule: str = "plateau"  # "plateau": halve on stalls, keep the best; "cosine": see fit
     max_minutes: float = 12.0
     tta_shift: float = 0.0  # test-time augmentation: pixels of the 4 extra shifted copies; 0 = off
     tta_degrees: float = 0.0  # test-time augmentation: +-degrees rotated copies; 0 = none
@@ -343,6 +345,13 @@ class OmniglotConfig:
         check_int(self.steps, "steps", low=0)
         check_int(self.seed, "seed", low=0)
         check_choice(self.index, "index", ("lsh", "exact"))
+        check_choice(self.schedule, "schedule", ("plateau", "cosine"))
+        check_int(self.heldout, "heldout", low=0)
+        if self.heldout == 0 and self.schedule == "plateau":
+            raise ConfigError(
+                "heldout=0 (no validation alphabets) needs schedule='cosine': the plateau "
+                "schedule halves the learning rate and stops on validation"
+            )
         for name in ("key_dim", "width", "blocks", "memory_size", "k", "way", "length", "episodes",
                      "eval_episodes", "val_every", "val_episodes", "patience",
                      "lr_patience"):  # fmt: skip
@@ -390,13 +399,15 @@ def _embed(net: Embedder, images: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 def tta_variants(shift: float = 0.0, degrees: float = 0.0) -> list[tuple[float, float, float]]:
-    """The fixed copies test-time augmentation embeds, as ``(dx, dy, degrees)`` (pixels,
-    pixels, counter-clockwise degrees): the image itself, then with ``shift`` > 0 the four
-    shifts by ``shift`` pixels (right, left, down, up), then with ``degrees`` > 0 the two
-    rotations by +-``degrees``. No augmentation: ``[(0, 0, 0)]``."""
+    """The fixed copies test-time augmentation embeds, as ``(dx, dy, degrees)`` (pixels
+    right, pixels down, counter-clockwise degrees): the image itself, then with ``shift``
+    > 0 its 8 neighbours on the grid of shifts ``{-shift, 0, shift}``² (row by row: dy
+    then dx), then with ``degrees`` > 0 the two rotations by +-``degrees``. No
+    augmentation: ``[(0, 0, 0)]``."""
     out = [(0.0, 0.0, 0.0)]
     if shift > 0:
-        out += [(shift, 0.0, 0.0), (-shift, 0.0, 0.0), (0.0, shift, 0.0), (0.0, -shift, 0.0)]
+        steps = (-shift, 0.0, shift)
+        out += [(dx, dy, 0.0) for dy in steps for dx in steps if dx or dy]
     if degrees > 0:
         out += [(0.0, 0.0, degrees), (0.0, 0.0, -degrees)]
     return out
@@ -562,6 +573,10 @@ def fit(
             ce_losses.append(float(ce.detach()))
         opt.zero_grad()
         total.backward()
+        if cfg.schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(cfg.lr, step - 1, cfg.steps, time.perf_counter() - t0,
+                                    60 * cfg.max_minutes)  # fmt: skip
         opt.step()
         losses.append(float(mem_loss.detach()))
         postfix = {"loss": f"{np.mean(losses[-50:]):.3f}"}
@@ -570,7 +585,9 @@ def fit(
             lr = opt.param_groups[0]["lr"]
             history.append({"step": step, "val_5way": a5, "val_20way": a20, "lr": lr,
                             "loss": float(np.mean(losses[-cfg.val_every:]))})  # fmt: skip
-            if a20 > best:
+            if cfg.schedule == "cosine":
+                best, best_step = max(best, a20), step  # the last embedder is the result
+            elif a20 > best:
                 best, best_step, bad = a20, step, 0
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             else:
@@ -595,6 +612,14 @@ def fit(
         best_step = step
     net.eval()
     return TrainResult(net, losses, ce_losses, history, best_step, stopped, step)
+
+
+def cosine_lr(lr: float, step: int, steps: int, elapsed: float, budget: float) -> float:
+    """The cosine schedule's rate for a step: ``lr * (1 + cos(pi * p)) / 2`` at progress
+    ``p = max(step / steps, elapsed / budget)`` (capped at 1), so the rate reaches 0 at the
+    last step or at the time limit, whichever comes first."""
+    p = min(1.0, max(step / max(steps, 1), elapsed / budget if budget > 0 else 0.0))
+    return float(lr * 0.5 * (1.0 + np.cos(np.pi * p)))
 
 
 def train(
@@ -691,8 +716,9 @@ def run_omniglot(
     log: Any = None,
     plot: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Load, train (early stopping on the held-out alphabets), evaluate with the LSH and
-    the exact memory; returns a JSON-able report: ``records`` (``index``, ``way``,
+    """Load, train (early stopping on the held-out alphabets; with ``cfg.heldout=0`` on
+    every background alphabet, no validation), evaluate with the LSH and the exact
+    memory; returns a JSON-able report: ``records`` (``index``, ``way``,
     ``shot``, ``accuracy``), ``official`` (``{lsh, exact}`` over the 400 items),
     ``official_20way_1shot`` (the training index's), ``history`` (validation curve)."""
     check_data_dir(data_dir)
@@ -701,9 +727,12 @@ def run_omniglot(
     t0 = time.perf_counter()
     bg = load_background(data_dir)
     runs = load_runs(data_dir)
-    train_chars, held_chars = split_alphabets(bg, cfg.heldout, seed=0)
+    if cfg.heldout:
+        train_chars, held_chars = split_alphabets(bg, cfg.heldout, seed=0)
+    else:  # the final model: every background alphabet trains, nothing is held out
+        train_chars, held_chars = np.arange(len(bg.chars)), np.zeros(0, np.int64)
     t_load = time.perf_counter() - t0
-    res = fit(cfg, bg, train_chars, held_chars, log=log)
+    res = fit(cfg, bg, train_chars, held_chars if held_chars.size else None, log=log)
     net = res.net
     t_train = time.perf_counter() - t0 - t_load
     held_images = np.flatnonzero(np.isin(bg.char, held_chars))
@@ -712,7 +741,7 @@ def run_omniglot(
     records = []
     official = {}
     for index in ("lsh", "exact"):
-        for way in cfg.ways:
+        for way in cfg.ways if held_chars.size else ():
             for shot in cfg.shots:
                 acc = evaluate_episodes(
                     cfg, emb, bg.char, held_chars, way, shot, seed=cfg.seed + 1, index=index

@@ -351,10 +351,12 @@ def test_threads_default_is_auto_and_resolved_by_the_run(
 # -- evaluation-time levers: test-time augmentation and episode centering ------------------
 def test_tta_variants_are_the_image_and_its_fixed_shifts_and_rotations() -> None:
     assert og.tta_variants() == [(0.0, 0.0, 0.0)]  # off: the image alone
-    assert og.tta_variants(1.0) == [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0),
-                                    (0.0, 1.0, 0.0), (0.0, -1.0, 0.0)]  # fmt: skip
+    grid = og.tta_variants(2.0)  # the image, then its 8 neighbours 2 pixels away
+    assert grid[0] == (0.0, 0.0, 0.0) and len(grid) == len(set(grid)) == 9
+    assert {(dx, dy) for dx, dy, _ in grid} == {(x, y) for x in (-2, 0, 2) for y in (-2, 0, 2)}
+    assert all(deg == 0 for *_, deg in grid)
     assert og.tta_variants(0.0, 5.0) == [(0.0, 0.0, 0.0), (0.0, 0.0, 5.0), (0.0, 0.0, -5.0)]
-    assert len(og.tta_variants(2.0, 5.0)) == 7
+    assert len(og.tta_variants(2.0, 5.0)) == 11
 
 
 def test_transform_images_shifts_by_whole_pixels_and_rotates_counter_clockwise() -> None:
