@@ -268,16 +268,18 @@ def affine_augment(
 # -- model ------------------------------------------------------------------------------
 class Embedder(nn.Module):
     """Convolutional embedder: ``blocks`` x (conv 3x3 of ``width`` channels, batch norm,
-    ReLU, max-pool 2) on 28x28, then a linear map to ``key_dim`` (the memory normalizes)."""
+    ReLU, max-pool 2) on 28x28, then a linear map to ``key_dim`` (the memory normalizes).
+    The pooling floors odd sides (28, 14, 7, 3, 1: the last row and column of a 7 or 3
+    side are dropped) or, with ``ceil``, keeps them (28, 14, 7, 4, 2)."""
 
-    def __init__(self, key_dim: int = 128, width: int = 64, blocks: int = 4):
+    def __init__(self, key_dim: int = 128, width: int = 64, blocks: int = 4, ceil: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         side, ch = IMAGE_SIZE, 1
         for _ in range(blocks):
             layers += [nn.Conv2d(ch, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                       nn.MaxPool2d(2)]  # fmt: skip
-            side, ch = side // 2, width
+                       nn.MaxPool2d(2, ceil_mode=ceil)]  # fmt: skip
+            side, ch = (side + 1) // 2 if ceil else side // 2, width
         if side < 1:
             raise ConfigError(
                 f"blocks={blocks}: too many pooling blocks for {IMAGE_SIZE}x{IMAGE_SIZE}"
@@ -311,6 +313,7 @@ class OmniglotConfig:
     key_dim: int = 128
     width: int = 64
     blocks: int = 4
+    ceil: bool = False  # embedder pooling keeps odd sides' last row/column (see Embedder)
     memory_size: int = 8192
     k: int = 256
     alpha: float = 0.1
@@ -523,7 +526,7 @@ def fit(
     by_class = [np.flatnonzero(labels == c) for c in range(n_classes_total)]
     n_pick = min(cfg.way * cfg.episodes, n_classes_total)
     length = min(cfg.length, min(len(b) for b in by_class))
-    net = Embedder(cfg.key_dim, cfg.width, cfg.blocks)
+    net = Embedder(cfg.key_dim, cfg.width, cfg.blocks, cfg.ceil)
     proxies = nn.Parameter(torch.randn(n_classes_total, cfg.key_dim, generator=gen) * 0.1)
     log_scale = nn.Parameter(torch.tensor(np.log(10.0), dtype=torch.float32))
     memory = MemoryModule(make_memory(cfg, seed=cfg.seed)).train()
@@ -737,7 +740,8 @@ def run_omniglot(
     t_train = time.perf_counter() - t0 - t_load
     held_images = np.flatnonzero(np.isin(bg.char, held_chars))
     emb = np.zeros((bg.images.shape[0], cfg.key_dim), np.float32)
-    emb[held_images] = embed_images(net, bg.images[held_images], cfg)
+    if held_images.size:
+        emb[held_images] = embed_images(net, bg.images[held_images], cfg)
     records = []
     official = {}
     for index in ("lsh", "exact"):

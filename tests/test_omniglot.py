@@ -458,3 +458,30 @@ def test_cli_evaluation_defaults_are_the_config_defaults(data_dir: Path, tmp_pat
     assert (settings["tta_shift"], settings["tta_degrees"], settings["center"]) == (1.5, 4.0, False)
     result = CliRunner().invoke(memory_cli, [*args[:-1], "--center"])
     assert json.loads(out.read_text())["settings"]["center"] is True
+
+
+def test_cosine_lr_decays_to_zero_by_steps_or_time() -> None:
+    assert og.cosine_lr(1e-3, 0, 100, 0.0, 60.0) == pytest.approx(1e-3)
+    assert og.cosine_lr(1e-3, 50, 100, 0.0, 60.0) == pytest.approx(5e-4)
+    assert og.cosine_lr(1e-3, 100, 100, 0.0, 60.0) == pytest.approx(0.0, abs=1e-12)
+    # the time limit, when it comes first, sets the progress: half the time = half the rate
+    assert og.cosine_lr(1e-3, 10, 100, 30.0, 60.0) == pytest.approx(5e-4)
+    assert og.cosine_lr(1e-3, 10, 100, 90.0, 60.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_final_model_trains_on_every_alphabet_without_validation(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="cosine"):
+        og.OmniglotConfig(heldout=0)  # the plateau schedule needs validation alphabets
+    out = tmp_path / "final.json"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "2",
+            "--json", str(out), "--no-progress", "--index", "exact", "--heldout", "0",
+            "--schedule", "cosine"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["records"] == [] and report["heldout_alphabets"] == []
+    assert report["train_characters"] == 4 * 12 and report["history"] == []
+    assert set(report["official"]) == {"lsh", "exact"} and report["steps_run"] == 3
+    assert "nothing held out" in result.output and "held-out 5-way" not in result.output

@@ -13,6 +13,8 @@ from lshcore.errors import LSHError
 __all__ = ["memory", "omniglot"]
 
 # OmniglotConfig's evaluation defaults (repeated here: the module imports torch)
+HELDOUT = 2
+SCHEDULE = "plateau"
 TTA_SHIFT = 0.0
 TTA_DEGREES = 0.0
 CENTER = False
@@ -59,6 +61,14 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
               "average), at least 1, at most 4.")  # fmt: skip
 @click.option("--eval-episodes", type=click.IntRange(min=1), default=400, show_default=True,
               help="Episodes per (index, way, shot) evaluation.")  # fmt: skip
+@click.option("--heldout", type=click.IntRange(min=0, max=7), default=HELDOUT, show_default=True,
+              help="Background alphabets held out for validation (early stopping, held-out "
+              "episodes); 0: train on all 8 (the final model, no held-out scores; needs "
+              "--schedule cosine).")  # fmt: skip
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default=SCHEDULE,
+              show_default=True,
+              help="plateau: halve the learning rate on validation stalls, keep the best "
+              "embedder; cosine: decay to 0 by --steps or --max-minutes, keep the last.")  # fmt: skip
 @click.option("--tta-shift", type=click.FloatRange(min=0), default=TTA_SHIFT, show_default=True,
               help="Test-time augmentation: also embed each image shifted by this many pixels "
               "right, left, down and up, and average the unit embeddings (0: off).")  # fmt: skip
@@ -82,6 +92,8 @@ def omniglot(
     seed: int,
     threads: int,
     eval_episodes: int,
+    heldout: int,
+    schedule: str,
     tta_shift: float,
     tta_degrees: float,
     center: bool,
@@ -113,6 +125,8 @@ def omniglot(
             val_every=val_every,
             patience=patience,
             lr=lr,
+            heldout=heldout,
+            schedule=schedule,
             tta_shift=tta_shift,
             tta_degrees=tta_degrees,
             center=center,
@@ -123,8 +137,10 @@ def omniglot(
     click.echo(
         f"omniglot: train index={index} seed={seed} threads={result['threads']} "
         f"steps={result['steps_run']} (best {result['best_step']}; stopped: {result['stopped']}) "
-        f"held-out alphabets={', '.join(result['heldout_alphabets'])} ({result['heldout_characters']} characters)"
-    )
+        + (f"held-out alphabets={', '.join(result['heldout_alphabets'])} "
+           f"({result['heldout_characters']} characters)" if result["heldout_alphabets"]
+           else f"trained on all {result['train_characters']} characters (nothing held out)")
+    )  # fmt: skip
     acc = {(r["index"], r["way"], r["shot"]): r["accuracy"] for r in result["records"]}
     click.echo(f"{'task':<36} {'LSH':>7} {'exact':>7}")
     for way, shot in sorted({(w, s) for _, w, s in acc}):
