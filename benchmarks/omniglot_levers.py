@@ -92,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for prefix in args.models:
         meta = json.loads(Path(prefix + ".json").read_text())
         s = meta["settings"]
-        net = og.Embedder(s["key_dim"], s["width"], s["blocks"], s.get("ceil", False))
+        net = og.Embedder(s["key_dim"], s["width"], s["blocks"])
         net.load_state_dict(torch.load(prefix + ".pt"))
         net.eval()
         for variant in args.variants:

@@ -56,9 +56,10 @@ __all__ = [
     "embed_images",
     "center_episode",
     "fit",
-    "cosine_lr",
+    "scheduled_lr",
     "nn_accuracy",
     "plot_history",
+    "plot_losses",
     "check_data_dir",
     "load_background",
     "load_runs",
@@ -268,18 +269,16 @@ def affine_augment(
 # -- model ------------------------------------------------------------------------------
 class Embedder(nn.Module):
     """Convolutional embedder: ``blocks`` x (conv 3x3 of ``width`` channels, batch norm,
-    ReLU, max-pool 2) on 28x28, then a linear map to ``key_dim`` (the memory normalizes).
-    The pooling floors odd sides (28, 14, 7, 3, 1: the last row and column of a 7 or 3
-    side are dropped) or, with ``ceil``, keeps them (28, 14, 7, 4, 2)."""
+    ReLU, max-pool 2) on 28x28, then a linear map to ``key_dim`` (the memory normalizes)."""
 
-    def __init__(self, key_dim: int = 128, width: int = 64, blocks: int = 4, ceil: bool = False):
+    def __init__(self, key_dim: int = 128, width: int = 64, blocks: int = 4):
         super().__init__()
         layers: list[nn.Module] = []
         side, ch = IMAGE_SIZE, 1
         for _ in range(blocks):
             layers += [nn.Conv2d(ch, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                       nn.MaxPool2d(2, ceil_mode=ceil)]  # fmt: skip
-            side, ch = (side + 1) // 2 if ceil else side // 2, width
+                       nn.MaxPool2d(2)]  # fmt: skip
+            side, ch = side // 2, width
         if side < 1:
             raise ConfigError(
                 f"blocks={blocks}: too many pooling blocks for {IMAGE_SIZE}x{IMAGE_SIZE}"
@@ -313,7 +312,6 @@ class OmniglotConfig:
     key_dim: int = 128
     width: int = 64
     blocks: int = 4
-    ceil: bool = False  # embedder pooling keeps odd sides' last row/column (see Embedder)
     memory_size: int = 8192
     k: int = 256
     alpha: float = 0.1
@@ -333,7 +331,10 @@ class OmniglotConfig:
     val_episodes: int = 300
     patience: int = 6
     lr_patience: int = 2
-    schedule: str = "plateau"  # "plateau": halve on stalls, keep the best; "cosine": see fit
+    schedule: str = (
+        "plateau"  # "plateau": halve on stalls, keep the best; "step", "cosine": see fit
+    )
+    decay_at: float = 0.75  # "step" schedule: halve the rate at this share of steps or time
     max_minutes: float = 12.0
     tta_shift: float = 0.0  # test-time augmentation: pixels of the 4 extra shifted copies; 0 = off
     tta_degrees: float = 0.0  # test-time augmentation: +-degrees rotated copies; 0 = none
@@ -348,11 +349,13 @@ class OmniglotConfig:
         check_int(self.steps, "steps", low=0)
         check_int(self.seed, "seed", low=0)
         check_choice(self.index, "index", ("lsh", "exact"))
-        check_choice(self.schedule, "schedule", ("plateau", "cosine"))
+        check_choice(self.schedule, "schedule", ("plateau", "step", "cosine"))
+        if not (isinstance(self.decay_at, (int, float)) and 0 < self.decay_at <= 1):
+            raise ConfigError(f"decay_at: expected a share in (0, 1], got {self.decay_at!r}")
         check_int(self.heldout, "heldout", low=0)
         if self.heldout == 0 and self.schedule == "plateau":
             raise ConfigError(
-                "heldout=0 (no validation alphabets) needs schedule='cosine': the plateau "
+                "heldout=0 (no validation alphabets) needs schedule='step' or 'cosine': the plateau "
                 "schedule halves the learning rate and stops on validation"
             )
         for name in ("key_dim", "width", "blocks", "memory_size", "k", "way", "length", "episodes",
@@ -526,7 +529,7 @@ def fit(
     by_class = [np.flatnonzero(labels == c) for c in range(n_classes_total)]
     n_pick = min(cfg.way * cfg.episodes, n_classes_total)
     length = min(cfg.length, min(len(b) for b in by_class))
-    net = Embedder(cfg.key_dim, cfg.width, cfg.blocks, cfg.ceil)
+    net = Embedder(cfg.key_dim, cfg.width, cfg.blocks)
     proxies = nn.Parameter(torch.randn(n_classes_total, cfg.key_dim, generator=gen) * 0.1)
     log_scale = nn.Parameter(torch.tensor(np.log(10.0), dtype=torch.float32))
     memory = MemoryModule(make_memory(cfg, seed=cfg.seed)).train()
@@ -576,10 +579,9 @@ def fit(
             ce_losses.append(float(ce.detach()))
         opt.zero_grad()
         total.backward()
-        if cfg.schedule == "cosine":
+        if cfg.schedule != "plateau":
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(cfg.lr, step - 1, cfg.steps, time.perf_counter() - t0,
-                                    60 * cfg.max_minutes)  # fmt: skip
+                g["lr"] = scheduled_lr(cfg, step - 1, time.perf_counter() - t0)
         opt.step()
         losses.append(float(mem_loss.detach()))
         postfix = {"loss": f"{np.mean(losses[-50:]):.3f}"}
@@ -588,7 +590,7 @@ def fit(
             lr = opt.param_groups[0]["lr"]
             history.append({"step": step, "val_5way": a5, "val_20way": a20, "lr": lr,
                             "loss": float(np.mean(losses[-cfg.val_every:]))})  # fmt: skip
-            if cfg.schedule == "cosine":
+            if cfg.schedule != "plateau":
                 best, best_step = max(best, a20), step  # the last embedder is the result
             elif a20 > best:
                 best, best_step, bad = a20, step, 0
@@ -617,12 +619,18 @@ def fit(
     return TrainResult(net, losses, ce_losses, history, best_step, stopped, step)
 
 
-def cosine_lr(lr: float, step: int, steps: int, elapsed: float, budget: float) -> float:
-    """The cosine schedule's rate for a step: ``lr * (1 + cos(pi * p)) / 2`` at progress
-    ``p = max(step / steps, elapsed / budget)`` (capped at 1), so the rate reaches 0 at the
-    last step or at the time limit, whichever comes first."""
-    p = min(1.0, max(step / max(steps, 1), elapsed / budget if budget > 0 else 0.0))
-    return float(lr * 0.5 * (1.0 + np.cos(np.pi * p)))
+def scheduled_lr(cfg: OmniglotConfig, step: int, elapsed: float) -> float:
+    """The rate of the validation-free schedules at progress ``p = max(step / cfg.steps,
+    elapsed / (60 * cfg.max_minutes))`` (capped at 1: the last step or the time limit,
+    whichever comes first): ``"step"`` keeps ``cfg.lr`` until ``p >= cfg.decay_at``,
+    then halves it; ``"cosine"`` is ``lr * (1 + cos(pi * p)) / 2``, 0 at the end."""
+    budget = 60 * cfg.max_minutes
+    p = min(1.0, max(step / max(cfg.steps, 1), elapsed / budget))
+    if cfg.schedule == "step":
+        return float(cfg.lr if p < cfg.decay_at else cfg.lr / 2)
+    if cfg.schedule == "cosine":
+        return float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * p)))
+    raise ConfigError(f"schedule={cfg.schedule!r}: the plateau schedule follows validation")
 
 
 def train(
@@ -632,6 +640,35 @@ def train(
     margin loss per step."""
     res = fit(cfg, bg, train_chars, None, log=log)
     return res.net, res.losses
+
+
+def plot_losses(
+    losses: list[float], ce_losses: list[float], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """The training losses (memory margin loss and classifier cross-entropy, means over
+    50 steps) against training steps, as an image: the curve of a run without
+    validation alphabets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for values, label in ((losses, "memory margin loss"), (ce_losses, "classifier cross-entropy")):
+        if values:
+            n = len(values) // 50 * 50
+            means = np.asarray(values[:n]).reshape(-1, 50).mean(1) if n else np.asarray(values)
+            ax.plot(np.arange(1, means.size + 1) * min(50, len(values)), means, label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (mean of 50 steps)")
+    ax.set_yscale("log")
+    ax.set_title(title or "Omniglot training losses")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_history(
@@ -756,6 +793,9 @@ def run_omniglot(
     heldout_names = sorted({bg.alphabets[bg.alphabet[c]] for c in held_chars})
     if plot is not None and res.history:
         plot_history(res.history, plot, f"Omniglot validation ({', '.join(heldout_names)})")
+    elif plot is not None and res.losses:  # no validation alphabets: the training losses
+        plot_losses(res.losses, res.ce_losses, plot,
+                    f"Omniglot training losses ({train_chars.size} characters, all alphabets)")  # fmt: skip
     return {
         "index": cfg.index,
         "steps": cfg.steps,

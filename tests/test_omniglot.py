@@ -460,28 +460,40 @@ def test_cli_evaluation_defaults_are_the_config_defaults(data_dir: Path, tmp_pat
     assert json.loads(out.read_text())["settings"]["center"] is True
 
 
-def test_cosine_lr_decays_to_zero_by_steps_or_time() -> None:
-    assert og.cosine_lr(1e-3, 0, 100, 0.0, 60.0) == pytest.approx(1e-3)
-    assert og.cosine_lr(1e-3, 50, 100, 0.0, 60.0) == pytest.approx(5e-4)
-    assert og.cosine_lr(1e-3, 100, 100, 0.0, 60.0) == pytest.approx(0.0, abs=1e-12)
-    # the time limit, when it comes first, sets the progress: half the time = half the rate
-    assert og.cosine_lr(1e-3, 10, 100, 30.0, 60.0) == pytest.approx(5e-4)
-    assert og.cosine_lr(1e-3, 10, 100, 90.0, 60.0) == pytest.approx(0.0, abs=1e-12)
+def test_validation_free_schedules_follow_steps_or_time_whichever_first() -> None:
+    step = og.OmniglotConfig(schedule="step", steps=100, max_minutes=1.0, decay_at=0.75)
+    assert [og.scheduled_lr(step, s, 0.0) for s in (0, 74, 75, 99)] == [1e-3, 1e-3, 5e-4, 5e-4]
+    assert og.scheduled_lr(step, 10, 44.0) == 1e-3  # 44 s of 60: before the decay
+    assert og.scheduled_lr(step, 10, 45.0) == 5e-4  # the time limit's 75 % comes first
+    cos = og.OmniglotConfig(schedule="cosine", steps=100, max_minutes=1.0)
+    assert og.scheduled_lr(cos, 0, 0.0) == pytest.approx(1e-3)
+    assert og.scheduled_lr(cos, 50, 0.0) == pytest.approx(5e-4)
+    assert og.scheduled_lr(cos, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    assert og.scheduled_lr(cos, 10, 30.0) == pytest.approx(5e-4)  # half the time
+    assert og.scheduled_lr(cos, 10, 90.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError):
+        og.scheduled_lr(og.OmniglotConfig(), 0, 0.0)  # plateau: set by validation, not here
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="decay_at"):
+            og.OmniglotConfig(decay_at=bad)
 
 
 def test_final_model_trains_on_every_alphabet_without_validation(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError, match="cosine"):
-        og.OmniglotConfig(heldout=0)  # the plateau schedule needs validation alphabets
+    with pytest.raises(ConfigError, match="step"):
+        og.OmniglotConfig(heldout=0, schedule="plateau")  # plateau needs validation alphabets
     out = tmp_path / "final.json"
+    png = tmp_path / "losses.png"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "2",
-            "--json", str(out), "--no-progress", "--index", "exact", "--heldout", "0",
-            "--schedule", "cosine"]  # fmt: skip
+            "--json", str(out), "--plot", str(png), "--no-progress", "--index", "exact", "--heldout", "0",
+            "--schedule", "step"]  # fmt: skip
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
+    assert report["settings"]["heldout"] == 0 and report["settings"]["schedule"] == "step"
     assert report["records"] == [] and report["heldout_alphabets"] == []
     assert report["train_characters"] == 4 * 12 and report["history"] == []
     assert set(report["official"]) == {"lsh", "exact"} and report["steps_run"] == 3
     assert "nothing held out" in result.output and "held-out 5-way" not in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the loss curve stands in

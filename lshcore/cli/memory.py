@@ -44,7 +44,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results (records of index, way, shot, accuracy; official; history) here.")  # fmt: skip
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Save validation accuracy against training steps (PNG) here.")  # fmt: skip
+              help="Save validation accuracy (with --heldout 0: the training losses) against "
+              "training steps (PNG) here.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=0), default=6000, show_default=True,
               help="Most training steps (early stopping usually ends sooner).")  # fmt: skip
 @click.option("--max-minutes", type=float, default=12.0, show_default=True, callback=_positive,
@@ -64,11 +65,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--heldout", type=click.IntRange(min=0, max=7), default=HELDOUT, show_default=True,
               help="Background alphabets held out for validation (early stopping, held-out "
               "episodes); 0: train on all 8 (the final model, no held-out scores; needs "
-              "--schedule cosine).")  # fmt: skip
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default=SCHEDULE,
+              "--schedule step or cosine).")  # fmt: skip
+@click.option("--schedule", type=click.Choice(["plateau", "step", "cosine"]), default=SCHEDULE,
               show_default=True,
-              help="plateau: halve the learning rate on validation stalls, keep the best "
-              "embedder; cosine: decay to 0 by --steps or --max-minutes, keep the last.")  # fmt: skip
+              help="plateau: halve the learning rate on validation stalls and keep the best "
+              "embedder; step: halve it at 75%% of --steps or --max-minutes (whichever comes "
+              "first), keep the last; cosine: decay it to 0 by then, keep the last.")  # fmt: skip
 @click.option("--tta-shift", type=click.FloatRange(min=0), default=TTA_SHIFT, show_default=True,
               help="Test-time augmentation: also embed each image shifted by this many pixels "
               "right, left, down and up, and average the unit embeddings (0: off).")  # fmt: skip
@@ -153,5 +155,5 @@ def omniglot(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
-    if plot_path is not None and result["history"]:
+    if plot_path is not None and plot_path.is_file():
         click.echo(f"wrote {plot_path}")
