@@ -326,17 +326,15 @@ class OmniglotConfig:
     shift: float = 0.1
     degrees: float = 15.0
     scale: tuple[float, float] = (0.9, 1.1)
-    heldout: int = 2
+    heldout: int = 0  # validation alphabets; 0: train on all of them (the final model)
     val_every: int = 200
     val_episodes: int = 300
     patience: int = 6
     lr_patience: int = 2
-    schedule: str = (
-        "plateau"  # "plateau": halve on stalls, keep the best; "step", "cosine": see fit
-    )
+    schedule: str = "step"  # "plateau": halve on stalls, keep the best; or see scheduled_lr
     decay_at: float = 0.75  # "step" schedule: halve the rate at this share of steps or time
     max_minutes: float = 12.0
-    tta_shift: float = 0.0  # test-time augmentation: pixels of the 4 extra shifted copies; 0 = off
+    tta_shift: float = 2.0  # test-time augmentation: 8 copies shifted this many pixels; 0: off
     tta_degrees: float = 0.0  # test-time augmentation: +-degrees rotated copies; 0 = none
     center: bool = False  # evaluation: subtract the episode's mean support embedding
     ways: Sequence[int] = (5, 20)

@@ -148,7 +148,7 @@ def test_bad_data_dir_names_the_expected_files(tmp_path: Path, data_dir: Path) -
 def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "4",
-            "--json", str(out), "--no-progress", "--index", "exact"]  # fmt: skip
+            "--json", str(out), "--no-progress", "--index", "exact", "--heldout", "2"]  # fmt: skip
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -256,7 +256,8 @@ def test_config_and_cli_options_are_validated(tmp_path: Path, monkeypatch) -> No
 def test_cli_reports_lsh_and_exact_and_plots(data_dir: Path, tmp_path: Path) -> None:
     out, png = tmp_path / "res.json", tmp_path / "curve.png"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "4", "--val-every", "2",
-            "--eval-episodes", "3", "--json", str(out), "--plot", str(png), "--no-progress"]  # fmt: skip
+            "--eval-episodes", "3", "--json", str(out), "--plot", str(png), "--no-progress",
+            "--heldout", "2"]  # fmt: skip
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -424,8 +425,9 @@ def test_center_episode_subtracts_the_support_mean_only() -> None:
 
 
 def test_center_and_tta_are_config_flags_that_reach_the_evaluation(data_dir: Path) -> None:
-    cfg = og.OmniglotConfig()
-    assert cfg.center is False and cfg.tta_shift == 0 and cfg.tta_degrees == 0
+    cfg = og.OmniglotConfig()  # the defaults: TTA on (shifts of 2 pixels), no centering
+    assert cfg.center is False and cfg.tta_shift == 2.0 and cfg.tta_degrees == 0
+    assert (cfg.heldout, cfg.schedule) == (0, "step")  # the final model: all alphabets
     with pytest.raises(ConfigError):
         og.OmniglotConfig(tta_shift=-1.0)
     # a huge offset shared by every embedding: in float32 the cosines of all pairs round
@@ -472,7 +474,7 @@ def test_validation_free_schedules_follow_steps_or_time_whichever_first() -> Non
     assert og.scheduled_lr(cos, 10, 30.0) == pytest.approx(5e-4)  # half the time
     assert og.scheduled_lr(cos, 10, 90.0) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ConfigError):
-        og.scheduled_lr(og.OmniglotConfig(), 0, 0.0)  # plateau: set by validation, not here
+        og.scheduled_lr(og.OmniglotConfig(heldout=2, schedule="plateau"), 0, 0.0)  # by validation
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="decay_at"):
             og.OmniglotConfig(decay_at=bad)

@@ -13,9 +13,9 @@ from lshcore.errors import LSHError
 __all__ = ["memory", "omniglot"]
 
 # OmniglotConfig's evaluation defaults (repeated here: the module imports torch)
-HELDOUT = 2
-SCHEDULE = "plateau"
-TTA_SHIFT = 0.0
+HELDOUT = 0
+SCHEDULE = "step"
+TTA_SHIFT = 2.0
 TTA_DEGREES = 0.0
 CENTER = False
 
