@@ -47,15 +47,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
               help="Save validation accuracy (with --heldout 0: the training losses) against "
               "training steps (PNG) here.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=0), default=6000, show_default=True,
-              help="Most training steps (early stopping usually ends sooner).")  # fmt: skip
+              help="Most training steps (--max-minutes or early stopping usually ends sooner).")  # fmt: skip
 @click.option("--max-minutes", type=float, default=12.0, show_default=True, callback=_positive,
               help="Stop training after this many minutes.")  # fmt: skip
 @click.option("--val-every", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Steps between validation evaluations.")  # fmt: skip
+              help="Steps between validation evaluations (with --heldout > 0).")  # fmt: skip
 @click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
               help="Stop after this many validation evaluations without a gain.")  # fmt: skip
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=_positive,
-              help="Adam learning rate (halved after 2 evaluations without a gain).")  # fmt: skip
+              help="Adam learning rate (halved as --schedule says).")  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="PyTorch threads; 0: the idle cores at the start (cores minus the load "
@@ -69,11 +69,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--schedule", type=click.Choice(["plateau", "step", "cosine"]), default=SCHEDULE,
               show_default=True,
               help="plateau: halve the learning rate on validation stalls and keep the best "
-              "embedder; step: halve it at 75%% of --steps or --max-minutes (whichever comes "
+              "embedder; step: halve it at 75% of --steps or --max-minutes (whichever comes "
               "first), keep the last; cosine: decay it to 0 by then, keep the last.")  # fmt: skip
 @click.option("--tta-shift", type=click.FloatRange(min=0), default=TTA_SHIFT, show_default=True,
               help="Test-time augmentation: also embed each image shifted by this many pixels "
-              "right, left, down and up, and average the unit embeddings (0: off).")  # fmt: skip
+              "to its 8 neighbours on a grid (right, left, down, up and the diagonals) and "
+              "average the unit embeddings (0: off).")  # fmt: skip
 @click.option("--tta-degrees", type=click.FloatRange(min=0), default=TTA_DEGREES, show_default=True,
               help="Test-time augmentation: also embed each image rotated by +- this many "
               "degrees (0: off).")  # fmt: skip
@@ -102,9 +103,11 @@ def omniglot(
     progress: bool,
 ) -> None:
     """Train a convolutional embedder with the memory on Omniglot (rotations as new
-    classes, affine augmentation, early stopping on held-out background alphabets),
-    then evaluate 5/20-way 1/5-shot on those alphabets and the 20 official one-shot
-    runs, each with the LSH memory and the exact memory."""
+    classes, affine augmentation) and evaluate it on the 20 official one-shot runs, with
+    the LSH memory and the exact memory. By default the final model: all 8 background
+    alphabets train, for --max-minutes, the learning rate halved at 75% of it. With
+    --heldout N, N alphabets are held out for validation (the curve, and 5/20-way
+    1/5-shot episodes on them); --schedule plateau then early-stops on them."""
     if data_dir is None:
         root = os.environ.get("LSHCORE_DATA")
         if not root:
