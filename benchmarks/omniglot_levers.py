@@ -96,17 +96,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
         net.load_state_dict(torch.load(prefix + ".pt"))
         net.eval()
         for variant in args.variants:
-            kw = _overrides(variant.split(",")) if variant != "plain" else {}
+            # "plain": no test-time augmentation (the library's default is on)
+            kw = {
+                "tta_shift": 0.0,
+                **(_overrides(variant.split(",")) if variant != "plain" else {}),
+            }
             cfg = og.OmniglotConfig(progress=False, eval_episodes=args.episodes, **kw)
             t0 = time.perf_counter()
             emb = np.zeros((bg.images.shape[0], cfg.key_dim), np.float32)
             emb[rows] = og.embed_images(net, bg.images[rows], cfg)
             t_emb = time.perf_counter() - t0
-            rec = {"model": prefix, "variant": variant, "embed_s": round(t_emb, 2)}
+            rec = {"model": prefix, "variant": variant, "index": args.index,
+                   "embed_s": round(t_emb, 2)}  # fmt: skip
             for way in (5, 20):
                 for shot in (1, 5):
                     rec[f"{way}w{shot}s"] = og.evaluate_episodes(
-                        cfg, emb, bg.char, held, way, shot, seed=101, index="exact"
+                        cfg, emb, bg.char, held, way, shot, seed=101, index=args.index
                     )
             rec["nn20"] = og.nn_accuracy(emb, bg.char, held, 20, args.episodes, seed=202)
             rec["within20"] = within_alphabet_20way(emb, bg, held, args.episodes, seed=303)
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--variant", dest="variants", action="append", default=None,
                    help="OmniglotConfig overrides 'k=v,k=v' for evaluation ('plain': none)")  # fmt: skip
     e.add_argument("--episodes", type=int, default=1000)
+    e.add_argument("--index", choices=("exact", "lsh"), default="exact")
     e.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.cmd == "eval" and not args.variants:
