@@ -667,9 +667,10 @@ def plot_losses(
     fig, ax = plt.subplots(figsize=(6, 4))
     for values, label in ((losses, "memory margin loss"), (ce_losses, "classifier cross-entropy")):
         if values:
-            n = len(values) // 50 * 50
-            means = np.asarray(values[:n]).reshape(-1, 50).mean(1) if n else np.asarray(values)
-            ax.plot(np.arange(1, means.size + 1) * min(50, len(values)), means, label=label)
+            per = 50 if len(values) >= 50 else 1  # a short run: every step
+            n = len(values) // per * per
+            means = np.asarray(values[:n]).reshape(-1, per).mean(1)
+            ax.plot(np.arange(1, means.size + 1) * per, means, label=label)
     ax.set_xlabel("training step")
     ax.set_ylabel("loss (mean of 50 steps)")
     ax.set_yscale("log")
@@ -720,7 +721,9 @@ def evaluate_episodes(
 ) -> float:
     """Accuracy of ``way``-way ``shot``-shot episodes over the characters ``chars``:
     ``shot`` drawings per class written into a fresh memory (update rule, one batch per
-    shot), then one more drawing per class predicted by its nearest slot."""
+    shot), then one more drawing per class predicted by its nearest slot. With
+    ``cfg.center`` the episode's keys and queries are first centred on its support mean
+    (:func:`center_episode`)."""
     if chars.size < way:
         raise ConfigError(f"way={way}: only {chars.size} held-out characters")
     rng = np.random.default_rng(seed)
@@ -746,7 +749,10 @@ def evaluate_episodes(
 def evaluate_runs(
     cfg: OmniglotConfig, net: Embedder, runs: list[OfficialRun], index: str | None = None
 ) -> float:
-    """Fraction of the official runs' test items matched to their class (1-shot)."""
+    """Fraction of the official runs' test items matched to their class (1-shot): each
+    run's 20 drawings (embedded by :func:`embed_images`, with ``cfg``'s test-time
+    augmentation, and centred with ``cfg.center``) written into a fresh memory, each test
+    item predicted by its nearest slot."""
     memory = make_memory(cfg, seed=cfg.seed, index=index)
     hits = total = 0
     for run in runs:
