@@ -148,7 +148,7 @@ def test_bad_data_dir_names_the_expected_files(tmp_path: Path, data_dir: Path) -
 def test_tiny_run_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "4",
-            "--json", str(out), "--no-progress", "--index", "exact"]  # fmt: skip
+            "--json", str(out), "--no-progress", "--index", "exact", "--heldout", "2"]  # fmt: skip
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -167,8 +167,10 @@ def test_training_lowers_the_loss_then_lsh_and_exact_agree(data_dir: Path) -> No
     og.configure_threads(1)  # the fixture's stand-in: torch threads only
     bg = og.load_background(data_dir)
     train, held = og.split_alphabets(bg)
+    # the plateau schedule without validation alphabets: a constant rate for the 12 steps
     cfg = og.OmniglotConfig(steps=12, index="exact", episodes=2, length=3, memory_size=64, k=16,
-                            lr=3e-3, progress=False, eval_episodes=10)  # fmt: skip
+                            lr=3e-3, progress=False, eval_episodes=10, heldout=2,
+                            schedule="plateau")  # fmt: skip
     net, losses = og.train(cfg, bg, train)
     assert len(losses) == 12 and np.mean(losses[-4:]) < np.mean(losses[:4])
     emb = og._embed(net, bg.images)
@@ -256,7 +258,8 @@ def test_config_and_cli_options_are_validated(tmp_path: Path, monkeypatch) -> No
 def test_cli_reports_lsh_and_exact_and_plots(data_dir: Path, tmp_path: Path) -> None:
     out, png = tmp_path / "res.json", tmp_path / "curve.png"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "4", "--val-every", "2",
-            "--eval-episodes", "3", "--json", str(out), "--plot", str(png), "--no-progress"]  # fmt: skip
+            "--eval-episodes", "3", "--json", str(out), "--plot", str(png), "--no-progress",
+            "--heldout", "2"]  # fmt: skip
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -346,3 +349,155 @@ def test_threads_default_is_auto_and_resolved_by_the_run(
     result = CliRunner().invoke(memory_cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["threads"]["torch"] == 1
+
+
+# -- evaluation-time levers: test-time augmentation and episode centering ------------------
+def test_tta_variants_are_the_image_and_its_fixed_shifts_and_rotations() -> None:
+    assert og.tta_variants() == [(0.0, 0.0, 0.0)]  # off: the image alone
+    grid = og.tta_variants(2.0)  # the image, then its 8 neighbours 2 pixels away
+    assert grid[0] == (0.0, 0.0, 0.0) and len(grid) == len(set(grid)) == 9
+    assert {(dx, dy) for dx, dy, _ in grid} == {(x, y) for x in (-2, 0, 2) for y in (-2, 0, 2)}
+    assert all(deg == 0 for *_, deg in grid)
+    assert og.tta_variants(0.0, 5.0) == [(0.0, 0.0, 0.0), (0.0, 0.0, 5.0), (0.0, 0.0, -5.0)]
+    assert len(og.tta_variants(2.0, 5.0)) == 11
+
+
+def test_transform_images_shifts_by_whole_pixels_and_rotates_counter_clockwise() -> None:
+    import torch
+
+    x = torch.from_numpy(np.random.default_rng(0).random((3, 28, 28)).astype(np.float32))
+    assert og.transform_images(x, 0, 0, 0) is x
+    moved = og.transform_images(x, 2.0, -1.0, 0.0).numpy()  # 2 right, 1 up
+    assert np.allclose(moved[:, :-1, 2:], x.numpy()[:, 1:, :-2], atol=1e-5)
+    assert np.allclose(moved[:, -1, :], 0, atol=1e-5) and np.allclose(moved[:, :, :2], 0, atol=1e-5)
+    turned = og.transform_images(x, 0.0, 0.0, 90.0).numpy()
+    assert np.allclose(turned, np.rot90(x.numpy(), 1, axes=(1, 2)), atol=1e-5)
+
+
+class _Recorder(og.Embedder):
+    """An embedder that returns a fixed, distinct embedding per exact input image and
+    records what it was shown."""
+
+    def __init__(self, table: dict[bytes, np.ndarray]):
+        super().__init__(key_dim=4, width=4, blocks=1)
+        self.table, self.seen = table, []
+
+    def forward(self, x):
+        import torch
+
+        rows = [np.asarray(img, np.float32).reshape(28, 28).round(4).tobytes() for img in x]
+        self.seen.extend(rows)
+        return torch.from_numpy(np.stack([self.table.get(r, np.ones(4, np.float32)) for r in rows]))
+
+
+def test_embed_images_averages_the_unit_embeddings_of_exactly_the_tta_variants() -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((1, 28, 28)) > 0.7).astype(np.float32)
+    variants = og.tta_variants(1.0, 10.0)
+    copies = [og.transform_images(torch.from_numpy(img), *v).numpy()[0] for v in variants]
+    keys = [c.round(4).tobytes() for c in copies]
+    assert len(set(keys)) == len(variants)  # every copy differs
+    vecs = rng.normal(size=(len(variants), 4)).astype(np.float32) * rng.uniform(0.5, 5, (len(variants), 1)).astype(np.float32)  # fmt: skip
+    net = _Recorder(dict(zip(keys, vecs, strict=True)))
+    plain = og.embed_images(net, img, og.OmniglotConfig(tta_shift=0.0))
+    assert net.seen == keys[:1]  # TTA off: the image alone, embedded once
+    assert np.allclose(plain[0], vecs[0] / np.linalg.norm(vecs[0]), atol=1e-6)
+    net.seen.clear()
+    cfg = og.OmniglotConfig(tta_shift=1.0, tta_degrees=10.0)
+    got = og.embed_images(net, img, cfg)
+    assert sorted(net.seen) == sorted(keys)  # each variant embedded once, nothing else
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)  # unit first: norms do not weigh
+    want = unit.mean(0) / np.linalg.norm(unit.mean(0))
+    assert np.allclose(got[0], want, atol=1e-5)
+    assert not np.allclose(got[0], vecs.mean(0) / np.linalg.norm(vecs.mean(0)), atol=1e-3)
+
+
+def test_center_episode_subtracts_the_support_mean_only() -> None:
+    rng = np.random.default_rng(2)
+    sup, qry = rng.normal(size=(5, 8)) + 3.0, rng.normal(size=(3, 8)) + 3.0  # a shared offset
+    csup, cqry = og.center_episode(sup, qry)
+    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    mean = unit(sup).mean(0)
+    assert np.allclose(csup, unit(unit(sup) - mean)) and np.allclose(cqry, unit(unit(qry) - mean))
+    assert np.allclose(np.linalg.norm(csup, axis=1), 1) and abs(unit(csup).sum(0)).max() < 2.0
+    # the queries do not enter the mean: other queries, same support -> same support keys
+    assert np.allclose(og.center_episode(sup, qry * 5 + 1)[0], csup)
+
+
+def test_center_and_tta_are_config_flags_that_reach_the_evaluation(data_dir: Path) -> None:
+    cfg = og.OmniglotConfig()  # the defaults: TTA on (shifts of 2 pixels), no centering
+    assert cfg.center is False and cfg.tta_shift == 2.0 and cfg.tta_degrees == 0
+    assert (cfg.heldout, cfg.schedule) == (0, "step")  # the final model: all alphabets
+    with pytest.raises(ConfigError):
+        og.OmniglotConfig(tta_shift=-1.0)
+    # a huge offset shared by every embedding: in float32 the cosines of all pairs round
+    # to about 1 and nearest neighbour is near chance until the episode's mean is removed
+    rng = np.random.default_rng(3)
+    n_chars, per = 30, 4
+    char = np.repeat(np.arange(n_chars), per)
+    proto = rng.normal(size=(n_chars, 16))
+    emb = (1e4 + proto[char] + 0.3 * rng.normal(size=(char.size, 16))).astype(np.float32)
+    base = dict(index="exact", key_dim=16, memory_size=64, k=16, eval_episodes=60, episodes=2)
+    chars = np.arange(n_chars)
+    off = og.evaluate_episodes(og.OmniglotConfig(**base), emb, char, chars, 20, 1)
+    on = og.evaluate_episodes(og.OmniglotConfig(center=True, **base), emb, char, chars, 20, 1)
+    assert on > 0.9 and on > off + 0.2, (off, on)
+
+
+def test_cli_evaluation_defaults_are_the_config_defaults(data_dir: Path, tmp_path: Path) -> None:
+    from lshcore.cli import memory as cli_mod
+
+    cfg = og.OmniglotConfig()
+    assert (cli_mod.TTA_SHIFT, cli_mod.TTA_DEGREES, cli_mod.CENTER) == (
+        cfg.tta_shift, cfg.tta_degrees, cfg.center)  # fmt: skip
+    out = tmp_path / "r.json"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "1", "--eval-episodes", "2",
+            "--json", str(out), "--no-progress", "--index", "exact", "--tta-shift", "1.5",
+            "--tta-degrees", "4", "--no-center"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["tta_shift"], settings["tta_degrees"], settings["center"]) == (1.5, 4.0, False)
+    result = CliRunner().invoke(memory_cli, [*args[:-1], "--center"])
+    assert json.loads(out.read_text())["settings"]["center"] is True
+
+
+def test_validation_free_schedules_follow_steps_or_time_whichever_first() -> None:
+    step = og.OmniglotConfig(schedule="step", steps=100, max_minutes=1.0, decay_at=0.75)
+    assert [og.scheduled_lr(step, s, 0.0) for s in (0, 74, 75, 99)] == [1e-3, 1e-3, 5e-4, 5e-4]
+    assert og.scheduled_lr(step, 10, 44.0) == 1e-3  # 44 s of 60: before the decay
+    assert og.scheduled_lr(step, 10, 45.0) == 5e-4  # the time limit's 75 % comes first
+    cos = og.OmniglotConfig(schedule="cosine", steps=100, max_minutes=1.0)
+    assert og.scheduled_lr(cos, 0, 0.0) == pytest.approx(1e-3)
+    assert og.scheduled_lr(cos, 50, 0.0) == pytest.approx(5e-4)
+    assert og.scheduled_lr(cos, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+    assert og.scheduled_lr(cos, 10, 30.0) == pytest.approx(5e-4)  # half the time
+    assert og.scheduled_lr(cos, 10, 90.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError):
+        og.scheduled_lr(og.OmniglotConfig(heldout=2, schedule="plateau"), 0, 0.0)  # by validation
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="decay_at"):
+            og.OmniglotConfig(decay_at=bad)
+
+
+def test_final_model_trains_on_every_alphabet_without_validation(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="step"):
+        og.OmniglotConfig(heldout=0, schedule="plateau")  # plateau needs validation alphabets
+    out = tmp_path / "final.json"
+    png = tmp_path / "losses.png"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "3", "--eval-episodes", "2",
+            "--json", str(out), "--plot", str(png), "--no-progress", "--index", "exact", "--heldout", "0",
+            "--schedule", "step"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["heldout"] == 0 and report["settings"]["schedule"] == "step"
+    assert report["records"] == [] and report["heldout_alphabets"] == []
+    assert report["train_characters"] == 4 * 12 and report["history"] == []
+    assert set(report["official"]) == {"lsh", "exact"} and report["steps_run"] == 3
+    assert "nothing held out" in result.output and "held-out 5-way" not in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the loss curve stands in
