@@ -31,7 +31,7 @@ import re
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ __all__ = [
     "scheduled_lr",
     "nn_accuracy",
     "plot_history",
-    "plot_losses",
+    "plot_training",
     "check_data_dir",
     "load_background",
     "load_runs",
@@ -504,7 +504,8 @@ class TrainResult:
     """``net`` (the best embedder by validation), ``losses`` the memory's margin loss per
     step, ``ce_losses`` the classifier's, ``history`` rows ``{step, val_5way, val_20way,
     lr, loss}``, ``best_step``, ``stopped`` (why training
-    ended), ``steps`` run."""
+    ended), ``steps`` run, ``episode_accuracy`` the memory's accuracy on each step's
+    training episodes."""
 
     net: Embedder
     losses: list[float]
@@ -513,6 +514,10 @@ class TrainResult:
     best_step: int
     stopped: str
     steps: int
+    #: per step, the memory's accuracy on the step's training episodes: the share of
+    #: drawings in rounds 2..``length`` whose class the memory predicted before learning
+    #: from them (each class then seen 1 to ``length - 1`` times before)
+    episode_accuracy: list[float] = field(default_factory=list)
 
 
 def fit(
@@ -559,6 +564,7 @@ def fit(
 
     losses: list[float] = []
     ce_losses: list[float] = []
+    episode_acc: list[float] = []
     history: list[dict[str, float]] = []
     best, best_step, best_state, bad = -1.0, 0, None, 0
     stopped = "steps"
@@ -577,11 +583,16 @@ def fit(
         emb = net(x)
         memory.memory.clear()
         mem_loss = torch.zeros(())
+        hits = 0
         for r in range(length):
             order = r * n_pick + rng.permutation(n_pick)
             out = memory(emb[order], y[order])
             assert out.loss is not None
             mem_loss = mem_loss + out.loss / length
+            if r:  # round 1 meets an empty memory: nothing to recall yet
+                hits += int((out.predicted == y[order]).sum())
+        if length > 1:
+            episode_acc.append(hits / ((length - 1) * n_pick))
         total = cfg.memory_weight * mem_loss
         if cfg.ce_weight > 0:
             logits = log_scale.exp() * F.normalize(emb, dim=1) @ F.normalize(proxies, dim=1).T
@@ -627,7 +638,7 @@ def fit(
     else:
         best_step = step
     net.eval()
-    return TrainResult(net, losses, ce_losses, history, best_step, stopped, step)
+    return TrainResult(net, losses, ce_losses, history, best_step, stopped, step, episode_acc)
 
 
 def scheduled_lr(cfg: OmniglotConfig, step: int, elapsed: float) -> float:
@@ -653,30 +664,47 @@ def train(
     return res.net, res.losses
 
 
-def plot_losses(
-    losses: list[float], ce_losses: list[float], path: str | os.PathLike[str], title: str = ""
+def _means(values: list[float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(steps, means) over windows of 50 steps (1 for a run shorter than 50), and the window."""
+    per = 50 if len(values) >= 50 else 1
+    n = len(values) // per * per
+    means = np.asarray(values[:n], dtype=float).reshape(-1, per).mean(1)
+    return np.arange(1, means.size + 1) * per, means, per
+
+
+def plot_training(
+    losses: list[float],
+    ce_losses: list[float],
+    episode_accuracy: list[float],
+    path: str | os.PathLike[str],
+    title: str = "",
 ) -> None:
-    """The training losses (memory margin loss and classifier cross-entropy, means over
-    50 steps) against training steps, as an image: the curve of a run without
-    validation alphabets."""
+    """The curves of a run without validation alphabets, against training steps, as an
+    image: above, the memory's accuracy on the training episodes (each class seen 1 to
+    ``length - 1`` times before); below, the training losses (memory margin loss and
+    classifier cross-entropy). Means over 50 steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax_acc, ax_loss) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    if episode_accuracy:
+        steps, means, per = _means(episode_accuracy)
+        ax_acc.plot(steps, means, label="memory, training episodes")
+        ax_acc.set_ylabel(f"accuracy (mean of {per} steps)")
+        ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
+    ax_acc.set_title(title or "Omniglot training")
     for values, label in ((losses, "memory margin loss"), (ce_losses, "classifier cross-entropy")):
         if values:
-            per = 50 if len(values) >= 50 else 1  # a short run: every step
-            n = len(values) // per * per
-            means = np.asarray(values[:n]).reshape(-1, per).mean(1)
-            ax.plot(np.arange(1, means.size + 1) * per, means, label=label)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (mean of 50 steps)")
-    ax.set_yscale("log")
-    ax.set_title(title or "Omniglot training losses")
-    ax.grid(alpha=0.3)
-    ax.legend()
+            steps, means, per = _means(values)
+            ax_loss.plot(steps, means, label=label)
+    ax_loss.set_xlabel("training step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_yscale("log")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -810,9 +838,9 @@ def run_omniglot(
     heldout_names = sorted({bg.alphabets[bg.alphabet[c]] for c in held_chars})
     if plot is not None and res.history:
         plot_history(res.history, plot, f"Omniglot validation ({', '.join(heldout_names)})")
-    elif plot is not None and res.losses:  # no validation alphabets: the training losses
-        plot_losses(res.losses, res.ce_losses, plot,
-                    f"Omniglot training losses ({train_chars.size} characters, all alphabets)")  # fmt: skip
+    elif plot is not None and res.losses:  # no validation alphabets: the training curves
+        plot_training(res.losses, res.ce_losses, res.episode_accuracy, plot,
+                      f"Omniglot training ({train_chars.size} characters, all alphabets)")  # fmt: skip
     return {
         "index": cfg.index,
         "steps": cfg.steps,
@@ -831,6 +859,14 @@ def run_omniglot(
         "heldout_characters": int(held_chars.size),
         "final_loss": float(np.mean(res.losses[-50:])) if res.losses else None,
         "final_ce_loss": float(np.mean(res.ce_losses[-50:])) if res.ce_losses else None,
+        "final_episode_accuracy": (
+            float(np.mean(res.episode_accuracy[-50:])) if res.episode_accuracy else None
+        ),
+        "episode_accuracy_per_50_steps": (
+            [round(float(v), 4) for v in _means(res.episode_accuracy)[1]]
+            if res.episode_accuracy
+            else []
+        ),
         "history": res.history,
         "seconds": {
             "load": round(t_load, 1),

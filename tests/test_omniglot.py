@@ -271,6 +271,22 @@ def test_cli_reports_lsh_and_exact_and_plots(data_dir: Path, tmp_path: Path) -> 
     assert "official 20-way 1-shot (40 items)" in result.output and "exact" in result.output
 
 
+def test_cli_without_heldout_plots_the_training_accuracy(data_dir: Path, tmp_path: Path) -> None:
+    """Nothing held out (the default): the report and the plot carry the memory's accuracy
+    on the training episodes per step, the issue's accuracy-against-steps curve."""
+    out, png = tmp_path / "res.json", tmp_path / "curve.png"
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "4", "--eval-episodes", "3",
+            "--json", str(out), "--plot", str(png), "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["history"] == [] and report["heldout_characters"] == 0
+    curve = report["episode_accuracy_per_50_steps"]  # a 4-step run: one value per step
+    assert len(curve) == 4 and all(0.0 <= a <= 1.0 for a in curve)
+    assert report["final_episode_accuracy"] == pytest.approx(np.mean(curve), abs=1e-4)  # rounded
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 needs_real = pytest.mark.skipif(
     not (REAL / og.RUNS_ZIP).is_file(), reason=f"real Omniglot data not present at {REAL}"
 )
@@ -314,6 +330,9 @@ def test_real_tiny_training_lowers_loss_and_beats_untrained() -> None:
     assert len(res.losses) == len(res.ce_losses) == 60
     assert np.mean(res.ce_losses[-15:]) < 0.95 * np.mean(res.ce_losses[:15]), res.ce_losses
     assert all(0 <= v <= 2 + cfg.alpha for v in res.losses)  # the memory's margin loss
+    acc = np.asarray(res.episode_accuracy)  # recall of rounds 2-4 of each step's episodes
+    assert acc.shape == (60,) and ((acc >= 0) & (acc <= 1)).all()
+    assert acc[-20:].mean() > acc[:20].mean() + 0.05, acc  # the memory recalls more
     after = og.nn_accuracy(og._embed(res.net, bg.images), bg.char, held, 20, 150, seed=5)
     assert after > before + 0.08 and after > 0.3, (before, after)  # chance: 0.05
     assert [h["step"] for h in res.history] == [30, 60] and res.best_step in (30, 60)
