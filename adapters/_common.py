@@ -27,7 +27,7 @@ from lshcore.core.backend import device_kind, is_device_array
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.registry.catalog import get_backend
-from lshcore.training.layer import row_top_mask
+from lshcore.training.layer import HOST_WEIGHT_POLICIES, row_top_mask
 from lshcore.training.params import SelectionParams
 from lshcore.training.selector import ActiveSelector
 
@@ -514,10 +514,14 @@ class HashedLayerMixin:
     def _sync_params(self) -> tuple[Any, Any]:
         """The weights the selector reads at a sync: on a device backend, zero-copy
         DLPack views of the framework's CUDA parameters (the selector gathers the rows
-        it rehashes there and copies only those); else host copies."""
+        it rehashes there and copies only those); else host copies. Policies that
+        re-score candidates against the weights (``rerank``, ``exact``: the adapters'
+        default is ``rerank``) run NumPy kernels on them, so they get host copies."""
         index = self._bound_index()
         w, b = self._weight_tensors()
-        if index.selector is not None and index.selector.backend.on_device and w is not None:
+        selector = index.selector
+        device = selector is not None and selector.backend.on_device
+        if device and w is not None and selector.policy not in HOST_WEIGHT_POLICIES:
             if is_device_array(w):
                 from lshcore.core.dlpack import to_backend  # imports no framework
 

@@ -88,6 +88,18 @@ def test_gluon_sync_views_the_parameters_through_dlpack_on_a_device_backend(
     np.testing.assert_array_equal(b, layer.bias.data().asnumpy())
 
 
+@pytest.mark.parametrize("policy", ["rerank", "exact"])
+def test_gluon_sync_gives_host_copies_to_policies_that_rescore_on_the_host(
+    on_fake_gpu: Any, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    # rerank (the adapters' default) and exact run NumPy kernels on the weights they
+    # hold: device views there failed at the first select after a training step
+    layer = _layer(policy=policy)
+    given = on_fake_gpu(layer)
+    monkeypatch.setattr(LSHDense, "_host_params", lambda self: ("host-w", "host-b"))
+    assert layer._sync_params() == ("host-w", "host-b") and given == []
+
+
 def test_gluon_sync_in_training_hands_the_views_to_the_index(
     on_fake_gpu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
