@@ -78,18 +78,20 @@ def test_batch_block_size_is_the_factor_with_the_budget_as_floor(
     from lshcore.training.params import batch_block_size
 
     assert batch_block_size(n_out, m, factor) == expected
+    assert batch_block_size(n_out, m, factor, floor=False) == min(n_out, int(factor * m))
 
 
 def test_wide_layer_shares_a_block_of_the_budget_not_of_4m() -> None:
-    """20,000 neurons, 20 active: 4m would be 80, the budget's floor is 895 (4.47%)."""
+    """20,000 neurons, 20 active: 4m is 80, batch_rerank's floor (the budget) 895 (4.47%)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((20000, 8)).astype(np.float32)
     bias = np.zeros(20000, np.float32)
     x = rng.standard_normal((16, 8)).astype(np.float32)
-    for policy in ("batch_union", "batch_rerank"):
+    # batch_union's block is every row's active set: no floor (an --active sweep stays true)
+    for policy, width in (("batch_rerank", 895), ("batch_union", 80)):
         sel = ActiveSelector(8, 20000, active=20 / 20000, policy=policy, seed=0)
         ids = sel.fit(weight, bias).select(x).ids
-        assert ids.shape == (16, 895)
-        assert (ids == ids[0]).all() and np.unique(ids[0]).size == 895
+        assert ids.shape == (16, width)
+        assert (ids == ids[0]).all() and np.unique(ids[0]).size == width

@@ -595,9 +595,9 @@ def _framework_defaults(opts: dict[str, Any]) -> None:
     type=click.FloatRange(min=1.0),
     default=DEFAULT_BATCH_FACTOR,
     show_default=True,
-    help="Shared block of batch_union/batch_rerank, in units of the active count (at least "
-    "the layer's work budget). 8 was more accurate everywhere measured, at about 2/3 "
-    "of the speed at 1,000 wide.",
+    help="Shared block of batch_union/batch_rerank, in units of the active count (for "
+    "batch_rerank at least the layer's work budget). 8 was more accurate on average in "
+    "every setting measured, at about 2/3 of the speed at 1,000 wide.",
 )
 @click.option(
     "--limit",

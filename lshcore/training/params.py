@@ -66,10 +66,12 @@ def default_budget(n_out: int) -> float:
     return float(BUDGET_SMALL * (BUDGET_LARGE / BUDGET_SMALL) ** frac)
 
 
-def batch_block_size(n_out: int, m: int, batch_factor: float) -> int:
+def batch_block_size(n_out: int, m: int, batch_factor: float, *, floor: bool = True) -> int:
     """Neurons in the shared block of ``batch_union``/``batch_rerank`` for a layer of
-    ``n_out`` with ``m`` active per input: ``batch_factor * m``, but at least the layer's
-    work budget ``default_budget(n_out) * n_out``, and at most ``n_out``.
+    ``n_out`` with ``m`` active per input: ``batch_factor * m``, at most ``n_out``, and
+    with ``floor`` (``batch_rerank``, whose rows then keep their own m) at least the
+    layer's work budget ``default_budget(n_out) * n_out``. ``batch_union`` gets no floor:
+    its block is every row's active set, which the floor would silently enlarge.
 
     The floor matters only when m is a small share of the layer: at 1,000 wide and 5% the
     two are equal (200); at 64,000 wide with 256 active the block holds 1,600 instead of
@@ -77,8 +79,8 @@ def batch_block_size(n_out: int, m: int, batch_factor: float) -> int:
     (``benchmarks/results/engine.md``, session 4): every row of the batch must find its
     own m among neurons chosen by the whole batch's hits.
     """
-    floor = math.ceil(default_budget(n_out) * n_out - 1e-9)
-    return int(min(n_out, max(math.ceil(batch_factor * m - 1e-9), floor)))
+    least = math.ceil(default_budget(n_out) * n_out - 1e-9) if floor else 1
+    return int(min(n_out, max(math.ceil(batch_factor * m - 1e-9), least)))
 
 
 def auto_params(
@@ -129,8 +131,8 @@ class SelectionParams:
     transform or None (hash the rows ``[w, b]`` as they are); ``seed`` >= 0;
     ``rehash``/``rebuild`` schedule specs (``"fixed:P"``, ``"exp:P0:G"``,
     ``"changed:T:C"``, ``"never"``); ``threshold`` hit count of the ``threshold`` policy;
-    ``batch_factor`` set size of ``batch_union``/``batch_rerank`` in units of m (at least
-    the layer's work budget: :func:`batch_block_size`); ``rerank`` candidates of
+    ``batch_factor`` set size of ``batch_union``/``batch_rerank`` in units of m (for
+    ``batch_rerank`` at least the layer's work budget: :func:`batch_block_size`); ``rerank`` candidates of
     ``rerank`` in units of m; ``tables`` ``"sorted"`` or ``"index"`` (an LSHIndex with
     buckets of ``bucket_size``); ``tiebreak`` ``"random"`` or ``"norm"``;
     ``family_params`` extra keywords of the family (e.g. ``bin_size`` of WTA/DWTA).

@@ -14,9 +14,9 @@ Policies (``policy=``):
   than ``m``, padded at random to ``m``.
 - ``threshold``: neurons hit in at least ``threshold`` tables (at most ``m``, no padding).
 - ``batch_union`` (Mongoose): one set for the whole batch, the ``batch_factor * m``
-  neurons (at least the layer's work budget, see :func:`~lshcore.training.params.batch_block_size`)
-  with the most hits summed over the batch.
-- ``batch_rerank``: the candidates of ``batch_union`` computed as one dense block, then
+  neurons with the most hits summed over the batch.
+- ``batch_rerank``: the candidates of ``batch_union`` (at least the layer's work budget:
+  :func:`~lshcore.training.params.batch_block_size`) computed as one dense block, then
   each input keeps its ``m`` largest exact activations (the others are zeroed, forward
   and backward): a per-input set of ``m`` at the price of one BLAS product per batch.
 - ``rerank``: the ``rerank * m`` neurons hit most often (as ``topk``), then the ``m`` with
@@ -741,7 +741,10 @@ class ActiveSelector:
         """The padded set size m for this batch (room for every label)."""
         m = max(self.m, lab.shape[1])
         if self.policy in ("batch_union", "batch_rerank"):
-            m = max(batch_block_size(self.n_out, self.m, self.batch_factor), int((lab >= 0).sum()))
+            block = batch_block_size(
+                self.n_out, self.m, self.batch_factor, floor=self.policy == "batch_rerank"
+            )
+            m = max(block, int((lab >= 0).sum()))
             m = min(m, self.n_out)
         return m
 
