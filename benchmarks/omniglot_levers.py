@@ -41,9 +41,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = og.OmniglotConfig(**{"progress": False, **_overrides(args.set)})
     og.configure_threads(cfg.threads or 1)
     bg = og.load_background(args.data_dir)
-    train_chars, held_chars = og.split_alphabets(bg, cfg.heldout, seed=0)
     if args.all_alphabets:
         train_chars, held_chars = np.arange(len(bg.chars)), None
+    else:  # the validation protocol: Greek and Korean held out unless heldout= says otherwise
+        train_chars, held_chars = og.split_alphabets(bg, cfg.heldout or 2, seed=0)
     load = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     res = og.fit(cfg, bg, train_chars, held_chars, log=sys.stderr)

@@ -501,7 +501,8 @@ def nn_accuracy(
 
 @dataclass
 class TrainResult:
-    """``net`` (the best embedder by validation), ``losses`` the memory's margin loss per
+    """``net`` (the embedder: the best by validation with the ``plateau`` schedule, else the
+    last), ``losses`` the memory's margin loss per
     step, ``ce_losses`` the classifier's, ``history`` rows ``{step, val_5way, val_20way,
     lr, loss}``, ``best_step``, ``stopped`` (why training
     ended), ``steps`` run, ``episode_accuracy`` the memory's accuracy on each step's
@@ -527,8 +528,10 @@ def fit(
     val_chars: np.ndarray | None = None,
     log: Any = None,
 ) -> TrainResult:
-    """Train the embedder (see :class:`OmniglotConfig`); with ``val_chars``, early-stop on
-    their 20-way (or fewer-way) 1-shot accuracy and return the best embedder."""
+    """Train the embedder (see :class:`OmniglotConfig`). With ``val_chars`` their 20-way
+    (or fewer-way) 1-shot accuracy is recorded every ``val_every`` steps; with the
+    ``plateau`` schedule it also halves the rate, early-stops and picks the best embedder
+    (the other schedules keep the last)."""
     from tqdm import tqdm
 
     if train_chars.size == 0:
@@ -801,11 +804,12 @@ def run_omniglot(
     log: Any = None,
     plot: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Load, train (early stopping on the held-out alphabets; with ``cfg.heldout=0`` on
-    every background alphabet, no validation), evaluate with the LSH and the exact
-    memory; returns a JSON-able report: ``records`` (``index``, ``way``,
-    ``shot``, ``accuracy``), ``official`` (``{lsh, exact}`` over the 400 items),
-    ``official_20way_1shot`` (the training index's), ``history`` (validation curve)."""
+    """Load, train (on every background alphabet with ``cfg.heldout=0``, the default;
+    else with the held-out alphabets as validation, early-stopping on them under the
+    ``plateau`` schedule), evaluate with the LSH and the exact memory; returns a
+    JSON-able report: ``records`` (``index``, ``way``, ``shot``, ``accuracy``), ``official``
+    (``{lsh, exact}`` over the 400 items), ``official_20way_1shot`` (the training index's),
+    ``history`` (validation curve), ``episode_accuracy_per_50_steps``, ``plotted``."""
     check_data_dir(data_dir)
     load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     threads = configure_threads(cfg.threads or auto_threads())
@@ -836,12 +840,16 @@ def run_omniglot(
                                 "accuracy": acc, "episodes": cfg.eval_episodes})  # fmt: skip
         official[index] = evaluate_runs(cfg, net, runs, index=index)
     heldout_names = sorted({bg.alphabets[bg.alphabet[c]] for c in held_chars})
+    plotted = False
     if plot is not None and res.history:
         plot_history(res.history, plot, f"Omniglot validation ({', '.join(heldout_names)})")
+        plotted = True
     elif plot is not None and res.losses:  # no validation alphabets: the training curves
         plot_training(res.losses, res.ce_losses, res.episode_accuracy, plot,
                       f"Omniglot training ({train_chars.size} characters, all alphabets)")  # fmt: skip
+        plotted = True
     return {
+        "plotted": plotted,
         "index": cfg.index,
         "steps": cfg.steps,
         "steps_run": res.steps,

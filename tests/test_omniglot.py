@@ -287,6 +287,17 @@ def test_cli_without_heldout_plots_the_training_accuracy(data_dir: Path, tmp_pat
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_names_only_a_plot_it_wrote(data_dir: Path, tmp_path: Path) -> None:
+    """No training step, no curve: a stale image at --plot is left alone and not reported."""
+    png = tmp_path / "old.png"
+    png.write_bytes(b"stale")
+    args = ["omniglot", "--data-dir", str(data_dir), "--steps", "0", "--eval-episodes", "2",
+            "--plot", str(png), "--no-progress", "--index", "exact"]  # fmt: skip
+    result = CliRunner().invoke(memory_cli, args)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes() == b"stale" and f"wrote {png}" not in result.output
+
+
 needs_real = pytest.mark.skipif(
     not (REAL / og.RUNS_ZIP).is_file(), reason=f"real Omniglot data not present at {REAL}"
 )
@@ -471,6 +482,7 @@ def test_cli_evaluation_defaults_are_the_config_defaults(data_dir: Path, tmp_pat
     cfg = og.OmniglotConfig()
     assert (cli_mod.TTA_SHIFT, cli_mod.TTA_DEGREES, cli_mod.CENTER) == (
         cfg.tta_shift, cfg.tta_degrees, cfg.center)  # fmt: skip
+    assert (cli_mod.HELDOUT, cli_mod.SCHEDULE) == (cfg.heldout, cfg.schedule)
     out = tmp_path / "r.json"
     args = ["omniglot", "--data-dir", str(data_dir), "--steps", "1", "--eval-episodes", "2",
             "--json", str(out), "--no-progress", "--index", "exact", "--tta-shift", "1.5",

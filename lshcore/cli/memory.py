@@ -44,8 +44,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results (records of index, way, shot, accuracy; official; history) here.")  # fmt: skip
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Save validation accuracy (with --heldout 0: the training losses) against "
-              "training steps (PNG) here.")  # fmt: skip
+              help="Save validation accuracy (with --heldout 0: the memory's accuracy on the "
+              "training episodes, and the losses) against training steps (PNG) here.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=0), default=6000, show_default=True,
               help="Most training steps (--max-minutes or early stopping usually ends sooner).")  # fmt: skip
 @click.option("--max-minutes", type=float, default=12.0, show_default=True, callback=_positive,
@@ -156,7 +156,10 @@ def omniglot(
     click.echo(f"[{result['seconds']['total']:.0f} s, training {result['seconds']['train']:.0f} s]")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        # atomic: a reader never sees half a report, and an old one survives a failure
+        tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, json_path)
         click.echo(f"wrote {json_path}")
-    if plot_path is not None and plot_path.is_file():
+    if plot_path is not None and result.get("plotted"):
         click.echo(f"wrote {plot_path}")
