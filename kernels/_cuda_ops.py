@@ -15,7 +15,7 @@ import numpy as np
 
 from lshcore.core.arrayapi import namespace
 from lshcore.kernels import _cuda_kernels as ck
-from lshcore.kernels import _np_layer
+from lshcore.kernels import _np_hashing, _np_layer
 from lshcore.kernels._np_hashing import PROBE_PRIME
 from lshcore.kernels._np_layer import OPT_MULTS, select_active
 
@@ -58,7 +58,11 @@ def wta_bins_dense(x: Any, bin_coords: Any, densify: bool) -> Any:
 def densify_bins(codes: Any, probe_a: Any, probe_c: Any, attempts: int) -> Any:
     """Empty (-1) bins of codes (n, groups, n_bins) int64 borrow a code (probe_a, probe_c
     (groups,) int64) -> a new array, every entry >= 0, one thread per row and group, where the
-    codes live (the probe constants are tiny: numba copies host ones per launch)."""
+    codes live (the probe constants are tiny: numba copies host ones per launch). Host
+    codes (a CSR query's bins, MinHash) stay on the host: the NumPy reference, not a
+    launch that would copy them up and back uncounted."""
+    if isinstance(codes, np.ndarray):
+        return _np_hashing.densify_bins(codes, probe_a, probe_c, attempts)
     xp = namespace(codes)
     out = xp.empty(codes.shape, dtype=xp.int64)
     ck.launch_densify(codes, probe_a, probe_c, int(attempts), PROBE_PRIME, out)

@@ -118,3 +118,29 @@ def test_registering_and_listing_backends_imports_no_gpu_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+_HOST_DENSIFY = """
+import json
+import numpy as np
+from lshcore.kernels import _cuda_kernels as ck, _cuda_ops, _np_hashing
+
+def no_launch(*args):
+    raise AssertionError("host codes went to a CUDA launch")
+
+ck.launch_densify = no_launch  # the GPU module must keep host codes on the host
+rng = np.random.default_rng(0)
+codes = rng.integers(-1, 16, size=(5, 3, 8)).astype(np.int64)
+a = rng.integers(1, 1000, size=3).astype(np.int64)
+c = rng.integers(0, 1000, size=3).astype(np.int64)
+got = _cuda_ops.densify_bins(codes, a, c, 10)
+want = _np_hashing.densify_bins(codes, a, c, 10)
+print("RESULT " + json.dumps({"host": isinstance(got, np.ndarray), "equal": bool((got == want).all())}))
+"""
+
+
+def test_gpu_densify_keeps_host_codes_on_the_host(run_gpu_script) -> None:
+    """A CSR query's bins (and MinHash's) are host arrays on the cupy backend: densified
+    by the NumPy reference, not copied to the device and back by a numba launch."""
+    result = run_gpu_script(["-c", _HOST_DENSIFY])
+    assert result == {"host": True, "equal": True}

@@ -1110,16 +1110,18 @@ class ActiveSelector:
             "rebuild_schedule": self.rebuild_schedule.state(),
             "scale": None,
         }
-        arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
-        if self._dev_tables is not None:  # the same arrays, from the device
-            arrays["dirty"] = self.backend.to_host(self._dev_dirty, "save").astype(bool)
-            arrays["codes"] = self.backend.to_host(self._dev_tables.codes, "save").astype(np.int64)
-        elif self._tables is not None:
-            arrays["codes"] = self._tables.codes.copy()
-            if self._tables.tie is not None:
-                arrays["tie"] = self._tables.tie.copy()
-            if self._tables.transform is not None:
-                meta["scale"] = self._tables.transform.scale
+        with self._lock:  # codes and dirty marks of one step, not of two (Hogwild)
+            arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
+            if self._dev_tables is not None:  # the same arrays, from the device
+                arrays["dirty"] = self.backend.to_host(self._dev_dirty, "save").astype(bool)
+                codes = self.backend.to_host(self._dev_tables.codes, "save")
+                arrays["codes"] = codes.astype(np.int64)
+            elif self._tables is not None:
+                arrays["codes"] = self._tables.codes.copy()
+                if self._tables.tie is not None:
+                    arrays["tie"] = self._tables.tie.copy()
+                if self._tables.transform is not None:
+                    meta["scale"] = self._tables.transform.scale
         return meta, arrays
 
     @classmethod
