@@ -73,3 +73,23 @@ def test_failed_write_keeps_the_old_file(tmp_path) -> None:
     meta, _, _ = load_arrays(path, "thing", max_version=1)
     assert meta == {"generation": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.lsh"]
+
+
+def test_write_text_atomic_keeps_the_mode_a_plain_write_gives(tmp_path) -> None:
+    """JSON reports: the old file's mode is kept, a new file gets 0o666 less the umask,
+    no temp file is left, the parent folder is created."""
+    import os
+
+    from lshcore.core.fileformat import write_text_atomic
+
+    old = tmp_path / "r.json"
+    old.write_text("old")
+    os.chmod(old, 0o600)
+    write_text_atomic(old, '{"a": 1}\n')
+    assert old.read_text() == '{"a": 1}\n' and (old.stat().st_mode & 0o777) == 0o600
+    new = tmp_path / "sub" / "n.json"
+    write_text_atomic(new, "x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert new.read_text() == "x" and (new.stat().st_mode & 0o777) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["n.json", "r.json", "sub"]

@@ -155,11 +155,9 @@ def omniglot(
     click.echo(f"{name:<36} {result['official']['lsh']:>7.3f} {result['official']['exact']:>7.3f}")
     click.echo(f"[{result['seconds']['total']:.0f} s, training {result['seconds']['train']:.0f} s]")
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        # atomic: a reader never sees half a report, and an old one survives a failure
-        tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, json_path)
+        from lshcore.core.fileformat import write_text_atomic
+
+        write_text_atomic(json_path, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
     if plot_path is not None and result.get("plotted"):
         click.echo(f"wrote {plot_path}")

@@ -12,6 +12,7 @@ import numpy as np
 
 from lshcore.adapters._common import ADAPTER_DEFAULTS
 from lshcore.cli.train_xmc import XMC_ONLY, run_xmc
+from lshcore.core.fileformat import write_text_atomic
 from lshcore.data.datasets import load_dataset
 from lshcore.errors import BackendUnavailableError, ConfigError, DataError, UnknownNameError
 from lshcore.registry.catalog import get_backend
@@ -441,7 +442,7 @@ def _report(
     if opts["json_path"]:
         payload: Any = records if len(opts["active"]) > 1 else records[0]
         Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts["json_path"]).write_text(json.dumps(payload, indent=2, default=_jsonable))
+        write_text_atomic(opts["json_path"], json.dumps(payload, indent=2, default=_jsonable))
         click.echo(f"wrote {opts['json_path']}")
     if opts["plot"]:
         title = f"{opts['dataset']}: {','.join(map(str, opts['hidden']))} hidden, {opts['policy']}"

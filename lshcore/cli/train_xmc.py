@@ -15,6 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
+from lshcore.core.fileformat import write_text_atomic
 from lshcore.data.store import convert, open_store
 from lshcore.errors import ConfigError, DataError, LSHError
 from lshcore.training.xmc import XMCConfig, XMCModel, XMCTrainer, peak_rss_mb
@@ -216,7 +217,7 @@ def run_xmc(opts: dict[str, Any]) -> dict[str, Any]:
     click.echo(_table(record))
     if opts.get("json_path"):
         Path(opts["json_path"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts["json_path"]).write_text(json.dumps(record, indent=2, default=str))
+        write_text_atomic(opts["json_path"], json.dumps(record, indent=2, default=str))
         click.echo(f"wrote {opts['json_path']}")
     if opts.get("plot"):
         _plot(opts["plot"], record)

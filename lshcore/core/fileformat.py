@@ -31,7 +31,7 @@ import numpy as np
 
 from lshcore.errors import FileFormatError
 
-__all__ = ["save_arrays", "load_arrays", "FORMAT_NAME"]
+__all__ = ["save_arrays", "load_arrays", "write_text_atomic", "FORMAT_NAME"]
 
 FORMAT_NAME = "lshcore"
 _HEADER = "__header__"
@@ -81,7 +81,19 @@ def save_arrays(
 _TEMPS: set[str] = set()  # temp files of saves in progress in this process
 
 
-def _write_atomic(path: Path, payload: dict[str, np.ndarray]) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a reader sees the old file or the
+    new one, never a part; the mode is the one a plain write would give (the old file's,
+    or 0o666 less the umask). Creates the parent folder. Used for JSON reports."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+    return path
+
+
+def _write_atomic(path: Path, payload: dict[str, np.ndarray] | Any) -> None:
+    """Write through a temp file beside ``path`` and rename it over ``path``; ``payload``
+    is the arrays of an ``.npz`` or a function that writes to the binary file."""
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
     )
@@ -90,7 +102,10 @@ def _write_atomic(path: Path, payload: dict[str, np.ndarray]) -> None:
     try:
         os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
+            if callable(payload):
+                payload(fh)
+            else:
+                np.savez(fh, **payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
