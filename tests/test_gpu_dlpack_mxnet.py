@@ -7,7 +7,6 @@ layer hands over is the parameter's own memory (a write through it shows there).
 from __future__ import annotations
 
 import importlib.util
-import types
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,9 @@ if importlib.util.find_spec("mxnet") is None:  # importorskip would import it un
 # the adapter shims numpy before importing mxnet: take mxnet's modules from it
 from lshcore.adapters import _common  # noqa: E402
 from lshcore.adapters.mxnet import LSHDense, autograd, mx, nd  # noqa: E402
-from lshcore.core import dlpack  # noqa: E402
 
 HASH = {"active": 0.25, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
 N_IN, N_OUT = 12, 40
-#: a device backend as ``_sync_params`` and ``to_backend`` see one (never computes here)
-FAKE_GPU = types.SimpleNamespace(name="cuda-fake", on_device=True, xp=np)
 
 
 def _layer(**kw: Any) -> Any:
@@ -38,44 +34,11 @@ def _layer(**kw: Any) -> Any:
     return layer
 
 
-@pytest.fixture
-def on_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``arm(layer)``: from then on MXNet arrays pass for CUDA ones, the layer's selector
-    has a device backend, ``to_backend``'s capsule import goes through torch (zero-copy,
-    as ``cupy.from_dlpack`` on a device) and ``_host_params`` fails. Returns the list of
-    the arrays ``to_backend`` is given."""
-    torch = pytest.importorskip("torch")
-    real_to_backend = dlpack.to_backend
-
-    def is_mx(x: Any) -> bool:
-        return dlpack.framework_of(x) == "mxnet"
-
-    def no_host_copy(self: Any) -> Any:
-        raise AssertionError("the sync read host copies of the weights")
-
-    def arm(layer: Any) -> list[Any]:
-        given: list[Any] = []
-
-        def to_backend(x: Any, backend: Any, name: str = "x") -> Any:
-            given.append(x)
-            return real_to_backend(x, backend, name)
-
-        monkeypatch.setattr(layer.selector, "backend", FAKE_GPU)
-        monkeypatch.setattr(_common, "is_device_array", is_mx)
-        monkeypatch.setattr(dlpack, "device_kind", lambda x: "cuda" if is_mx(x) else "cpu")
-        monkeypatch.setattr(dlpack, "_from_capsule", lambda xp, c, fw: torch.from_dlpack(c).numpy())
-        monkeypatch.setattr(dlpack, "to_backend", to_backend)
-        monkeypatch.setattr(LSHDense, "_host_params", no_host_copy)
-        return given
-
-    return arm
-
-
 def test_gluon_sync_views_the_parameters_through_dlpack_on_a_device_backend(
-    on_fake_gpu: Any,
+    fake_gpu_sync: Any,
 ) -> None:
     layer = _layer()
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "mxnet")
     w, b = layer._sync_params()
     assert given[0] is layer.weight.data() and given[1] is layer.bias.data()
     assert w.shape == (N_OUT, N_IN) and b.shape == (N_OUT,)  # (n_out, n_in), as stored
@@ -90,22 +53,22 @@ def test_gluon_sync_views_the_parameters_through_dlpack_on_a_device_backend(
 
 @pytest.mark.parametrize("policy", ["rerank", "exact"])
 def test_gluon_sync_gives_host_copies_to_policies_that_rescore_on_the_host(
-    on_fake_gpu: Any, monkeypatch: pytest.MonkeyPatch, policy: str
+    fake_gpu_sync: Any, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
     # rerank (the adapters' default) and exact run NumPy kernels on the weights they
     # hold: device views there failed at the first select after a training step
     layer = _layer(policy=policy)
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "mxnet")
     monkeypatch.setattr(LSHDense, "_host_params", lambda self: ("host-w", "host-b"))
     assert layer._sync_params() == ("host-w", "host-b") and given == []
 
 
 def test_gluon_sync_in_training_hands_the_views_to_the_index(
-    on_fake_gpu: Any, monkeypatch: pytest.MonkeyPatch
+    fake_gpu_sync: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a recorded forward marks rows; the next one syncs with the device views
     layer = _layer()
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "mxnet")
     index = layer._bound_index()
     synced: list[tuple[Any, Any]] = []
     monkeypatch.setattr(index, "sync", lambda w, b, **kw: synced.append((w, b)))
@@ -129,9 +92,9 @@ def test_gluon_weight_tensors_are_the_parameters_memory() -> None:
     assert layer.bias.data().asnumpy()[1] == -7.0
 
 
-def test_gluon_sync_without_bias_views_the_weight_only(on_fake_gpu: Any) -> None:
+def test_gluon_sync_without_bias_views_the_weight_only(fake_gpu_sync: Any) -> None:
     layer = _layer(use_bias=False)
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "mxnet")
     w, b = layer._sync_params()
     assert b is None and len(given) == 1
     np.testing.assert_array_equal(w, layer.weight.data().asnumpy())

@@ -7,7 +7,6 @@ their buffers."""
 from __future__ import annotations
 
 import os
-import types
 from typing import Any
 
 import numpy as np
@@ -17,14 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
 keras = pytest.importorskip("keras", reason="Keras is not installed")
 
-from lshcore.adapters import _common  # noqa: E402
 from lshcore.adapters.tensorflow import LSHDense  # noqa: E402
 from lshcore.core import dlpack  # noqa: E402
 
 HASH = {"active": 0.25, "k": 4, "l": 8, "seed": 1, "family": "srp", "policy": "topk"}
 N_IN, N_OUT = 12, 40
-#: a device backend as ``_sync_params`` and ``to_backend`` see one (never computes here)
-FAKE_GPU = types.SimpleNamespace(name="cuda-fake", on_device=True, xp=np)
 
 
 def _layer(**kw: Any) -> Any:
@@ -41,44 +37,11 @@ def _address(t: Any) -> int:
     return int(np.from_dlpack(t).ctypes.data)
 
 
-@pytest.fixture
-def on_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``arm(layer)``: from then on TensorFlow tensors pass for CUDA ones, the layer's
-    selector has a device backend, ``to_backend``'s capsule import goes through torch
-    (zero-copy, as ``cupy.from_dlpack`` on a device) and ``_host_params`` fails. Returns
-    the list of the tensors ``to_backend`` is given."""
-    torch = pytest.importorskip("torch")
-    real_to_backend = dlpack.to_backend
-
-    def is_tf(x: Any) -> bool:
-        return dlpack.framework_of(x) == "tensorflow"
-
-    def no_host_copy(self: Any) -> Any:
-        raise AssertionError("the sync read host copies of the weights")
-
-    def arm(layer: Any) -> list[Any]:
-        given: list[Any] = []
-
-        def to_backend(x: Any, backend: Any, name: str = "x") -> Any:
-            given.append(x)
-            return real_to_backend(x, backend, name)
-
-        monkeypatch.setattr(layer.selector, "backend", FAKE_GPU)
-        monkeypatch.setattr(_common, "is_device_array", is_tf)
-        monkeypatch.setattr(dlpack, "device_kind", lambda x: "cuda" if is_tf(x) else "cpu")
-        monkeypatch.setattr(dlpack, "_from_capsule", lambda xp, c, fw: torch.from_dlpack(c).numpy())
-        monkeypatch.setattr(dlpack, "to_backend", to_backend)
-        monkeypatch.setattr(LSHDense, "_host_params", no_host_copy)
-        return given
-
-    return arm
-
-
 def test_keras_sync_views_the_variables_through_dlpack_on_a_device_backend(
-    on_fake_gpu: Any,
+    fake_gpu_sync: Any,
 ) -> None:
     layer = _layer()
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "tensorflow")
     w, b = layer._sync_params()
     assert [dlpack.framework_of(t) for t in given] == ["tensorflow", "tensorflow"]
     # the selector's orientation (n_out, n_in): the kernel is stored that way, no transpose
@@ -95,9 +58,9 @@ def test_keras_sync_views_the_variables_through_dlpack_on_a_device_backend(
     assert not np.array_equal(w2, w)
 
 
-def test_keras_sync_without_bias_views_the_kernel_only(on_fake_gpu: Any) -> None:
+def test_keras_sync_without_bias_views_the_kernel_only(fake_gpu_sync: Any) -> None:
     layer = _layer(use_bias=False)
-    given = on_fake_gpu(layer)
+    given = fake_gpu_sync(layer, "tensorflow")
     w, b = layer._sync_params()
     assert b is None and len(given) == 1
     np.testing.assert_array_equal(w, layer.kernel.numpy())
