@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from lshcore.core.fileformat import write_text_atomic
 from lshcore.core.validation import check_choice, check_float, check_int
 from lshcore.data.xmc import (
     DEFAULT_CHUNK_ROWS,
@@ -134,13 +135,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 class StoreWriter:
