@@ -272,6 +272,16 @@ def strict_device_namespace() -> None:
             assert isinstance(layer.weight, StrictArray) and isinstance(layer.bias, StrictArray)
     x, _ = data(9, 7, 10, 6)
     np.testing.assert_array_equal(models[1].predict(x), models[0].predict(x))
+    # the stand-in offers CuPy's functions only (where CuPy is installed to read them)
+    from _strict_device import cupy_surface
+
+    if cupy_surface():
+        try:
+            strict.xp.put_along_axis  # noqa: B018  (NumPy has it, CuPy 13 does not)
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("the strict namespace offered a NumPy-only function")
     # the stand-in is strict: NumPy on a device array is an error, as on CuPy
     try:
         np.asarray(models[1].layers[0].weight)

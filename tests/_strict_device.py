@@ -10,7 +10,10 @@ and fails only on a real device, where CuPy refuses implicit conversion. Here:
   TypeError. ``.get()`` is the explicit copy to the host.
 * the module ``_strict_xp`` (registered by :func:`install`) is its namespace: NumPy's
   functions on unwrapped arrays, refusing NumPy array arguments except in
-  ``asarray``/``array`` (the explicit host-to-device copy), results wrapped.
+  ``asarray``/``array`` (the explicit host-to-device copy), results wrapped. Where CuPy
+  is installed, only the functions CuPy has, with the keywords its signatures take, are
+  offered (read once in a subprocess: this process must not import cupy), so a
+  NumPy-only function or keyword fails here as it would on the device.
 * the module ``_strict_kernels`` runs the GPU backend's kernels (under the simulator) on
   the unwrapped arrays, in place; the layer kernels, and any kernel given a device
   array, refuse host arrays (on a device, numba would silently copy them per launch)
@@ -21,6 +24,8 @@ and fails only on a real device, where CuPy refuses implicit conversion. Here:
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import types
 from typing import Any
@@ -175,13 +180,52 @@ def _unwrap_arg(x: Any, allow_host: bool) -> Any:
 
 _HOST_OK = {"asarray", "array"}  # the explicit host-to-device copies
 
+_CUPY_PROBE = """
+import inspect, json
+import cupy
+out = {}
+for name in dir(cupy):
+    f = getattr(cupy, name)
+    if name.startswith("_") or isinstance(f, type) or not callable(f):
+        continue
+    try:
+        ps = inspect.signature(f).parameters.values()
+        out[name] = None if any(p.kind == p.VAR_KEYWORD for p in ps) else [p.name for p in ps]
+    except (TypeError, ValueError):  # a Cython function without a signature
+        out[name] = None
+print(json.dumps({"version": cupy.__version__, "functions": out}))
+"""
+_cupy_surface: dict[str, Any] | None = None
+
+
+def cupy_surface() -> dict[str, Any]:
+    """CuPy's functions and their keyword names (None: not known), read once from a
+    subprocess; empty when CuPy is not installed (then nothing is restricted)."""
+    global _cupy_surface
+    if _cupy_surface is None:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CUPY_PROBE], capture_output=True, text=True, timeout=120
+        )
+        _cupy_surface = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    return _cupy_surface
+
 
 def _xp_getattr(name: str) -> Any:
     attr = getattr(np, name)
     if isinstance(attr, type) or not callable(attr):
         return attr  # dtypes, constants
+    surface = cupy_surface()
+    functions = surface.get("functions")
+    if functions is not None and name not in functions:
+        raise AttributeError(f"cupy {surface['version']} has no function {name!r} (NumPy only)")
+    keywords = None if functions is None else functions[name]
 
     def fn(*args: Any, **kwargs: Any) -> Any:
+        if keywords is not None and not set(kwargs) <= set(keywords):
+            raise TypeError(
+                f"cupy.{name} takes no keyword {sorted(set(kwargs) - set(keywords))} "
+                f"(cupy {surface['version']})"
+            )
         allow = name in _HOST_OK
         a = [_unwrap_arg(v, allow) for v in args]
         k = {key: _unwrap_arg(v, allow) for key, v in kwargs.items()}
