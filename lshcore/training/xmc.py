@@ -307,8 +307,8 @@ class HashTables:
         if self.on_device:
             if probes > 1:
                 raise ConfigError(
-                    f"infer_probes > 1 (multiprobe) needs host weights; the device backend "
-                    f"{self.backend.name!r} probes one bucket per table"
+                    f"infer_probes > 1: multiprobe serves hashed inference, which runs on "
+                    f"the host; the device backend {self.backend.name!r} scores fully"
                 )
             xp = self.xp
             q_dev = xp.concatenate([h, xp.ones((h.shape[0], 1), dtype=xp.float32)], axis=1)
@@ -527,7 +527,8 @@ class TrainResult:
 
 class XMCTrainer:
     """Trains an :class:`XMCModel` from batches ``(x CSR, label lists)`` with Hogwild
-    workers (``config.workers``) and lazy row Adam."""
+    workers (``config.workers``) and lazy row Adam. On a device backend the Adam state
+    lives on the device with the weights (one worker; see the module doc)."""
 
     def __init__(self, model: XMCModel):
         self.model = model
