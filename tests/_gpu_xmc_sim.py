@@ -284,6 +284,16 @@ def cli_run_xmc_on_device() -> None:
             if backend is DEVICE:
                 assert not (log.tags("h2d") - H2D_OK - {"init"}), log.tags("h2d")
                 assert not (log.tags("d2h") - D2H_OK - {"predictions"}), log.tags("d2h")
+        # what the device refuses is a usage error naming the option, before any training
+        import click
+
+        for option, value in (("workers", 2), ("active_sets", "sample")):
+            try:
+                run_xmc({**opts, option: value})
+            except click.UsageError as exc:
+                assert option in exc.message and DEVICE.name in exc.message, exc.message
+            else:
+                raise AssertionError(f"run_xmc accepted {option}={value!r} on a device")
     a, b = recs
     assert b["config"]["backend"] == DEVICE.name and a["config"]["backend"] == "numpy"
     assert a["p_at_1"] == b["p_at_1"] and a["p_at_5"] == b["p_at_5"], (a["p_at_1"], b["p_at_1"])
