@@ -14,6 +14,10 @@ What runs where:
   gather-multiply of the layer (``layer_forward``, ``layer_backward`` with atomic
   adds) and the sparse-row optimizer (``sparse_update``, Adam on touched rows);
   ``block_update`` (a shared active set's block) is array code on the device arrays.
+* XMC (``_cuda_xmc``): the hidden layer from a CSR batch, the shared-set output step,
+  the hidden backward, lazy row Adam and full scoring's top k, as array code where the
+  arrays live (``add.at`` for the sums over repeated rows); the XMC tables and the
+  per-sample set kernels are the host reference.
 * array-API glue (``_cupy_tables``, ``lshcore.core.arrayapi``): the sorted runs, bucket
   offsets, re-rank, reservoir draws, CSR building, tie-break priorities.
 * the NumPy reference on host arrays: CSR WTA, MinHash, ``dense_to_sparse``,
@@ -35,6 +39,13 @@ from lshcore.kernels._cuda_ops import (
     table_hit_counts,
     tiebreak_priority,
     wta_bins_dense,
+)
+from lshcore.kernels._cuda_xmc import (
+    xmc_adam_rows,
+    xmc_batch_output_step,
+    xmc_hidden_backward,
+    xmc_hidden_forward,
+    xmc_topk_rows,
 )
 from lshcore.kernels._cupy_tables import (
     METRIC_COSINE,
@@ -68,16 +79,14 @@ from lshcore.kernels._np_tables import (
     sorted_query_sketch_rerank,  # host: the index calls it
     sorted_remove_at,
 )
+
+# XMC on the host: the LSH tables are integer work the trainer keeps there, and the
+# per-sample output kernels serve active_sets="sample", which a device backend refuses
 from lshcore.kernels._np_xmc import (
-    xmc_adam_rows,
-    xmc_batch_output_step,
     xmc_build_tables,
-    xmc_hidden_backward,
-    xmc_hidden_forward,
     xmc_infer_topk,
     xmc_output_backward,
     xmc_output_forward,
     xmc_select,
     xmc_select_batch,
-    xmc_topk_rows,
 )

@@ -699,6 +699,7 @@ def _framework_defaults(opts: dict[str, Any]) -> None:
 def train(**kwargs: Any) -> None:
     """Train an MLP whose hidden layers compute only LSH-selected neurons."""
     if kwargs["dataset"] == "xmc":  # extreme classification: lshcore.cli.train_xmc
+        _check_backend(kwargs.get("backend"))
         run_xmc(kwargs)
         return
     if (kwargs.pop("data"), kwargs.pop("test_data")) != (None, None):

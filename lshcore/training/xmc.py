@@ -15,6 +15,18 @@ weights without locks; the kernels (``backend.kernels.xmc_*``) release the GIL.
 
 Evaluation scores with the full output layer by default (``h W2^T + b2`` for every label,
 as SLIDE does), or with hashed inference (only the selected neurons).
+
+On a device backend (``backend.on_device``, e.g. ``cupy``) the weights, the Adam state
+and every gradient live on the device, and the step runs there (``kernels/_cuda_xmc``);
+the LSH tables stay on the host (integer work). Per step, these copies cross (each
+through ``backend.to_device``/``to_host``, counted by ``count_transfers``): up the CSR
+batch (``input``) and the shared active set with the label columns (``active_ids``);
+down the query codes of ``[h, 1]``, hashed on the device (``query_codes``, (B, L)
+int64), and the loss (``loss``). A rehash/rebuild hashes the changed rows on the device
+(their ids go up, ``rehash_ids``) and brings down their codes only (``table_codes``).
+Full-scoring inference brings down the top k ids (``predictions``). A device backend
+refuses ``workers > 1``, ``active_sets="sample"``, families without ``device_hash``
+and hashed inference (the tables' candidates are scored on the host today).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -114,7 +126,7 @@ class XMCConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     adam_catch_up: bool = False
-    backend: str | None = None
+    backend: Any = None  # a registered name, a Backend, or None (the default)
 
     def __post_init__(self) -> None:
         check_int(self.hidden, "hidden", low=1)
@@ -145,7 +157,12 @@ class XMCConfig:
                 raise ConfigError(f"{name} must lie in [0, 1), got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as plain values (a Backend object given as ``backend`` by its
+        name: a deep copy of it would copy its kernel module)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["backend"] is not None and not isinstance(out["backend"], str):
+            out["backend"] = out["backend"].name
+        return out
 
     def steps(self, samples: int) -> int:
         """A period in samples as a whole number of steps (at least 1)."""
@@ -197,7 +214,14 @@ class HashTables:
         self.rehash_seconds = 0.0
         self.dirty = np.zeros(n_out, bool)
         self._lock = threading.Lock()
+        self.on_device = bool(backend.on_device)
+        self.xp = backend.xp if self.on_device else np
         self.family = self._family(cfg.seed)
+        if self.on_device and not hasattr(self.family, "device_hash"):
+            raise ConfigError(
+                f"family {cfg.family!r} cannot hash on the device (no device_hash); on the "
+                f"device backend {backend.name!r} use family 'srp' or 'dwta'"
+            )
         self.n_buckets = int(self.family.num_buckets)
         if self.n_buckets > 1 << 22:
             raise ConfigError(
@@ -214,15 +238,21 @@ class HashTables:
             cfg.family, self.hidden + 1, cfg.k, cfg.l, seed=seed, backend=self.backend, **params
         )
 
-    @staticmethod
-    def _rows(w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate([w, b[:, None]], axis=1)
+    def _rows(self, w: Any, b: Any) -> Any:
+        """The rows ``[w, b]`` (n, H + 1) where w and b live."""
+        return self.xp.concatenate([w, self.xp.reshape(b, (-1, 1))], axis=1)
 
-    def _codes(self, family: Any, rows: np.ndarray) -> np.ndarray:
+    def _codes(self, family: Any, rows: Any) -> np.ndarray:
+        """Host codes (n, L) int64 of rows (n, H + 1): on a device backend hashed there,
+        only the codes come down (tag ``table_codes``)."""
         out = np.empty((rows.shape[0], self.cfg.l), np.int64)
         step = 65536
         for i in range(0, rows.shape[0], step):
-            out[i : i + step] = self.backend.to_numpy(family.hash(rows[i : i + step]))
+            if self.on_device:
+                codes = family.device_hash(rows[i : i + step])
+                out[i : i + step] = self.backend.to_host(codes, "table_codes")
+            else:
+                out[i : i + step] = self.backend.to_numpy(family.hash(rows[i : i + step]))
         return out
 
     def build(self, w: np.ndarray, b: np.ndarray, family: Any = None) -> None:
@@ -249,13 +279,14 @@ class HashTables:
         self.dirty[dirty] = False
         codes = self.codes  # read by rehash alone: the live tables hold their own arrays
         if dirty.size:
-            codes[dirty] = self._codes(self.family, self._rows(w[dirty], b[dirty]))
+            at = self.backend.to_device(dirty, "rehash_ids") if self.on_device else dirty
+            codes[dirty] = self._codes(self.family, self._rows(w[at], b[at]))
         self._install(self.family, codes)
         self.rehashes += 1
         self.rehash_seconds += time.perf_counter() - t0
 
-    def after_step(self, step: int, w: np.ndarray, b: np.ndarray, rows: np.ndarray) -> None:
-        """Mark ``rows`` changed; rehash/rebuild when step ``step`` is due."""
+    def after_step(self, step: int, w: Any, b: Any, rows: np.ndarray) -> None:
+        """Mark ``rows`` (host ids) changed; rehash/rebuild when step ``step`` is due."""
         self.dirty[rows] = True
         if self.rebuild_every and step % self.rebuild_every == 0:
             with self._lock:
@@ -265,14 +296,24 @@ class HashTables:
             with self._lock:
                 self.rehash(w, b)
 
-    def query(
-        self, h: np.ndarray, probes: int = 1
-    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-        """The current tables ``(family, offsets, ids)`` and the codes of the queries
+    def query(self, h: Any, probes: int = 1) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """The current tables ``(family, offsets, ids)`` and the host codes of the queries
         ``[h, 1]`` under them (one consistent snapshot): (B, L) int64, or with ``probes``
-        > 1 the family's multiprobe sequence, (B, L * probes) (table-major)."""
+        > 1 the family's multiprobe sequence, (B, L * probes) (table-major). On a device
+        backend ``h`` lives there and is hashed there; only the codes come down (tag
+        ``query_codes``)."""
         assert self._tables is not None
         family, offsets, ids = self._tables
+        if self.on_device:
+            if probes > 1:
+                raise ConfigError(
+                    f"infer_probes > 1: multiprobe serves hashed inference, which runs on "
+                    f"the host; the device backend {self.backend.name!r} scores fully"
+                )
+            xp = self.xp
+            q_dev = xp.concatenate([h, xp.ones((h.shape[0], 1), dtype=xp.float32)], axis=1)
+            codes = self.backend.to_host(family.device_hash(q_dev), "query_codes")
+            return family, offsets, ids, np.ascontiguousarray(codes, np.int64)
         q = np.empty((h.shape[0], h.shape[1] + 1), np.float32)
         q[:, :-1] = h
         q[:, -1] = 1.0
@@ -333,22 +374,46 @@ class HashTables:
         )
 
 
+def check_device_config(cfg: XMCConfig, backend: Any) -> None:
+    """ConfigError (naming the option) for what a device backend does not run: Hogwild
+    threads (``workers``) and per-sample active sets (``active_sets``)."""
+    if not backend.on_device:
+        return
+    if cfg.workers > 1:
+        raise ConfigError(
+            f"workers={cfg.workers}: Hogwild threads run on the CPU; the device backend "
+            f"{backend.name!r} trains with workers=1"
+        )
+    if cfg.active_sets != "batch":
+        raise ConfigError(
+            f"active_sets={cfg.active_sets!r}: the device backend {backend.name!r} trains "
+            "one active set shared by the batch (active_sets='batch')"
+        )
+
+
 class XMCModel:
     """The weights: ``w1 (D, H)``, ``b1 (H,)``, ``w2 (L, H)``, ``b2 (L,)`` float32, initialised
     like PyTorch's ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), and the LSH selector over
-    the output rows."""
+    the output rows. On a device backend the weights are the backend's arrays (copied up
+    once here, tag ``init``); :meth:`host_weights` copies them down."""
 
     def __init__(self, n_features: int, n_labels: int, config: XMCConfig | None = None):
         self.n_features = check_int(n_features, "n_features", low=1)
         self.n_labels = check_int(n_labels, "n_labels", low=1)
         self.config = cfg = config or XMCConfig()
+        self.backend = get_backend(cfg.backend)
+        check_device_config(cfg, self.backend)
+        self.on_device = bool(self.backend.on_device)
         rng = np.random.default_rng(cfg.seed)
         a1, a2 = 1.0 / math.sqrt(self.n_features), 1.0 / math.sqrt(cfg.hidden)
-        self.w1 = rng.uniform(-a1, a1, (self.n_features, cfg.hidden)).astype(np.float32)
-        self.b1 = rng.uniform(-a1, a1, cfg.hidden).astype(np.float32)
-        self.w2 = rng.uniform(-a2, a2, (self.n_labels, cfg.hidden)).astype(np.float32)
-        self.b2 = rng.uniform(-a2, a2, self.n_labels).astype(np.float32)
-        self.backend = get_backend(cfg.backend)
+        # drawn on the host in a fixed order: the same initial weights on every backend
+        w1 = rng.uniform(-a1, a1, (self.n_features, cfg.hidden)).astype(np.float32)
+        b1 = rng.uniform(-a1, a1, cfg.hidden).astype(np.float32)
+        w2 = rng.uniform(-a2, a2, (self.n_labels, cfg.hidden)).astype(np.float32)
+        b2 = rng.uniform(-a2, a2, self.n_labels).astype(np.float32)
+        if self.on_device:
+            w1, b1, w2, b2 = (self.backend.to_device(a, "init") for a in (w1, b1, w2, b2))
+        self.w1, self.b1, self.w2, self.b2 = w1, b1, w2, b2
         self.kernels = self.backend.kernels
         self.tables = HashTables(cfg.hidden, self.n_labels, cfg, self.backend)
         self.tables.build(self.w2, self.b2)
@@ -357,26 +422,47 @@ class XMCModel:
         #: work of the last hashed inference: bucket entries read, multiply-adds
         self.last_hashed_work = (0, 0)
 
+    def host_weights(self, tag: str = "save") -> dict[str, np.ndarray]:
+        """Host copies of ``w1, b1, w2, b2`` (on a device backend counted copies under
+        ``tag``; on the host the arrays themselves)."""
+        names = ("w1", "b1", "w2", "b2")
+        if not self.on_device:
+            return {n: getattr(self, n) for n in names}
+        return {n: self.backend.to_host(getattr(self, n), tag) for n in names}
+
     # -- forward pieces ----------------------------------------------------------------
-    def hidden(self, x: Any) -> np.ndarray:
-        """h (B, H) of a CSR batch (scipy CSR with ``dim`` = n_features)."""
+    def csr_arrays(self, x: Any) -> tuple[Any, Any, Any]:
+        """A CSR batch's ``(indptr int64, indices int64, data float32)`` where the weights
+        live (on a device backend copied up, tag ``input``)."""
         if x.shape[1] != self.n_features:
             raise InputError(f"x: expected {self.n_features} features per row, got {x.shape[1]}")
-        return self.kernels.xmc_hidden_forward(
+        parts = (
             np.ascontiguousarray(x.indptr, np.int64),
             np.ascontiguousarray(x.indices, np.int64),
             np.ascontiguousarray(x.data, np.float32),
-            self.w1,
-            self.b1,
         )
+        if self.on_device:
+            return tuple(self.backend.to_device(a, "input") for a in parts)  # type: ignore[return-value]
+        return parts
 
-    def scores_full(self, h: np.ndarray) -> np.ndarray:
-        """Every label's logit, (B, L) float32 (a dense product: BLAS)."""
+    def hidden(self, x: Any, csr: tuple[Any, Any, Any] | None = None) -> Any:
+        """h (B, H) of a CSR batch (scipy CSR with ``dim`` = n_features), where the
+        weights live; ``csr``: its :meth:`csr_arrays`, when the caller has them."""
+        indptr, indices, data = csr if csr is not None else self.csr_arrays(x)
+        return self.kernels.xmc_hidden_forward(indptr, indices, data, self.w1, self.b1)
+
+    def scores_full(self, h: Any) -> Any:
+        """Every label's logit, (B, L) float32 (a dense product: BLAS, or the device's)."""
         return h @ self.w2.T + self.b2
 
     def predict_topk(self, x: Any, k: int = 5, *, hashed: bool = False) -> np.ndarray:
         """The k best label ids of each row, best first: (B, k) int64 (-1 where the active
         set of hashed inference holds fewer than k)."""
+        if hashed and self.on_device:
+            raise ConfigError(
+                f"hashed inference scores the host tables' candidates with host weights; on "
+                f"the device backend {self.backend.name!r} use full scoring (hashed=False)"
+            )
         h = self.hidden(x)
         if not hashed:
             rows = max(1, (1 << 24) // self.n_labels)  # about 64 MB of scores at a time
@@ -384,6 +470,8 @@ class XMCModel:
                 self.kernels.xmc_topk_rows(self.scores_full(h[i : i + rows]), k)
                 for i in range(0, h.shape[0], rows)
             ]
+            if self.on_device:  # only the ids come down
+                parts = [self.backend.to_host(p, "predictions") for p in parts]
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
         cfg = self.config
         _, offsets, ids, qcodes = self.tables.query(h, probes=cfg.infer_probes)
@@ -439,7 +527,8 @@ class TrainResult:
 
 class XMCTrainer:
     """Trains an :class:`XMCModel` from batches ``(x CSR, label lists)`` with Hogwild
-    workers (``config.workers``) and lazy row Adam."""
+    workers (``config.workers``) and lazy row Adam. On a device backend the Adam state
+    lives on the device with the weights (one worker; see the module doc)."""
 
     def __init__(self, model: XMCModel):
         self.model = model
@@ -449,6 +538,13 @@ class XMCTrainer:
         self._local = threading.local()
 
         def state(rows: int, cols: int) -> _State:
+            if model.on_device:  # created on the device: nothing crosses
+                xp = model.backend.xp
+                return _State(
+                    xp.zeros((rows, cols), dtype=xp.float32),
+                    xp.zeros((rows, cols), dtype=xp.float32),
+                    xp.zeros(rows, dtype=xp.int64),
+                )
             # filled, not just np.zeros: the pages are written now, so the first updates
             # of each row do not page-fault inside the training steps
             m = np.empty((rows, cols), np.float32)
@@ -461,7 +557,10 @@ class XMCTrainer:
         self.s_b1 = state(1, cfg.hidden)
         self.s_w2 = state(model.n_labels, cfg.hidden)
         self.s_b2 = state(model.n_labels, 1)
-        self._b1_row = np.zeros(1, np.int64)
+        xp = model.backend.xp if model.on_device else np
+        self._b1_row = xp.zeros(1, dtype=xp.int64)
+        #: the device kernels read no slot scratch (see kernels/_cuda_xmc.py): an empty one
+        self._no_slot: Any = xp.zeros(0, dtype=xp.int64) if model.on_device else None
 
     def _slots(self) -> tuple[np.ndarray, np.ndarray]:
         loc = self._local
@@ -470,9 +569,7 @@ class XMCTrainer:
             loc.slot_out = np.full(self.model.n_labels, -1, np.int64)
         return loc.slot_in, loc.slot_out
 
-    def _adam(
-        self, param: np.ndarray, st: _State, rows: np.ndarray, grad: np.ndarray, step: int
-    ) -> None:
+    def _adam(self, param: Any, st: _State, rows: Any, grad: Any, step: int) -> None:
         cfg = self.model.config
         self.model.kernels.xmc_adam_rows(
             param,
@@ -498,13 +595,13 @@ class XMCTrainer:
         lab = labels_padded(labels)
         if lab.size and (lab.max() >= model.n_labels or lab.min() < -1):
             raise InputError(f"labels: ids must lie in [0, {model.n_labels})")
+        if model.on_device:
+            return self._train_batch_device(x, lab)
         slot_in, slot_out = self._slots()
-        indptr = np.ascontiguousarray(x.indptr, np.int64)
-        indices = np.ascontiguousarray(x.indices, np.int64)
-        data = np.ascontiguousarray(x.data, np.float32)
+        indptr, indices, data = model.csr_arrays(x)
         cfg = model.config
         step = next(self._counter)
-        h = model.hidden(x)
+        h = model.hidden(x, (indptr, indices, data))
         np.add.at(model.label_counts, lab[lab >= 0], 1)  # approximate under Hogwild
         if cfg.active_sets == "batch":
             rows, labcols = model.tables.select_batch(
@@ -529,6 +626,33 @@ class XMCTrainer:
         model.tables.after_step(step, model.w2, model.b2, rows)
         self.step = max(self.step, step)
         return float(loss)
+
+    def _train_batch_device(self, x: Any, lab: np.ndarray) -> float:
+        """:meth:`train_batch` on a device backend (one shared active set, workers=1):
+        the step of the host path with the weights, state and gradients on the device;
+        the selection reads the host tables from the query codes (see the module doc)."""
+        model, k, cfg = self.model, self.model.kernels, self.model.config
+        put = model.backend.to_device
+        _, slot_out = self._slots()
+        csr = model.csr_arrays(x)
+        step = next(self._counter)
+        h = model.hidden(x, csr)
+        np.add.at(model.label_counts, lab[lab >= 0], 1)
+        rows, labcols = model.tables.select_batch(
+            h, lab, cfg.active, pad=cfg.pad, seed=step, slot=slot_out
+        )
+        rows_dev, labcols_dev = put(rows, "active_ids"), put(labcols, "active_ids")
+        loss, grad_h, grad_w2, grad_b2 = k.xmc_batch_output_step(
+            h, model.w2, model.b2, rows_dev, labcols_dev
+        )
+        frows, grad_w1, grad_b1 = k.xmc_hidden_backward(*csr, h, grad_h, self._no_slot)
+        self._adam(model.w2, self.s_w2, rows_dev, grad_w2, step)
+        self._adam(model.b2.reshape(-1, 1), self.s_b2, rows_dev, grad_b2.reshape(-1, 1), step)
+        self._adam(model.w1, self.s_w1, frows, grad_w1, step)
+        self._adam(model.b1.reshape(1, -1), self.s_b1, self._b1_row, grad_b1.reshape(1, -1), step)
+        model.tables.after_step(step, model.w2, model.b2, rows)
+        self.step = max(self.step, step)
+        return float(model.backend.to_host(loss, "loss"))
 
     def fit(
         self,
