@@ -196,6 +196,42 @@ def fit_device_hashes_where_the_weights_are() -> None:
     assert fitted._device_weight is dw
 
 
+def chunked_selection_is_the_same() -> None:
+    # a budget of two rows' dense temporaries: the batch of 5 is counted and ranked in
+    # three chunks (seen by the hit counter's calls), with the unchunked ids and tally
+    from lshcore.training import device_select
+
+    kernels = DEVICE.kernels
+    count_hits = kernels.table_hit_counts
+    shapes: list[tuple[int, ...]] = []
+
+    def counting(qcodes: Any, *args: Any) -> Any:
+        out = count_hits(qcodes, *args)
+        shapes.append(tuple(out.shape))
+        return out
+
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal((5, 12)), 0).astype(np.float32)
+    labels = rng.integers(0, 64, 5)
+    for policy, extra in (("topk", {}), ("threshold", {"threshold": 2}), ("batch_union", {})):
+        results = []
+        for budget in (device_select.DENSE_BUDGET, 2 * 64):
+            _, dev, _ = selector_pair(12, 64, policy=policy, active=0.1, k=2, l=5, **extra)
+            shapes.clear()
+            device_select.DENSE_BUDGET, saved = budget, device_select.DENSE_BUDGET
+            kernels.table_hit_counts = counting
+            try:
+                got = dev.select_device(DEVICE.to_device(x, "test"), labels, training=True)
+            finally:
+                device_select.DENSE_BUDGET = saved
+                kernels.table_hit_counts = count_hits
+            results.append((to_host(got.ids), got.work, list(shapes)))
+        (whole, work_whole, one), (chunked, work_chunked, three) = results
+        assert one == [(5, 64)] and three == [(2, 64), (2, 64), (1, 64)], (one, three)
+        np.testing.assert_array_equal(chunked, whole, err_msg=policy)
+        assert work_chunked == work_whole, policy
+
+
 def train_steps(policy_hidden: tuple[str, list[int]], host_selector: bool = False) -> Any:
     """Three training steps of a tiny model on the device; the transfer log."""
     policy, hidden = policy_hidden
@@ -256,6 +292,7 @@ for name, fn in [
     ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
     ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
     ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
+    ("chunked_selection_is_the_same", chunked_selection_is_the_same),
     ("no_selector_traffic_per_step", no_selector_traffic_per_step),
 ]:
     check(name, fn)

@@ -43,6 +43,7 @@ CHECKS = [
     "changed_schedule_samples_the_same_rows",
     "refit_leaves_the_device_until_attached",
     "fit_device_hashes_where_the_weights_are",
+    "chunked_selection_is_the_same",
     "no_selector_traffic_per_step",
 ]
 

@@ -44,6 +44,10 @@ __all__ = [
 #: value (``kernels._np_layer.LABEL_CLASS``, which this layer may not import; a test
 #: checks that they agree)
 LABEL_CLASS = 32767
+#: the most elements of one dense (rows, n_out) temporary of a selection (hit counts,
+#: rank keys: int64, 128 MiB each): a batch is counted and ranked in chunks of rows
+#: under it, so a wide layer (670,000 outputs x a batch of 128) needs no GBs of scratch
+DENSE_BUDGET = 1 << 24
 
 
 @dataclass
@@ -134,6 +138,51 @@ def _label_mask(xp: Any, labels: Any, batch: int, n_out: int) -> Any:
     return mark[:, :n_out]
 
 
+def _row_chunks(batch: int, per_row: int) -> list[slice]:
+    """Consecutive row ranges of a batch of ``batch`` rows such that a dense temporary of
+    ``per_row`` elements per row stays within :data:`DENSE_BUDGET` (one row at least)."""
+    rows = max(1, DENSE_BUDGET // max(per_row, 1))
+    return [slice(start, min(start + rows, batch)) for start in range(0, batch, rows)]
+
+
+def _rank_rows(
+    xp: Any,
+    kernels: Any,
+    counts: Any,
+    labels: Any,
+    row0: int,
+    n_out: int,
+    m: int,
+    min_count: int,
+    use_counts: bool,
+    pad_random: bool,
+    seed: int,
+) -> tuple[Any, Any]:
+    """The choice of rows ``row0 ..`` of a batch from their hit counts ``counts (r,
+    n_out)`` int64 and forced ``labels (r, n)`` -> (ids (r, m) int64, the tally (3,) of
+    these rows: bucket entries read, counters touched, keys ranked; device arrays)."""
+    batch = counts.shape[0]
+    hit = counts >= min_count
+    value = xp.clip(counts, 1, LABEL_CLASS - 1) if use_counts else xp.ones_like(counts)
+    is_label = _label_mask(xp, labels, batch, n_out)
+    cls = xp.where(is_label, LABEL_CLASS, xp.where(hit, value, 0))
+    all_ids = xp.arange(n_out, dtype=xp.int64)
+    rows = xp.arange(row0, row0 + batch, dtype=xp.int64)  # the priority hashes the batch row
+    prio = kernels.tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    key = (cls << 48) | (prio << 32) | all_ids[None, :]
+    if not pad_random:
+        key = xp.where(cls > 0, key, -1)
+    ids = _top_keys(xp, key, m, n_out)
+    # the reference's tally: each entry read bumps one counter; a row ranks its
+    # competitors (every neuron when padding fills it) only when more than m compete
+    competing = xp.sum((cls > 0).astype(xp.int64), axis=1)
+    if pad_random:
+        competing = xp.where(competing < m, n_out, competing)
+    ranked = xp.sum(xp.where(competing > m, competing, 0))
+    tally = xp.stack([xp.sum(counts), xp.sum((counts > 0).astype(xp.int64)), ranked])
+    return ids, tally
+
+
 def select_rows(
     backend: Backend,
     tables: DeviceTables,
@@ -151,38 +200,45 @@ def select_rows(
     device, the work tally (4,) int64 on the host). The reference's ``select_active``
     rules: class = forced label, else the hit count (1 for any hit unless
     ``use_counts``) when at least ``min_count``; ties and (with ``pad_random``) padding
-    by the seeded priority; without ``pad_random`` unhit neurons are never chosen."""
+    by the seeded priority; without ``pad_random`` unhit neurons are never chosen. The
+    batch is counted and ranked in chunks of rows (:data:`DENSE_BUDGET`)."""
+    ids, work = _select_rows_on_device(
+        backend, tables, qcodes, labels, n_out, m, min_count, use_counts, pad_random, seed
+    )
+    return ids, backend.to_host(work, "selection_work")
+
+
+def _select_rows_on_device(
+    backend: Backend,
+    tables: DeviceTables,
+    qcodes: Any,
+    labels: Any,
+    n_out: int,
+    m: int,
+    min_count: int,
+    use_counts: bool,
+    pad_random: bool,
+    seed: int,
+) -> tuple[Any, Any]:
+    """:func:`select_rows` with the work tally (4,) int64 left on the device."""
     xp = backend.xp
     kernels = backend.kernels
     batch = qcodes.shape[0]
-    counts = kernels.table_hit_counts(qcodes, tables.sorted_codes, tables.sorted_ids, n_out)
-    counts = counts.astype(xp.int64)
-    hit = counts >= min_count
-    value = xp.clip(counts, 1, LABEL_CLASS - 1) if use_counts else xp.ones_like(counts)
-    is_label = _label_mask(xp, labels, batch, n_out)
-    cls = xp.where(is_label, LABEL_CLASS, xp.where(hit, value, 0))
-    all_ids = xp.arange(n_out, dtype=xp.int64)
-    rows = xp.arange(batch, dtype=xp.int64)
-    prio = kernels.tiebreak_priority(seed, rows[:, None], all_ids[None, :])
-    key = (cls << 48) | (prio << 32) | all_ids[None, :]
-    if not pad_random:
-        key = xp.where(cls > 0, key, -1)
-    ids = _top_keys(xp, key, m, n_out)
-    # the reference's tally: each entry read bumps one counter; a row ranks its
-    # competitors (every neuron when padding fills it) only when more than m compete
-    competing = xp.sum((cls > 0).astype(xp.int64), axis=1)
-    if pad_random:
-        competing = xp.where(competing < m, n_out, competing)
-    ranked = xp.sum(xp.where(competing > m, competing, 0))
-    work = xp.stack(
-        [
-            xp.sum(counts),
-            xp.sum((counts > 0).astype(xp.int64)),
-            ranked,
-            xp.asarray(int(qcodes.shape[0] * qcodes.shape[1] * tables.search_steps)),
-        ]
-    )
-    return ids, backend.to_host(work.astype(xp.int64), "selection_work")
+    parts, tallies = [], []
+    for rows in _row_chunks(batch, n_out):
+        counts = kernels.table_hit_counts(
+            qcodes[rows], tables.sorted_codes, tables.sorted_ids, n_out
+        ).astype(xp.int64)
+        ids, tally = _rank_rows(
+            xp, kernels, counts, labels[rows], rows.start, n_out, m,
+            min_count, use_counts, pad_random, seed,
+        )  # fmt: skip
+        parts.append(ids)
+        tallies.append(tally)
+    ids = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    steps = xp.asarray([int(qcodes.shape[0] * qcodes.shape[1] * tables.search_steps)])
+    work = xp.concatenate([xp.sum(xp.stack(tallies), axis=0), steps.astype(xp.int64)])
+    return ids, work.astype(xp.int64)
 
 
 def select_batch(
@@ -197,11 +253,16 @@ def select_batch(
     """One set for the batch (``batch_union``, ``batch_rerank``): the ``m`` neurons with
     the most hits summed over the queries ``qcodes (B, L)``, every label of ``labels
     (B, n)`` (-1 padded) kept, ties and padding by the seeded priority of row 0 -> (ids
-    (min(m, n_out),) int64 ascending on the device, the work tally (4,) on the host)."""
+    (min(m, n_out),) int64 ascending on the device, the work tally (4,) on the host).
+    The hits are counted in chunks of rows (:data:`DENSE_BUDGET`)."""
     xp = backend.xp
     kernels = backend.kernels
-    counts = kernels.table_hit_counts(qcodes, tables.sorted_codes, tables.sorted_ids, n_out)
-    total = xp.sum(counts.astype(xp.int64), axis=0)
+    total = xp.zeros(n_out, dtype=xp.int64)
+    for rows in _row_chunks(qcodes.shape[0], n_out):
+        counts = kernels.table_hit_counts(
+            qcodes[rows], tables.sorted_codes, tables.sorted_ids, n_out
+        )
+        total += xp.sum(counts.astype(xp.int64), axis=0)
     flat = xp.reshape(labels, (1, -1))
     is_label = _label_mask(xp, flat, 1, n_out)[0]
     cls = xp.where(is_label, LABEL_CLASS, xp.minimum(total, LABEL_CLASS - 1))
