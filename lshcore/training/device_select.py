@@ -32,12 +32,19 @@ import numpy as np
 from lshcore.core.backend import Backend
 
 __all__ = [
+    "DENSE_BUDGET",
     "LABEL_CLASS",
     "DeviceActiveSet",
     "DeviceTables",
     "dense_query",
-    "select_rows",
+    "rerank_rows",
     "select_batch",
+    "select_exact",
+    "select_random",
+    "select_rows",
+    "select_rows_on_device",
+    "top_by_score",
+    "score_inputs",
 ]
 
 #: rank class of a forced label neuron (above any hit count): the reference kernels'
@@ -202,13 +209,13 @@ def select_rows(
     ``use_counts``) when at least ``min_count``; ties and (with ``pad_random``) padding
     by the seeded priority; without ``pad_random`` unhit neurons are never chosen. The
     batch is counted and ranked in chunks of rows (:data:`DENSE_BUDGET`)."""
-    ids, work = _select_rows_on_device(
+    ids, work = select_rows_on_device(
         backend, tables, qcodes, labels, n_out, m, min_count, use_counts, pad_random, seed
     )
     return ids, backend.to_host(work, "selection_work")
 
 
-def _select_rows_on_device(
+def select_rows_on_device(
     backend: Backend,
     tables: DeviceTables,
     qcodes: Any,
@@ -283,3 +290,119 @@ def select_batch(
         ]
     )
     return ids, backend.to_host(work.astype(xp.int64), "selection_work")
+
+
+def top_by_score(xp: Any, z: Any, ids: Any, m: int, n_out: int) -> Any:
+    """The ``m`` best-scored ids of each row: scores ``z (B, c)`` float32 of the ids
+    ``ids (B, c)`` int64 (ascending per row, -1 padding last, whose scores are ignored)
+    -> (B, m) int64 ascending, -1 padding last; arrays of ``xp`` (NumPy or CuPy).
+
+    Equal scores go to the smaller id (the earlier column), so the kept set is one set
+    whatever a partition does with ties: the host and a device choose the same ids
+    from the same scores (``rerank`` and ``exact`` on either side)."""
+    c = z.shape[1]
+    if m >= c:
+        return xp.ascontiguousarray(ids.astype(xp.int64))
+    valid = ids >= 0
+    z = xp.where(valid, z, -xp.inf)
+    kth = xp.partition(z, c - m, axis=1)[:, c - m : c - m + 1]  # each row's m-th largest
+    above = z > kth
+    tie = z == kth
+    need = m - xp.sum(above.astype(xp.int64), axis=1, keepdims=True)
+    keep = above | (tie & (xp.cumsum(tie.astype(xp.int64), axis=1) <= need))
+    chosen = xp.sort(xp.where(keep & valid, ids, n_out), axis=1)[:, :m]
+    return xp.ascontiguousarray(xp.where(chosen == n_out, -1, chosen).astype(xp.int64))
+
+
+def score_inputs(xp: Any, x: Any, n_in: int) -> tuple[Any, Any]:
+    """The input as ``(ids (B, w) int64, vals (B, w) float32)`` device arrays for
+    :func:`rerank_rows`: a dense (B, n_in) array as every column, a device SparseBatch
+    as its ids (a shared set's columns repeated per row)."""
+    dev_ids = getattr(x, "dev_ids", None)
+    if dev_ids is None:
+        batch = x.shape[0]
+        cols = xp.broadcast_to(xp.arange(n_in, dtype=xp.int64)[None, :], (batch, n_in))
+        return cols, x.astype(xp.float32)
+    vals = x.vals.astype(xp.float32)
+    if x.shared:
+        return xp.broadcast_to(dev_ids[0][None, :], vals.shape), vals
+    return dev_ids, vals
+
+
+def rerank_rows(
+    xp: Any,
+    weight: Any,
+    bias: Any,
+    in_ids: Any,
+    in_vals: Any,
+    cand: Any,
+    labels: Any,
+    m: int,
+    n_out: int,
+) -> tuple[Any, Any]:
+    """``rerank``'s second stage on the device: the ``m`` candidates ``cand (B, c)``
+    (ascending, -1 padded) of largest exact activation ``[x, 1] . [w, b]`` (labels
+    ``(B, n)`` -1 padded kept) -> (ids (B, m) int64, the multiplications as a (1,) int64
+    device array: each row's non-zero inputs x its candidates, as the host counts them).
+
+    ``weight (n_out, n_in)``/``bias (n_out,)``: the layer's device arrays; the input
+    ``in_ids``/``in_vals (B, w)`` (:func:`score_inputs`). The candidate rows are
+    gathered at the input's columns, (r, c, w) per chunk of r rows within
+    :data:`DENSE_BUDGET`; the scores are the host reference's formula
+    (``layer_forward``), the choice :func:`top_by_score`."""
+    batch, c = cand.shape
+    in_ok = (in_ids >= 0) & (in_vals != 0)
+    cand_ok = cand >= 0
+    mults = xp.sum(
+        xp.sum(in_ok.astype(xp.int64), axis=1) * xp.sum(cand_ok.astype(xp.int64), axis=1)
+    )
+    parts = []
+    for rows in _row_chunks(batch, c * int(in_ids.shape[1])):
+        out_rows = xp.where(cand_ok[rows], cand[rows], 0)
+        cols = xp.where(in_ok[rows], in_ids[rows], 0)
+        vals = xp.where(in_ok[rows], in_vals[rows], xp.float32(0)).astype(xp.float32)
+        gathered = weight[out_rows[:, :, None], cols[:, None, :]]  # (r, c, w)
+        z = xp.einsum("bjt,bt->bj", gathered, vals).astype(xp.float32) + bias[out_rows]
+        lab = labels[rows]
+        if lab.shape[1]:
+            is_label = xp.any(cand[rows][:, :, None] == lab[:, None, :], axis=2)
+            z = xp.where(is_label & cand_ok[rows], xp.inf, z)
+        parts.append(top_by_score(xp, z, cand[rows], m, n_out))
+    ids = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    return ids, xp.reshape(mults.astype(xp.int64), (1,))
+
+
+def select_exact(
+    xp: Any, weight: Any, bias: Any, x: Any, labels: Any, m: int, n_out: int
+) -> tuple[Any, Any]:
+    """``exact`` on the device: the ``m`` largest activations ``x @ w.T + b`` of each row
+    of the dense input ``x (B, n_in)`` float32 (labels ``(B, n)`` -1 padded kept), in
+    chunks of rows within :data:`DENSE_BUDGET` -> (ids (B, m) int64, the multiplications
+    as a (1,) int64 device array: non-zero inputs x n_out, as the host counts them)."""
+    batch = x.shape[0]
+    nnz = xp.sum((x != 0).astype(xp.int64))
+    all_ids = xp.arange(n_out, dtype=xp.int64)
+    parts = []
+    for rows in _row_chunks(batch, n_out):
+        z = x[rows] @ weight.T + bias
+        is_label = _label_mask(xp, labels[rows], z.shape[0], n_out)
+        z = xp.where(is_label, xp.inf, z)
+        ids = xp.broadcast_to(all_ids[None, :], z.shape)
+        parts.append(top_by_score(xp, z, ids, m, n_out))
+    ids = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+    return ids, xp.reshape(nnz * n_out, (1,))
+
+
+def select_random(backend: Backend, labels: Any, batch: int, n_out: int, m: int, seed: int) -> Any:
+    """``random`` on the device: ``m`` neurons per row by the seeded priority (labels
+    ``(B, n)`` -1 padded kept), the reference's ``select_active`` with no candidates ->
+    ids (B, m) int64, ranked in chunks of rows within :data:`DENSE_BUDGET`."""
+    xp = backend.xp
+    parts = []
+    for rows in _row_chunks(batch, n_out):
+        no_hits = xp.zeros((rows.stop - rows.start, n_out), dtype=xp.int64)
+        ids, _ = _rank_rows(
+            xp, backend.kernels, no_hits, labels[rows], rows.start, n_out, m, 1, True, True, seed
+        )
+        parts.append(ids)
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
