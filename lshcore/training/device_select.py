@@ -3,7 +3,8 @@
 An :class:`~lshcore.training.selector.ActiveSelector` on a device backend
 (``backend.on_device``) whose functions can hash on the device (a family with
 ``device_hash``: DWTA, WTA, SRP; no MIPS transform; sorted tables; random tie-breaks)
-keeps its tables here, as arrays of the backend (CuPy on a GPU):
+keeps its tables here, as arrays of the backend (CuPy on a GPU), built there from the
+layer's device weights (``fit_device``) or moved up from a host fit (``attach``):
 
 * :class:`DeviceTables`: each row's codes ``(n_out, L)`` and, per table, the codes in
   ascending order with their row ids ``(L, n_out)`` (the layout of the host tables);
@@ -20,6 +21,18 @@ of the ``m`` largest does not depend on how a sort or partition breaks ties: the
 choice is the reference's choice, id for id, on the same codes. Only the work tally goes
 to the host: four int64 per call, in the reference kernels' slots (bucket entries read,
 counters touched, keys ranked, binary-search steps).
+
+The policies that score against the weights run here too, on the layer's device
+weights: ``rerank`` (:func:`rerank_rows`: ``topk``'s candidates, their rows gathered at
+the input's columns, the reference's ``layer_forward`` formula) and ``exact``
+(:func:`select_exact`: the dense product); both keep the ``m`` best with
+:func:`top_by_score`, whose ties go to the smaller id (the host selector uses it too).
+``random`` (:func:`select_random`) is the ranking with no hits. Their multiplications
+come down with the tally.
+
+Every dense temporary is bounded: the batch is counted, ranked and scored in chunks of
+rows so that one ``(rows, n_out)`` (or ``rows x candidates x input width``) array holds
+at most :data:`DENSE_BUDGET` elements; the result does not depend on the chunking.
 """
 
 from __future__ import annotations

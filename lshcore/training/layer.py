@@ -17,7 +17,8 @@ What crosses goes through ``backend.to_device`` / ``backend.to_host`` (counted, 
 ``active_ids`` (a host selector's choice), ``labels``, ``activations`` (a hashed
 layer's input on its way to a host selector), ``rehash`` (the changed rows the host
 hash tables re-hash), ``selection_work`` (a device selector's work tally),
-``loss``/``metrics``, ``init``/``save``/``load``.
+``loss``/``metrics``, ``init`` (the initial weights up; down only to build a host
+selector's tables), ``save``/``load``.
 """
 
 from __future__ import annotations

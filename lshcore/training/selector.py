@@ -25,11 +25,20 @@ Policies (``policy=``):
 - ``exact``: the true top ``m`` by activation (an oracle: costs a dense product).
 - ``random``: ``m`` neurons at random (the baseline).
 
+(``rerank``, ``exact``: equal activations go to the smaller id, on every backend.)
+
 In training (``training=True`` with ``labels``) the label neurons are always active.
 
 ``tiebreak`` (``topk``, ``rerank``, ``threshold``; sorted tables): ``"random"`` (default)
 breaks equal hit counts with a seeded random priority; ``"norm"`` prefers the rows
 ``[w, b]`` with the larger norm (ranked at each table refresh, counted as rehashing).
+
+On a device backend a selector given the layer's device arrays
+(:meth:`~ActiveSelector.fit_device`, or :meth:`~ActiveSelector.attach` after
+:meth:`~ActiveSelector.fit`) keeps its tables, query codes and choice there when its
+settings allow (:attr:`~ActiveSelector.can_select_on_device`; see
+:mod:`lshcore.training.device_select`), for every policy: ``rerank`` and ``exact`` then
+score against the device weights.
 """
 
 from __future__ import annotations
