@@ -25,11 +25,20 @@ Policies (``policy=``):
 - ``exact``: the true top ``m`` by activation (an oracle: costs a dense product).
 - ``random``: ``m`` neurons at random (the baseline).
 
+(``rerank``, ``exact``: equal activations go to the smaller id, on every backend.)
+
 In training (``training=True`` with ``labels``) the label neurons are always active.
 
 ``tiebreak`` (``topk``, ``rerank``, ``threshold``; sorted tables): ``"random"`` (default)
 breaks equal hit counts with a seeded random priority; ``"norm"`` prefers the rows
 ``[w, b]`` with the larger norm (ranked at each table refresh, counted as rehashing).
+
+On a device backend a selector given the layer's device arrays
+(:meth:`~ActiveSelector.fit_device`, or :meth:`~ActiveSelector.attach` after
+:meth:`~ActiveSelector.fit`) keeps its tables, query codes and choice there when its
+settings allow (:attr:`~ActiveSelector.can_select_on_device`; see
+:mod:`lshcore.training.device_select`), for every policy: ``rerank`` and ``exact`` then
+score against the device weights.
 """
 
 from __future__ import annotations
@@ -50,8 +59,14 @@ from lshcore.training.device_select import (
     DeviceActiveSet,
     DeviceTables,
     dense_query,
+    rerank_rows,
+    score_inputs,
     select_batch,
+    select_exact,
+    select_random,
     select_rows,
+    select_rows_on_device,
+    top_by_score,
 )
 from lshcore.training.params import (
     DEFAULT_REHASH,
@@ -219,8 +234,11 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
 
 #: largest key space addressed directly (per table, 8 bytes per bucket)
 MAX_DIRECT_BUCKETS = 1 << 16
-#: policies whose tables and choice can live on a device (see ActiveSelector.attach)
-DEVICE_POLICIES = ("topk", "union", "threshold", "batch_union", "batch_rerank")
+#: policies whose tables and choice can live on a device (see ActiveSelector.attach):
+#: every policy (rerank and exact score against the layer's device weights there)
+DEVICE_POLICIES = (
+    "topk", "union", "threshold", "batch_union", "batch_rerank", "rerank", "exact", "random",
+)  # fmt: skip
 _NO_OFFSETS = np.zeros((0, 0), np.int64)
 
 
@@ -311,6 +329,8 @@ class ActiveSelector:
         #: and which rows changed since they were hashed ((n_out,) bool on the device)
         self._dev_tables: DeviceTables | None = None
         self._dev_dirty: Any = None
+        #: the choice of ids runs on the device (see :attr:`selects_on_device`)
+        self._device_selects = False
         self._dirty = np.zeros(self.n_out, dtype=bool)
         self._lock = threading.Lock()  # table updates (after_update)
         self._calls_lock = threading.Lock()  # the training tie-break counter
@@ -414,6 +434,7 @@ class ActiveSelector:
         self._weight, self._bias = weight, bias
         # new host tables: any device tables are stale (attach moves these there again)
         self._dev_tables, self._dev_dirty = None, None
+        self._device_selects = False
         if self.uses_hashing:
             if self.tables_kind == "index":
                 self._index = self._make_index(self._rows(weight, bias), self.seed + self.rebuilds)
@@ -427,10 +448,54 @@ class ActiveSelector:
         self._dirty[:] = False
         return self
 
+    def fit_device(self, weight: Any, bias: Any) -> ActiveSelector:
+        """The first build from the layer's device arrays ``weight (n_out, n_in)`` and
+        ``bias (n_out,)`` (the backend's namespace), without copying them to the host.
+
+        A configuration that selects on the device (:attr:`can_select_on_device`) hashes
+        the rows ``[w, b]`` there (``family.device_hash``: the codes :meth:`fit` gives on
+        the same values) and keeps its tables there; any other copies the arrays to the
+        host once (tag ``init``), then :meth:`fit` and :meth:`attach` as before. Invalid
+        shapes or a non-finite bias raise InputError and change nothing."""
+        if tuple(weight.shape) != (self.n_out, self.n_in) or tuple(bias.shape) != (self.n_out,):
+            raise InputError(
+                f"fit_device: expected weight ({self.n_out}, {self.n_in}) and bias "
+                f"({self.n_out},), got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        if not self._device_capable():
+            get = self.backend.to_host if self.backend.on_device else (lambda a, tag: a)
+            self.fit(get(weight, "init"), get(bias, "init"))
+            self.attach(weight, bias)
+            return self
+        xp = self.backend.xp
+        # two scalar reads, once per build: the host fit refuses the same values
+        if not bool(xp.all(xp.isfinite(bias))):
+            raise InputError("bias: contains NaN or infinite values")
+        if not bool(xp.all(xp.isfinite(weight))):
+            raise InputError("weight: contains NaN or infinite values")
+        with self._lock:
+            self._weight, self._bias = weight, bias
+            self._device_weight = weight
+            self._tables, self._index = None, None
+            self._dirty[:] = False
+            self._dev_dirty = xp.zeros(self.n_out, dtype=bool)
+            self._dev_tables = None
+            if self.uses_hashing:
+                fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
+                    self.family_name, self.n_in + 1, self.k, self.l,
+                    seed=self.seed + self.rebuilds, backend=self.backend, **self.family_params,
+                )  # fmt: skip
+                codes = fam.device_hash(self._device_rows())
+                self._dev_tables = DeviceTables(xp, fam, codes, self._direct(fam))
+                self.rehash_mults += int(fam.hash_cost(self.n_out))
+            self._device_selects = True
+        return self
+
     def attach(self, weight: Any, bias: Any) -> None:
         """Read the rows to rehash from the device arrays ``weight``/``bias`` (a device
         backend's layer, after :meth:`fit` on host copies of them): only the rows a
-        rehash needs are copied to the host, counted under the tag ``rehash``."""
+        rehash needs are copied to the host, counted under the tag ``rehash``. A
+        configuration that selects on the device moves its tables there now."""
         if not self.fitted:
             raise NotFittedError("ActiveSelector.attach() before fit(weight, bias)")
         if tuple(weight.shape) != (self.n_out, self.n_in) or tuple(bias.shape) != (self.n_out,):
@@ -448,33 +513,45 @@ class ActiveSelector:
     @property
     def selects_on_device(self) -> bool:
         """Whether the tables, the query codes and the choice of ids live on the backend's
-        device (:mod:`lshcore.training.device_select`): set by :meth:`attach` on a device
-        backend for the policies in ``DEVICE_POLICIES`` with sorted tables, no MIPS
-        transform, random tie-breaks and a family that hashes on the device."""
-        return self._dev_tables is not None
+        device (:mod:`lshcore.training.device_select`): set by :meth:`attach` or
+        :meth:`fit_device` when :attr:`can_select_on_device`."""
+        return self._device_selects
+
+    @property
+    def can_select_on_device(self) -> bool:
+        """Whether this configuration chooses on the device once given the device arrays
+        (:meth:`fit_device`, :meth:`attach`): a device backend, a policy of
+        ``DEVICE_POLICIES``, and for the hashing ones sorted tables, no MIPS transform,
+        random tie-breaks and a family that hashes on the device (``device_hash``)."""
+        return self._device_capable()
 
     def _device_capable(self) -> bool:
+        if not (self.backend.on_device and self.policy in DEVICE_POLICIES):
+            return False
+        if not self.uses_hashing:
+            return True  # no tables: the weights and the labels decide
         return (
-            self.backend.on_device
-            and self.policy in DEVICE_POLICIES
-            and self.tables_kind == "sorted"
+            self.tables_kind == "sorted"
             and self.transform_name is None
             and self.tiebreak == "random"
-            and self._tables is not None
-            and callable(getattr(self._tables.family, "device_hash", None))
+            and callable(getattr(catalog.family_class(self.family_name), "device_hash", None))
         )
 
     def _move_tables_to_device(self) -> None:
         """Hand the host tables (built at :meth:`fit`) to the device: their codes and the
         dirty rows go up once; from then on the host keeps no tables."""
         tables = self._tables
-        assert tables is not None
-        put = self.backend.to_device
-        self._dev_tables = DeviceTables(
-            self.backend.xp, tables.family, put(tables.codes, "init"), self._direct(tables.family)
-        )
-        self._dev_dirty = put(self._dirty, "init")
-        self._tables = None
+        if tables is not None:  # (a second attach finds them there already)
+            put = self.backend.to_device
+            self._dev_tables = DeviceTables(
+                self.backend.xp, tables.family, put(tables.codes, "init"),
+                self._direct(tables.family),
+            )  # fmt: skip
+            self._dev_dirty = put(self._dirty, "init")
+            self._tables = None
+        elif self._dev_dirty is None:  # exact, random: no tables, the marks only
+            self._dev_dirty = self.backend.to_device(self._dirty, "init")
+        self._device_selects = True
 
     @staticmethod
     def _direct(family: Any) -> bool:
@@ -498,7 +575,7 @@ class ActiveSelector:
         as the host path tallies a dense batch). Returns ids on the device: (B, m), or
         (m,) for one set shared by the batch."""
         tables = self._dev_tables
-        if tables is None:
+        if not self._device_selects:
             raise ConfigError(
                 "select_device: this selector selects on the host (selects_on_device is "
                 "False: a host backend, or a policy, transform, tie-break or family that "
@@ -516,6 +593,18 @@ class ActiveSelector:
             )
         m = self._width(lab)
         seed = self._seed(training)
+        if self.policy == "random":  # no hashing, no tally (as on the host)
+            ids = select_random(self.backend, dev_labels, batch, self.n_out, m, seed)
+            return DeviceActiveSet(ids)
+        if self.policy == "exact":  # the dense product on the device
+            dense = x.astype(xp.float32) if dev_ids is None else None
+            if dense is None:
+                dense = dense_query(xp, x, self.n_in)[:, : self.n_in]
+            ids, mults = select_exact(
+                xp, self._device_weight, self._bias, dense, dev_labels, m, self.n_out
+            )
+            return DeviceActiveSet(ids, int(self.backend.to_host(mults, "selection_work")[0]))
+        assert tables is not None
         fam = tables.family
         q = dense_query(xp, x, self.n_in)
         codes = fam.device_hash(q)
@@ -533,6 +622,21 @@ class ActiveSelector:
         if self.policy in ("batch_union", "batch_rerank"):
             ids, work = select_batch(self.backend, tables, codes, dev_labels, self.n_out, m, seed)
             shared = True
+        elif self.policy == "rerank":
+            # topk's candidates, then their exact activations against the device weights;
+            # the tally and the multiplications come down together
+            cand, dev_work = select_rows_on_device(
+                self.backend, tables, codes, dev_labels, self.n_out, self._rerank_width(m),
+                1, True, True, seed,
+            )  # fmt: skip
+            in_ids, in_vals = score_inputs(xp, x, self.n_in)
+            ids, mults = rerank_rows(
+                xp, self._device_weight, self._bias, in_ids, in_vals, cand, dev_labels, m,
+                self.n_out,
+            )  # fmt: skip
+            host = self.backend.to_host(xp.concatenate([dev_work, mults]), "selection_work")
+            tally = self._record(host[:4], comps, batch) + int(cand.size)
+            return DeviceActiveSet(ids, cost + int(host[4]), tally)
         else:
             min_count, use_counts, pad = {
                 "topk": (1, True, True),
@@ -581,6 +685,8 @@ class ActiveSelector:
                 rows = self.backend.to_device(rows, "rehash_ids")
             self._dev_dirty[rows] = True
         self.step += 1
+        if not self.uses_hashing:  # exact, random: no tables
+            return 0
         cost = 0
         if self.rebuild_schedule.due(self.step):
             self.rebuilds += 1
@@ -729,7 +835,7 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.select() before fit(weight, bias)")
-        if self._dev_tables is not None:
+        if self._device_selects:
             return self._select_via_device(x, labels, training)
         x, batch, _ = self._as_input(x)
         lab = labels_matrix(labels if training else None, batch, self.n_out)
@@ -747,6 +853,11 @@ class ActiveSelector:
             m = max(block, int((lab >= 0).sum()))
             m = min(m, self.n_out)
         return m
+
+    def _rerank_width(self, m: int) -> int:
+        """``rerank``'s candidates per row for a set of ``m``: ``ceil(rerank * m)`` of the
+        layer's m (at least ``m``, at most ``n_out``)."""
+        return min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
 
     def _seed(self, training: bool) -> int:
         """The tie-break/padding seed of one call: the next counter value in training
@@ -785,13 +896,9 @@ class ActiveSelector:
         if ok.any():
             rows = np.broadcast_to(np.arange(z.shape[0])[:, None], lab.shape)
             z[rows[ok], lab[ok]] = np.inf
-        if m < self.n_out:
-            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
-        else:
-            top = np.broadcast_to(np.arange(self.n_out), z.shape)
-        return ActiveSet(
-            np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out
-        )
+        # ties: the smaller id (as on a device)
+        ids = top_by_score(np, z, np.broadcast_to(np.arange(self.n_out), z.shape), m, self.n_out)
+        return ActiveSet(ids, nnz * self.n_out)
 
     def _select_topk(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """The ``m`` neurons hit in the most tables, padded at random."""
@@ -809,7 +916,7 @@ class ActiveSelector:
 
     def _select_rerank(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """``rerank * m`` candidates as ``topk``, then the ``m`` largest exact activations."""
-        width = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+        width = self._rerank_width(m)
         cand = self._select_counted(x, lab, width, seed, min_count=1, use_counts=True, pad=True)
         out = self._rerank(x, cand.ids, lab, m, cand.hash_mults)
         out.work = cand.work + int(cand.ids.size)  # plus one partition pass per row
@@ -953,15 +1060,8 @@ class ActiveSelector:
         z = np.where(cand >= 0, z, -np.inf)
         if lab.shape[1]:
             z = np.where((cand[:, :, None] == lab[:, None, :]).any(axis=2) & (cand >= 0), np.inf, z)
-        if m < cand.shape[1]:
-            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
-            chosen = np.take_along_axis(cand, top, axis=1)
-            chosen = np.where(np.take_along_axis(z, top, axis=1) > -np.inf, chosen, self.n_out)
-            ids = np.sort(chosen, axis=1)
-            ids = np.where(ids == self.n_out, -1, ids)
-        else:
-            ids = cand
-        return ActiveSet(np.ascontiguousarray(ids, dtype=np.int64), cost + int(mults))
+        ids = top_by_score(np, z, cand, m, self.n_out)  # ties: the smaller id (as on a device)
+        return ActiveSet(ids, cost + int(mults))
 
     # -- keeping the tables in step -----------------------------------------------------
     def after_update(self, weight: Any, bias: Any, rows_changed: Any = None) -> int:
@@ -974,7 +1074,7 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
-        if self._dev_tables is not None:
+        if self._device_selects:
             # device ids stay there (np.asarray below would pull them to the host)
             if not (weight is self._device_weight or is_device_array(weight)):
                 raise InputError(
