@@ -12,6 +12,13 @@ the arrays every framework needs to compute the active outputs with its own ops:
 A framework computes ``z = x @ W[rows].T + b[rows]`` (B, U) with a differentiable
 gather of the rows (so its weight gradient is row-sparse), then takes
 ``z[b, pos[b, j]] * valid[b, j]`` as the active values. This module imports NumPy only.
+
+When the selector picks the ids on its device (``IndexFollower.on_device``: a device
+backend, weights on the device, a policy of ``DEVICE_POLICIES``), the adapters keep the
+hashed forward there: the input and the labels reach :meth:`IndexFollower.select_device`
+as zero-copy DLPack views (:func:`lshcore.core.dlpack.to_backend`), the ids come back the
+same way (``from_backend``), the framework computes ``rows``/``pos``/``valid`` with its own
+ops, and the trained rows are marked in a device mask (:meth:`IndexFollower.touch_device`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import device_kind, is_device_array
+from lshcore.core.backend import Backend, device_kind, is_device_array
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.registry.catalog import get_backend
@@ -170,12 +177,14 @@ def split_selection_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dic
 
 @dataclass
 class ActiveArrays:
-    """One batch's active sets in the forms a framework computes with (see module doc)."""
+    """One batch's active sets in the forms a framework computes with (see module doc):
+    NumPy arrays on the host path, the framework's device tensors when the selector
+    picks on the device (made by the adapter from :meth:`IndexFollower.select_device`)."""
 
-    ids: np.ndarray  # (B, m) int64, -1 padding
-    rows: np.ndarray  # (U,) int64, sorted distinct active ids
-    pos: np.ndarray  # (B, m) int64 index into rows (0 on padding)
-    valid: np.ndarray  # (B, m) float32, 1 on an active id and 0 on padding
+    ids: Any  # (B, m) int64, -1 padding
+    rows: Any  # (U,) int64, sorted distinct active ids
+    pos: Any  # (B, m) int64 index into rows (0 on padding)
+    valid: Any  # (B, m) float32 (the input's dtype on the device), 1 on an active id
 
 
 def union_arrays(ids: np.ndarray) -> ActiveArrays:
@@ -276,6 +285,12 @@ class IndexFollower:
     they may have changed (the adapters detect that themselves). ``sync`` passes the
     changed rows to ``ActiveSelector.after_update``, whose schedule decides whether to
     rehash or rebuild. With ``active=1.0`` there is no selector: every output is active.
+
+    On a device backend whose weights are on the device, :meth:`fit_device` builds the
+    index from DLPack views of them; when the selector then picks on the device
+    (:attr:`on_device`) the layer calls :meth:`select_device` with a view of its input
+    and :meth:`touch_device` with the device rows it trained, which a device mask keeps
+    until the next :meth:`sync` hands it to the selector (nothing crosses to the host).
     """
 
     def __init__(self, spec: LayerSpec, changed_rows: str = "touched"):
@@ -283,6 +298,11 @@ class IndexFollower:
         self.changed_rows = check_choice(changed_rows, "changed_rows", CHANGED_ROWS[1:])
         self.selector: Any = None
         self._touched = np.zeros(spec.n_out, dtype=bool)
+        #: (n_out,) bool of the backend while the selector picks on the device: the rows
+        #: trained since the last sync (see :meth:`touch_device`); None on the host path
+        self._dev_touched: Any = None
+        #: whether a row was marked in ``_dev_touched`` (a host flag: no device read)
+        self._dev_pending = False
         self._fitted = False
         #: multiplications of the training calls so far (see :meth:`select`)
         self.mults = {"selection": 0, "active": 0, "dense": 0, "dense_full": 0}
@@ -304,20 +324,100 @@ class IndexFollower:
             selector = self._make_selector()
             selector.fit(_f32(weight), self._bias(bias))
             self.selector = selector
+        self._fitted_now()
+
+    def fit_device(self, weight: Any, bias: Any) -> None:
+        """:meth:`fit` from arrays of the device backend (DLPack views of the framework's
+        device parameters, ``weight (n_out, n_in)``, ``bias (n_out,)`` or None): with
+        ``ActiveSelector.fit_device`` the index is built there; without it (or for a
+        policy that re-scores against host weights) from host copies (tag ``init``),
+        then attached to the views so that the selector picks on the device when its
+        settings allow (:attr:`on_device`) and reads the rows it rehashes there."""
+        if self.spec.dense:
+            self._fitted_now()
+            return
+        selector = self._make_selector()
+        backend = selector.backend
+        if not backend.on_device:
+            raise ConfigError(
+                f"fit_device: backend {backend.name!r} works on host arrays; call fit()"
+            )
+        if bias is None:
+            bias = backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
+        build_there = getattr(selector, "fit_device", None)
+        if callable(build_there) and selector.policy not in HOST_WEIGHT_POLICIES:
+            build_there(weight, bias)
+        else:
+            # host copies of their own (not views): the selector keeps what fit() gets
+            host_w = np.array(backend.to_host(weight, "init"), dtype=np.float32)
+            selector.fit(host_w, np.array(backend.to_host(bias, "init"), dtype=np.float32))
+            if selector.policy not in HOST_WEIGHT_POLICIES:  # they re-score host weights
+                selector.attach(weight, bias)
+        self.selector = selector
+        self._fitted_now()
+
+    def attach(self, weight: Any, bias: Any) -> None:
+        """Hand the fitted selector DLPack views of the device parameters (after
+        :meth:`restore` from host copies): it picks on the device from then on when its
+        settings allow. Policies that re-score against host weights keep host arrays."""
+        selector = self.selector
+        if selector is None or selector.policy in HOST_WEIGHT_POLICIES:
+            return
+        if bias is None:
+            bias = selector.backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
+        touched = self._touched.copy()
+        selector.attach(weight, bias)
+        self._fitted_now()
+        self.touch(np.flatnonzero(touched))  # into the device mask when it picks there
+
+    def _fitted_now(self) -> None:
+        """A new or newly attached index: nothing trained since; the device mask exists
+        exactly while the selector picks on the device."""
         self._touched[:] = False
+        self._dev_pending = False
+        self._dev_touched = None
+        if self.on_device:
+            xp = self.selector.backend.xp
+            self._dev_touched = xp.zeros(self.spec.n_out, dtype=bool)
         self._fitted = True
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the selector picks the ids on its device (``selects_on_device``):
+        then the layer selects with :meth:`select_device` and marks :meth:`touch_device`."""
+        return self.selector is not None and bool(self.selector.selects_on_device)
+
     def touch(self, rows: np.ndarray) -> None:
-        """Mark ``rows`` as trained since the last :meth:`sync`."""
+        """Mark ``rows`` (host ids) as trained since the last :meth:`sync`."""
+        if self._dev_touched is not None:  # a host batch of a device selector: counted
+            if len(rows):
+                up = self.selector.backend.to_device(np.asarray(rows, np.int64), "rehash_ids")
+                self._dev_touched[up] = True
+                self._dev_pending = True
+            return
         self._touched[rows] = True
+
+    def touch_device(self, rows: Any) -> None:
+        """Mark ``rows`` (U,) int64, an array of the device backend (a view of the
+        framework's own), as trained since the last :meth:`sync`: into the device mask,
+        without a read on the host."""
+        if self._dev_touched is None:
+            raise LSHError("touch_device: the selector picks on the host; call touch()")
+        self._dev_touched[rows] = True
+        self._dev_pending = True
 
     @property
     def touched(self) -> np.ndarray:
-        """(n_out,) bool: rows trained since the last :meth:`sync`."""
+        """(n_out,) bool: rows trained since the last :meth:`sync` (a host copy of the
+        device mask, tag ``touched``, while the selector picks on the device)."""
+        if self._dev_touched is not None:
+            return self.selector.backend.to_host(self._dev_touched, "touched").astype(bool)
         return self._touched
 
     def pending(self) -> bool:
         """Whether some rows were trained since the last :meth:`sync`."""
+        if self._dev_touched is not None:
+            return self._dev_pending
         return bool(self._touched.any())
 
     def sync(self, weight: np.ndarray, bias: np.ndarray | None, *, all_rows: bool = False) -> None:
@@ -325,6 +425,9 @@ class IndexFollower:
         or every row with ``all_rows`` / ``changed_rows="all"``)."""
         if not self._fitted:
             self.fit(weight, bias)
+            return
+        if self._dev_touched is not None:
+            self._sync_on_device(weight, bias, all_rows)
             return
         if self.selector is not None:
             rows: np.ndarray | None = None  # None: every row may have changed
@@ -336,6 +439,17 @@ class IndexFollower:
                 else:
                     self.selector.after_update(_f32(weight), self._bias(bias), rows)
         self._touched[:] = False
+
+    def _sync_on_device(self, weight: Any, bias: Any, all_rows: bool) -> None:
+        """:meth:`sync` of a selector that picks on the device: ``weight``/``bias`` are
+        views of the device parameters and the changed rows go as the device mask."""
+        rows: Any = None  # None: every row may have changed
+        if not (all_rows or self.changed_rows == "all"):
+            rows = self._dev_touched
+        if rows is None or self._dev_pending:
+            self.selector.after_update(weight, self._device_bias(weight, bias), rows)
+        self._dev_touched[:] = False
+        self._dev_pending = False
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The selector's state (JSON-able meta, arrays); empty when there is no index."""
@@ -358,8 +472,7 @@ class IndexFollower:
         self.selector = ActiveSelector.from_state(
             meta, arrays, _f32(weight), self._bias(bias), backend=self.spec.backend
         )
-        self._touched[:] = False
-        self._fitted = True
+        self._fitted_now()
         return True
 
     def _device_bias(self, weight: Any, bias: Any) -> Any:
@@ -389,6 +502,45 @@ class IndexFollower:
             self._count(xs, ids, int(getattr(active, "hash_mults", 0)))
         return union_arrays(ids)
 
+    def select_device(
+        self, x: Any, labels: np.ndarray | None, dev_labels: Any, training: bool
+    ) -> Any:
+        """The padded active ids ``(B, m)`` int64 (-1 padding) of ``x (B, n_in)``, an
+        array of the device backend (a DLPack view of the framework's input), picked on
+        the device (:attr:`on_device`) and returned there. ``labels (B,)`` (host; their
+        count and width) and ``dev_labels``, the same as a ``(B, 1)`` int64 array of the
+        device (None: they go up, tag ``labels``), are forced into the sets in training.
+        In training the multiplications are counted as :meth:`select` counts them, on
+        the device (two int64 come down, tag ``selection_work``)."""
+        if not self.on_device:
+            raise LSHError("select_device: the selector picks on the host; call select()")
+        if tuple(x.shape[1:]) != (self.spec.n_in,):
+            raise InputError(f"x: expected shape (batch, {self.spec.n_in}), got {tuple(x.shape)}")
+        lab = labels if training else None
+        found = self.selector.select_device(
+            x, lab, training, dev_labels=None if lab is None else dev_labels
+        )
+        xp = self.selector.backend.xp
+        ids = found.ids
+        batch = int(x.shape[0])
+        if found.shared:  # one set for the batch: the per-row form the frameworks index
+            ids = xp.ascontiguousarray(xp.broadcast_to(ids[None, :], (batch, ids.shape[0])))
+        if training:
+            self._count_device(x, ids, int(found.hash_mults))
+        return ids
+
+    def _count_device(self, x: Any, ids: Any, selection: int) -> None:
+        """:meth:`_count` of a batch on the device (the same tallies)."""
+        xp = self.selector.backend.xp
+        nnz = xp.count_nonzero(x, axis=1).astype(xp.int64)
+        per_row = xp.sum((ids >= 0).astype(xp.int64), axis=1)
+        tally = xp.stack([xp.sum(per_row * nnz), xp.sum(nnz)])
+        active, nonzeros = (int(v) for v in self.selector.backend.to_host(tally, "selection_work"))
+        self.mults["selection"] += selection
+        self.mults["active"] += active
+        self.mults["dense"] += nonzeros * self.spec.n_out
+        self.mults["dense_full"] += int(x.shape[0]) * self.spec.n_in * self.spec.n_out
+
     def _count(self, x: np.ndarray, ids: np.ndarray, selection: int) -> None:
         """Add one training batch to :attr:`mults`, counted over the input's non-zeros as
         the core layer counts them: ``selection`` (hashing the queries, plus the exact
@@ -416,8 +568,10 @@ class HashedLayerMixin:
     _spec_template: LayerSpec
     _changed_rows: str
     _needs_fit: bool
-    #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection
-    last_active_ids: np.ndarray | None
+    #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection: a
+    #: NumPy array on the host path; the framework's device tensor (no copy) when the
+    #: selector picks on the device (``.cpu()``/``.numpy()`` it to read it on the host)
+    last_active_ids: Any
 
     def _init_hashing(
         self,
@@ -529,14 +683,46 @@ class HashedLayerMixin:
                 return to_backend(w, backend), None if b is None else to_backend(b, backend)
         return self._host_params()
 
+    def _device_weight_views(self, index: IndexFollower) -> tuple[Any, Any] | None:
+        """Zero-copy DLPack views of the framework's weight and bias (or None) as arrays
+        of the index's device backend, when its backend is a device one, the parameters
+        are on the device and the policy reads no host weights; else None (host copies)."""
+        backend: Backend = (
+            index.selector.backend
+            if index.selector is not None
+            else get_backend(index.spec.backend)
+        )
+        if not backend.on_device or index.spec.params.policy in HOST_WEIGHT_POLICIES:
+            return None
+        w, b = self._weight_tensors()
+        if w is None or not is_device_array(w):
+            return None
+        from lshcore.core.dlpack import to_backend  # imports no framework
+
+        bias = None if b is None else to_backend(b, backend, "bias")
+        return to_backend(w, backend, "weight"), bias
+
     def _index_synced(self) -> None:
         """Called after the index was rebuilt over the current weights (a hook)."""
 
     def refresh_index(self) -> None:
-        """Rebuild the index over the current weights now (same hash functions)."""
-        self._bound_index().fit(*self._host_params())
+        """Rebuild the index over the current weights now (same hash functions): from
+        DLPack views of them on a device backend whose weights are on the device (see
+        :meth:`IndexFollower.fit_device`), else from host copies."""
+        index = self._bound_index()
+        views = None if index.spec.dense else self._device_weight_views(index)
+        if views is not None:
+            index.fit_device(*views)
+        else:
+            index.fit(*self._host_params())
         self._needs_fit = False
         self._index_synced()
+
+    def _selects_on_device(self, x: Any) -> bool:
+        """Whether the hashed forward of ``x`` stays on the device: the selector picks
+        there and ``x`` is a device tensor (a host batch takes the host path)."""
+        index = self._index
+        return index is not None and index.on_device and is_device_array(x)
 
     def _follow_weights(self) -> None:
         """Bring the index in step before a hashed call: rebuild it when asked to (new or
@@ -601,6 +787,9 @@ class HashedLayerMixin:
             return False
         if touched is not None:
             index.touch(np.flatnonzero(touched))
+        views = self._device_weight_views(index)
+        if views is not None:  # the selector reads (and picks with) the device weights
+            index.attach(*views)
         self._needs_fit = False
         return True
 
