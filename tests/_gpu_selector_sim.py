@@ -141,6 +141,61 @@ def refit_leaves_the_device_until_attached() -> None:
     np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)  # on the device
 
 
+def fit_device_hashes_where_the_weights_are() -> None:
+    # the first build from device arrays: a host fit's codes on the same values, the same
+    # sets after it, and nothing comes down (no weights, no codes)
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((64, 12)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(64)).astype(np.float32)
+    x = np.maximum(rng.standard_normal((4, 12)), 0).astype(np.float32)
+    for params in (
+        dict(policy="topk", family="dwta"),
+        dict(policy="batch_union", family="wta", bin_size=4),
+        dict(policy="threshold", family="srp", k=3, l=6, threshold=2),
+    ):
+        params = {"k": 2, "l": 5, "active": 0.1, "seed": 3, **params}
+        ref = ActiveSelector(12, 64, backend="numpy", **params).fit(w, b)
+        dev = ActiveSelector(12, 64, backend=DEVICE, **params)
+        dw, db = DEVICE.to_device(w, "test"), DEVICE.to_device(b, "test")
+        with count_transfers() as log:
+            assert dev.fit_device(dw, db) is dev
+        assert dev.selects_on_device and not log.tags("d2h"), log.transfers
+        np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
+        assert dev.rehash_mults == ref.rehash_mults  # (SRP: n_out * (n_in + 1) * k * l)
+        np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)
+    # a configuration that selects on the host: one host copy (tag "init"), fit, attach
+    params = dict(policy="topk", family="srp", transform="simple_lsh", k=3, l=6, seed=3)
+    ref = ActiveSelector(12, 64, backend="numpy", **params).fit(w, b)
+    dev = ActiveSelector(12, 64, backend=DEVICE, **params)
+    with count_transfers() as log:
+        dev.fit_device(dw, db)
+    assert not dev.selects_on_device and log.count("init", "d2h") == 2, log.transfers
+    assert dev._device_weight is dw  # attached: rehashes read the device rows
+    np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
+    # invalid arrays: InputError, the selector as it was (unfitted, or its old tables)
+    from lshcore.errors import InputError
+
+    nan_b = DEVICE.to_device(np.where(np.arange(64) == 5, np.nan, b).astype(np.float32), "test")
+    fitted = ActiveSelector(12, 64, backend=DEVICE, policy="topk", k=2, l=5).fit_device(dw, db)
+    codes = fitted.state()[1]["codes"]
+    for sel in (ActiveSelector(12, 64, backend=DEVICE, policy="topk", k=2, l=5), fitted):
+        was_fitted = sel.fitted
+        for bad_w, bad_b, words in (
+            (dw[:10], db, "expected weight (64, 12)"),
+            (dw, db[:10], "bias (64,)"),
+            (dw, nan_b, "bias: contains NaN"),
+        ):
+            try:
+                sel.fit_device(bad_w, bad_b)
+            except InputError as exc:
+                assert words in str(exc), str(exc)
+            else:
+                raise AssertionError(f"fit_device accepted {words}")
+            assert sel.fitted is was_fitted and sel.selects_on_device is was_fitted
+    np.testing.assert_array_equal(fitted.state()[1]["codes"], codes)
+    assert fitted._device_weight is dw
+
+
 def train_steps(policy_hidden: tuple[str, list[int]], host_selector: bool = False) -> Any:
     """Three training steps of a tiny model on the device; the transfer log."""
     policy, hidden = policy_hidden
@@ -200,6 +255,7 @@ for name, fn in [
     ("same_sets_threshold", lambda: same_sets("threshold", threshold=2)),
     ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
     ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
+    ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
     ("no_selector_traffic_per_step", no_selector_traffic_per_step),
 ]:
     check(name, fn)

@@ -42,6 +42,7 @@ CHECKS = [
     "same_sets_threshold",
     "changed_schedule_samples_the_same_rows",
     "refit_leaves_the_device_until_attached",
+    "fit_device_hashes_where_the_weights_are",
     "no_selector_traffic_per_step",
 ]
 

@@ -570,11 +570,12 @@ class HashedLayer(_Layer):
                 f"weights every step); use one of topk, union, threshold, batch_union, "
                 f"batch_rerank, random"
             )
-        # the host tables are built from a host copy; then the selector reads the rows it
-        # rehashes from the device arrays themselves
-        self.selector.fit(*self.host_params("init"))
         if self.on_device:
-            self.selector.attach(self.weight, self.bias)
+            # hashed where the weights are when the selector chooses on the device (no
+            # copy); else from one host copy, then it reads the rows it rehashes there
+            self.selector.fit_device(self.weight, self.bias)
+        else:
+            self.selector.fit(self.weight, self.bias)
 
     def forward(
         self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False

@@ -311,6 +311,8 @@ class ActiveSelector:
         #: and which rows changed since they were hashed ((n_out,) bool on the device)
         self._dev_tables: DeviceTables | None = None
         self._dev_dirty: Any = None
+        #: the choice of ids runs on the device (see :attr:`selects_on_device`)
+        self._device_selects = False
         self._dirty = np.zeros(self.n_out, dtype=bool)
         self._lock = threading.Lock()  # table updates (after_update)
         self._calls_lock = threading.Lock()  # the training tie-break counter
@@ -414,6 +416,7 @@ class ActiveSelector:
         self._weight, self._bias = weight, bias
         # new host tables: any device tables are stale (attach moves these there again)
         self._dev_tables, self._dev_dirty = None, None
+        self._device_selects = False
         if self.uses_hashing:
             if self.tables_kind == "index":
                 self._index = self._make_index(self._rows(weight, bias), self.seed + self.rebuilds)
@@ -427,10 +430,54 @@ class ActiveSelector:
         self._dirty[:] = False
         return self
 
+    def fit_device(self, weight: Any, bias: Any) -> ActiveSelector:
+        """The first build from the layer's device arrays ``weight (n_out, n_in)`` and
+        ``bias (n_out,)`` (the backend's namespace), without copying them to the host.
+
+        A configuration that selects on the device (:attr:`can_select_on_device`) hashes
+        the rows ``[w, b]`` there (``family.device_hash``: the codes :meth:`fit` gives on
+        the same values) and keeps its tables there; any other copies the arrays to the
+        host once (tag ``init``), then :meth:`fit` and :meth:`attach` as before. Invalid
+        shapes or a non-finite bias raise InputError and change nothing."""
+        if tuple(weight.shape) != (self.n_out, self.n_in) or tuple(bias.shape) != (self.n_out,):
+            raise InputError(
+                f"fit_device: expected weight ({self.n_out}, {self.n_in}) and bias "
+                f"({self.n_out},), got {tuple(weight.shape)} and {tuple(bias.shape)}"
+            )
+        if not self._device_capable():
+            get = self.backend.to_host if self.backend.on_device else (lambda a, tag: a)
+            self.fit(get(weight, "init"), get(bias, "init"))
+            self.attach(weight, bias)
+            return self
+        xp = self.backend.xp
+        # two scalar reads, once per build: the host fit refuses the same values
+        if not bool(xp.all(xp.isfinite(bias))):
+            raise InputError("bias: contains NaN or infinite values")
+        if not bool(xp.all(xp.isfinite(weight))):
+            raise InputError("weight: contains NaN or infinite values")
+        with self._lock:
+            self._weight, self._bias = weight, bias
+            self._device_weight = weight
+            self._tables, self._index = None, None
+            self._dirty[:] = False
+            self._dev_dirty = xp.zeros(self.n_out, dtype=bool)
+            self._dev_tables = None
+            if self.uses_hashing:
+                fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
+                    self.family_name, self.n_in + 1, self.k, self.l,
+                    seed=self.seed + self.rebuilds, backend=self.backend, **self.family_params,
+                )  # fmt: skip
+                codes = fam.device_hash(self._device_rows())
+                self._dev_tables = DeviceTables(xp, fam, codes, self._direct(fam))
+                self.rehash_mults += int(fam.hash_cost(self.n_out))
+            self._device_selects = True
+        return self
+
     def attach(self, weight: Any, bias: Any) -> None:
         """Read the rows to rehash from the device arrays ``weight``/``bias`` (a device
         backend's layer, after :meth:`fit` on host copies of them): only the rows a
-        rehash needs are copied to the host, counted under the tag ``rehash``."""
+        rehash needs are copied to the host, counted under the tag ``rehash``. A
+        configuration that selects on the device moves its tables there now."""
         if not self.fitted:
             raise NotFittedError("ActiveSelector.attach() before fit(weight, bias)")
         if tuple(weight.shape) != (self.n_out, self.n_in) or tuple(bias.shape) != (self.n_out,):
@@ -448,33 +495,43 @@ class ActiveSelector:
     @property
     def selects_on_device(self) -> bool:
         """Whether the tables, the query codes and the choice of ids live on the backend's
-        device (:mod:`lshcore.training.device_select`): set by :meth:`attach` on a device
-        backend for the policies in ``DEVICE_POLICIES`` with sorted tables, no MIPS
-        transform, random tie-breaks and a family that hashes on the device."""
-        return self._dev_tables is not None
+        device (:mod:`lshcore.training.device_select`): set by :meth:`attach` or
+        :meth:`fit_device` when :attr:`can_select_on_device`."""
+        return self._device_selects
+
+    @property
+    def can_select_on_device(self) -> bool:
+        """Whether this configuration chooses on the device once given the device arrays
+        (:meth:`fit_device`, :meth:`attach`): a device backend, a policy of
+        ``DEVICE_POLICIES``, and for the hashing ones sorted tables, no MIPS transform,
+        random tie-breaks and a family that hashes on the device (``device_hash``)."""
+        return self._device_capable()
 
     def _device_capable(self) -> bool:
+        if not (self.backend.on_device and self.policy in DEVICE_POLICIES):
+            return False
+        if not self.uses_hashing:
+            return True  # no tables: the weights and the labels decide
         return (
-            self.backend.on_device
-            and self.policy in DEVICE_POLICIES
-            and self.tables_kind == "sorted"
+            self.tables_kind == "sorted"
             and self.transform_name is None
             and self.tiebreak == "random"
-            and self._tables is not None
-            and callable(getattr(self._tables.family, "device_hash", None))
+            and callable(getattr(catalog.family_class(self.family_name), "device_hash", None))
         )
 
     def _move_tables_to_device(self) -> None:
         """Hand the host tables (built at :meth:`fit`) to the device: their codes and the
         dirty rows go up once; from then on the host keeps no tables."""
         tables = self._tables
-        assert tables is not None
-        put = self.backend.to_device
-        self._dev_tables = DeviceTables(
-            self.backend.xp, tables.family, put(tables.codes, "init"), self._direct(tables.family)
-        )
-        self._dev_dirty = put(self._dirty, "init")
-        self._tables = None
+        if tables is not None:  # (a second attach finds them there already)
+            put = self.backend.to_device
+            self._dev_tables = DeviceTables(
+                self.backend.xp, tables.family, put(tables.codes, "init"),
+                self._direct(tables.family),
+            )  # fmt: skip
+            self._dev_dirty = put(self._dirty, "init")
+            self._tables = None
+        self._device_selects = True
 
     @staticmethod
     def _direct(family: Any) -> bool:
@@ -498,12 +555,13 @@ class ActiveSelector:
         as the host path tallies a dense batch). Returns ids on the device: (B, m), or
         (m,) for one set shared by the batch."""
         tables = self._dev_tables
-        if tables is None:
+        if not self._device_selects:
             raise ConfigError(
                 "select_device: this selector selects on the host (selects_on_device is "
                 "False: a host backend, or a policy, transform, tie-break or family that "
                 "the device path does not offer); call select()"
             )
+        assert tables is not None
         xp = self.backend.xp
         dev_ids = getattr(x, "dev_ids", None)
         batch = int(x.shape[0]) if dev_ids is None else int(dev_ids.shape[0])
@@ -729,7 +787,7 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.select() before fit(weight, bias)")
-        if self._dev_tables is not None:
+        if self._device_selects:
             return self._select_via_device(x, labels, training)
         x, batch, _ = self._as_input(x)
         lab = labels_matrix(labels if training else None, batch, self.n_out)
@@ -974,7 +1032,7 @@ class ActiveSelector:
         """
         if not self.fitted:
             raise NotFittedError("ActiveSelector.after_update() before fit(weight, bias)")
-        if self._dev_tables is not None:
+        if self._device_selects:
             # device ids stay there (np.asarray below would pull them to the host)
             if not (weight is self._device_weight or is_device_array(weight)):
                 raise InputError(
