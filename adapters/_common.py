@@ -328,11 +328,11 @@ class IndexFollower:
 
     def fit_device(self, weight: Any, bias: Any) -> None:
         """:meth:`fit` from arrays of the device backend (DLPack views of the framework's
-        device parameters, ``weight (n_out, n_in)``, ``bias (n_out,)`` or None): with
-        ``ActiveSelector.fit_device`` the index is built there; without it (or for a
-        policy that re-scores against host weights) from host copies (tag ``init``),
-        then attached to the views so that the selector picks on the device when its
-        settings allow (:attr:`on_device`) and reads the rows it rehashes there."""
+        device parameters, ``weight (n_out, n_in)``, ``bias (n_out,)`` or None), through
+        ``ActiveSelector.fit_device``: built there, without copying the weights, when
+        the selector can pick on the device (:attr:`on_device` then), else from one
+        host copy (tag ``init``). Policies that re-score candidates against host weights
+        (``HOST_WEIGHT_POLICIES``) are built from that copy and keep host arrays."""
         if self.spec.dense:
             self._fitted_now()
             return
@@ -344,15 +344,12 @@ class IndexFollower:
             )
         if bias is None:
             bias = backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
-        build_there = getattr(selector, "fit_device", None)
-        if callable(build_there) and selector.policy not in HOST_WEIGHT_POLICIES:
-            build_there(weight, bias)
-        else:
-            # host copies of their own (not views): the selector keeps what fit() gets
+        if selector.policy in HOST_WEIGHT_POLICIES:
+            # own host copies (not views): the selector keeps and re-scores what it gets
             host_w = np.array(backend.to_host(weight, "init"), dtype=np.float32)
             selector.fit(host_w, np.array(backend.to_host(bias, "init"), dtype=np.float32))
-            if selector.policy not in HOST_WEIGHT_POLICIES:  # they re-score host weights
-                selector.attach(weight, bias)
+        else:
+            selector.fit_device(weight, bias)
         self.selector = selector
         self._fitted_now()
 

@@ -6,7 +6,7 @@ CUDA ones.
 Checked there, step for step against the same layer on the NumPy backend's host path:
 the same active ids, weights, rehashes and multiplication tallies (``topk`` with sparse
 gradients and the device mask of trained rows, ``topk`` with the per-pair gather,
-``batch_rerank`` with its shared block and keep mask on the device); after the first
+``batch_rerank`` with its shared block and keep mask on the device); from the first
 build no input, ids, activations or weights cross between host and device (the
 framework's own copies counted too), and the counter does see them on the host path.
 Here, in process: the torch union matches NumPy's, and the device-mask bookkeeping of
