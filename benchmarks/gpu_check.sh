@@ -33,7 +33,7 @@ if [ "${1:-}" = "--simulate" ]; then
     export NUMBA_ENABLE_CUDASIM=1
     say "# gpu_check --simulate ($(date -u +%FT%TZ)): numba CUDA simulator on the CPU, no GPU"
     step 240 "${PYTEST[@]}" tests/test_gpu_kernels.py tests/test_gpu_arrayapi.py tests/test_gpu_backend.py
-    step 420 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_selector.py tests/test_gpu_dlpack.py
+    step 420 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_selector.py tests/test_gpu_dlpack.py tests/test_gpu_adapters.py
     step 120 "$PY" benchmarks/bench_gpu.py --simulate --out "$DEST/gpu-simulate.md"
     exit "$FAILED"
 fi
@@ -66,5 +66,8 @@ step 90 "${PYTEST[@]}" tests/test_kernel_contract.py tests/test_index.py tests/t
 step 150 "${PYTEST[@]}" tests/test_gpu_training.py
 # the selector on the device against the NumPy reference selector, and its copies per step
 step 120 "${PYTEST[@]}" tests/test_gpu_selector.py
+# the PyTorch adapter's forward on CUDA tensors, the selector picking on the device, against
+# the same layer's host path (ids step for step; the framework's copies counted)
+step 90 "${PYTEST[@]}" tests/test_gpu_adapters.py
 step 150 "$PY" benchmarks/bench_gpu.py --out "$DEST/gpu.md"
 exit "$FAILED"

@@ -206,6 +206,23 @@ def the_counter_sees_the_old_copies() -> None:
     assert log.count("framework_upload", "h2d") > 0, log.transfers
 
 
+def a_loaded_layer_picks_on_the_device() -> None:
+    # the index saved with state_dict resumes on the device (attached to the views of
+    # the loaded weights): the same ids as the layer it was saved from
+    kw = {"policy": "topk", "family": "dwta", "sparse_grad": True, **SMALL}
+    layer, _, _ = train(DEVICE_NAME, 2, **kw)
+    torch.manual_seed(1)  # other weights: the load must replace them
+    loaded = LSHLinear(N_IN, N_OUT, backend=DEVICE_NAME, **kw).to(TORCH_DEVICE)
+    loaded.load_state_dict(layer.state_dict())
+    assert loaded.selector.selects_on_device, "the loaded index picks on the host"
+    x, _ = batches(1)[0]
+    layer.eval(), loaded.eval()
+    with torch.no_grad():
+        want, got = layer(x, return_active=True), loaded(x, return_active=True)
+    np.testing.assert_array_equal(got[0].cpu().numpy(), want[0].cpu().numpy())
+    np.testing.assert_allclose(got[1].cpu().numpy(), want[1].cpu().numpy(), rtol=1e-6)
+
+
 SMALL = {"active": 0.1, "k": 2, "l": 5, "rehash": "fixed:1"}
 for name, fn in [
     ("topk_srp_sparse_grad", lambda: same_as_the_host_path(
@@ -215,6 +232,7 @@ for name, fn in [
     ("batch_rerank_dwta", lambda: same_as_the_host_path(
         policy="batch_rerank", family="dwta", **SMALL)),
     ("the_counter_sees_the_old_copies", the_counter_sees_the_old_copies),
+    ("a_loaded_layer_picks_on_the_device", a_loaded_layer_picks_on_the_device),
 ]:  # fmt: skip
     check(name, fn)
 out["cupy_imported"] = "cupy" in sys.modules

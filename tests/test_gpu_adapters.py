@@ -8,7 +8,8 @@ the same active ids, weights, rehashes and multiplication tallies (``topk`` with
 gradients and the device mask of trained rows, ``topk`` with the per-pair gather,
 ``batch_rerank`` with its shared block and keep mask on the device); from the first
 build no input, ids, activations or weights cross between host and device (the
-framework's own copies counted too), and the counter does see them on the host path.
+framework's own copies counted too), and the counter does see them on the host path;
+a layer loaded with ``load_state_dict`` resumes its index on the device.
 Here, in process: the torch union matches NumPy's, and the device-mask bookkeeping of
 ``IndexFollower`` (errors leave it unchanged).
 """
@@ -36,6 +37,7 @@ CHECKS = [
     "topk_dwta_dense_grad_gather",
     "batch_rerank_dwta",
     "the_counter_sees_the_old_copies",
+    "a_loaded_layer_picks_on_the_device",
 ]
 needs_gpu_glue = pytest.mark.skipif(
     importlib.util.find_spec("array_api_compat") is None,
