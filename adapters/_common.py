@@ -48,6 +48,7 @@ __all__ = [
     "adapter_params",
     "check_labels",
     "dense_arrays",
+    "framework_arrays",
     "gpu_backend_reason",
     "backend_for_input",
     "mult_summary",
@@ -187,14 +188,28 @@ class ActiveArrays:
     valid: Any  # (B, m) float32 (the input's dtype on the device), 1 on an active id
 
 
-def union_arrays(ids: np.ndarray) -> ActiveArrays:
-    """``ActiveArrays`` from padded ``ids (B, m)`` (-1 padding)."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
+def union_arrays(ids: Any, xp: Any = np) -> ActiveArrays:
+    """``ActiveArrays`` from padded ``ids (B, m)`` (-1 padding), arrays of ``xp``: NumPy
+    on the host path; a device backend's ``xp`` (CuPy, NumPy under the simulator) for
+    ids picked on the device, which stay there (``xp.unique`` sorts, as the frameworks'
+    own unique ops do not all). Every array comes back C-contiguous (MXNet imports only
+    compact DLPack tensors) and ``valid`` is float32 (MXNet imports no bool)."""
+    ids = xp.ascontiguousarray(ids, dtype=xp.int64)
     ok = ids >= 0
-    rows, inverse = np.unique(ids[ok], return_inverse=True)
-    pos = np.zeros(ids.shape, dtype=np.int64)
+    rows, inverse = xp.unique(ids[ok], return_inverse=True)
+    pos = xp.zeros(ids.shape, dtype=xp.int64)
     pos[ok] = inverse.reshape(-1)
-    return ActiveArrays(ids=ids, rows=rows.astype(np.int64), pos=pos, valid=ok.astype(np.float32))
+    return ActiveArrays(ids=ids, rows=rows.astype(xp.int64), pos=pos, valid=ok.astype(xp.float32))
+
+
+def framework_arrays(arrays: ActiveArrays, like: Any) -> ActiveArrays:
+    """``arrays`` of a device backend (:func:`union_arrays` with its ``xp``) as tensors
+    of ``like``'s framework on its device, sharing their memory (DLPack:
+    :func:`lshcore.core.dlpack.from_backend`; no copy)."""
+    from lshcore.core.dlpack import from_backend  # imports no framework
+
+    parts = (arrays.ids, arrays.rows, arrays.pos, arrays.valid)
+    return ActiveArrays(*(from_backend(a, like) for a in parts))
 
 
 def dense_arrays(batch: int, n_out: int) -> ActiveArrays:
@@ -742,6 +757,27 @@ class HashedLayerMixin:
         self.last_active_ids = arrays.ids
         return arrays
 
+    def _select_active_device(
+        self, x: Any, labels: np.ndarray | None, dev_labels: Any, training: bool, *, mark: bool
+    ) -> ActiveArrays:
+        """:meth:`_select_active` with the selector picking on the device (see
+        :meth:`_selects_on_device`): ``x (B, n_in)``, the framework's device tensor,
+        reaches it as a DLPack view; the ids stay there and their union is taken there
+        (:func:`union_arrays` with the backend's ``xp``). Returns arrays of the backend
+        (``framework_arrays`` makes them tensors). ``labels (B,)`` on the host (their
+        count; ``dev_labels`` the same as a (B, 1) int64 array of the device, or None:
+        then they go up, tag ``labels``) are forced in when ``training``; ``mark``: the
+        rows will be trained (they go into the device mask, no host read)."""
+        from lshcore.core.dlpack import to_backend  # imports no framework
+
+        index = self._bound_index()
+        backend = index.selector.backend
+        ids = index.select_device(to_backend(x, backend), labels, dev_labels, training)
+        arrays = union_arrays(ids, backend.xp)
+        if mark:
+            index.touch_device(arrays.rows)
+        return arrays
+
     @property
     def _batch_rerank(self) -> bool:
         """Whether forward masks each row to its best ``m`` of the shared block (callers
@@ -764,6 +800,21 @@ class HashedLayerMixin:
         keep = row_top_mask(np, z, m, arrays.ids[0], lab)
         self.selector.add_ranked(int(z.size))  # one partition pass over each row
         return np.asarray(keep * arrays.valid, dtype=np.float32)
+
+    def _rerank_keep_device(self, values: Any, arrays: ActiveArrays, dev_labels: Any) -> Any | None:
+        """:meth:`_rerank_keep` on the device: ``values (B, w)`` float32 and ``arrays``
+        (``ids``, ``valid``) are arrays of the selector's backend (DLPack views, or
+        :meth:`_select_active_device`'s), ``dev_labels`` the training labels (B, 1) int64
+        there or None. The same (B, w) float32 mask, an array of the backend; None for
+        other policies or when the block holds no more than ``m``."""
+        m = self.selector.m if self.selector is not None else 0
+        if not self._batch_rerank or arrays.ids.shape[1] <= m:
+            return None
+        xp = self.selector.backend.xp
+        z = xp.where(arrays.valid > 0, values, -xp.inf).astype(xp.float32)
+        keep = row_top_mask(xp, z, m, arrays.ids[0], dev_labels)
+        self.selector.add_ranked(int(z.size))  # one partition pass over each row
+        return keep * arrays.valid
 
     def _index_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The index as (JSON-able meta, arrays), the rows trained since the last sync

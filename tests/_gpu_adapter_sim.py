@@ -1,17 +1,24 @@
 """Run by tests/test_gpu_adapters.py in a subprocess (NUMBA_ENABLE_CUDASIM must be set
-before numba.cuda is imported): the PyTorch adapter's hashed forward when its selector
-picks on the device, against the same layer on the NumPy backend's host path. Prints
-one ``RESULT {json}`` line, one verdict per check ("ok" or the traceback).
+before numba.cuda is imported): the PyTorch, Keras and Gluon adapters' hashed forward
+when their selector picks on the device, against the same layer on the NumPy backend's
+host path. Prints one ``RESULT {json}`` line, one verdict per check ("ok", "skip: why"
+or the traceback). One process for all: TensorFlow alone takes seconds to import.
 
 The "device" backend is the GPU kernel module with ``host_arrays=False`` (registered as
 ``cuda-sim``; under the simulator its arrays are NumPy arrays) and CPU tensors stand in
-for CUDA ones: the device probes are patched to say "cuda" for a torch tensor, and the
+for CUDA ones: the device probes are patched to say "cuda" for a framework tensor, and the
 selector takes the simulator's NumPy arrays for device arrays. The framework's own
 copies are counted too: a tensor that stands in for a device one read on the host
 (``Tensor.numpy``) or a NumPy array made a tensor (``torch.as_tensor``) is recorded in
 the transfer log, tagged by the tensor it copies (``input``, ``init`` for the weights,
 ``labels``). With ``LSHCORE_GPU_REAL=1`` the tensors are CUDA tensors and the backend
 is ``cupy``; then ``Tensor.cpu``/``Tensor.to`` of a CUDA tensor are what is counted.
+
+TensorFlow's and MXNet's CPU tensors stand in the same way (their DLPack capsules are
+imported through torch, as ``cupy.from_dlpack`` would on a device); their host reads
+(``EagerTensor._numpy``, behind ``.numpy()`` and ``np.asarray``; ``NDArray.asnumpy``) and
+NumPy arrays made tensors (``tf.py_function``'s outputs, ``nd.array``) are counted.
+With ``LSHCORE_GPU_REAL=1`` their cases are skipped (CPU builds of both in the venv).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from lshcore.kernels import _cuda_kernels as ck
 from lshcore.training import selector as selector_mod
 
 REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
+#: the frameworks whose CPU tensors pass for CUDA ones under the simulator
+STAND_INS = ("torch", "tensorflow", "mxnet")
 DEVICE_NAME = "cupy" if REAL else "cuda-sim"
 TORCH_DEVICE = "cuda" if REAL else "cpu"
 #: what may cross during hashed training: the labels (read for their check, B int64),
@@ -65,7 +74,9 @@ if not REAL:
     _real_kind = backend_mod.device_kind
 
     def _sim_kind(x: Any) -> str | None:
-        return "cuda" if isinstance(x, torch.Tensor) else _real_kind(x)
+        # every framework tensor stands in for a CUDA one (Keras variables are read as
+        # tensors first; NumPy arrays keep their own kind)
+        return "cuda" if dlpack.framework_of(x) in STAND_INS else _real_kind(x)
 
     def _sim_is_device(x: Any) -> bool:
         return _sim_kind(x) == "cuda"
@@ -82,6 +93,13 @@ if not REAL:
         return ro_view or _sim_is_device(x)
 
     selector_mod.is_device_array = _sim_device_array  # type: ignore[attr-defined]
+
+    def _sim_from_capsule(xp: Any, capsule: Any, fw: str) -> Any:
+        # NumPy takes no bare capsule (TensorFlow's, MXNet's): torch imports it, sharing
+        # the memory as cupy.from_dlpack does on a device, and NumPy views that read-only
+        return np.from_dlpack(torch.from_dlpack(capsule))
+
+    dlpack._from_capsule = _sim_from_capsule  # type: ignore[attr-defined]
 
 #: storage address -> tag of the tensors whose host copies are counted
 TAGS: dict[int, str] = {}
@@ -223,6 +241,169 @@ def a_loaded_layer_picks_on_the_device() -> None:
     np.testing.assert_allclose(got[1].cpu().numpy(), want[1].cpu().numpy(), rtol=1e-6)
 
 
+# -- Keras and Gluon -----------------------------------------------------------------------
+def _import_keras_gluon() -> str:
+    """Import both adapters (one process for every case: TensorFlow is slow to import)
+    and count their frameworks' copies; why they cannot run here ("" when they can)."""
+    global tf, keras, mx, nd, autograd, gluon, KerasDense, GluonDense
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        # the Gluon adapter restores numpy.bool before it imports mxnet
+        from lshcore.adapters.mxnet import LSHDense as GluonDense
+        from lshcore.adapters.mxnet import autograd, gluon, mx, nd
+        from lshcore.adapters.tensorflow import LSHDense as KerasDense
+        from lshcore.adapters.tensorflow import keras, tf
+    except ImportError as exc:
+        return f"skip: {exc}"
+    if REAL:  # their CUDA tensors need GPU builds (not tensorflow-cpu, mxnet's CPU wheel)
+        if not tf.config.list_physical_devices("GPU") or mx.context.num_gpus() == 0:
+            return "skip: TensorFlow or MXNet sees no GPU here"
+        return "skip: the Keras/Gluon device checks run under the simulator only"
+    _count_keras_gluon_copies()
+    return ""
+
+
+def _tf_address(t: Any) -> int:
+    """The address of an eager tensor's buffer, read through DLPack (no copy); 0 for a
+    tensor DLPack cannot export (a bool, a string)."""
+    try:
+        return int(np.from_dlpack(t).ctypes.data)
+    except Exception:
+        return 0
+
+
+#: id of an NDArray, or address of an eager tensor's buffer -> tag of its host copies
+FW_TAGS: dict[int, str] = {}
+
+
+def _count_keras_gluon_copies() -> None:
+    # every tensor stands in for a device one: its host read (EagerTensor._numpy, behind
+    # .numpy() and np.asarray; NDArray.asnumpy) is a download, a NumPy array made a tensor
+    # (py_function's outputs; nd.array) an upload
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import script_ops
+
+    record = backend_mod._record
+    real_tf_numpy, real_convert = tf_ops._EagerTensorBase._numpy, script_ops.EagerFunc._convert
+    real_asnumpy, real_nd_array = mx.nd.NDArray.asnumpy, mx.nd.array
+
+    def tf_numpy(self: Any) -> Any:
+        got = real_tf_numpy(self)
+        # not int32: TensorFlow keeps those (shapes, axes) in host memory on a GPU too,
+        # and its gradient functions read them there
+        if self.dtype != tf.int32:
+            record("d2h", FW_TAGS.get(_tf_address(self), "framework_to_host"), np.asarray(got))
+        return got
+
+    def convert(self: Any, value: Any, dtype: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            record("h2d", "framework_upload", value)
+        return real_convert(self, value, dtype)
+
+    def asnumpy(self: Any) -> Any:
+        got = real_asnumpy(self)
+        record("d2h", FW_TAGS.get(id(self), "framework_to_host"), got)
+        return got
+
+    def nd_array(source: Any, *a: Any, **k: Any) -> Any:
+        if isinstance(source, np.ndarray):
+            record("h2d", "framework_upload", source)
+        return real_nd_array(source, *a, **k)
+
+    tf_ops._EagerTensorBase._numpy = tf_numpy
+    script_ops.EagerFunc._convert = convert
+    mx.nd.NDArray.asnumpy = asnumpy
+    mx.nd.array = nd_array
+
+
+def _batches_np(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(x.numpy(), y.numpy()) for x, y in batches(steps)]
+
+
+def keras_train(backend: str, steps: int, **kw: Any) -> tuple[Any, list[np.ndarray], Any]:
+    """A Keras ``LSHDense`` on ``backend`` trained ``steps`` batches (SGD on the outputs'
+    squares, in a GradientTape); its active ids per step and the whole transfer log."""
+    keras.utils.set_random_seed(0)
+    layer = KerasDense(N_OUT, backend=backend, bias_initializer="random_normal", **kw)
+    opt = keras.optimizers.SGD(0.05)
+    ids_seen, logs = [], []
+    for x_np, y_np in _batches_np(steps):
+        x, y = tf.constant(x_np), tf.constant(y_np)
+        FW_TAGS.update({_tf_address(x): "input", _tf_address(y): "labels"})
+        with count_transfers() as log:
+            with tf.GradientTape() as tape:
+                out_ = layer(x, training=True, labels=y)
+                loss = tf.reduce_sum(out_ * out_)
+            variables = layer.trainable_variables
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        logs.append(log)
+        ids_seen.append(np.array(layer.last_active_ids))
+    return layer, ids_seen, backend_mod.TransferLog([t for lg in logs for t in lg.transfers])
+
+
+def gluon_train(backend: str, steps: int, **kw: Any) -> tuple[Any, list[np.ndarray], Any]:
+    """A Gluon ``LSHDense`` on ``backend`` trained ``steps`` batches (sgd on the outputs'
+    squares, labels as Gluon keeps them: float32); its ids per step and the log."""
+    mx.random.seed(0)
+    layer = GluonDense(N_OUT, in_units=N_IN, backend=backend, bias_initializer="normal", **kw)
+    layer.initialize(mx.init.Xavier())
+    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.05})
+    ids_seen, logs = [], []
+    for x_np, y_np in _batches_np(steps):
+        x, y = mx.nd.array(x_np), mx.nd.array(y_np.astype(np.float32))
+        FW_TAGS.update({id(x): "input", id(y): "labels"})
+        with count_transfers() as log:
+            with autograd.record():
+                out_ = layer(x, y)
+                loss = (out_ * out_).sum()
+            loss.backward()
+            trainer.step(1)
+            nd.waitall()
+        logs.append(log)
+        ids = layer.last_active_ids
+        ids_seen.append(ids.asnumpy() if isinstance(ids, nd.NDArray) else np.array(ids))
+    return layer, ids_seen, backend_mod.TransferLog([t for lg in logs for t in lg.transfers])
+
+
+def _weights(layer: Any) -> np.ndarray:
+    w = layer.kernel if hasattr(layer, "kernel") else layer.weight.data()
+    return np.array(w.numpy() if hasattr(w, "numpy") else w.asnumpy())
+
+
+def keras_gluon_same_as_the_host_path(train_fn: Any, steps: int = 3, **kw: Any) -> None:
+    """As :func:`same_as_the_host_path`, for a Keras or Gluon layer."""
+    ref, ref_ids, _ = train_fn("numpy", steps, **kw)
+    dev, dev_ids, log = train_fn(DEVICE_NAME, steps, **kw)
+    assert dev.selector.selects_on_device, "the adapter's selector picks on the host"
+    assert not isinstance(dev.last_active_ids, np.ndarray), "the ids came down to the host"
+    for step, (a, b) in enumerate(zip(ref_ids, dev_ids, strict=True)):
+        np.testing.assert_array_equal(b, a, err_msg=f"step {step}")
+    assert len({a.tobytes() for a in ref_ids}) > 1, "every step chose the same sets"
+    np.testing.assert_allclose(_weights(dev), _weights(ref), rtol=1e-5, atol=1e-6)
+    assert ref.selector.rehashes == dev.selector.rehashes > 0
+    mults, ref_mults = dict(dev._index.mults), dict(ref._index.mults)
+    if kw.get("family") == "srp":  # the device selector tallies SRP's hashing as dense
+        mults.pop("selection"), ref_mults.pop("selection")
+    assert mults == ref_mults, (mults, ref_mults)
+    bad_h2d = log.tags("h2d") - H2D_OK
+    bad_d2h = log.tags("d2h") - D2H_OK
+    assert not bad_h2d and not bad_d2h, (bad_h2d, bad_d2h, log.transfers[:12])
+    assert log.count("selection_work", "d2h") >= steps  # the log saw the steps at all
+
+
+def keras_gluon_counter_sees_the_old_copies(train_fn: Any) -> None:
+    # guards the harness: the host path of the same device backend (the device path
+    # refused) copies the input down and the ids up, and the counter records them so
+    real = _common.HashedLayerMixin._selects_on_device
+    _common.HashedLayerMixin._selects_on_device = lambda self, x: False  # type: ignore[method-assign]
+    try:
+        _, _, log = train_fn(DEVICE_NAME, 1, policy="topk", family="srp", **SMALL)
+    finally:
+        _common.HashedLayerMixin._selects_on_device = real  # type: ignore[method-assign]
+    assert log.count("input", "d2h") == 1, log.transfers
+    assert log.count("framework_upload", "h2d") > 0, log.transfers
+
+
 SMALL = {"active": 0.1, "k": 2, "l": 5, "rehash": "fixed:1"}
 for name, fn in [
     ("topk_srp_sparse_grad", lambda: same_as_the_host_path(
@@ -235,5 +416,20 @@ for name, fn in [
     ("a_loaded_layer_picks_on_the_device", a_loaded_layer_picks_on_the_device),
 ]:  # fmt: skip
     check(name, fn)
+
+KERAS_GLUON_SKIPPED = _import_keras_gluon()
+for fw, train_fn in (("keras", keras_train), ("gluon", gluon_train)):
+    for name, fn in [
+        (f"{fw}_topk_srp", lambda t=train_fn: keras_gluon_same_as_the_host_path(
+            t, policy="topk", family="srp", **SMALL)),
+        (f"{fw}_batch_rerank_dwta", lambda t=train_fn: keras_gluon_same_as_the_host_path(
+            t, policy="batch_rerank", family="dwta", **SMALL)),
+        (f"{fw}_counter_sees_the_old_copies",
+         lambda t=train_fn: keras_gluon_counter_sees_the_old_copies(t)),
+    ]:  # fmt: skip
+        if KERAS_GLUON_SKIPPED:
+            out[name] = KERAS_GLUON_SKIPPED
+        else:
+            check(name, fn)
 out["cupy_imported"] = "cupy" in sys.modules
 print("RESULT " + json.dumps(out))

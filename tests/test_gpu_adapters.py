@@ -1,7 +1,7 @@
-"""The PyTorch adapter's hashed forward when its selector picks on the device (issue 13),
-run in CI under numba's CUDA simulator (tests/_gpu_adapter_sim.py, in a subprocess: the
-simulator must be on before numba.cuda is imported), with CPU tensors standing in for
-CUDA ones.
+"""The adapters' hashed forward when their selector picks on the device (issue 13), run
+in CI under numba's CUDA simulator (tests/_gpu_adapter_sim.py, in a subprocess: the
+simulator must be on before numba.cuda is imported), with CPU tensors (torch, TensorFlow,
+MXNet) standing in for CUDA ones.
 
 Checked there, step for step against the same layer on the NumPy backend's host path:
 the same active ids, weights, rehashes and multiplication tallies (``topk`` with sparse
@@ -9,7 +9,13 @@ gradients and the device mask of trained rows, ``topk`` with the per-pair gather
 ``batch_rerank`` with its shared block and keep mask on the device); from the first
 build no input, ids, activations or weights cross between host and device (the
 framework's own copies counted too), and the counter does see them on the host path;
-a layer loaded with ``load_state_dict`` resumes its index on the device.
+a layer loaded with ``load_state_dict`` resumes its index on the device. The same for
+the Keras and Gluon layers (``topk`` SRP; ``batch_rerank`` DWTA with its keep mask on
+the device): ids, weights, rehashes and tallies equal to the host path's, the ids left
+as the framework's tensors, no input/ids/activation copies (``EagerTensor.numpy`` /
+``NDArray.asnumpy`` and NumPy arrays made tensors counted), the counter seeing them on
+the host path. (With ``LSHCORE_GPU_REAL=1`` those are skipped: the venv's TensorFlow and
+MXNet are CPU builds, whose tensors cannot stand for CUDA ones there.)
 Here, in process: the torch union matches NumPy's, and the device-mask bookkeeping of
 ``IndexFollower`` (errors leave it unchanged).
 """
@@ -39,6 +45,11 @@ CHECKS = [
     "the_counter_sees_the_old_copies",
     "a_loaded_layer_picks_on_the_device",
 ]
+KERAS_GLUON_CHECKS = [
+    f"{fw}_{case}"
+    for fw in ("keras", "gluon")
+    for case in ("topk_srp", "batch_rerank_dwta", "counter_sees_the_old_copies")
+]
 needs_gpu_glue = pytest.mark.skipif(
     importlib.util.find_spec("array_api_compat") is None,
     reason="array-api-compat not installed (the GPU glue needs it: pip install 'lshcore[gpu]')",
@@ -60,6 +71,15 @@ def test_ran_where_asked_without_importing_cupy(verdicts: dict[str, object]) -> 
 @pytest.mark.parametrize("check", CHECKS)
 def test_torch_forward_on_the_device(verdicts: dict[str, object], check: str) -> None:
     assert verdicts[check] == "ok", verdicts[check]
+
+
+@needs_gpu_glue
+@pytest.mark.parametrize("check", KERAS_GLUON_CHECKS)
+def test_keras_and_gluon_forward_on_the_device(verdicts: dict[str, object], check: str) -> None:
+    verdict = str(verdicts[check])
+    if verdict.startswith("skip: "):  # a framework missing, or no GPU build of it
+        pytest.skip(verdict[len("skip: ") :])
+    assert verdict == "ok", verdict
 
 
 def test_the_torch_union_is_numpys() -> None:

@@ -106,3 +106,14 @@ def test_gluon_sync_on_a_host_backend_reads_host_arrays() -> None:
     assert isinstance(w, np.ndarray) and w.shape == (N_OUT, N_IN)
     np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
     np.testing.assert_array_equal(b, layer.bias.data().asnumpy())
+
+
+def test_gluon_cpu_forward_keeps_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPU arrays on a host backend never reach the device path; the ids stay NumPy
+    called: list[Any] = []
+    monkeypatch.setattr(LSHDense, "_forward_on_device", lambda *a: called.append(a))
+    layer = _layer()
+    with autograd.record():
+        out = layer(nd.ones((4, N_IN)), nd.array(np.arange(4)))
+    assert not called and out.shape == (4, N_OUT)
+    assert isinstance(layer.last_active_ids, np.ndarray)
