@@ -25,7 +25,7 @@ from lshcore.registry.catalog import get_backend
 from lshcore.training.layer import Counts
 from lshcore.training.model import Model
 from lshcore.training.optim import make_optimizer
-from lshcore.training.selector import ActiveSelector
+from lshcore.training.selector import LSH_POLICIES, ActiveSelector, SparseBatch
 
 REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
 DEVICE: Any = (
@@ -67,6 +67,7 @@ def selector_pair(
 
 
 def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
+    hashing = policy in LSH_POLICIES
     n_in, n_out, batch = 12, 64, 5
     # few tables, small keys: the simulator runs every CUDA thread as a Python thread
     params = {"k": 2, "l": 5, **params}
@@ -79,6 +80,7 @@ def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
         x = np.maximum(rng.standard_normal((batch, n_in)), 0).astype(np.float32)
         labels = rng.integers(0, n_out, batch)
         for training in (True, False):
+            queried = (ref.query_mults, dev.query_mults)
             want = ref.select(x, labels, training=training)
             got = dev.select_device(DEVICE.to_device(x, "test"), labels, training=training)
             ids = to_host(got.ids)
@@ -89,6 +91,22 @@ def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
             assert got.work == want.work
             if family != "srp":  # SRP on the device is one dense product, counted so
                 assert got.hash_mults == want.hash_mults
+            # what is not query hashing (rerank's and exact's products) is counted alike
+            scored = (want.hash_mults - (ref.query_mults - queried[0]),
+                      got.hash_mults - (dev.query_mults - queried[1]))  # fmt: skip
+            assert scored[0] == scored[1], scored
+            if policy in ("rerank", "exact"):
+                assert scored[0] > 0
+            if policy == "rerank" and not training:  # a device SparseBatch input, too
+                ids_in, vals_in = ck_sparse(x)
+                sparse = SparseBatch(ids_in, vals_in, n_in)
+                on_dev = SparseBatch(
+                    ids_in, DEVICE.to_device(vals_in, "test"), n_in, device=True,
+                    dev_ids=DEVICE.to_device(ids_in, "test"),
+                )  # fmt: skip
+                np.testing.assert_array_equal(
+                    to_host(dev.select_device(on_dev).ids), ref.select(sparse).ids
+                )
             distinct.add(ids.tobytes())
             if training:  # the labels are in every row's set
                 assert all(labels[r] in ids[r] for r in range(batch))
@@ -99,13 +117,50 @@ def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
         dw[DEVICE.to_device(rows, "test")] += DEVICE.to_device(delta, "test")
         ref.after_update(w, b, rows)
         dev.after_update(dw, db, DEVICE.to_device(rows, "test"))
-        np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
+        if hashing:
+            np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
     assert (ref.rehashes, ref.rebuilds) == (dev.rehashes, dev.rebuilds)
-    assert ref.rehashes + ref.rebuilds == 3  # every step changed the tables
+    assert ref.rehashes + ref.rebuilds == (3 if hashing else 0)  # every step changed them
     assert len(distinct) > 2, "every selection was the same: the check proves nothing"
     # the public select() of a host batch gives the same ActiveSet
     x = np.maximum(rng.standard_normal((batch, n_in)), 0).astype(np.float32)
     np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)
+
+
+def ck_sparse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense batch as padded (ids, vals) with a -1 padding column (the sparse form)."""
+    ids = np.where(x != 0, np.arange(x.shape[1]), -1)
+    order = np.argsort(ids < 0, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    vals = np.take_along_axis(x, order, axis=1)
+    pad = np.full((x.shape[0], 1), -1, np.int64)
+    return np.concatenate([ids, pad], axis=1), np.concatenate([vals, pad * 0.0], axis=1).astype(
+        np.float32
+    )
+
+
+def rerank_ties_go_to_the_smaller_id() -> None:
+    # rows in equal pairs: equal scores, on each side exactly; both keep the smaller id
+    # (a partition alone would pick either), so the sets agree id for id
+    n_in, n_out = 12, 64
+    rng = np.random.default_rng(6)
+    w = np.repeat(rng.standard_normal((n_out // 2, n_in)), 2, axis=0).astype(np.float32)
+    b = np.repeat(0.1 * rng.standard_normal(n_out // 2), 2).astype(np.float32)
+    x = np.maximum(rng.standard_normal((5, n_in)), 0).astype(np.float32)
+    for policy in ("rerank", "exact"):
+        params = dict(policy=policy, active=0.1, k=2, l=5, seed=3)
+        ref = ActiveSelector(n_in, n_out, backend="numpy", **params).fit(w, b)
+        dev = ActiveSelector(n_in, n_out, backend=DEVICE, **params)
+        dev.fit_device(DEVICE.to_device(w, "test"), DEVICE.to_device(b, "test"))
+        want = ref.select(x).ids
+        np.testing.assert_array_equal(
+            to_host(dev.select_device(DEVICE.to_device(x, "test")).ids), want
+        )
+        if policy == "exact":  # every pair scored: an odd id only with its even twin,
+            # and an odd m (7) splits one pair per row, at the cut: the tie rule decides
+            kept = [set(row[row >= 0].tolist()) for row in want]
+            assert all(i - 1 in row for row in kept for i in row if i % 2), kept
+            assert all(any(i + 1 not in row for i in row if i % 2 == 0) for row in kept)
 
 
 def changed_schedule_samples_the_same_rows() -> None:
@@ -196,6 +251,67 @@ def fit_device_hashes_where_the_weights_are() -> None:
     assert fitted._device_weight is dw
 
 
+def chunked_selection_is_the_same() -> None:
+    # a budget of two rows' (rows, n_out) temporaries: the batch of 5 is counted and
+    # ranked in three chunks (seen by the hit counter's calls), rerank's (rows, c, w)
+    # gather in one-row chunks (seen by the chunker), with the unchunked ids and tallies
+    from lshcore.training import device_select
+
+    kernels = DEVICE.kernels
+    count_hits, row_chunks = kernels.table_hit_counts, device_select._row_chunks
+    shapes: list[tuple[int, ...]] = []
+    chunked: list[tuple[int, int, int]] = []  # (rows, elements per row, chunks)
+
+    def counting(qcodes: Any, *args: Any) -> Any:
+        out = count_hits(qcodes, *args)
+        shapes.append(tuple(out.shape))
+        return out
+
+    def chunks(batch: int, per_row: int) -> list[slice]:
+        out = row_chunks(batch, per_row)
+        chunked.append((batch, per_row, len(out)))
+        return out
+
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal((5, 12)), 0).astype(np.float32)
+    labels = rng.integers(0, 64, 5)
+    budget = 2 * 64
+    for policy, extra in (
+        ("topk", {}), ("threshold", {"threshold": 2}), ("batch_union", {}),
+        ("rerank", {}), ("exact", {}), ("random", {}),
+    ):  # fmt: skip
+        results = []
+        for small in (False, True):
+            _, dev, _ = selector_pair(12, 64, policy=policy, active=0.1, k=2, l=5, **extra)
+            shapes.clear()
+            chunked.clear()
+            saved = device_select.DENSE_BUDGET
+            if small:
+                device_select.DENSE_BUDGET = budget
+            kernels.table_hit_counts = counting
+            device_select._row_chunks = chunks
+            try:
+                got = dev.select_device(DEVICE.to_device(x, "test"), labels, training=True)
+            finally:
+                device_select.DENSE_BUDGET = saved
+                kernels.table_hit_counts = count_hits
+                device_select._row_chunks = row_chunks
+            results.append(
+                (to_host(got.ids), got.work, got.hash_mults, list(shapes), list(chunked))
+            )
+        (whole, *tally_whole, one, calls_whole), (parts, *tally_parts, three, calls) = results
+        np.testing.assert_array_equal(parts, whole, err_msg=policy)
+        assert tally_parts == tally_whole, (policy, tally_parts, tally_whole)
+        assert all(n == 1 for _, _, n in calls_whole), calls_whole
+        # every dense temporary within the budget (or one row), in several chunks
+        assert calls and all(n > 1 for _, _, n in calls), (policy, calls)
+        assert all(per_row * -(-rows // n) <= max(budget, per_row) for rows, per_row, n in calls)
+        if policy not in ("exact", "random"):
+            assert one == [(5, 64)] and three == [(2, 64), (2, 64), (1, 64)], (one, three)
+        if policy == "rerank":  # the gather: 28 candidates x 12 inputs a row, one row a chunk
+            assert (5, 28 * 12, 5) in calls, calls
+
+
 def train_steps(policy_hidden: tuple[str, list[int]], host_selector: bool = False) -> Any:
     """Three training steps of a tiny model on the device; the transfer log."""
     policy, hidden = policy_hidden
@@ -253,9 +369,19 @@ for name, fn in [
     # new functions drawn at step 2 (a rebuild), hashed on the device
     ("same_sets_after_a_rebuild", lambda: same_sets("batch_rerank", rebuild="fixed:2")),
     ("same_sets_threshold", lambda: same_sets("threshold", threshold=2)),
+    ("same_sets_rerank", lambda: same_sets("rerank")),
+    # the framework adapters' defaults (ADAPTER_DEFAULTS): SRP, k=4, l=50, rerank=4
+    (
+        "same_sets_rerank_adapter_defaults",
+        lambda: same_sets("rerank", "srp", k=4, l=50, rerank=4.0),
+    ),
+    ("same_sets_exact", lambda: same_sets("exact")),
+    ("same_sets_random", lambda: same_sets("random")),
+    ("rerank_ties_go_to_the_smaller_id", rerank_ties_go_to_the_smaller_id),
     ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
     ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
     ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
+    ("chunked_selection_is_the_same", chunked_selection_is_the_same),
     ("no_selector_traffic_per_step", no_selector_traffic_per_step),
 ]:
     check(name, fn)

@@ -43,6 +43,8 @@ HOST_SELECTOR_H2D = {"active_ids"}
 HOST_SELECTOR_D2H = {"activations", "rehash", "query_codes", "table_codes", "active_ids"}
 
 out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
+#: the work counts of the last train_pair: [numpy run, device run]
+LAST_COUNTS: list[Any] = []
 
 
 def check(name: str, fn: Any) -> None:
@@ -70,6 +72,7 @@ def train_pair(
     log: Any = None
     before: list[Any] = []
     device = DEVICE if device is None else device
+    LAST_COUNTS.clear()
     for backend in ("numpy", device):
         model = Model.mlp(n_in, hidden, n_out, seed=3, backend=backend, **sel)
         model.set_optimizer(make_optimizer(opt, lr=0.05))
@@ -90,6 +93,7 @@ def train_pair(
                 run.append(model.train_step(x[sl], y[sl], wss, counts))
         models.append(model)
         losses.append(run)
+        LAST_COUNTS.append(counts)
     return models, losses, log, before
 
 
@@ -166,15 +170,47 @@ def the_counter_sees_a_weight_copy() -> None:
     assert log.tags() == {"save"} and log.nbytes("save") == 48 * 10 * 4 + 48 * 4
 
 
-def device_rejects_host_weight_policies() -> None:
+def scoring_policies_train_on_the_device() -> None:
+    # rerank (the adapters' default policy), exact and random choose on the device and
+    # score against the device weights: numpy's training, no weight, id or input down
+    for hidden, sel in [
+        ([48], dict(policy="rerank", rehash="fixed:1")),
+        ([48], dict(policy="rerank", family="srp", k=4, l=50, rerank=4.0)),  # adapters'
+        # hashed -> hashed (a device SparseBatch scored) -> hashed output
+        ([40, 32], dict(policy="rerank", hashed_output=True, active=0.4)),
+        ([48], dict(policy="exact")),
+        ([48], dict(policy="random")),
+    ]:
+        sel = {"active": 0.125, **sel}
+        models, losses, log, before = train_pair(hidden, 3, "adam", **sel)
+        assert_agree(models, losses)
+        assert_resident(models[1], log, before)
+        hashed = [la for la in models[1].layers if la.hashed]
+        assert hashed and all(la.device_selection for la in hashed), sel
+        crossed = {"active_ids", "rehash", "activations", "init"} & log.tags()
+        assert not crossed, (sel, crossed)
+        ref_counts, dev_counts = LAST_COUNTS
+        assert dev_counts.forward == ref_counts.forward, sel
+        if sel.get("family") != "srp":  # SRP hashing on the device: one product, counted so
+            assert dev_counts.hashing == ref_counts.hashing, sel
+            assert dev_counts.selection == ref_counts.selection, sel
+        if sel["policy"] != "random":  # the exact products are in the hashing count
+            assert dev_counts.hashing > 0, sel
+
+
+def device_refuses_a_host_rerank() -> None:
+    # rerank whose tables stay on the host (a MIPS transform) would score host weights
     from lshcore.errors import ConfigError
 
     try:
-        Model.mlp(10, [48], 6, active=0.125, backend=DEVICE, policy="rerank")
+        Model.mlp(
+            10, [48], 6, active=0.125, backend=DEVICE, policy="rerank", family="srp",
+            transform="simple_lsh",
+        )  # fmt: skip
     except ConfigError as exc:
         assert "rerank" in str(exc) and "device" in str(exc)
         return
-    raise AssertionError("policy rerank on a device backend was accepted")
+    raise AssertionError("a host-selecting rerank on a device backend was accepted")
 
 
 def predict_and_save_roundtrip() -> None:
@@ -260,6 +296,9 @@ def strict_device_namespace() -> None:
         ([48], 3, "adam", dict(active=0.125, policy="batch_union", rehash="fixed:1")),
         ([40, 32], 2, "momentum", dict(active=0.25, policy="topk", rehash="fixed:1")),
         ([24], 2, "adagrad", dict(active=0.25, policy="batch_rerank", hashed_output=True)),
+        ([40, 32], 2, "adam", dict(active=0.25, policy="rerank", hashed_output=True)),
+        ([24], 2, "sgd", dict(active=0.25, policy="exact")),
+        ([24], 2, "sgd", dict(active=0.25, policy="random")),
         ([16], 2, "sgd", dict(active=1.0)),
         ([32], 2, "adam", dict(active=0.25, policy="topk", family="srp", k=3, l=4)),
         # a MIPS transform keeps the selector on the host: that path, strictly, too
@@ -288,7 +327,8 @@ for name, fn in [
     ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
     ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),
     ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
-    ("device_rejects_host_weight_policies", device_rejects_host_weight_policies),
+    ("scoring_policies_train_on_the_device", scoring_policies_train_on_the_device),
+    ("device_refuses_a_host_rerank", device_refuses_a_host_rerank),
     ("predict_and_save_roundtrip", predict_and_save_roundtrip),
 ]:
     check(name, fn)

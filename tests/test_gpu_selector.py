@@ -40,9 +40,15 @@ CHECKS = [
     "same_sets_union",
     "same_sets_after_a_rebuild",
     "same_sets_threshold",
+    "same_sets_rerank",
+    "same_sets_rerank_adapter_defaults",
+    "same_sets_exact",
+    "same_sets_random",
+    "rerank_ties_go_to_the_smaller_id",
     "changed_schedule_samples_the_same_rows",
     "refit_leaves_the_device_until_attached",
     "fit_device_hashes_where_the_weights_are",
+    "chunked_selection_is_the_same",
     "no_selector_traffic_per_step",
 ]
 

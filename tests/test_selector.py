@@ -365,3 +365,29 @@ def test_norm_tiebreak_prefers_larger_rows_and_survives_save_load() -> None:
             again.calls = sel.calls - 1
             assert np.array_equal(again.select(x).ids, ids)
     assert mean_norm["norm"] > 1.2 * mean_norm["random"]
+
+
+def test_top_by_score_keeps_the_best_and_gives_ties_to_the_smaller_id() -> None:
+    # rerank's and exact's choice (host and device): the m largest scores of each row's
+    # valid ids, equal scores to the smaller id; checked against a sort by (-score, id)
+    from lshcore.training.device_select import top_by_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        c = int(rng.integers(1, 12))
+        m = int(rng.integers(1, c + 2))
+        z = rng.integers(0, 4, (3, c)).astype(np.float32)  # small integers: many ties
+        ids = np.sort(rng.choice(100, size=(3, c)), axis=1)
+        n_pad = rng.integers(0, c + 1, 3)
+        for row, pad in enumerate(n_pad):  # -1 padding last, its scores ignored
+            ids[row, c - pad :] = -1
+        got = top_by_score(np, z, ids, m, 100)
+        if m >= c:
+            np.testing.assert_array_equal(got, ids)
+            continue
+        for row in range(3):
+            ok = ids[row] >= 0
+            order = np.lexsort((ids[row][ok], -z[row][ok]))
+            best = np.sort(ids[row][ok][order][:m])
+            want = np.concatenate([best, np.full(m - best.size, -1)])
+            np.testing.assert_array_equal(got[row], want)

@@ -17,7 +17,8 @@ What crosses goes through ``backend.to_device`` / ``backend.to_host`` (counted, 
 ``active_ids`` (a host selector's choice), ``labels``, ``activations`` (a hashed
 layer's input on its way to a host selector), ``rehash`` (the changed rows the host
 hash tables re-hash), ``selection_work`` (a device selector's work tally),
-``loss``/``metrics``, ``init``/``save``/``load``.
+``loss``/``metrics``, ``init`` (the initial weights up; down only to build a host
+selector's tables), ``save``/``load``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ __all__ = ["Counts", "Workspace", "DenseLayer", "HashedLayer", "ACTIVATIONS", "r
 
 ACTIVATIONS = ("relu", "linear")
 _COL0 = np.zeros(1, np.int64)
-#: policies that re-score candidates against host weights (the selector's NumPy kernels):
-#: not offered on a device backend, where that would copy the weights every step
+#: policies whose selection reads the weights: a selector choosing on the host scores
+#: them with NumPy kernels on host arrays (the adapters hand such a selector host
+#: copies); on a device backend the core layer offers them only where the selector
+#: chooses on the device (``can_select_on_device``), which scores the device weights
 HOST_WEIGHT_POLICIES = ("rerank", "exact")
 
 
@@ -541,8 +544,9 @@ class HashedLayer(_Layer):
     query, its codes, the tables and the chosen ids stay there. Otherwise it works on the
     host: it reads the layer's input (the batch, or a hashed layer's activations) and,
     when its schedule rehashes, the changed rows; the weights never leave the device
-    otherwise. Policies ``rerank`` and ``exact`` re-score against host weights and are
-    refused there (ConfigError).
+    otherwise. ``rerank`` and ``exact`` score against the weights: on a device backend
+    they are offered only where the selector chooses on the device (a ``rerank`` whose
+    tables would stay on the host, e.g. with a MIPS transform, is refused: ConfigError).
     """
 
     hashed = True
@@ -563,12 +567,14 @@ class HashedLayer(_Layer):
         self.selector = ActiveSelector(
             n_in, n_out, params, backend=self.backend, **selector_options
         )
-        if self.on_device and self.selector.policy in HOST_WEIGHT_POLICIES:
+        sel = self.selector
+        if self.on_device and sel.policy in HOST_WEIGHT_POLICIES and not sel.can_select_on_device:
             raise ConfigError(
-                f"policy {self.selector.policy!r} re-scores candidates against host weights: "
-                f"not offered on the device backend {self.backend.name!r} (it would copy the "
-                f"weights every step); use one of topk, union, threshold, batch_union, "
-                f"batch_rerank, random"
+                f"policy {sel.policy!r} with these settings selects on the host and scores "
+                f"candidates against host weights: not offered on the device backend "
+                f"{self.backend.name!r} (it would copy the weights every step); on the "
+                f"device it needs sorted tables, no transform, random tie-breaks and a "
+                f"family that hashes there (dwta, wta, srp), or use another policy"
             )
         if self.on_device:
             # hashed where the weights are when the selector chooses on the device (no

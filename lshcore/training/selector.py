@@ -25,11 +25,20 @@ Policies (``policy=``):
 - ``exact``: the true top ``m`` by activation (an oracle: costs a dense product).
 - ``random``: ``m`` neurons at random (the baseline).
 
+(``rerank``, ``exact``: equal activations go to the smaller id, on every backend.)
+
 In training (``training=True`` with ``labels``) the label neurons are always active.
 
 ``tiebreak`` (``topk``, ``rerank``, ``threshold``; sorted tables): ``"random"`` (default)
 breaks equal hit counts with a seeded random priority; ``"norm"`` prefers the rows
 ``[w, b]`` with the larger norm (ranked at each table refresh, counted as rehashing).
+
+On a device backend a selector given the layer's device arrays
+(:meth:`~ActiveSelector.fit_device`, or :meth:`~ActiveSelector.attach` after
+:meth:`~ActiveSelector.fit`) keeps its tables, query codes and choice there when its
+settings allow (:attr:`~ActiveSelector.can_select_on_device`; see
+:mod:`lshcore.training.device_select`), for every policy: ``rerank`` and ``exact`` then
+score against the device weights.
 """
 
 from __future__ import annotations
@@ -50,8 +59,14 @@ from lshcore.training.device_select import (
     DeviceActiveSet,
     DeviceTables,
     dense_query,
+    rerank_rows,
+    score_inputs,
     select_batch,
+    select_exact,
+    select_random,
     select_rows,
+    select_rows_on_device,
+    top_by_score,
 )
 from lshcore.training.params import (
     DEFAULT_REHASH,
@@ -219,8 +234,11 @@ def labels_matrix(labels: Any, batch: int, n_out: int) -> np.ndarray:
 
 #: largest key space addressed directly (per table, 8 bytes per bucket)
 MAX_DIRECT_BUCKETS = 1 << 16
-#: policies whose tables and choice can live on a device (see ActiveSelector.attach)
-DEVICE_POLICIES = ("topk", "union", "threshold", "batch_union", "batch_rerank")
+#: policies whose tables and choice can live on a device (see ActiveSelector.attach):
+#: every policy (rerank and exact score against the layer's device weights there)
+DEVICE_POLICIES = (
+    "topk", "union", "threshold", "batch_union", "batch_rerank", "rerank", "exact", "random",
+)  # fmt: skip
 _NO_OFFSETS = np.zeros((0, 0), np.int64)
 
 
@@ -531,6 +549,8 @@ class ActiveSelector:
             )  # fmt: skip
             self._dev_dirty = put(self._dirty, "init")
             self._tables = None
+        elif self._dev_dirty is None:  # exact, random: no tables, the marks only
+            self._dev_dirty = self.backend.to_device(self._dirty, "init")
         self._device_selects = True
 
     @staticmethod
@@ -561,7 +581,6 @@ class ActiveSelector:
                 "False: a host backend, or a policy, transform, tie-break or family that "
                 "the device path does not offer); call select()"
             )
-        assert tables is not None
         xp = self.backend.xp
         dev_ids = getattr(x, "dev_ids", None)
         batch = int(x.shape[0]) if dev_ids is None else int(dev_ids.shape[0])
@@ -574,6 +593,18 @@ class ActiveSelector:
             )
         m = self._width(lab)
         seed = self._seed(training)
+        if self.policy == "random":  # no hashing, no tally (as on the host)
+            ids = select_random(self.backend, dev_labels, batch, self.n_out, m, seed)
+            return DeviceActiveSet(ids)
+        if self.policy == "exact":  # the dense product on the device
+            dense = x.astype(xp.float32) if dev_ids is None else None
+            if dense is None:
+                dense = dense_query(xp, x, self.n_in)[:, : self.n_in]
+            ids, mults = select_exact(
+                xp, self._device_weight, self._bias, dense, dev_labels, m, self.n_out
+            )
+            return DeviceActiveSet(ids, int(self.backend.to_host(mults, "selection_work")[0]))
+        assert tables is not None
         fam = tables.family
         q = dense_query(xp, x, self.n_in)
         codes = fam.device_hash(q)
@@ -591,6 +622,21 @@ class ActiveSelector:
         if self.policy in ("batch_union", "batch_rerank"):
             ids, work = select_batch(self.backend, tables, codes, dev_labels, self.n_out, m, seed)
             shared = True
+        elif self.policy == "rerank":
+            # topk's candidates, then their exact activations against the device weights;
+            # the tally and the multiplications come down together
+            cand, dev_work = select_rows_on_device(
+                self.backend, tables, codes, dev_labels, self.n_out, self._rerank_width(m),
+                1, True, True, seed,
+            )  # fmt: skip
+            in_ids, in_vals = score_inputs(xp, x, self.n_in)
+            ids, mults = rerank_rows(
+                xp, self._device_weight, self._bias, in_ids, in_vals, cand, dev_labels, m,
+                self.n_out,
+            )  # fmt: skip
+            host = self.backend.to_host(xp.concatenate([dev_work, mults]), "selection_work")
+            tally = self._record(host[:4], comps, batch) + int(cand.size)
+            return DeviceActiveSet(ids, cost + int(host[4]), tally)
         else:
             min_count, use_counts, pad = {
                 "topk": (1, True, True),
@@ -639,6 +685,8 @@ class ActiveSelector:
                 rows = self.backend.to_device(rows, "rehash_ids")
             self._dev_dirty[rows] = True
         self.step += 1
+        if not self.uses_hashing:  # exact, random: no tables
+            return 0
         cost = 0
         if self.rebuild_schedule.due(self.step):
             self.rebuilds += 1
@@ -806,6 +854,11 @@ class ActiveSelector:
             m = min(m, self.n_out)
         return m
 
+    def _rerank_width(self, m: int) -> int:
+        """``rerank``'s candidates per row for a set of ``m``: ``ceil(rerank * m)`` of the
+        layer's m (at least ``m``, at most ``n_out``)."""
+        return min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+
     def _seed(self, training: bool) -> int:
         """The tie-break/padding seed of one call: the next counter value in training
         (taken under a lock so that Hogwild workers never share one), a fixed value in
@@ -843,13 +896,9 @@ class ActiveSelector:
         if ok.any():
             rows = np.broadcast_to(np.arange(z.shape[0])[:, None], lab.shape)
             z[rows[ok], lab[ok]] = np.inf
-        if m < self.n_out:
-            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
-        else:
-            top = np.broadcast_to(np.arange(self.n_out), z.shape)
-        return ActiveSet(
-            np.ascontiguousarray(np.sort(top, axis=1).astype(np.int64)), nnz * self.n_out
-        )
+        # ties: the smaller id (as on a device)
+        ids = top_by_score(np, z, np.broadcast_to(np.arange(self.n_out), z.shape), m, self.n_out)
+        return ActiveSet(ids, nnz * self.n_out)
 
     def _select_topk(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """The ``m`` neurons hit in the most tables, padded at random."""
@@ -867,7 +916,7 @@ class ActiveSelector:
 
     def _select_rerank(self, x: Any, lab: np.ndarray, m: int, seed: int) -> ActiveSet:
         """``rerank * m`` candidates as ``topk``, then the ``m`` largest exact activations."""
-        width = min(self.n_out, max(m, int(np.ceil(self.rerank * self.m))))
+        width = self._rerank_width(m)
         cand = self._select_counted(x, lab, width, seed, min_count=1, use_counts=True, pad=True)
         out = self._rerank(x, cand.ids, lab, m, cand.hash_mults)
         out.work = cand.work + int(cand.ids.size)  # plus one partition pass per row
@@ -1011,15 +1060,8 @@ class ActiveSelector:
         z = np.where(cand >= 0, z, -np.inf)
         if lab.shape[1]:
             z = np.where((cand[:, :, None] == lab[:, None, :]).any(axis=2) & (cand >= 0), np.inf, z)
-        if m < cand.shape[1]:
-            top = np.argpartition(-z, m - 1, axis=1)[:, :m]
-            chosen = np.take_along_axis(cand, top, axis=1)
-            chosen = np.where(np.take_along_axis(z, top, axis=1) > -np.inf, chosen, self.n_out)
-            ids = np.sort(chosen, axis=1)
-            ids = np.where(ids == self.n_out, -1, ids)
-        else:
-            ids = cand
-        return ActiveSet(np.ascontiguousarray(ids, dtype=np.int64), cost + int(mults))
+        ids = top_by_score(np, z, cand, m, self.n_out)  # ties: the smaller id (as on a device)
+        return ActiveSet(ids, cost + int(mults))
 
     # -- keeping the tables in step -----------------------------------------------------
     def after_update(self, weight: Any, bias: Any, rows_changed: Any = None) -> int:
