@@ -52,6 +52,7 @@ __all__ = [
     "gpu_backend_reason",
     "backend_for_input",
     "mult_summary",
+    "scores_host_weights",
     "split_selection_options",
     "union_arrays",
 ]
@@ -346,8 +347,9 @@ class IndexFollower:
         device parameters, ``weight (n_out, n_in)``, ``bias (n_out,)`` or None), through
         ``ActiveSelector.fit_device``: built there, without copying the weights, when
         the selector can pick on the device (:attr:`on_device` then), else from one
-        host copy (tag ``init``). Policies that re-score candidates against host weights
-        (``HOST_WEIGHT_POLICIES``) are built from that copy and keep host arrays."""
+        host copy (tag ``init``). ``rerank``/``exact`` with settings that keep the choice
+        on the host (:func:`scores_host_weights`) are built from that copy and keep host
+        arrays."""
         if self.spec.dense:
             self._fitted_now()
             return
@@ -359,7 +361,7 @@ class IndexFollower:
             )
         if bias is None:
             bias = backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
-        if selector.policy in HOST_WEIGHT_POLICIES:
+        if scores_host_weights(selector):
             # own host copies (not views): the selector keeps and re-scores what it gets
             host_w = np.array(backend.to_host(weight, "init"), dtype=np.float32)
             selector.fit(host_w, np.array(backend.to_host(bias, "init"), dtype=np.float32))
@@ -371,9 +373,10 @@ class IndexFollower:
     def attach(self, weight: Any, bias: Any) -> None:
         """Hand the fitted selector DLPack views of the device parameters (after
         :meth:`restore` from host copies): it picks on the device from then on when its
-        settings allow. Policies that re-score against host weights keep host arrays."""
+        settings allow. A selector that re-scores host weights keeps host arrays
+        (:func:`scores_host_weights`)."""
         selector = self.selector
-        if selector is None or selector.policy in HOST_WEIGHT_POLICIES:
+        if selector is None or scores_host_weights(selector):
             return
         if bias is None:
             bias = selector.backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
@@ -680,14 +683,15 @@ class HashedLayerMixin:
     def _sync_params(self) -> tuple[Any, Any]:
         """The weights the selector reads at a sync: on a device backend, zero-copy
         DLPack views of the framework's CUDA parameters (the selector gathers the rows
-        it rehashes there and copies only those); else host copies. Policies that
-        re-score candidates against the weights (``rerank``, ``exact``: the adapters'
-        default is ``rerank``) run NumPy kernels on them, so they get host copies."""
+        it rehashes there and copies only those, and ``rerank``/``exact`` score the
+        candidates there); else host copies, also for a ``rerank``/``exact`` selector
+        whose settings keep the choice on the host (:func:`scores_host_weights`: it runs
+        NumPy kernels on the weights it holds)."""
         index = self._bound_index()
         w, b = self._weight_tensors()
         selector = index.selector
         device = selector is not None and selector.backend.on_device
-        if device and w is not None and selector.policy not in HOST_WEIGHT_POLICIES:
+        if device and w is not None and not scores_host_weights(selector):
             if is_device_array(w):
                 from lshcore.core.dlpack import to_backend  # imports no framework
 
@@ -697,14 +701,15 @@ class HashedLayerMixin:
 
     def _device_weight_views(self, index: IndexFollower) -> tuple[Any, Any] | None:
         """Zero-copy DLPack views of the framework's weight and bias (or None) as arrays
-        of the index's device backend, when its backend is a device one, the parameters
-        are on the device and the policy reads no host weights; else None (host copies)."""
+        of the index's device backend, when its backend is a device one and the
+        parameters are on the device; else None (host copies). What the selector keeps
+        of them is for :meth:`IndexFollower.fit_device`/``attach`` to decide."""
         backend: Backend = (
             index.selector.backend
             if index.selector is not None
             else get_backend(index.spec.backend)
         )
-        if not backend.on_device or index.spec.params.policy in HOST_WEIGHT_POLICIES:
+        if not backend.on_device:
             return None
         w, b = self._weight_tensors()
         if w is None or not is_device_array(w):
@@ -840,6 +845,15 @@ class HashedLayerMixin:
             index.attach(*views)
         self._needs_fit = False
         return True
+
+
+def scores_host_weights(selector: Any) -> bool:
+    """Whether ``selector`` re-scores its candidates with NumPy kernels on the weights it
+    holds: ``rerank``/``exact`` (``HOST_WEIGHT_POLICIES``) with settings that keep the
+    choice on the host (not ``can_select_on_device``: a MIPS transform, ``tiebreak="norm"``,
+    ...). Such a selector must be given host copies of the weights, never device views;
+    on the device ``rerank``/``exact`` score the device weights themselves."""
+    return selector.policy in HOST_WEIGHT_POLICIES and not selector.can_select_on_device
 
 
 def mult_summary(followers: list[IndexFollower]) -> dict[str, Any]:

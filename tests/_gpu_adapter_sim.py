@@ -34,6 +34,7 @@ import torch
 
 import lshcore
 from lshcore.adapters import _common
+from lshcore.adapters._common import ADAPTER_DEFAULTS
 from lshcore.adapters.torch import LSHLinear
 from lshcore.core import backend as backend_mod
 from lshcore.core import dlpack
@@ -199,7 +200,7 @@ def same_as_the_host_path(steps: int = 3, **kw: Any) -> None:
     assert ref.selector.rehashes == dev.selector.rehashes > 0
     assert dev._index is not None
     mults, ref_mults = dict(dev._index.mults), dict(ref._index.mults)
-    if kw.get("family") == "srp":  # the device selector tallies SRP's hashing as dense
+    if kw.get("family", ADAPTER_DEFAULTS["family"]) == "srp":  # tallied as dense there
         mults.pop("selection"), ref_mults.pop("selection")
     assert mults == ref_mults, (mults, ref_mults)
     # the first build included, nothing but labels and tallies crosses, either way
@@ -382,7 +383,7 @@ def keras_gluon_same_as_the_host_path(train_fn: Any, steps: int = 3, **kw: Any) 
     np.testing.assert_allclose(_weights(dev), _weights(ref), rtol=1e-5, atol=1e-6)
     assert ref.selector.rehashes == dev.selector.rehashes > 0
     mults, ref_mults = dict(dev._index.mults), dict(ref._index.mults)
-    if kw.get("family") == "srp":  # the device selector tallies SRP's hashing as dense
+    if kw.get("family", ADAPTER_DEFAULTS["family"]) == "srp":  # tallied as dense there
         mults.pop("selection"), ref_mults.pop("selection")
     assert mults == ref_mults, (mults, ref_mults)
     bad_h2d = log.tags("h2d") - H2D_OK
@@ -414,6 +415,8 @@ for name, fn in [
         policy="batch_rerank", family="dwta", **SMALL)),
     ("the_counter_sees_the_old_copies", the_counter_sees_the_old_copies),
     ("a_loaded_layer_picks_on_the_device", a_loaded_layer_picks_on_the_device),
+    ("rerank_adapter_defaults", lambda: same_as_the_host_path(
+        active=0.1, rehash="fixed:1")),
 ]:  # fmt: skip
     check(name, fn)
 
@@ -424,6 +427,8 @@ for fw, train_fn in (("keras", keras_train), ("gluon", gluon_train)):
             t, policy="topk", family="srp", **SMALL)),
         (f"{fw}_batch_rerank_dwta", lambda t=train_fn: keras_gluon_same_as_the_host_path(
             t, policy="batch_rerank", family="dwta", **SMALL)),
+        (f"{fw}_rerank_adapter_defaults", lambda t=train_fn: keras_gluon_same_as_the_host_path(
+            t, active=0.1, rehash="fixed:1")),
         (f"{fw}_counter_sees_the_old_copies",
          lambda t=train_fn: keras_gluon_counter_sees_the_old_copies(t)),
     ]:  # fmt: skip

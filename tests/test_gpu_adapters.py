@@ -9,9 +9,10 @@ gradients and the device mask of trained rows, ``topk`` with the per-pair gather
 ``batch_rerank`` with its shared block and keep mask on the device); from the first
 build no input, ids, activations or weights cross between host and device (the
 framework's own copies counted too), and the counter does see them on the host path;
-a layer loaded with ``load_state_dict`` resumes its index on the device. The same for
-the Keras and Gluon layers (``topk`` SRP; ``batch_rerank`` DWTA with its keep mask on
-the device): ids, weights, rehashes and tallies equal to the host path's, the ids left
+a layer loaded with ``load_state_dict`` resumes its index on the device; the adapters'
+default ``rerank`` (SRP k=4, l=50) scores its candidates against the device weights.
+The same for the Keras and Gluon layers (``topk`` SRP; ``batch_rerank`` DWTA with its
+keep mask on the device; the default ``rerank``): ids, weights, rehashes and tallies equal to the host path's, the ids left
 as the framework's tensors, no input/ids/activation copies (``EagerTensor.numpy`` /
 ``NDArray.asnumpy`` and NumPy arrays made tensors counted), the counter seeing them on
 the host path. (With ``LSHCORE_GPU_REAL=1`` those are skipped: the venv's TensorFlow and
@@ -44,11 +45,17 @@ CHECKS = [
     "batch_rerank_dwta",
     "the_counter_sees_the_old_copies",
     "a_loaded_layer_picks_on_the_device",
+    "rerank_adapter_defaults",
 ]
 KERAS_GLUON_CHECKS = [
     f"{fw}_{case}"
     for fw in ("keras", "gluon")
-    for case in ("topk_srp", "batch_rerank_dwta", "counter_sees_the_old_copies")
+    for case in (
+        "topk_srp",
+        "batch_rerank_dwta",
+        "rerank_adapter_defaults",
+        "counter_sees_the_old_copies",
+    )
 ]
 needs_gpu_glue = pytest.mark.skipif(
     importlib.util.find_spec("array_api_compat") is None,
