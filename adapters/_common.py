@@ -14,11 +14,15 @@ gather of the rows (so its weight gradient is row-sparse), then takes
 ``z[b, pos[b, j]] * valid[b, j]`` as the active values. This module imports NumPy only.
 
 When the selector picks the ids on its device (``IndexFollower.on_device``: a device
-backend, weights on the device, a policy of ``DEVICE_POLICIES``), the adapters keep the
-hashed forward there: the input and the labels reach :meth:`IndexFollower.select_device`
-as zero-copy DLPack views (:func:`lshcore.core.dlpack.to_backend`), the ids come back the
-same way (``from_backend``), the framework computes ``rows``/``pos``/``valid`` with its own
-ops, and the trained rows are marked in a device mask (:meth:`IndexFollower.touch_device`).
+backend, weights on the device, settings the device selector offers, ``rerank``/``exact``
+included), the adapters keep the hashed forward there: the input and the labels reach
+:meth:`IndexFollower.select_device` as zero-copy DLPack views
+(:func:`lshcore.core.dlpack.to_backend`); PyTorch takes the ids back (``from_backend``)
+and computes ``rows``/``pos``/``valid`` with torch ops, Keras and Gluon take them with the
+backend's ``xp`` (:func:`union_arrays`) and get all four back as their tensors
+(:func:`framework_arrays`); the trained rows are marked in a device mask
+(:meth:`IndexFollower.touch_device`). The labels are read on the host for their range
+check (:func:`check_labels`, ``B`` int64 per step) in every adapter.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ initialization when ``in_units=0``). The active rows are gathered with
 ``nd.Embedding(..., sparse_grad=True)``, so the weight gradient is ``row_sparse`` and
 ``gluon.Trainer`` updates only those rows (lazily, for sgd/adam).
 
+On a GPU context, when the selector picks on the device, the forward hands it DLPack
+views of the input and labels and builds the ids, rows, positions, mask and the
+gather/scatter indexes there with the backend's ``xp``, as NDArrays through
+``mx.nd.from_dlpack``: only the labels are read on the host (their range check).
+
 mxnet 1.9.1 still reads ``numpy.bool``, removed in numpy 1.24: this module restores
 the alias before importing mxnet. Importing mxnet drops torch to one thread
 (``torch.set_num_threads`` again afterwards if both are used).

@@ -9,6 +9,12 @@ SGD touches only those rows; Keras 3's Adam densifies the slices for its moments
 
 The kernel is stored as ``(units, input_dim)``, one row per output neuron (the
 transpose of ``Dense.kernel``): gradients of a gather are row slices only along axis 0.
+
+On a GPU, when the selector picks on the device, the ``tf.py_function`` hands it DLPack
+views of the input and labels and returns the ids, rows, positions and mask as tensors
+on the input's device (``union_arrays`` with the backend's ``xp``, then
+``tf.experimental.dlpack.from_dlpack``): only the labels are read on the host (their
+range check).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ counters (bumped by any in-place change: an optimizer step, ``load_state_dict``,
 ``copy_``) with the last ones it saw, and hands the changed rows to the selector, whose
 schedule decides when to rehash or rebuild. Nothing needs to be called after ``step()``.
 
-On CUDA, when the selector picks on the device (a device backend and a policy of
-``DEVICE_POLICIES``), the forward stays there: the input, the labels and the parameters
+On CUDA, when the selector picks on the device (a device backend and settings the
+device selector offers: every policy, the default ``rerank`` included), the forward
+stays there: the input, the labels and the parameters
 reach the selector as DLPack views, its ids come back through ``torch.from_dlpack``, and
 the union rows, positions and mask are torch ops on the device (:func:`_union_tensors`).
 """
