@@ -12,6 +12,17 @@ the arrays every framework needs to compute the active outputs with its own ops:
 A framework computes ``z = x @ W[rows].T + b[rows]`` (B, U) with a differentiable
 gather of the rows (so its weight gradient is row-sparse), then takes
 ``z[b, pos[b, j]] * valid[b, j]`` as the active values. This module imports NumPy only.
+
+When the selector picks the ids on its device (``IndexFollower.on_device``: a device
+backend, weights on the device, settings the device selector offers, ``rerank``/``exact``
+included), the adapters keep the hashed forward there: the input and the labels reach
+:meth:`IndexFollower.select_device` as zero-copy DLPack views
+(:func:`lshcore.core.dlpack.to_backend`); PyTorch takes the ids back (``from_backend``)
+and computes ``rows``/``pos``/``valid`` with torch ops, Keras and Gluon take them with the
+backend's ``xp`` (:func:`union_arrays`) and get all four back as their tensors
+(:func:`framework_arrays`); the trained rows are marked in a device mask
+(:meth:`IndexFollower.touch_device`). The labels are read on the host for their range
+check (:func:`check_labels`, ``B`` int64 per step) in every adapter.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lshcore.core.backend import device_kind, is_device_array
+from lshcore.core.backend import Backend, device_kind, is_device_array
 from lshcore.core.validation import as_batch, check_choice, check_int
 from lshcore.errors import BackendUnavailableError, ConfigError, InputError, LSHError
 from lshcore.registry.catalog import get_backend
@@ -41,9 +52,11 @@ __all__ = [
     "adapter_params",
     "check_labels",
     "dense_arrays",
+    "framework_arrays",
     "gpu_backend_reason",
     "backend_for_input",
     "mult_summary",
+    "scores_host_weights",
     "split_selection_options",
     "union_arrays",
 ]
@@ -170,22 +183,38 @@ def split_selection_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dic
 
 @dataclass
 class ActiveArrays:
-    """One batch's active sets in the forms a framework computes with (see module doc)."""
+    """One batch's active sets in the forms a framework computes with (see module doc):
+    NumPy arrays on the host path, the framework's device tensors when the selector
+    picks on the device (made by the adapter from :meth:`IndexFollower.select_device`)."""
 
-    ids: np.ndarray  # (B, m) int64, -1 padding
-    rows: np.ndarray  # (U,) int64, sorted distinct active ids
-    pos: np.ndarray  # (B, m) int64 index into rows (0 on padding)
-    valid: np.ndarray  # (B, m) float32, 1 on an active id and 0 on padding
+    ids: Any  # (B, m) int64, -1 padding
+    rows: Any  # (U,) int64, sorted distinct active ids
+    pos: Any  # (B, m) int64 index into rows (0 on padding)
+    valid: Any  # (B, m) float32 (the input's dtype on the device), 1 on an active id
 
 
-def union_arrays(ids: np.ndarray) -> ActiveArrays:
-    """``ActiveArrays`` from padded ``ids (B, m)`` (-1 padding)."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
+def union_arrays(ids: Any, xp: Any = np) -> ActiveArrays:
+    """``ActiveArrays`` from padded ``ids (B, m)`` (-1 padding), arrays of ``xp``: NumPy
+    on the host path; a device backend's ``xp`` (CuPy, NumPy under the simulator) for
+    ids picked on the device, which stay there (``xp.unique`` sorts, as the frameworks'
+    own unique ops do not all). Every array comes back C-contiguous (MXNet imports only
+    compact DLPack tensors) and ``valid`` is float32 (MXNet imports no bool)."""
+    ids = xp.ascontiguousarray(ids, dtype=xp.int64)
     ok = ids >= 0
-    rows, inverse = np.unique(ids[ok], return_inverse=True)
-    pos = np.zeros(ids.shape, dtype=np.int64)
+    rows, inverse = xp.unique(ids[ok], return_inverse=True)
+    pos = xp.zeros(ids.shape, dtype=xp.int64)
     pos[ok] = inverse.reshape(-1)
-    return ActiveArrays(ids=ids, rows=rows.astype(np.int64), pos=pos, valid=ok.astype(np.float32))
+    return ActiveArrays(ids=ids, rows=rows.astype(xp.int64), pos=pos, valid=ok.astype(xp.float32))
+
+
+def framework_arrays(arrays: ActiveArrays, like: Any) -> ActiveArrays:
+    """``arrays`` of a device backend (:func:`union_arrays` with its ``xp``) as tensors
+    of ``like``'s framework on its device, sharing their memory (DLPack:
+    :func:`lshcore.core.dlpack.from_backend`; no copy)."""
+    from lshcore.core.dlpack import from_backend  # imports no framework
+
+    parts = (arrays.ids, arrays.rows, arrays.pos, arrays.valid)
+    return ActiveArrays(*(from_backend(a, like) for a in parts))
 
 
 def dense_arrays(batch: int, n_out: int) -> ActiveArrays:
@@ -276,6 +305,12 @@ class IndexFollower:
     they may have changed (the adapters detect that themselves). ``sync`` passes the
     changed rows to ``ActiveSelector.after_update``, whose schedule decides whether to
     rehash or rebuild. With ``active=1.0`` there is no selector: every output is active.
+
+    On a device backend whose weights are on the device, :meth:`fit_device` builds the
+    index from DLPack views of them; when the selector then picks on the device
+    (:attr:`on_device`) the layer calls :meth:`select_device` with a view of its input
+    and :meth:`touch_device` with the device rows it trained, which a device mask keeps
+    until the next :meth:`sync` hands it to the selector (nothing crosses to the host).
     """
 
     def __init__(self, spec: LayerSpec, changed_rows: str = "touched"):
@@ -283,6 +318,11 @@ class IndexFollower:
         self.changed_rows = check_choice(changed_rows, "changed_rows", CHANGED_ROWS[1:])
         self.selector: Any = None
         self._touched = np.zeros(spec.n_out, dtype=bool)
+        #: (n_out,) bool of the backend while the selector picks on the device: the rows
+        #: trained since the last sync (see :meth:`touch_device`); None on the host path
+        self._dev_touched: Any = None
+        #: whether a row was marked in ``_dev_touched`` (a host flag: no device read)
+        self._dev_pending = False
         self._fitted = False
         #: multiplications of the training calls so far (see :meth:`select`)
         self.mults = {"selection": 0, "active": 0, "dense": 0, "dense_full": 0}
@@ -304,20 +344,99 @@ class IndexFollower:
             selector = self._make_selector()
             selector.fit(_f32(weight), self._bias(bias))
             self.selector = selector
+        self._fitted_now()
+
+    def fit_device(self, weight: Any, bias: Any) -> None:
+        """:meth:`fit` from arrays of the device backend (DLPack views of the framework's
+        device parameters, ``weight (n_out, n_in)``, ``bias (n_out,)`` or None), through
+        ``ActiveSelector.fit_device``: built there, without copying the weights, when
+        the selector can pick on the device (:attr:`on_device` then), else from one
+        host copy (tag ``init``). ``rerank``/``exact`` with settings that keep the choice
+        on the host (:func:`scores_host_weights`) are built from that copy and keep host
+        arrays."""
+        if self.spec.dense:
+            self._fitted_now()
+            return
+        selector = self._make_selector()
+        backend = selector.backend
+        if not backend.on_device:
+            raise ConfigError(
+                f"fit_device: backend {backend.name!r} works on host arrays; call fit()"
+            )
+        if bias is None:
+            bias = backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
+        if scores_host_weights(selector):
+            # own host copies (not views): the selector keeps and re-scores what it gets
+            host_w = np.array(backend.to_host(weight, "init"), dtype=np.float32)
+            selector.fit(host_w, np.array(backend.to_host(bias, "init"), dtype=np.float32))
+        else:
+            selector.fit_device(weight, bias)
+        self.selector = selector
+        self._fitted_now()
+
+    def attach(self, weight: Any, bias: Any) -> None:
+        """Hand the fitted selector DLPack views of the device parameters (after
+        :meth:`restore` from host copies): it picks on the device from then on when its
+        settings allow. A selector that re-scores host weights keeps host arrays
+        (:func:`scores_host_weights`)."""
+        selector = self.selector
+        if selector is None or scores_host_weights(selector):
+            return
+        if bias is None:
+            bias = selector.backend.xp.zeros(self.spec.n_out, dtype=weight.dtype)
+        touched = self._touched.copy()
+        selector.attach(weight, bias)
+        self._fitted_now()
+        self.touch(np.flatnonzero(touched))  # into the device mask when it picks there
+
+    def _fitted_now(self) -> None:
+        """A new or newly attached index: nothing trained since; the device mask exists
+        exactly while the selector picks on the device."""
         self._touched[:] = False
+        self._dev_pending = False
+        self._dev_touched = None
+        if self.on_device:
+            xp = self.selector.backend.xp
+            self._dev_touched = xp.zeros(self.spec.n_out, dtype=bool)
         self._fitted = True
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the selector picks the ids on its device (``selects_on_device``):
+        then the layer selects with :meth:`select_device` and marks :meth:`touch_device`."""
+        return self.selector is not None and bool(self.selector.selects_on_device)
+
     def touch(self, rows: np.ndarray) -> None:
-        """Mark ``rows`` as trained since the last :meth:`sync`."""
+        """Mark ``rows`` (host ids) as trained since the last :meth:`sync`."""
+        if self._dev_touched is not None:  # a host batch of a device selector: counted
+            if len(rows):
+                up = self.selector.backend.to_device(np.asarray(rows, np.int64), "rehash_ids")
+                self._dev_touched[up] = True
+                self._dev_pending = True
+            return
         self._touched[rows] = True
+
+    def touch_device(self, rows: Any) -> None:
+        """Mark ``rows`` (U,) int64, an array of the device backend (a view of the
+        framework's own), as trained since the last :meth:`sync`: into the device mask,
+        without a read on the host."""
+        if self._dev_touched is None:
+            raise LSHError("touch_device: the selector picks on the host; call touch()")
+        self._dev_touched[rows] = True
+        self._dev_pending = True
 
     @property
     def touched(self) -> np.ndarray:
-        """(n_out,) bool: rows trained since the last :meth:`sync`."""
+        """(n_out,) bool: rows trained since the last :meth:`sync` (a host copy of the
+        device mask, tag ``touched``, while the selector picks on the device)."""
+        if self._dev_touched is not None:
+            return self.selector.backend.to_host(self._dev_touched, "touched").astype(bool)
         return self._touched
 
     def pending(self) -> bool:
         """Whether some rows were trained since the last :meth:`sync`."""
+        if self._dev_touched is not None:
+            return self._dev_pending
         return bool(self._touched.any())
 
     def sync(self, weight: np.ndarray, bias: np.ndarray | None, *, all_rows: bool = False) -> None:
@@ -325,6 +444,9 @@ class IndexFollower:
         or every row with ``all_rows`` / ``changed_rows="all"``)."""
         if not self._fitted:
             self.fit(weight, bias)
+            return
+        if self._dev_touched is not None:
+            self._sync_on_device(weight, bias, all_rows)
             return
         if self.selector is not None:
             rows: np.ndarray | None = None  # None: every row may have changed
@@ -336,6 +458,17 @@ class IndexFollower:
                 else:
                     self.selector.after_update(_f32(weight), self._bias(bias), rows)
         self._touched[:] = False
+
+    def _sync_on_device(self, weight: Any, bias: Any, all_rows: bool) -> None:
+        """:meth:`sync` of a selector that picks on the device: ``weight``/``bias`` are
+        views of the device parameters and the changed rows go as the device mask."""
+        rows: Any = None  # None: every row may have changed
+        if not (all_rows or self.changed_rows == "all"):
+            rows = self._dev_touched
+        if rows is None or self._dev_pending:
+            self.selector.after_update(weight, self._device_bias(weight, bias), rows)
+        self._dev_touched[:] = False
+        self._dev_pending = False
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The selector's state (JSON-able meta, arrays); empty when there is no index."""
@@ -358,8 +491,7 @@ class IndexFollower:
         self.selector = ActiveSelector.from_state(
             meta, arrays, _f32(weight), self._bias(bias), backend=self.spec.backend
         )
-        self._touched[:] = False
-        self._fitted = True
+        self._fitted_now()
         return True
 
     def _device_bias(self, weight: Any, bias: Any) -> Any:
@@ -389,6 +521,45 @@ class IndexFollower:
             self._count(xs, ids, int(getattr(active, "hash_mults", 0)))
         return union_arrays(ids)
 
+    def select_device(
+        self, x: Any, labels: np.ndarray | None, dev_labels: Any, training: bool
+    ) -> Any:
+        """The padded active ids ``(B, m)`` int64 (-1 padding) of ``x (B, n_in)``, an
+        array of the device backend (a DLPack view of the framework's input), picked on
+        the device (:attr:`on_device`) and returned there. ``labels (B,)`` (host; their
+        count and width) and ``dev_labels``, the same as a ``(B, 1)`` int64 array of the
+        device (None: they go up, tag ``labels``), are forced into the sets in training.
+        In training the multiplications are counted as :meth:`select` counts them, on
+        the device (two int64 come down, tag ``selection_work``)."""
+        if not self.on_device:
+            raise LSHError("select_device: the selector picks on the host; call select()")
+        if tuple(x.shape[1:]) != (self.spec.n_in,):
+            raise InputError(f"x: expected shape (batch, {self.spec.n_in}), got {tuple(x.shape)}")
+        lab = labels if training else None
+        found = self.selector.select_device(
+            x, lab, training, dev_labels=None if lab is None else dev_labels
+        )
+        xp = self.selector.backend.xp
+        ids = found.ids
+        batch = int(x.shape[0])
+        if found.shared:  # one set for the batch: the per-row form the frameworks index
+            ids = xp.ascontiguousarray(xp.broadcast_to(ids[None, :], (batch, ids.shape[0])))
+        if training:
+            self._count_device(x, ids, int(found.hash_mults))
+        return ids
+
+    def _count_device(self, x: Any, ids: Any, selection: int) -> None:
+        """:meth:`_count` of a batch on the device (the same tallies)."""
+        xp = self.selector.backend.xp
+        nnz = xp.count_nonzero(x, axis=1).astype(xp.int64)
+        per_row = xp.sum((ids >= 0).astype(xp.int64), axis=1)
+        tally = xp.stack([xp.sum(per_row * nnz), xp.sum(nnz)])
+        active, nonzeros = (int(v) for v in self.selector.backend.to_host(tally, "selection_work"))
+        self.mults["selection"] += selection
+        self.mults["active"] += active
+        self.mults["dense"] += nonzeros * self.spec.n_out
+        self.mults["dense_full"] += int(x.shape[0]) * self.spec.n_in * self.spec.n_out
+
     def _count(self, x: np.ndarray, ids: np.ndarray, selection: int) -> None:
         """Add one training batch to :attr:`mults`, counted over the input's non-zeros as
         the core layer counts them: ``selection`` (hashing the queries, plus the exact
@@ -416,8 +587,10 @@ class HashedLayerMixin:
     _spec_template: LayerSpec
     _changed_rows: str
     _needs_fit: bool
-    #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection
-    last_active_ids: np.ndarray | None
+    #: (B, m) int64 active ids (-1 padding) of the last hashed call, for inspection: a
+    #: NumPy array on the host path; the framework's device tensor (no copy) when the
+    #: selector picks on the device (``.cpu()``/``.numpy()`` it to read it on the host)
+    last_active_ids: Any
 
     def _init_hashing(
         self,
@@ -514,14 +687,15 @@ class HashedLayerMixin:
     def _sync_params(self) -> tuple[Any, Any]:
         """The weights the selector reads at a sync: on a device backend, zero-copy
         DLPack views of the framework's CUDA parameters (the selector gathers the rows
-        it rehashes there and copies only those); else host copies. Policies that
-        re-score candidates against the weights (``rerank``, ``exact``: the adapters'
-        default is ``rerank``) run NumPy kernels on them, so they get host copies."""
+        it rehashes there and copies only those, and ``rerank``/``exact`` score the
+        candidates there); else host copies, also for a ``rerank``/``exact`` selector
+        whose settings keep the choice on the host (:func:`scores_host_weights`: it runs
+        NumPy kernels on the weights it holds)."""
         index = self._bound_index()
         w, b = self._weight_tensors()
         selector = index.selector
         device = selector is not None and selector.backend.on_device
-        if device and w is not None and selector.policy not in HOST_WEIGHT_POLICIES:
+        if device and w is not None and not scores_host_weights(selector):
             if is_device_array(w):
                 from lshcore.core.dlpack import to_backend  # imports no framework
 
@@ -529,14 +703,47 @@ class HashedLayerMixin:
                 return to_backend(w, backend), None if b is None else to_backend(b, backend)
         return self._host_params()
 
+    def _device_weight_views(self, index: IndexFollower) -> tuple[Any, Any] | None:
+        """Zero-copy DLPack views of the framework's weight and bias (or None) as arrays
+        of the index's device backend, when its backend is a device one and the
+        parameters are on the device; else None (host copies). What the selector keeps
+        of them is for :meth:`IndexFollower.fit_device`/``attach`` to decide."""
+        backend: Backend = (
+            index.selector.backend
+            if index.selector is not None
+            else get_backend(index.spec.backend)
+        )
+        if not backend.on_device:
+            return None
+        w, b = self._weight_tensors()
+        if w is None or not is_device_array(w):
+            return None
+        from lshcore.core.dlpack import to_backend  # imports no framework
+
+        bias = None if b is None else to_backend(b, backend, "bias")
+        return to_backend(w, backend, "weight"), bias
+
     def _index_synced(self) -> None:
         """Called after the index was rebuilt over the current weights (a hook)."""
 
     def refresh_index(self) -> None:
-        """Rebuild the index over the current weights now (same hash functions)."""
-        self._bound_index().fit(*self._host_params())
+        """Rebuild the index over the current weights now (same hash functions): from
+        DLPack views of them on a device backend whose weights are on the device (see
+        :meth:`IndexFollower.fit_device`), else from host copies."""
+        index = self._bound_index()
+        views = None if index.spec.dense else self._device_weight_views(index)
+        if views is not None:
+            index.fit_device(*views)
+        else:
+            index.fit(*self._host_params())
         self._needs_fit = False
         self._index_synced()
+
+    def _selects_on_device(self, x: Any) -> bool:
+        """Whether the hashed forward of ``x`` stays on the device: the selector picks
+        there and ``x`` is a device tensor (a host batch takes the host path)."""
+        index = self._index
+        return index is not None and index.on_device and is_device_array(x)
 
     def _follow_weights(self) -> None:
         """Bring the index in step before a hashed call: rebuild it when asked to (new or
@@ -557,6 +764,27 @@ class HashedLayerMixin:
         if mark:
             index.touch(arrays.rows)
         self.last_active_ids = arrays.ids
+        return arrays
+
+    def _select_active_device(
+        self, x: Any, labels: np.ndarray | None, dev_labels: Any, training: bool, *, mark: bool
+    ) -> ActiveArrays:
+        """:meth:`_select_active` with the selector picking on the device (see
+        :meth:`_selects_on_device`): ``x (B, n_in)``, the framework's device tensor,
+        reaches it as a DLPack view; the ids stay there and their union is taken there
+        (:func:`union_arrays` with the backend's ``xp``). Returns arrays of the backend
+        (``framework_arrays`` makes them tensors). ``labels (B,)`` on the host (their
+        count; ``dev_labels`` the same as a (B, 1) int64 array of the device, or None:
+        then they go up, tag ``labels``) are forced in when ``training``; ``mark``: the
+        rows will be trained (they go into the device mask, no host read)."""
+        from lshcore.core.dlpack import to_backend  # imports no framework
+
+        index = self._bound_index()
+        backend = index.selector.backend
+        ids = index.select_device(to_backend(x, backend), labels, dev_labels, training)
+        arrays = union_arrays(ids, backend.xp)
+        if mark:
+            index.touch_device(arrays.rows)
         return arrays
 
     @property
@@ -582,6 +810,21 @@ class HashedLayerMixin:
         self.selector.add_ranked(int(z.size))  # one partition pass over each row
         return np.asarray(keep * arrays.valid, dtype=np.float32)
 
+    def _rerank_keep_device(self, values: Any, arrays: ActiveArrays, dev_labels: Any) -> Any | None:
+        """:meth:`_rerank_keep` on the device: ``values (B, w)`` float32 and ``arrays``
+        (``ids``, ``valid``) are arrays of the selector's backend (DLPack views, or
+        :meth:`_select_active_device`'s), ``dev_labels`` the training labels (B, 1) int64
+        there or None. The same (B, w) float32 mask, an array of the backend; None for
+        other policies or when the block holds no more than ``m``."""
+        m = self.selector.m if self.selector is not None else 0
+        if not self._batch_rerank or arrays.ids.shape[1] <= m:
+            return None
+        xp = self.selector.backend.xp
+        z = xp.where(arrays.valid > 0, values, -xp.inf).astype(xp.float32)
+        keep = row_top_mask(xp, z, m, arrays.ids[0], dev_labels)
+        self.selector.add_ranked(int(z.size))  # one partition pass over each row
+        return keep * arrays.valid
+
     def _index_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The index as (JSON-able meta, arrays), the rows trained since the last sync
         included as ``touched``; empty when there is no index."""
@@ -601,8 +844,20 @@ class HashedLayerMixin:
             return False
         if touched is not None:
             index.touch(np.flatnonzero(touched))
+        views = self._device_weight_views(index)
+        if views is not None:  # the selector reads (and picks with) the device weights
+            index.attach(*views)
         self._needs_fit = False
         return True
+
+
+def scores_host_weights(selector: Any) -> bool:
+    """Whether ``selector`` re-scores its candidates with NumPy kernels on the weights it
+    holds: ``rerank``/``exact`` (``HOST_WEIGHT_POLICIES``) with settings that keep the
+    choice on the host (not ``can_select_on_device``: a MIPS transform, ``tiebreak="norm"``,
+    ...). Such a selector must be given host copies of the weights, never device views;
+    on the device ``rerank``/``exact`` score the device weights themselves."""
+    return selector.policy in HOST_WEIGHT_POLICIES and not selector.can_select_on_device
 
 
 def mult_summary(followers: list[IndexFollower]) -> dict[str, Any]:

@@ -5,6 +5,11 @@ initialization when ``in_units=0``). The active rows are gathered with
 ``nd.Embedding(..., sparse_grad=True)``, so the weight gradient is ``row_sparse`` and
 ``gluon.Trainer`` updates only those rows (lazily, for sgd/adam).
 
+On a GPU context, when the selector picks on the device, the forward hands it DLPack
+views of the input and labels and builds the ids, rows, positions, mask and the
+gather/scatter indexes there with the backend's ``xp``, as NDArrays through
+``mx.nd.from_dlpack``: only the labels are read on the host (their range check).
+
 mxnet 1.9.1 still reads ``numpy.bool``, removed in numpy 1.24: this module restores
 the alias before importing mxnet. Importing mxnet drops torch to one thread
 (``torch.set_num_threads`` again afterwards if both are used).
@@ -28,6 +33,7 @@ from lshcore.adapters._common import (  # noqa: E402
     split_selection_options,
 )
 from lshcore.adapters._driver import MLPFramework, make_train_mlp  # noqa: E402
+from lshcore.core.dlpack import from_backend, to_backend  # noqa: E402
 from lshcore.core.validation import check_int  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
 from lshcore.training.params import SelectionParams  # noqa: E402
@@ -164,6 +170,8 @@ class LSHDense(HashedLayerMixin, gluon.Block):
             self._input_ctx = x.context  # the copy of the parameters a sync views
             self._bind_input(self._in_units, x)  # a GPU array selects cupy (see _common)
             self._follow_weights()
+        if not dense and self._selects_on_device(x):
+            return self._forward_on_device(x, labels, lab, training, recording, weight, bias)
         xs = x.asnumpy().astype(np.float32)
         arrays = self._select_active(xs, lab, training, dense=dense, mark=training and recording)
         ctx = x.context
@@ -188,6 +196,58 @@ class LSHDense(HashedLayerMixin, gluon.Block):
         out = nd.scatter_nd(
             values, nd.array(coords, ctx=ctx, dtype="int64"), shape=(b, self._units)
         )
+        return self._activate(out)
+
+    def _forward_on_device(
+        self,
+        x: Any,
+        labels: Any,
+        lab: np.ndarray | None,
+        training: bool,
+        recording: bool,
+        weight: Any,
+        bias: Any,
+    ) -> Any:
+        """:meth:`forward` with the selector picking on the device: ``x`` and the labels
+        reach it as DLPack views; the ids, their union and the gather/scatter indexes are
+        computed there with the backend's ``xp`` and come back as NDArrays on ``x``'s
+        context (``mx.nd.from_dlpack``): no host copy of the input, ids or values (the
+        labels (B,) were read on the host for their check)."""
+        backend = self.selector.backend
+        xp = backend.xp
+        dev_labels = None
+        if lab is not None and training:
+            if isinstance(labels, nd.NDArray):  # (B, 1) int64 made on x's context: a view
+                on_ctx = labels.as_in_context(x.context).astype("int64").reshape((-1, 1))
+                dev_labels = to_backend(on_ctx, backend, "labels")
+            else:  # host labels go up once (select_device and the re-rank share them)
+                dev_labels = backend.to_device(lab.reshape(-1, 1), "labels")
+        xs = x if x.dtype == np.float32 else x.astype("float32")  # as the host path reads it
+        mark = training and recording
+        arrays = self._select_active_device(xs, lab, dev_labels, training, mark=mark)
+        b, m = arrays.ids.shape
+        width = arrays.rows.shape[0]
+        # values[b, j] = z[b, pos[b, j]] * valid[b, j], scattered to column ids[b, j]: the
+        # flat gather index into z (B, U) and the scatter's coordinates, made there too
+        flat_src = (xp.arange(b, dtype=xp.int64)[:, None] * width + arrays.pos).reshape(-1)
+        row_idx = xp.repeat(xp.arange(b, dtype=xp.int64), m)
+        coords = xp.stack([row_idx, xp.maximum(arrays.ids, 0).reshape(-1)])
+        ids, rows, valid = (from_backend(a, x) for a in (arrays.ids, arrays.rows, arrays.valid))
+        self.last_active_ids = ids
+        w_rows = nd.Embedding(
+            rows, weight, input_dim=self._units, output_dim=self._in_units, sparse_grad=True
+        )
+        z = nd.dot(x, w_rows, transpose_b=True)
+        if bias is not None:
+            z = nd.broadcast_add(z, nd.take(bias, rows).reshape((1, -1)))
+        values = nd.take(z.reshape((-1,)), from_backend(flat_src, x))
+        values = values * valid.reshape((-1,)).astype(values.dtype)
+        if self._batch_rerank:  # each row keeps its m best of the shared block
+            seen = values.detach().reshape((b, m)).astype("float32")
+            keep = self._rerank_keep_device(to_backend(seen, backend, "values"), arrays, dev_labels)
+            if keep is not None:
+                values = values * from_backend(keep.reshape(-1), x).astype(values.dtype)
+        out = nd.scatter_nd(values, from_backend(coords, x), shape=(b, self._units))
         return self._activate(out)
 
     def _activate(self, out: Any) -> Any:

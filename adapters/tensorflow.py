@@ -9,6 +9,12 @@ SGD touches only those rows; Keras 3's Adam densifies the slices for its moments
 
 The kernel is stored as ``(units, input_dim)``, one row per output neuron (the
 transpose of ``Dense.kernel``): gradients of a gather are row slices only along axis 0.
+
+On a GPU, when the selector picks on the device, the ``tf.py_function`` hands it DLPack
+views of the input and labels and returns the ids, rows, positions and mask as tensors
+on the input's device (``union_arrays`` with the backend's ``xp``, then
+``tf.experimental.dlpack.from_dlpack``): only the labels are read on the host (their
+range check).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import functools  # noqa: E402
 import json  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -28,9 +35,11 @@ from lshcore.adapters._common import (  # noqa: E402
     ActiveArrays,
     HashedLayerMixin,
     check_labels,
+    framework_arrays,
     split_selection_options,
 )
 from lshcore.adapters._driver import MLPFramework, make_train_mlp  # noqa: E402
+from lshcore.core.dlpack import from_backend, to_backend  # noqa: E402
 from lshcore.core.validation import check_int  # noqa: E402
 from lshcore.errors import InputError  # noqa: E402
 from lshcore.training.params import SelectionParams  # noqa: E402
@@ -151,16 +160,36 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
             }
             self._restore_index(meta, arrays)
 
-    def _select_py(self, x: Any, labels: Any, training: Any) -> list[np.ndarray]:
-        """Runs eagerly (``tf.py_function``): sync the index, select, return the arrays."""
+    def _select_py(self, x: Any, labels: Any, training: bool) -> list[Any]:
+        """Runs eagerly (``tf.py_function``): sync the index, select, return the arrays
+        ``[ids, rows, pos, valid]``: NumPy on the host path; tensors on ``x``'s device
+        when the selector picks there (:meth:`_select_on_device`). The labels (B,) are
+        read on the host for their range check either way (tag ``labels``)."""
         self._bind_input(self._bound_index().spec.n_in, x)  # a GPU tensor selects cupy
         self._follow_weights()
+        batch = int(x.shape[0])
+        lab = check_labels(labels.numpy(), batch, self.units) if labels.shape[0] else None
+        if self._selects_on_device(x):
+            return self._select_on_device(x, labels, lab, training)
         xs = np.asarray(x.numpy(), dtype=np.float32)
-        train = bool(training.numpy())
-        lab = labels.numpy()
-        lab = check_labels(lab, xs.shape[0], self.units) if lab.size else None
-        arrays = self._select_active(xs, lab, train, dense=False, mark=train)
+        arrays = self._select_active(xs, lab, training, dense=False, mark=training)
         return [arrays.ids, arrays.rows, arrays.pos, arrays.valid]
+
+    def _select_on_device(
+        self, x: Any, labels: Any, lab: np.ndarray | None, training: bool
+    ) -> list[Any]:
+        """:meth:`_select_py` with the selector picking on the device: ``x`` and the
+        labels (B,) int64 reach it as DLPack views, and the ids, rows, positions and mask
+        come back as tensors on ``x``'s device (no host copy of the input or the ids)."""
+        backend = self.selector.backend
+        dev_labels = None
+        if lab is not None and training:
+            dev_labels = to_backend(tf.reshape(labels, (-1, 1)), backend, "labels")
+        xs = x if x.dtype == tf.float32 else tf.cast(x, tf.float32)  # as the host path reads it
+        arrays = self._select_active_device(xs, lab, dev_labels, training, mark=training)
+        out = framework_arrays(arrays, x)
+        self.last_active_ids = out.ids
+        return [out.ids, out.rows, out.pos, out.valid]
 
     # -- call ------------------------------------------------------------------------
     def call(
@@ -187,9 +216,11 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         if labels is not None and tf.executing_eagerly():  # fail early, with our error
             check_labels(np.asarray(labels), int(x.shape[0]), self.units)
         lab = tf.zeros((0,), tf.int64) if labels is None else tf.cast(labels, tf.int64)
+        # the training flag is fixed when traced: a Python constant of the function, not an
+        # input tensor (which would be read back from the device)
         ids, rows, pos, valid = tf.py_function(
-            self._select_py,
-            [tf.stop_gradient(x), tf.reshape(lab, (-1,)), tf.constant(is_training)],
+            functools.partial(self._select_py, training=is_training),
+            [tf.stop_gradient(x), tf.reshape(lab, (-1,))],
             [tf.int64, tf.int64, tf.int64, tf.float32],
         )
         ids.set_shape((None, None))
@@ -203,11 +234,10 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         values = tf.gather(z, pos, batch_dims=1) * tf.cast(valid, z.dtype)
         if self._batch_rerank:  # each row keeps its m best of the shared block
             keep = tf.py_function(
-                self._keep_py,
-                [tf.stop_gradient(values), ids, valid, tf.reshape(lab, (-1,)),
-                 tf.constant(is_training)],
+                functools.partial(self._keep_py, training=is_training),
+                [tf.stop_gradient(values), ids, valid, tf.reshape(lab, (-1,))],
                 tf.float32,
-            )  # fmt: skip
+            )
             keep.set_shape((None, None))
             values = values * tf.cast(keep, values.dtype)
         if return_active:
@@ -221,14 +251,30 @@ class LSHDense(HashedLayerMixin, keras.layers.Layer):
         out.set_shape((x.shape[0], self.units))
         return self.activation(out)
 
-    def _keep_py(self, values: Any, ids: Any, valid: Any, lab: Any, training: Any) -> Any:
+    def _keep_py(self, values: Any, ids: Any, valid: Any, lab: Any, training: bool) -> Any:
         """The batch_rerank mask of :meth:`_rerank_keep` (eager, inside tf.py_function);
-        all ones when no re-rank applies."""
+        all ones when no re-rank applies. On the device when the selector picks there."""
+        if self._selects_on_device(values):
+            return self._keep_on_device(values, ids, valid, lab, training)
         arrays = ActiveArrays(ids=ids.numpy(), rows=np.zeros(0, np.int64), pos=ids.numpy(),
                               valid=valid.numpy())  # fmt: skip
         labels = lab.numpy() if lab.shape[0] else None
-        keep = self._rerank_keep(values.numpy(), arrays, labels, bool(training.numpy()))
+        keep = self._rerank_keep(values.numpy(), arrays, labels, training)
         return np.ones(arrays.valid.shape, np.float32) if keep is None else keep
+
+    def _keep_on_device(self, values: Any, ids: Any, valid: Any, lab: Any, training: bool) -> Any:
+        """:meth:`_keep_py` on the device: ``values``, ``ids``, ``valid`` (B, w) and the
+        labels (B,) go to :meth:`_rerank_keep_device` as DLPack views; the mask (B, w)
+        float32 comes back as a tensor there."""
+        backend = self.selector.backend
+        arrays = ActiveArrays(ids=to_backend(ids, backend, "ids"), rows=None, pos=None,
+                              valid=to_backend(valid, backend, "valid"))  # fmt: skip
+        dev_labels = None
+        if training and lab.shape[0]:
+            dev_labels = to_backend(tf.reshape(lab, (-1, 1)), backend, "labels")
+        z = to_backend(tf.cast(values, tf.float32), backend, "values")
+        keep = self._rerank_keep_device(z, arrays, dev_labels)
+        return tf.ones_like(valid) if keep is None else from_backend(keep, values)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (*tuple(input_shape)[:-1], self.units)

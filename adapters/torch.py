@@ -8,6 +8,12 @@ The index follows the weights by itself: every forward compares the parameters' 
 counters (bumped by any in-place change: an optimizer step, ``load_state_dict``, a manual
 ``copy_``) with the last ones it saw, and hands the changed rows to the selector, whose
 schedule decides when to rehash or rebuild. Nothing needs to be called after ``step()``.
+
+On CUDA, when the selector picks on the device (a device backend and settings the
+device selector offers: every policy, the default ``rerank`` included), the forward
+stays there: the input, the labels and the parameters
+reach the selector as DLPack views, its ids come back through ``torch.from_dlpack``, and
+the union rows, positions and mask are torch ops on the device (:func:`_union_tensors`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from lshcore.adapters._common import (
     dense_arrays,
 )
 from lshcore.adapters._driver import MLPFramework, make_train_mlp
+from lshcore.core.dlpack import from_backend, to_backend
 from lshcore.core.validation import check_choice
 from lshcore.errors import ConfigError, InputError
+from lshcore.training.layer import row_top_mask
 from lshcore.training.params import SelectionParams
 
 __all__ = ["DeviceError", "LSHLinear", "LSHSoftmaxLoss", "lsh_softmax_cross_entropy", "train_mlp"]
@@ -129,6 +137,17 @@ class _GatherLinear(torch.autograd.Function):
                     b_rows.index_add_(0, inverse, grad_v), rows, (weight.shape[0],), ctx.sparse
                 )
         return grad_x, grad_w, grad_b, None, None, None
+
+
+def _union_tensors(ids: torch.Tensor, dtype: torch.dtype) -> ActiveArrays:
+    """``union_arrays`` with torch ops on ``ids``' device: ``ids (B, m)`` int64 (-1
+    padding) -> the batch's sorted distinct rows (U,), each id's place in them (B, m)
+    (0 on padding) and the mask (B, m) of ``dtype``."""
+    ok = ids >= 0
+    rows, inverse = torch.unique(ids[ok], sorted=True, return_inverse=True)
+    pos = torch.zeros_like(ids)
+    pos[ok] = inverse
+    return ActiveArrays(ids=ids, rows=rows, pos=pos, valid=ok.to(dtype))
 
 
 class LSHLinear(HashedLayerMixin, nn.Module):
@@ -299,8 +318,10 @@ class LSHLinear(HashedLayerMixin, nn.Module):
             ), out
         if not self.spec.dense:
             self._follow_weights()
-        xs = x.detach().to("cpu", torch.float32).numpy()
         train = self.training and torch.is_grad_enabled()
+        if not dense and self._selects_on_device(x):
+            return self._forward_on_device(x, labels, labels_np, train, return_active)
+        xs = x.detach().to("cpu", torch.float32).numpy()
         arrays = self._select_active(xs, labels_np, self.training, dense=dense, mark=train)
         values = self._active_values(x, arrays)
         if self._batch_rerank:  # each row keeps its m best of the shared block
@@ -315,9 +336,68 @@ class LSHLinear(HashedLayerMixin, nn.Module):
         out = torch.zeros((x.shape[0], self.out_features), dtype=values.dtype, device=x.device)
         return out.scatter_add(1, ids.clamp(min=0), values)
 
+    def _forward_on_device(
+        self,
+        x: torch.Tensor,
+        labels: Any,
+        labels_np: np.ndarray | None,
+        train: bool,
+        return_active: bool,
+    ) -> Any:
+        """:meth:`forward` with the selector picking on the device: ``x`` and the labels
+        go to it as DLPack views, its ids (B, m) come back as a tensor on ``x``'s device,
+        and the union, the values and the trained rows' mark stay there."""
+        index = self._bound_index()
+        backend = index.selector.backend
+        dev_labels = None
+        if labels_np is not None and self.training:
+            lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels_np)
+            # (B, 1) int64 on x's device: a view when the labels are there already
+            lab = lab.detach().to(device=x.device, dtype=torch.int64).reshape(-1, 1).contiguous()
+            dev_labels = to_backend(lab, backend, "labels")
+        found = index.select_device(to_backend(x, backend), labels_np, dev_labels, self.training)
+        ids = from_backend(found, x)
+        arrays = _union_tensors(ids, x.dtype)
+        if train:
+            index.touch_device(to_backend(arrays.rows, backend, "rows"))
+        self.last_active_ids = ids
+        values = self._active_values(x, arrays)
+        if self._batch_rerank:
+            keep = self._rerank_keep_on_device(values, arrays, dev_labels)
+            if keep is not None:
+                values = values * keep
+        if return_active:
+            return ids, values
+        out = torch.zeros((x.shape[0], self.out_features), dtype=values.dtype, device=x.device)
+        return out.scatter_add(1, ids.clamp(min=0), values)
+
+    def _rerank_keep_on_device(
+        self, values: torch.Tensor, a: ActiveArrays, dev_labels: Any
+    ) -> torch.Tensor | None:
+        """:meth:`_rerank_keep` on the device: the same mask (B, w) of ``values``' dtype,
+        computed by ``row_top_mask`` on DLPack views (``dev_labels``: the training labels
+        (B, 1) of the device, or None)."""
+        m = self.selector.m
+        if a.ids.shape[1] <= m:
+            return None
+        backend = self.selector.backend
+        z = values.detach().to(torch.float32).masked_fill(a.valid <= 0, float("-inf"))
+        keep = row_top_mask(
+            backend.xp,
+            to_backend(z.contiguous(), backend, "values"),
+            m,
+            to_backend(a.ids[0].contiguous(), backend, "ids"),
+            dev_labels,
+        )
+        self.selector.add_ranked(int(z.numel()))  # one partition pass over each row
+        return from_backend(keep, values).to(values.dtype) * a.valid
+
     def _active_values(self, x: torch.Tensor, a: ActiveArrays) -> torch.Tensor:
-        """Values (B, m) of the active outputs (0 on padding), differentiable."""
+        """Values (B, m) of the active outputs (0 on padding), differentiable. ``a`` holds
+        NumPy arrays (host path: uploaded here) or tensors on ``x``'s device."""
         dev = x.device
+        if isinstance(a.ids, torch.Tensor):
+            return self._active_values_of_tensors(x, a)
         nnz = int(a.valid.sum())
         batch = x.shape[0]
         mode = self.compute
@@ -335,6 +415,22 @@ class LSHLinear(HashedLayerMixin, nn.Module):
         v = _GatherLinear.apply(x, self.weight, self.bias, rows_of, ids, self.sparse_grad)
         out = torch.zeros(a.ids.size, dtype=x.dtype, device=dev)
         return out.index_put((flat,), v).view(a.ids.shape)
+
+    def _active_values_of_tensors(self, x: torch.Tensor, a: ActiveArrays) -> torch.Tensor:
+        """:meth:`_active_values` of ``ActiveArrays`` of tensors on ``x``'s device."""
+        batch, width = a.ids.shape
+        mode = self.compute
+        if mode == "auto":
+            nnz = int(a.valid.sum())  # a scalar read, as the host path's
+            mode = "union" if batch * a.rows.shape[0] <= UNION_GEMM_ADVANTAGE * nnz else "gather"
+        if mode == "union":
+            z = _UnionLinear.apply(x, self.weight, self.bias, a.rows, self.sparse_grad)
+            return z.gather(1, a.pos) * a.valid
+        flat = torch.nonzero(a.valid.reshape(-1) > 0).reshape(-1)
+        ids = a.ids.reshape(-1).index_select(0, flat)
+        v = _GatherLinear.apply(x, self.weight, self.bias, flat // width, ids, self.sparse_grad)
+        out = torch.zeros(batch * width, dtype=x.dtype, device=x.device)
+        return out.index_put((flat,), v).view(batch, width)
 
     def full_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Every output of ``x`` (B, out_features), as ``nn.Linear`` computes it."""

@@ -33,7 +33,7 @@ if [ "${1:-}" = "--simulate" ]; then
     export NUMBA_ENABLE_CUDASIM=1
     say "# gpu_check --simulate ($(date -u +%FT%TZ)): numba CUDA simulator on the CPU, no GPU"
     step 240 "${PYTEST[@]}" tests/test_gpu_kernels.py tests/test_gpu_arrayapi.py tests/test_gpu_backend.py
-    step 420 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_selector.py tests/test_gpu_dlpack.py tests/test_gpu_xmc.py
+    step 420 "${PYTEST[@]}" tests/test_gpu_training.py tests/test_gpu_selector.py tests/test_gpu_dlpack.py tests/test_gpu_xmc.py tests/test_gpu_adapters.py
     step 120 "$PY" benchmarks/bench_gpu.py --simulate --out "$DEST/gpu-simulate.md"
     exit "$FAILED"
 fi
@@ -68,5 +68,8 @@ step 150 "${PYTEST[@]}" tests/test_gpu_training.py
 step 120 "${PYTEST[@]}" tests/test_gpu_selector.py
 # the XMC trainer with CuPy-resident weights and Adam state against the NumPy reference
 step 90 "${PYTEST[@]}" tests/test_gpu_xmc.py
+# the PyTorch adapter's forward on CUDA tensors, the selector picking on the device, against
+# the same layer's host path (ids step for step; the framework's copies counted)
+step 90 "${PYTEST[@]}" tests/test_gpu_adapters.py
 step 150 "$PY" benchmarks/bench_gpu.py --out "$DEST/gpu.md"
 exit "$FAILED"

@@ -52,13 +52,28 @@ def test_gluon_sync_views_the_parameters_through_dlpack_on_a_device_backend(
 
 
 @pytest.mark.parametrize("policy", ["rerank", "exact"])
-def test_gluon_sync_gives_host_copies_to_policies_that_rescore_on_the_host(
-    fake_gpu_sync: Any, monkeypatch: pytest.MonkeyPatch, policy: str
+def test_gluon_sync_views_the_parameters_for_rerank_and_exact_on_the_device(
+    fake_gpu_sync: Any, policy: str
 ) -> None:
-    # rerank (the adapters' default) and exact run NumPy kernels on the weights they
-    # hold: device views there failed at the first select after a training step
+    # rerank (the adapters' default) and exact score their candidates against the
+    # device weights when they choose there: views, as for the other policies
     layer = _layer(policy=policy)
     given = fake_gpu_sync(layer, "mxnet")
+    assert layer.selector.can_select_on_device
+    w, _ = layer._sync_params()
+    assert given[0] is layer.weight.data()
+    np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
+
+
+def test_gluon_sync_gives_host_copies_to_a_rerank_that_scores_on_the_host(
+    fake_gpu_sync: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with settings that keep the choice on the host (tiebreak="norm"), rerank runs NumPy
+    # kernels on the weights it holds: device views there would fail at the first select
+    # after a training step (exact hashes nothing: it always chooses on the device)
+    layer = _layer(policy="rerank", tiebreak="norm")
+    given = fake_gpu_sync(layer, "mxnet")
+    assert not layer.selector.can_select_on_device
     monkeypatch.setattr(LSHDense, "_host_params", lambda self: ("host-w", "host-b"))
     assert layer._sync_params() == ("host-w", "host-b") and given == []
 
@@ -106,3 +121,14 @@ def test_gluon_sync_on_a_host_backend_reads_host_arrays() -> None:
     assert isinstance(w, np.ndarray) and w.shape == (N_OUT, N_IN)
     np.testing.assert_array_equal(w, layer.weight.data().asnumpy())
     np.testing.assert_array_equal(b, layer.bias.data().asnumpy())
+
+
+def test_gluon_cpu_forward_keeps_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPU arrays on a host backend never reach the device path; the ids stay NumPy
+    called: list[Any] = []
+    monkeypatch.setattr(LSHDense, "_forward_on_device", lambda *a: called.append(a))
+    layer = _layer()
+    with autograd.record():
+        out = layer(nd.ones((4, N_IN)), nd.array(np.arange(4)))
+    assert not called and out.shape == (4, N_OUT)
+    assert isinstance(layer.last_active_ids, np.ndarray)

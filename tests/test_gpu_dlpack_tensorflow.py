@@ -82,3 +82,30 @@ def test_keras_sync_on_a_host_backend_reads_host_arrays() -> None:
     assert isinstance(w, np.ndarray) and w.shape == (N_OUT, N_IN)
     np.testing.assert_array_equal(w, layer.kernel.numpy())
     np.testing.assert_array_equal(b, layer.bias.numpy())
+
+
+def test_tensorflow_gets_aligned_arrays_only() -> None:
+    # TensorFlow aborts the process on a DLPack tensor not aligned to 64 bytes (a NumPy
+    # array under the simulator, or a view into CuPy's pool): such an array is copied
+    # into an aligned one on its own side first; an aligned one goes as it is
+    buf = np.zeros(64 + 8 * 13, dtype=np.uint8)
+    start = next(i for i in range(1, 64) if (buf.ctypes.data + i) % 64 == 8)
+    odd = buf[start : start + 8 * 12].view(np.int64)
+    odd[:] = np.arange(12)
+    assert odd.ctypes.data % dlpack.TF_ALIGN_BYTES == 8
+    fixed = dlpack.aligned_for_tensorflow(odd)
+    assert fixed.ctypes.data % dlpack.TF_ALIGN_BYTES == 0
+    np.testing.assert_array_equal(fixed, np.arange(12))
+    assert dlpack.aligned_for_tensorflow(fixed) is fixed
+    t = dlpack.from_backend(odd.reshape(3, 4), tf.constant([0.0]))
+    np.testing.assert_array_equal(t.numpy(), np.arange(12).reshape(3, 4))
+
+
+def test_keras_cpu_call_keeps_the_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPU tensors on a host backend never reach the device path; the ids stay NumPy
+    called: list[Any] = []
+    monkeypatch.setattr(LSHDense, "_select_on_device", lambda *a: called.append(a))
+    layer = _layer()
+    out = layer(np.ones((4, N_IN), np.float32), training=True, labels=np.arange(4))
+    assert not called and tuple(out.shape) == (4, N_OUT)
+    assert isinstance(layer.last_active_ids, np.ndarray)

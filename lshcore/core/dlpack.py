@@ -25,7 +25,7 @@ import numpy as np
 from lshcore.core.backend import Backend, device_kind
 from lshcore.errors import InputError
 
-__all__ = ["framework_of", "to_backend", "from_backend", "FRAMEWORKS"]
+__all__ = ["framework_of", "to_backend", "from_backend", "aligned_for_tensorflow", "FRAMEWORKS"]
 
 #: the tensor types recognized, by the top-level module of their type
 FRAMEWORKS = ("numpy", "cupy", "torch", "tensorflow", "mxnet")
@@ -93,10 +93,37 @@ def _from_capsule(xp: Any, capsule: Any, fw: str) -> Any:
     return xp.from_dlpack(capsule)  # CuPy takes a capsule as well as __dlpack__
 
 
+#: TensorFlow takes a DLPack tensor whose data is aligned to this many bytes (Eigen's
+#: widest alignment) and aborts the whole process on one that is not (a failed check,
+#: not an exception)
+TF_ALIGN_BYTES = 64
+
+
+def _data_address(z: Any) -> int:
+    iface = getattr(z, "__cuda_array_interface__", None) or z.__array_interface__
+    return int(iface["data"][0])
+
+
+def aligned_for_tensorflow(z: Any) -> Any:
+    """``z`` (a NumPy or CuPy array) itself when its data is aligned to
+    :data:`TF_ALIGN_BYTES`, else a copy of it on the same side (device or host) that
+    is: CuPy's memory pool hands out 256-byte aligned blocks, but a view into one (or a
+    NumPy array, aligned to 16) may start anywhere."""
+    if _data_address(z) % TF_ALIGN_BYTES == 0:
+        return z
+    xp = sys.modules[type(z).__module__.split(".")[0]]
+    buf = xp.empty(z.nbytes + TF_ALIGN_BYTES, dtype=xp.uint8)
+    start = -_data_address(buf) % TF_ALIGN_BYTES
+    out = buf[start : start + z.nbytes].view(z.dtype).reshape(z.shape)
+    out[...] = z
+    return out
+
+
 def from_backend(z: Any, like: Any) -> Any:
     """The backend array ``z`` as a tensor of ``like``'s framework sharing its memory
     (DLPack; no copy): ``torch.from_dlpack``, ``tf.experimental.dlpack.from_dlpack``,
-    ``mx.nd.from_dlpack``; NumPy/CuPy arrays come back as they are."""
+    ``mx.nd.from_dlpack``; NumPy/CuPy arrays come back as they are. TensorFlow gets an
+    aligned copy of an array whose data is not aligned (:func:`aligned_for_tensorflow`)."""
     fw = framework_of(like)
     if fw in ("numpy", "cupy"):
         return z
@@ -106,6 +133,7 @@ def from_backend(z: Any, like: Any) -> Any:
             return torch.from_numpy(z)  # shares memory (see to_backend)
         return torch.from_dlpack(z)
     if fw == "tensorflow":
+        z = aligned_for_tensorflow(z)
         return _module("tensorflow").experimental.dlpack.from_dlpack(z.__dlpack__())
     if fw == "mxnet":
         return _module("mxnet").nd.from_dlpack(z.__dlpack__())
