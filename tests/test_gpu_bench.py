@@ -1,6 +1,7 @@
 """The GPU benchmark script runs end to end (``--simulate``: tiny sizes under numba's CUDA
 simulator), and its library rows train on the device path: the selection on the device
-and nothing but the batch, its labels, the loss and the work tally crossing."""
+and nothing but the batch, its labels, the loss and the work tally crossing (the XMC
+trainer: the batch, the query codes and active set of its host tables, the loss)."""
 
 from __future__ import annotations
 
@@ -32,4 +33,9 @@ def test_bench_gpu_simulated_dry_run(tmp_path: Path) -> None:
         assert "selects on device: True" in row, row
         crossed = row.split("copies during training: ")[1].split(" |")[0].split(", ")
         assert set(crossed) <= {"input", "labels", "loss", "selection_work"}, row
+    # the XMC trainer: weights, Adam state and gradients never cross
+    (xmc,) = [ln for ln in text.splitlines() if ln.startswith("| lshcore XMC trainer")]
+    crossed = set(xmc.split("copies during training: ")[1].split(" |")[0].split(", "))
+    assert crossed <= {"input", "active_ids", "query_codes", "loss", "rehash_ids", "table_codes"}
+    assert {"input", "query_codes", "loss"} <= crossed, xmc
     assert "exact search" in text and "LSHIndex search" in text
