@@ -85,7 +85,7 @@ class SRP(_BackendFamily):
     ):
         super().__init__(dim, k, l, seed=seed, backend=backend)
         proj = self._rng.standard_normal((self.dim, self.k * self.l)).astype(np.float32)
-        self.projections = self.xp.asarray(proj)
+        self.projections = self.backend.to_device(proj, "hash_functions")  # counted once
         # sparse (SciPy) queries are multiplied on the host: keep a host copy there rather
         # than copying the matrix from a device at every call
         self._host_projections = proj if not self.backend.host_arrays else None
@@ -233,7 +233,9 @@ class SparseSRP(SRP):
         self.sparse_projections.sort_indices()
         #: how many projections sample each coordinate, shape (dim,)
         self.samples_per_coordinate = np.diff(self.sparse_projections.indptr)
-        self.projections = self.xp.asarray(self.sparse_projections.toarray())
+        self.projections = self.backend.to_device(
+            self.sparse_projections.toarray(), "hash_functions"
+        )
         self.num_buckets = 2**self.k
 
     def _project(self, x: Any) -> Any:
@@ -343,7 +345,9 @@ class CrossPolytope(_BackendFamily):
         signs = self._rng.integers(0, 2, size=(3, n_sub, rotation_dim)) * 2 - 1
         #: the three random +-1 diagonals, shape (3, k*l, d') (sub-hash j of table t at t*k+j)
         self.diagonals = signs.astype(np.float32)
-        self.diagonals_t = self.xp.asarray(np.ascontiguousarray(self.diagonals.transpose(0, 2, 1)))
+        self.diagonals_t = self.backend.to_device(
+            self.diagonals.transpose(0, 2, 1), "hash_functions"
+        )
         radix = [2 * rotation_dim] * (self.k - 1)
         self._place = np.cumprod([1, *radix], dtype=np.int64)[: self.k]
 
@@ -430,10 +434,10 @@ class PStable(_BackendFamily):
         b = self._rng.uniform(0.0, r, size=n_sub)
         # fold the division by r into the projections: floor(a/r . x + b/r)
         self._scaled = np.asarray(a / r, dtype=np.float32)
-        self.projections = self.xp.asarray(self._scaled)
-        self.offsets = self.xp.asarray((b / r).astype(np.float32))
+        self.projections = self.backend.to_device(self._scaled, "hash_functions")
+        self.offsets = self.backend.to_device((b / r).astype(np.float32), "hash_functions")
         coef = self._rng.integers(0, _UNIVERSAL_PRIME, size=(self.l, self.k), dtype=np.uint64)
-        self.coefficients = self.xp.asarray(coef)
+        self.coefficients = self.backend.to_device(coef, "hash_functions")
 
     def bucket_indices(self, x: Any) -> Any:
         """The k integer sub-hash values per table, int64 of shape (n, l, k)."""
