@@ -225,3 +225,19 @@ def test_device_backends_record_each_copy_with_its_tag_size_and_direction() -> N
     with count_transfers() as after:
         pass
     assert after.transfers == []  # a finished block records nothing more
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [("srp", {}), ("sparse_srp", {}), ("crosspolytope", {}), ("pstable", {})],
+)
+def test_a_family_copies_its_functions_to_a_device_through_the_counted_path(
+    family: str, params: dict[str, Any]
+) -> None:
+    from lshcore.core.backend import count_transfers
+    from lshcore.registry import catalog
+
+    with count_transfers() as log:
+        catalog.hash_family(family, 16, 3, 4, seed=0, backend=SIM, **params)
+    assert log.count("hash_functions", "h2d") >= 1, log.transfers
+    assert log.tags() == {"hash_functions"}, log.transfers
