@@ -4,10 +4,12 @@ CUDA simulator (tests/_gpu_selector_sim.py, in a subprocess: the simulator must 
 before numba.cuda is imported).
 
 Checked there: on the same seeds and weights, the device selector picks the same ids as
-the NumPy reference selector (topk, union, threshold, batch_union, batch_rerank; DWTA,
-WTA, SRP), call after call (the tie-break counter advancing), in training (labels kept)
-and inference, with the same work tallies, and keeps the same codes through rehashes
-(fixed and "changed" schedules) and rebuilds; a hashed training step moves no active ids, query or
+the NumPy reference selector (every policy; DWTA, WTA, SRP; the MIPS transforms
+simple_lsh and sign_alsh, including a refit when a row outgrows their scale M; the
+"norm" tie-break), call after call (the tie-break counter advancing), in training
+(labels kept) and inference, with the same work tallies, and keeps the same codes, M and
+norm priorities through rehashes (fixed and "changed" schedules), rebuilds and a save
+and restore; a hashed training step moves no active ids, query or
 table codes, or activations between host and device (the same model with the selector
 forced onto the host does, which guards the counter).
 """
