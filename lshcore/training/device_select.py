@@ -2,18 +2,21 @@
 
 An :class:`~lshcore.training.selector.ActiveSelector` on a device backend
 (``backend.on_device``) whose functions can hash on the device (a family with
-``device_hash``: DWTA, WTA, SRP; no MIPS transform; sorted tables; random tie-breaks)
-keeps its tables here, as arrays of the backend (CuPy on a GPU), built there from the
-layer's device weights (``fit_device``) or moved up from a host fit (``attach``):
+``device_hash``: DWTA, WTA, SRP; no MIPS transform, or one with the ``device_*`` methods
+of :mod:`lshcore.hashing.mips`; sorted tables; either tie-break) keeps its tables here,
+as arrays of the backend (CuPy on a GPU), built there from the layer's device weights
+(``fit_device``) or moved up from a host fit (``attach``):
 
 * :class:`DeviceTables`: each row's codes ``(n_out, L)`` and, per table, the codes in
-  ascending order with their row ids ``(L, n_out)`` (the layout of the host tables);
+  ascending order with their row ids ``(L, n_out)`` (the layout of the host tables); the
+  transform (its scale M a host float) and ``tiebreak="norm"``'s priorities
+  (:func:`norm_priorities`);
 * the query codes come from ``family.device_hash`` of ``[x, 1]`` built on the device
-  (:func:`dense_query`);
+  (:func:`dense_query`), through the transform's ``device_query`` when there is one;
 * the kernel ``table_hit_counts`` fills a dense ``(B, n_out)`` hit counter (atomic adds);
 * the pick is array code: every neuron gets one int64 key ``class << 48 | priority << 32
   | id`` (class: a forced label above any hit count, then the hit count; priority: the
-  seeded ``tiebreak_priority`` hash), and the ``m`` largest keys win.
+  seeded ``tiebreak_priority`` hash, or the norm rank), and the ``m`` largest keys win.
 
 The keys are the NumPy reference's (``kernels._np_layer.select_active`` and
 ``batch_select_from_tables``) and are distinct (the id is in the low bits), so the set

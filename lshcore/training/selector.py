@@ -38,7 +38,9 @@ On a device backend a selector given the layer's device arrays
 :meth:`~ActiveSelector.fit`) keeps its tables, query codes and choice there when its
 settings allow (:attr:`~ActiveSelector.can_select_on_device`; see
 :mod:`lshcore.training.device_select`), for every policy: ``rerank`` and ``exact`` then
-score against the device weights.
+score against the device weights; a MIPS transform with device methods (``simple_lsh``,
+``sign_alsh``) is fitted, applied and refitted there, and ``tiebreak="norm"`` ranked
+there.
 """
 
 from __future__ import annotations
