@@ -66,14 +66,26 @@ def selector_pair(
     return ref, dev, (w, b, dw, db)
 
 
-def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
+def same_sets(
+    policy: str, family: str = "dwta", outgrow_at: int | None = None, **params: Any
+) -> None:
+    """The device selector against the NumPy one over three steps (select, update some
+    rows, rehash): ids, tallies, codes, rehash costs, a transform's scale and the norm
+    tie-break priorities agree; then a saved and restored device selector agrees too.
+    ``outgrow_at``: the step whose update scales a row past the transform's scale M (both
+    sides refit and rehash every row)."""
     hashing = policy in LSH_POLICIES
     n_in, n_out, batch = 12, 64, 5
     # few tables, small keys: the simulator runs every CUDA thread as a Python thread
     params = {"k": 2, "l": 5, **params}
-    ref, dev, (w, b, dw, db) = selector_pair(
-        n_in, n_out, policy=policy, family=family, active=0.1, **{"rehash": "fixed:1", **params}
-    )
+    settings = dict(policy=policy, family=family, active=0.1, **{"rehash": "fixed:1", **params})
+    ref, dev, (w, b, dw, db) = selector_pair(n_in, n_out, **settings)
+    norm_tie = params.get("tiebreak") == "norm"
+    if norm_tie:  # the same selector with seeded random tie-breaks: must choose otherwise
+        coin = ActiveSelector(
+            n_in, n_out, backend="numpy", seed=3, **{**settings, "tiebreak": "random"}
+        ).fit(w, b)
+        tie_decided = False
     rng = np.random.default_rng(7)
     distinct = set()
     for step in range(3):
@@ -81,7 +93,11 @@ def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
         labels = rng.integers(0, n_out, batch)
         for training in (True, False):
             queried = (ref.query_mults, dev.query_mults)
+            if norm_tie and step == 0:
+                other = coin.select(x, labels, training=training).ids
             want = ref.select(x, labels, training=training)
+            if norm_tie and step == 0:
+                tie_decided |= not np.array_equal(other, want.ids)
             got = dev.select_device(DEVICE.to_device(x, "test"), labels, training=training)
             ids = to_host(got.ids)
             if got.shared:
@@ -113,18 +129,40 @@ def same_sets(policy: str, family: str = "dwta", **params: Any) -> None:
         # an optimizer step on some rows, then the (fixed:1) rehash on both sides
         rows = rng.choice(n_out, size=9, replace=False)
         delta = rng.standard_normal((9, n_in)).astype(np.float32)
+        scale = ref.state()[0]["scale"]
+        if step == outgrow_at:  # row rows[0] becomes three times as long as M
+            grow = 3 * scale / float(np.linalg.norm(np.append(w[rows[0]], b[rows[0]])))
+            delta[0] = w[rows[0]] * np.float32(grow - 1)
         w[rows] += delta
         dw[DEVICE.to_device(rows, "test")] += DEVICE.to_device(delta, "test")
         ref.after_update(w, b, rows)
         dev.after_update(dw, db, DEVICE.to_device(rows, "test"))
         if hashing:
-            np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
+            (ref_meta, ref_arrays), (dev_meta, dev_arrays) = ref.state(), dev.state()
+            np.testing.assert_array_equal(dev_arrays["codes"], ref_arrays["codes"])
+            assert dev_meta["scale"] == ref_meta["scale"], (dev_meta["scale"], ref_meta["scale"])
+            if step == outgrow_at:  # refitted: M grew (to the grown row's norm)
+                assert ref_meta["scale"] > 2 * scale, (ref_meta["scale"], scale)
+            assert ("tie" in dev_arrays) is ("tie" in ref_arrays) is norm_tie
+            if norm_tie:
+                np.testing.assert_array_equal(dev_arrays["tie"], ref_arrays["tie"])
+        assert dev.rehash_mults == ref.rehash_mults, (step, dev.rehash_mults, ref.rehash_mults)
     assert (ref.rehashes, ref.rebuilds) == (dev.rehashes, dev.rebuilds)
     assert ref.rehashes + ref.rebuilds == (3 if hashing else 0)  # every step changed them
     assert len(distinct) > 2, "every selection was the same: the check proves nothing"
+    if norm_tie:
+        assert tie_decided, "random tie-breaks chose the same ids: the check proves nothing"
     # the public select() of a host batch gives the same ActiveSet
     x = np.maximum(rng.standard_normal((batch, n_in)), 0).astype(np.float32)
     np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)
+    if hashing:  # saved and restored (as Model.load does): the same scale, ties and sets
+        back = ActiveSelector.from_state(*dev.state(), w, b, backend=DEVICE)
+        back.attach(dw, db)
+        assert back.selects_on_device
+        assert back.state()[0]["scale"] == ref.state()[0]["scale"]
+        if norm_tie:
+            np.testing.assert_array_equal(back.state()[1]["tie"], ref.state()[1]["tie"])
+        np.testing.assert_array_equal(back.select(x).ids, ref.select(x).ids)
 
 
 def ck_sparse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,6 +220,76 @@ def changed_schedule_samples_the_same_rows() -> None:
     assert ref.rehashes > 0
 
 
+def changed_schedule_refits_the_transform() -> None:
+    # "changed" with a MIPS transform: a sampled row past M gives the share 1 on both sides
+    # (no sample hashed), then both refit M and rehash every row; later checks sample
+    # against the refitted tables
+    ref, dev, (w, b, dw, db) = selector_pair(
+        12, 64, policy="topk", family="srp", transform="sign_alsh", active=0.1,
+        rehash="changed:0.05:1", k=3, l=6,
+    )  # fmt: skip
+    rng = np.random.default_rng(12)
+    shares = []
+    for step in range(3):
+        rows = rng.choice(64, size=40, replace=False)
+        # the changed rows shrink (none past M; their codes move: the extra coordinate
+        # grows), except at step 1, where they double: the sample holds rows past M
+        delta = (1.0 if step == 1 else -0.2) * w[rows]
+        w[rows] += delta
+        dw[DEVICE.to_device(rows, "test")] += DEVICE.to_device(delta, "test")
+        scale = ref.state()[0]["scale"]
+        ref.after_update(w, b, rows)
+        dev.after_update(dw, db, DEVICE.to_device(rows, "test"))
+        assert dev.changed_share == ref.changed_share and dev.rehashes == ref.rehashes
+        assert dev.rehash_mults == ref.rehash_mults, (dev.rehash_mults, ref.rehash_mults)
+        (ref_meta, ref_arrays), (dev_meta, dev_arrays) = ref.state(), dev.state()
+        assert dev_meta["scale"] == ref_meta["scale"]
+        np.testing.assert_array_equal(dev_arrays["codes"], ref_arrays["codes"])
+        shares.append((ref.changed_share, ref_meta["scale"] > scale))
+    assert shares[1] == (1.0, True), shares  # the refit happened, and only at step 1
+    assert not shares[0][1] and not shares[2][1], shares
+
+
+def a_transform_without_device_methods_stays_on_the_host() -> None:
+    # a transform plugin that offers no device_* methods: the selector keeps the host path
+    import lshcore
+    from lshcore.hashing.base import Transform
+    from lshcore.hashing.mips import SimpleLSH
+
+    class HostOnly(Transform):
+        name = "host_only_simple_lsh"
+
+        def __init__(self, dim: int):
+            super().__init__(dim)
+            self._inner = SimpleLSH(dim)
+            self.out_dim = self._inner.out_dim
+
+        def fit(self, x: Any) -> HostOnly:
+            self.scale = self._inner.fit(x).scale
+            return self
+
+        def data(self, x: Any) -> Any:
+            return self._inner.data(x)
+
+        def query(self, q: Any) -> Any:
+            return self._inner.query(q)
+
+    class Plugin:
+        @lshcore.hookimpl
+        def lshcore_register_transforms(self, register: Any) -> None:
+            register(HostOnly.name, HostOnly)
+
+    name = lshcore.register_plugin(Plugin(), name="host-only-transform")
+    try:
+        for transform, on_device in ((HostOnly.name, False), ("simple_lsh", True)):
+            sel = ActiveSelector(
+                12, 64, backend=DEVICE, policy="topk", family="srp", transform=transform
+            )
+            assert sel.can_select_on_device is on_device, transform
+    finally:
+        lshcore.unregister_plugin(name)
+
+
 def refit_leaves_the_device_until_attached() -> None:
     # fit() builds new host tables: the device ones are stale until attach() moves them
     ref, dev, (w, b, dw, db) = selector_pair(12, 64, policy="topk", active=0.1, k=2, l=5)
@@ -207,6 +315,9 @@ def fit_device_hashes_where_the_weights_are() -> None:
         dict(policy="topk", family="dwta"),
         dict(policy="batch_union", family="wta", bin_size=4),
         dict(policy="threshold", family="srp", k=3, l=6, threshold=2),
+        dict(policy="topk", family="srp", k=3, l=6, transform="simple_lsh"),
+        dict(policy="rerank", family="srp", k=3, l=6, transform="sign_alsh"),
+        dict(policy="topk", family="dwta", tiebreak="norm"),
     ):
         params = {"k": 2, "l": 5, "active": 0.1, "seed": 3, **params}
         ref = ActiveSelector(12, 64, backend="numpy", **params).fit(w, b)
@@ -214,12 +325,20 @@ def fit_device_hashes_where_the_weights_are() -> None:
         dw, db = DEVICE.to_device(w, "test"), DEVICE.to_device(b, "test")
         with count_transfers() as log:
             assert dev.fit_device(dw, db) is dev
-        assert dev.selects_on_device and not log.tags("d2h"), log.transfers
-        np.testing.assert_array_equal(dev.state()[1]["codes"], ref.state()[1]["codes"])
+        # a transform's scale M (the largest row norm) is the one value that comes down
+        scale_reads = 1 if "transform" in params else 0
+        assert dev.selects_on_device and log.tags("d2h") <= {"transform_scale"}, log.transfers
+        assert log.count("transform_scale", "d2h") == scale_reads, log.transfers
+        (ref_meta, ref_arrays), (dev_meta, dev_arrays) = ref.state(), dev.state()
+        np.testing.assert_array_equal(dev_arrays["codes"], ref_arrays["codes"])
+        assert dev_meta["scale"] == ref_meta["scale"]
+        if "tiebreak" in params:
+            np.testing.assert_array_equal(dev_arrays["tie"], ref_arrays["tie"])
         assert dev.rehash_mults == ref.rehash_mults  # (SRP: n_out * (n_in + 1) * k * l)
         np.testing.assert_array_equal(dev.select(x).ids, ref.select(x).ids)
     # a configuration that selects on the host: one host copy (tag "init"), fit, attach
-    params = dict(policy="topk", family="srp", transform="simple_lsh", k=3, l=6, seed=3)
+    # (cross-polytope does not hash on the device)
+    params = dict(policy="topk", family="crosspolytope", transform="simple_lsh", k=1, l=6, seed=3)
     ref = ActiveSelector(12, 64, backend="numpy", **params).fit(w, b)
     dev = ActiveSelector(12, 64, backend=DEVICE, **params)
     with count_transfers() as log:
@@ -375,10 +494,52 @@ for name, fn in [
         "same_sets_rerank_adapter_defaults",
         lambda: same_sets("rerank", "srp", k=4, l=50, rerank=4.0),
     ),
+    # MIPS transforms (SRP's cosine made an inner product): a row outgrows M at step 1
+    (
+        "same_sets_topk_simple_lsh",
+        lambda: same_sets("topk", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=1),
+    ),
+    (
+        "same_sets_topk_sign_alsh",
+        lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
+    ),
+    (
+        "same_sets_rerank_simple_lsh",
+        lambda: same_sets("rerank", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=0),
+    ),
+    (
+        "same_sets_batch_rerank_sign_alsh",
+        lambda: same_sets("batch_rerank", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
+    ),
+    # a rank family through a transform: hashed by the query's non-zeros, tallied so
+    (
+        "same_sets_threshold_dwta_simple_lsh",
+        lambda: same_sets("threshold", transform="simple_lsh", threshold=2, outgrow_at=2),
+    ),
+    # new functions and a new transform drawn at step 2 (a rebuild), fitted on the device
+    (
+        "same_sets_sign_alsh_after_a_rebuild",
+        lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", rebuild="fixed:2"),
+    ),
+    # tiebreak="norm": the rows' norm ranks break equal hit counts (and pad)
+    ("same_sets_topk_norm", lambda: same_sets("topk", tiebreak="norm")),
+    ("same_sets_rerank_norm", lambda: same_sets("rerank", tiebreak="norm")),
+    ("same_sets_threshold_norm", lambda: same_sets("threshold", threshold=2, tiebreak="norm")),
+    (
+        "same_sets_topk_norm_simple_lsh",
+        lambda: same_sets(
+            "topk", "srp", k=3, l=6, transform="simple_lsh", tiebreak="norm", outgrow_at=1
+        ),
+    ),
     ("same_sets_exact", lambda: same_sets("exact")),
     ("same_sets_random", lambda: same_sets("random")),
     ("rerank_ties_go_to_the_smaller_id", rerank_ties_go_to_the_smaller_id),
     ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
+    ("changed_schedule_refits_the_transform", changed_schedule_refits_the_transform),
+    (
+        "a_transform_without_device_methods_stays_on_the_host",
+        a_transform_without_device_methods_stays_on_the_host,
+    ),
     ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
     ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
     ("chunked_selection_is_the_same", chunked_selection_is_the_same),

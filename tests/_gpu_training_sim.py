@@ -34,11 +34,13 @@ DEVICE: Any = (
 )
 #: what may cross during training; never the parameters, their state or gradients
 #: ("rehash_ids": the positions of the rows a "changed" rehash samples; "hash_functions":
-#: a rebuilt family's own arrays; "selection_work": four int64 work counts per selection)
+#: a rebuilt family's own arrays; "selection_work": four int64 work counts per selection;
+#: "transform_scale": a MIPS transform's largest row norm, one float per refit check)
 H2D_OK = {"input", "labels", "rehash_ids", "hash_functions"}
-D2H_OK = {"loss", "selection_work"}
-#: what crosses only for a layer whose selector works on the host (a MIPS transform, index
-#: tables, norm tie-breaks): its query codes and ids, the input it hashes, changed rows
+D2H_OK = {"loss", "selection_work", "transform_scale"}
+#: what crosses only for a layer whose selector works on the host (index tables, a family
+#: or transform without device methods): its query codes and ids, the activations it
+#: hashes, changed rows
 HOST_SELECTOR_H2D = {"active_ids"}
 HOST_SELECTOR_D2H = {"activations", "rehash", "query_codes", "table_codes", "active_ids"}
 
@@ -199,18 +201,49 @@ def scoring_policies_train_on_the_device() -> None:
 
 
 def device_refuses_a_host_rerank() -> None:
-    # rerank whose tables stay on the host (a MIPS transform) would score host weights
+    # rerank whose tables stay on the host (index tables) would score host weights
     from lshcore.errors import ConfigError
 
     try:
         Model.mlp(
             10, [48], 6, active=0.125, backend=DEVICE, policy="rerank", family="srp",
-            transform="simple_lsh",
+            tables="index",
         )  # fmt: skip
     except ConfigError as exc:
         assert "rerank" in str(exc) and "device" in str(exc)
         return
     raise AssertionError("a host-selecting rerank on a device backend was accepted")
+
+
+def mips_and_norm_tiebreak_train_on_the_device() -> None:
+    # a MIPS transform (fitted, applied and refitted on the device) and tiebreak="norm"
+    # (ranked there at each rehash): numpy's training and work counts, no host-selector
+    # traffic; M comes down once per rehash check (transform_scale), nothing else
+    for hidden, sel in [
+        ([48], dict(policy="topk", tiebreak="norm", rehash="fixed:1")),
+        ([48], dict(policy="rerank", tiebreak="norm", rehash="fixed:1")),
+        ([48], dict(policy="topk", family="srp", transform="simple_lsh", rehash="fixed:1")),
+        ([40, 32], dict(policy="rerank", family="srp", k=3, l=4, transform="sign_alsh",
+                        rehash="fixed:1", active=0.25)),
+    ]:  # fmt: skip
+        sel = {"active": 0.125, **sel}
+        models, losses, log, before = train_pair(hidden, 3, "adam", **sel)
+        assert_agree(models, losses)
+        assert_resident(models[1], log, before)
+        hashed = [la for la in models[1].layers if la.hashed]
+        assert hashed and all(la.device_selection for la in hashed), sel
+        crossed = (HOST_SELECTOR_H2D | HOST_SELECTOR_D2H | {"init"}) & log.tags()
+        assert not crossed, (sel, crossed)
+        reads = log.count("transform_scale", "d2h")
+        # one read per rehash of each hashed layer (two when it refits)
+        assert reads >= 3 * len(hashed) if "transform" in sel else reads == 0, (sel, reads)
+        ref_counts, dev_counts = LAST_COUNTS
+        assert dev_counts.forward == ref_counts.forward, sel
+        assert dev_counts.selection == ref_counts.selection, sel
+        if sel.get("family") != "srp":  # SRP hashing on the device: one product, counted so
+            assert dev_counts.hashing == ref_counts.hashing, sel
+        sels = [la.selector for la in hashed]
+        assert all(s.rehashes == 3 for s in sels), [s.rehashes for s in sels]
 
 
 def predict_and_save_roundtrip() -> None:
@@ -301,12 +334,20 @@ def strict_device_namespace() -> None:
         ([24], 2, "sgd", dict(active=0.25, policy="random")),
         ([16], 2, "sgd", dict(active=1.0)),
         ([32], 2, "adam", dict(active=0.25, policy="topk", family="srp", k=3, l=4)),
-        # a MIPS transform keeps the selector on the host: that path, strictly, too
-        ([32], 2, "sgd", dict(active=0.25, policy="topk", family="srp", transform="simple_lsh")),
-    ]:
+        # a MIPS transform and the norm tie-break select on the device too (refit checks
+        # and norm ranks on the strict arrays at every rehash)
+        ([32], 2, "sgd", dict(active=0.25, policy="topk", family="srp", transform="simple_lsh",
+                              rehash="fixed:1")),
+        ([24], 2, "adam", dict(active=0.25, policy="rerank", family="srp", k=3, l=4,
+                               transform="sign_alsh", tiebreak="norm", rehash="fixed:1")),
+        ([32], 2, "adam", dict(active=0.25, policy="topk", tiebreak="norm", rehash="fixed:1")),
+    ]:  # fmt: skip
         models, losses, log, before = train_pair(hidden, steps, opt, device=strict, **sel)
         assert_agree(models, losses)
         assert_resident(models[1], log, before)
+        # every hashed layer chose on the device: no host selector's ids, codes or rows
+        assert all(la.device_selection for la in models[1].layers if la.hashed), sel
+        assert not (HOST_SELECTOR_H2D | HOST_SELECTOR_D2H) & log.tags(), (sel, log.tags())
         for layer in models[1].layers:
             assert isinstance(layer.weight, StrictArray) and isinstance(layer.bias, StrictArray)
     x, _ = data(9, 7, 10, 6)
@@ -339,6 +380,7 @@ for name, fn in [
     ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
     ("scoring_policies_train_on_the_device", scoring_policies_train_on_the_device),
     ("device_refuses_a_host_rerank", device_refuses_a_host_rerank),
+    ("mips_and_norm_tiebreak_train_on_the_device", mips_and_norm_tiebreak_train_on_the_device),
     ("predict_and_save_roundtrip", predict_and_save_roundtrip),
 ]:
     check(name, fn)

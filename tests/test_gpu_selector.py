@@ -4,10 +4,12 @@ CUDA simulator (tests/_gpu_selector_sim.py, in a subprocess: the simulator must 
 before numba.cuda is imported).
 
 Checked there: on the same seeds and weights, the device selector picks the same ids as
-the NumPy reference selector (topk, union, threshold, batch_union, batch_rerank; DWTA,
-WTA, SRP), call after call (the tie-break counter advancing), in training (labels kept)
-and inference, with the same work tallies, and keeps the same codes through rehashes
-(fixed and "changed" schedules) and rebuilds; a hashed training step moves no active ids, query or
+the NumPy reference selector (every policy; DWTA, WTA, SRP; the MIPS transforms
+simple_lsh and sign_alsh, including a refit when a row outgrows their scale M; the
+"norm" tie-break), call after call (the tie-break counter advancing), in training
+(labels kept) and inference, with the same work tallies, and keeps the same codes, M and
+norm priorities through rehashes (fixed and "changed" schedules), rebuilds and a save
+and restore; a hashed training step moves no active ids, query or
 table codes, or activations between host and device (the same model with the selector
 forced onto the host does, which guards the counter).
 """
@@ -42,10 +44,22 @@ CHECKS = [
     "same_sets_threshold",
     "same_sets_rerank",
     "same_sets_rerank_adapter_defaults",
+    "same_sets_topk_simple_lsh",
+    "same_sets_topk_sign_alsh",
+    "same_sets_rerank_simple_lsh",
+    "same_sets_batch_rerank_sign_alsh",
+    "same_sets_threshold_dwta_simple_lsh",
+    "same_sets_sign_alsh_after_a_rebuild",
+    "same_sets_topk_norm",
+    "same_sets_rerank_norm",
+    "same_sets_threshold_norm",
+    "same_sets_topk_norm_simple_lsh",
     "same_sets_exact",
     "same_sets_random",
     "rerank_ties_go_to_the_smaller_id",
     "changed_schedule_samples_the_same_rows",
+    "changed_schedule_refits_the_transform",
+    "a_transform_without_device_methods_stays_on_the_host",
     "refit_leaves_the_device_until_attached",
     "fit_device_hashes_where_the_weights_are",
     "chunked_selection_is_the_same",

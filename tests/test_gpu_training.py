@@ -40,6 +40,7 @@ CHECKS = [
     "the_counter_sees_a_weight_copy",
     "scoring_policies_train_on_the_device",
     "device_refuses_a_host_rerank",
+    "mips_and_norm_tiebreak_train_on_the_device",
     "predict_and_save_roundtrip",
     "trainer_end_to_end",
     "cli_run_training_on_digits",

@@ -193,3 +193,55 @@ def test_srp_after_transform_favours_large_inner_products(name: str) -> None:
     hits = (fam.hash(t.data(x)) == fam.hash(t.query(q))).sum(axis=1)
     order = np.argsort(-(x.astype(np.float64) @ q[0]))
     assert hits[order[:20]].mean() > 2 * hits[order[-20:]].mean()
+
+
+# -- the device methods (the device selector's), here on NumPy as the namespace -------
+
+
+class _CountingBackend:
+    """What the device methods use of a backend: ``xp`` and the counted ``to_host``."""
+
+    xp = np
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, tuple[int, ...]]] = []
+
+    def to_host(self, x: np.ndarray, tag: str) -> np.ndarray:
+        self.reads.append((tag, tuple(np.shape(x))))
+        return np.asarray(x)
+
+
+@pytest.mark.parametrize("name", ["simple_lsh", "sign_alsh"])
+def test_device_methods_match_the_host_maps(name: str) -> None:
+    # the same float64 arithmetic: bit-identical images, the same scale and refit verdict
+    x = _data(40, 6)
+    host, dev = lshcore.transform(name, 6), lshcore.transform(name, 6)
+    backend = _CountingBackend()
+    host.fit(x)
+    assert dev.device_fit(backend, x) is dev
+    assert dev.scale == host.scale and isinstance(dev.scale, float)
+    assert backend.reads == [("transform_scale", (1,))]  # one scalar read per fit
+    np.testing.assert_array_equal(dev.device_data(np, x), host.data(x))
+    assert dev.device_data(np, x).dtype == np.float32
+    q = np.vstack([_data(5, 6), np.zeros((1, 6), np.float32)])  # a zero query maps to zeros
+    np.testing.assert_array_equal(dev.device_query(np, q), host.query(q))
+    grown = x.copy()
+    grown[3] *= 2 * host.scale / np.linalg.norm(x[3])
+    assert dev.device_needs_refit(backend, x) is host.needs_refit(x) is False
+    assert dev.device_needs_refit(backend, grown) is host.needs_refit(grown) is True
+    assert len(backend.reads) == 3
+
+
+def test_device_methods_refuse_bad_shapes_keeping_the_scale() -> None:
+    tf = SimpleLSH(4)
+    backend = _CountingBackend()
+    assert tf.device_needs_refit(backend, np.ones((2, 4), np.float32))  # not fitted
+    tf.device_fit(backend, np.ones((2, 4), np.float32))
+    for bad in (np.ones((2, 5), np.float32), np.ones((0, 4), np.float32)):
+        with pytest.raises(InputError, match=r"\(n, 4\)"):
+            tf.device_fit(backend, bad)
+        with pytest.raises(InputError, match=r"\(n, 4\)"):
+            tf.device_data(np, bad)
+    assert tf.scale == 2.0
+    with pytest.raises(NotFittedError):
+        SignALSH(4).device_data(np, np.ones((2, 4), np.float32))

@@ -96,6 +96,11 @@ class Transform:
     maps stored vectors of shape (n, dim) to (n, out_dim); ``query(q)`` maps queries.
     After the transform, the cosine between ``data(x)`` and ``query(q)`` is monotone in
     ``x . q`` for a fixed q.
+
+    Optional: ``device_data(xp, x)``, ``device_query(xp, q)``, ``device_fit(backend, x)``
+    and ``device_needs_refit(backend, x)``, the same maps of a backend's device arrays
+    computed there (see :mod:`lshcore.hashing.mips`); a selector on a device backend
+    keeps a transform without all four on the host.
     """
 
     name: ClassVar[str] = ""

@@ -13,6 +13,13 @@ of the data) with ``fit``. A layer folds its bias in itself (w' = [w, b], x' = [
   P(x) = [x U/M, 1/2 - |x U/M|^2, 1/2 - |x U/M|^4, ..., 1/2 - |x U/M|^(2^m)],
   Q(q) = [q/|q|, 0, ..., 0]. cos(P(x), Q(q)) = (U/M) x.q / (|q| sqrt(m/4 + |xU/M|^(2^(m+1)))):
   monotone in x.q among rows of equal norm, and up to the small norm term otherwise.
+
+Both also map dense arrays that live on a device, computed there (``device_data``,
+``device_query``, ``device_fit``, ``device_needs_refit``: an
+:class:`~lshcore.training.selector.ActiveSelector` that selects on a device uses them),
+in float64 as on the host, so the images and the codes hashed from them agree with the
+host's. M stays a Python float on the transform: reading the largest norm is one scalar
+copy to the host per fit or refit check, counted under the tag ``transform_scale``.
 """
 
 from __future__ import annotations
@@ -22,10 +29,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lshcore.core.validation import as_batch, check_float, check_int, is_sparse
-from lshcore.errors import ConfigError, NotFittedError
+from lshcore.errors import ConfigError, InputError, NotFittedError
 from lshcore.hashing.base import Transform
 
 __all__ = ["SimpleLSH", "SignALSH"]
+
+
+def _device_row_norms(xp: Any, x: Any) -> Any:
+    """Euclidean norms of the rows of a dense array ``x (n, d)`` of the namespace ``xp``,
+    float64 of shape (n,), computed where ``x`` lives (the host's float64 formula)."""
+    x64 = x.astype(xp.float64)
+    return xp.sqrt(xp.sum(x64 * x64, axis=1))
 
 
 def _row_norms(x: Any) -> np.ndarray:
@@ -66,6 +80,47 @@ class _ScaledTransform(Transform):
             return True
         norms = _row_norms(self._check(x, "x", allow_sparse=True))
         return bool(norms.max() > self.scale)
+
+    # -- the same on a device: dense arrays of a backend, computed there ----------------
+    def _check_device(self, x: Any, name: str) -> None:
+        if len(x.shape) != 2 or x.shape[1] != self.dim or x.shape[0] == 0:
+            raise InputError(
+                f"{name}: expected a non-empty (n, {self.dim}) array, got {tuple(x.shape)}"
+            )
+
+    def _device_largest_norm(self, backend: Any, x: Any) -> float:
+        """The largest row norm of the device array ``x (n, dim)``: one float64 copied to
+        the host, tag ``transform_scale``."""
+        self._check_device(x, "x")
+        largest = backend.xp.max(_device_row_norms(backend.xp, x), keepdims=True)
+        return float(backend.to_host(largest, "transform_scale")[0])
+
+    def device_fit(self, backend: Any, x: Any) -> _ScaledTransform:
+        """:meth:`fit` on a dense device array ``x (n, dim)`` of ``backend`` (a device
+        backend): M = the largest row norm, computed there (one scalar read, tag
+        ``transform_scale``). InputError for a wrong shape or an empty batch (the scale
+        kept then); the caller checks finiteness."""
+        largest = self._device_largest_norm(backend, x)
+        self.scale = largest if largest > 0 else 1.0
+        return self
+
+    def device_needs_refit(self, backend: Any, x: Any) -> bool:
+        """:meth:`needs_refit` of a dense device array ``x (n, dim)`` (one scalar read,
+        tag ``transform_scale``; none when not fitted)."""
+        if self.scale is None:
+            return True
+        return self._device_largest_norm(backend, x) > self.scale
+
+    def device_query(self, xp: Any, q: Any) -> Any:
+        """:meth:`query` of a dense array ``q (m, dim)`` of the namespace ``xp``, computed
+        there: [q/|q|, 0, ..., 0], (m, out_dim) float32 (float64 arithmetic, as the host's
+        dense path)."""
+        self._check_device(q, "q")
+        norms = _device_row_norms(xp, q)
+        inv = 1.0 / xp.where(norms > 0, norms, 1.0)
+        scaled = q.astype(xp.float64) * xp.reshape(inv, (-1, 1))
+        zeros = xp.zeros((q.shape[0], self.out_dim - self.dim), dtype=xp.float64)
+        return xp.concatenate([scaled, zeros], axis=1).astype(xp.float32)
 
     def _scale(self) -> float:
         if self.scale is None:
@@ -115,6 +170,14 @@ class SimpleLSH(_ScaledTransform):
         extra = np.sqrt(np.clip(1.0 - np.einsum("ij,ij->i", x, x), 0.0, None))
         return np.concatenate([x, extra[:, None]], axis=1).astype(np.float32)
 
+    def device_data(self, xp: Any, x: Any) -> Any:
+        """:meth:`data` of a dense array ``x (n, dim)`` of the namespace ``xp``, computed
+        there in float64: (n, dim + 1) float32."""
+        self._check_device(x, "x")
+        x = x.astype(xp.float64) / self._scale()
+        extra = xp.sqrt(xp.maximum(1.0 - xp.einsum("ij,ij->i", x, x), 0.0))
+        return xp.concatenate([x, xp.reshape(extra, (-1, 1))], axis=1).astype(xp.float32)
+
 
 class SignALSH(_ScaledTransform):
     """Shrivastava & Li's Sign-ALSH with ``m`` extra terms and shrink factor ``U``.
@@ -143,3 +206,13 @@ class SignALSH(_ScaledTransform):
         sq = np.einsum("ij,ij->i", x, x)
         powers = sq[:, None] ** (2.0 ** np.arange(self.m))[None, :]  # |x|^2, |x|^4, ...
         return np.concatenate([x, 0.5 - powers], axis=1).astype(np.float32)
+
+    def device_data(self, xp: Any, x: Any) -> Any:
+        """:meth:`data` of a dense array ``x (n, dim)`` of the namespace ``xp``, computed
+        there in float64: (n, dim + m) float32."""
+        self._check_device(x, "x")
+        x = x.astype(xp.float64) * (self.U / self._scale())
+        sq = xp.einsum("ij,ij->i", x, x)
+        exponents = 2.0 ** xp.arange(self.m, dtype=xp.float64)  # |x|^2, |x|^4, ...
+        powers = xp.reshape(sq, (-1, 1)) ** xp.reshape(exponents, (1, -1))
+        return xp.concatenate([x, 0.5 - powers], axis=1).astype(xp.float32)

@@ -28,6 +28,7 @@ __all__ = [
     "hash_family",
     "to_numpy",
     "transform",
+    "transform_class",
     "transforms",
 ]
 
@@ -59,9 +60,16 @@ def hash_family(name: str, dim: int, k: int, l: int, seed: int = 0, **params: An
         raise ConfigError(f"hash family {name!r}: {exc}") from exc
 
 
+def transform_class(name: str) -> type[Transform]:
+    """The MIPS transform class registered under ``name``; UnknownNameError lists the
+    known names."""
+    cls: type[Transform] = manager.lookup("transform", name)
+    return cls
+
+
 def transform(name: str, dim: int, **params: Any) -> Transform:
     """Construct the MIPS transform ``name`` for vectors of size ``dim``."""
-    cls: type[Transform] = manager.lookup("transform", name)
+    cls = transform_class(name)
     try:
         return cls(dim, **params)
     except TypeError as exc:

@@ -2,18 +2,21 @@
 
 An :class:`~lshcore.training.selector.ActiveSelector` on a device backend
 (``backend.on_device``) whose functions can hash on the device (a family with
-``device_hash``: DWTA, WTA, SRP; no MIPS transform; sorted tables; random tie-breaks)
-keeps its tables here, as arrays of the backend (CuPy on a GPU), built there from the
-layer's device weights (``fit_device``) or moved up from a host fit (``attach``):
+``device_hash``: DWTA, WTA, SRP; no MIPS transform, or one with the ``device_*`` methods
+of :mod:`lshcore.hashing.mips`; sorted tables; either tie-break) keeps its tables here,
+as arrays of the backend (CuPy on a GPU), built there from the layer's device weights
+(``fit_device``) or moved up from a host fit (``attach``):
 
 * :class:`DeviceTables`: each row's codes ``(n_out, L)`` and, per table, the codes in
-  ascending order with their row ids ``(L, n_out)`` (the layout of the host tables);
+  ascending order with their row ids ``(L, n_out)`` (the layout of the host tables); the
+  transform (its scale M a host float) and ``tiebreak="norm"``'s priorities
+  (:func:`norm_priorities`);
 * the query codes come from ``family.device_hash`` of ``[x, 1]`` built on the device
-  (:func:`dense_query`);
+  (:func:`dense_query`), through the transform's ``device_query`` when there is one;
 * the kernel ``table_hit_counts`` fills a dense ``(B, n_out)`` hit counter (atomic adds);
 * the pick is array code: every neuron gets one int64 key ``class << 48 | priority << 32
   | id`` (class: a forced label above any hit count, then the hit count; priority: the
-  seeded ``tiebreak_priority`` hash), and the ``m`` largest keys win.
+  seeded ``tiebreak_priority`` hash, or the norm rank), and the ``m`` largest keys win.
 
 The keys are the NumPy reference's (``kernels._np_layer.select_active`` and
 ``batch_select_from_tables``) and are distinct (the id is in the low bits), so the set
@@ -50,6 +53,7 @@ __all__ = [
     "DeviceActiveSet",
     "DeviceTables",
     "dense_query",
+    "norm_priorities",
     "rerank_rows",
     "select_batch",
     "select_exact",
@@ -90,13 +94,21 @@ class DeviceTables:
     binary-searches). ``direct``: whether the host tables would address this key space
     directly (the work tally counts a lookup as the host kernels do, two comparisons
     then, else ``search_steps`` of a binary search), so reports agree across backends.
+    ``transform``: the MIPS transform the rows were hashed through (its scale M a host
+    float), or None; ``tie``: ``tiebreak="norm"``'s fixed priorities ``(n_out,)`` int64
+    on the device (:func:`norm_priorities`), or None.
     """
 
-    def __init__(self, xp: Any, family: Any, codes: Any, direct: bool):
+    def __init__(
+        self, xp: Any, family: Any, codes: Any, direct: bool, transform: Any = None,
+        tie: Any = None,
+    ):  # fmt: skip
         prepare = getattr(family, "prepare_device", None)
         if callable(prepare):  # the functions' own arrays go up now, not at a query
             prepare()
         self.family = family
+        self.transform = transform
+        self.tie = tie
         self.codes = codes
         order = xp.argsort(codes, axis=0, kind="stable")  # (n_out, L)
         sorted_codes = xp.take_along_axis(codes, order, axis=0)
@@ -104,6 +116,19 @@ class DeviceTables:
         self.sorted_codes = xp.ascontiguousarray(sorted_codes.T)
         self.direct = bool(direct)
         self.search_steps = 2 * max(int(codes.shape[0]).bit_length(), 1)
+
+
+def norm_priorities(xp: Any, rows: Any) -> Any:
+    """``tiebreak="norm"``'s fixed priorities of the rows ``[w, b]`` ``(n, d)`` float32 of
+    the device -> ``(n,)`` int64 in 0..65535, larger rows higher: the host selector's
+    ranking (``ActiveSelector._set_tie``), computed there: the squared norms in float32
+    as the host sums them (``einsum``), ranked by a stable sort (equal norms: the smaller
+    id ranks lower), the rank scaled to 16 bits."""
+    n = int(rows.shape[0])
+    norms = xp.einsum("ij,ij->i", rows, rows)
+    rank = xp.empty(n, dtype=xp.int64)
+    rank[xp.argsort(norms, kind="stable")] = xp.arange(n, dtype=xp.int64)
+    return (rank * 65535) // max(n - 1, 1)
 
 
 def dense_query(xp: Any, x: Any, n_in: int) -> Any:
@@ -177,18 +202,23 @@ def _rank_rows(
     use_counts: bool,
     pad_random: bool,
     seed: int,
+    tie: Any = None,
 ) -> tuple[Any, Any]:
     """The choice of rows ``row0 ..`` of a batch from their hit counts ``counts (r,
     n_out)`` int64 and forced ``labels (r, n)`` -> (ids (r, m) int64, the tally (3,) of
-    these rows: bucket entries read, counters touched, keys ranked; device arrays)."""
+    these rows: bucket entries read, counters touched, keys ranked; device arrays).
+    ``tie``: fixed priorities ``(n_out,)`` int64 in place of the seeded ones, or None."""
     batch = counts.shape[0]
     hit = counts >= min_count
     value = xp.clip(counts, 1, LABEL_CLASS - 1) if use_counts else xp.ones_like(counts)
     is_label = _label_mask(xp, labels, batch, n_out)
     cls = xp.where(is_label, LABEL_CLASS, xp.where(hit, value, 0))
     all_ids = xp.arange(n_out, dtype=xp.int64)
-    rows = xp.arange(row0, row0 + batch, dtype=xp.int64)  # the priority hashes the batch row
-    prio = kernels.tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    if tie is None:
+        rows = xp.arange(row0, row0 + batch, dtype=xp.int64)  # the priority hashes the row
+        prio = kernels.tiebreak_priority(seed, rows[:, None], all_ids[None, :])
+    else:  # one priority per neuron, the same in every row (the reference's broadcast)
+        prio = xp.reshape(tie, (1, n_out))
     key = (cls << 48) | (prio << 32) | all_ids[None, :]
     if not pad_random:
         key = xp.where(cls > 0, key, -1)
@@ -214,17 +244,20 @@ def select_rows(
     use_counts: bool,
     pad_random: bool,
     seed: int,
+    tie: Any = None,
 ) -> tuple[Any, np.ndarray]:
     """Per-row sets (``topk``, ``union``, ``threshold``) from query codes ``qcodes (B, L)``
     and forced ``labels (B, n)`` (-1 padded), device arrays -> (ids (B, m) int64 on the
     device, the work tally (4,) int64 on the host). The reference's ``select_active``
     rules: class = forced label, else the hit count (1 for any hit unless
     ``use_counts``) when at least ``min_count``; ties and (with ``pad_random``) padding
-    by the seeded priority; without ``pad_random`` unhit neurons are never chosen. The
-    batch is counted and ranked in chunks of rows (:data:`DENSE_BUDGET`)."""
+    by the seeded priority, or by ``tie`` ((n_out,) int64 fixed priorities,
+    ``tiebreak="norm"``) when given; without ``pad_random`` unhit neurons are never
+    chosen. The batch is counted and ranked in chunks of rows (:data:`DENSE_BUDGET`)."""
     ids, work = select_rows_on_device(
-        backend, tables, qcodes, labels, n_out, m, min_count, use_counts, pad_random, seed
-    )
+        backend, tables, qcodes, labels, n_out, m, min_count, use_counts, pad_random, seed,
+        tie,
+    )  # fmt: skip
     return ids, backend.to_host(work, "selection_work")
 
 
@@ -239,6 +272,7 @@ def select_rows_on_device(
     use_counts: bool,
     pad_random: bool,
     seed: int,
+    tie: Any = None,
 ) -> tuple[Any, Any]:
     """:func:`select_rows` with the work tally (4,) int64 left on the device."""
     xp = backend.xp
@@ -251,7 +285,7 @@ def select_rows_on_device(
         ).astype(xp.int64)
         ids, tally = _rank_rows(
             xp, kernels, counts, labels[rows], rows.start, n_out, m,
-            min_count, use_counts, pad_random, seed,
+            min_count, use_counts, pad_random, seed, tie,
         )  # fmt: skip
         parts.append(ids)
         tallies.append(tally)

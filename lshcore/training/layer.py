@@ -546,7 +546,7 @@ class HashedLayer(_Layer):
     when its schedule rehashes, the changed rows; the weights never leave the device
     otherwise. ``rerank`` and ``exact`` score against the weights: on a device backend
     they are offered only where the selector chooses on the device (a ``rerank`` whose
-    tables would stay on the host, e.g. with a MIPS transform, is refused: ConfigError).
+    tables would stay on the host, e.g. index tables, is refused: ConfigError).
     """
 
     hashed = True
@@ -573,8 +573,9 @@ class HashedLayer(_Layer):
                 f"policy {sel.policy!r} with these settings selects on the host and scores "
                 f"candidates against host weights: not offered on the device backend "
                 f"{self.backend.name!r} (it would copy the weights every step); on the "
-                f"device it needs sorted tables, no transform, random tie-breaks and a "
-                f"family that hashes there (dwta, wta, srp), or use another policy"
+                f"device it needs sorted tables, a family that hashes there (dwta, wta, "
+                f"srp) and no transform or one with device methods (simple_lsh, "
+                f"sign_alsh), or use another policy"
             )
         if self.on_device:
             # hashed where the weights are when the selector chooses on the device (no

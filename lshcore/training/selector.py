@@ -38,7 +38,9 @@ On a device backend a selector given the layer's device arrays
 :meth:`~ActiveSelector.fit`) keeps its tables, query codes and choice there when its
 settings allow (:attr:`~ActiveSelector.can_select_on_device`; see
 :mod:`lshcore.training.device_select`), for every policy: ``rerank`` and ``exact`` then
-score against the device weights.
+score against the device weights; a MIPS transform with device methods (``simple_lsh``,
+``sign_alsh``) is fitted, applied and refitted there, and ``tiebreak="norm"`` ranked
+there.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from lshcore.training.device_select import (
     DeviceActiveSet,
     DeviceTables,
     dense_query,
+    norm_priorities,
     rerank_rows,
     score_inputs,
     select_batch,
@@ -239,6 +242,9 @@ MAX_DIRECT_BUCKETS = 1 << 16
 DEVICE_POLICIES = (
     "topk", "union", "threshold", "batch_union", "batch_rerank", "rerank", "exact", "random",
 )  # fmt: skip
+#: what a MIPS transform offers to be applied on the device (lshcore.hashing.mips); a
+#: transform plugin without them keeps its selector on the host
+DEVICE_TRANSFORM_METHODS = ("device_fit", "device_needs_refit", "device_data", "device_query")
 _NO_OFFSETS = np.zeros((0, 0), np.int64)
 
 
@@ -481,13 +487,8 @@ class ActiveSelector:
             self._dev_dirty = xp.zeros(self.n_out, dtype=bool)
             self._dev_tables = None
             if self.uses_hashing:
-                fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
-                    self.family_name, self.n_in + 1, self.k, self.l,
-                    seed=self.seed + self.rebuilds, backend=self.backend, **self.family_params,
-                )  # fmt: skip
-                codes = fam.device_hash(self._device_rows())
-                self._dev_tables = DeviceTables(xp, fam, codes, self._direct(fam))
-                self.rehash_mults += int(fam.hash_cost(self.n_out))
+                self._dev_tables, cost = self._device_build(self.seed + self.rebuilds)
+                self.rehash_mults += cost
             self._device_selects = True
         return self
 
@@ -521,8 +522,10 @@ class ActiveSelector:
     def can_select_on_device(self) -> bool:
         """Whether this configuration chooses on the device once given the device arrays
         (:meth:`fit_device`, :meth:`attach`): a device backend, a policy of
-        ``DEVICE_POLICIES``, and for the hashing ones sorted tables, no MIPS transform,
-        random tie-breaks and a family that hashes on the device (``device_hash``)."""
+        ``DEVICE_POLICIES``, and for the hashing ones sorted tables, a family that hashes
+        on the device (``device_hash``) and no MIPS transform or one that maps device
+        arrays (:data:`DEVICE_TRANSFORM_METHODS`: ``simple_lsh``, ``sign_alsh``); either
+        tie-break."""
         return self._device_capable()
 
     def _device_capable(self) -> bool:
@@ -530,11 +533,12 @@ class ActiveSelector:
             return False
         if not self.uses_hashing:
             return True  # no tables: the weights and the labels decide
-        return (
-            self.tables_kind == "sorted"
-            and self.transform_name is None
-            and self.tiebreak == "random"
-            and callable(getattr(catalog.family_class(self.family_name), "device_hash", None))
+        if self.transform_name is not None:
+            tf_cls = catalog.transform_class(self.transform_name)
+            if not all(callable(getattr(tf_cls, n, None)) for n in DEVICE_TRANSFORM_METHODS):
+                return False
+        return self.tables_kind == "sorted" and callable(
+            getattr(catalog.family_class(self.family_name), "device_hash", None)
         )
 
     def _move_tables_to_device(self) -> None:
@@ -543,9 +547,10 @@ class ActiveSelector:
         tables = self._tables
         if tables is not None:  # (a second attach finds them there already)
             put = self.backend.to_device
+            tie = None if tables.tie is None else put(tables.tie, "init")
             self._dev_tables = DeviceTables(
                 self.backend.xp, tables.family, put(tables.codes, "init"),
-                self._direct(tables.family),
+                self._direct(tables.family), tables.transform, tie,
             )  # fmt: skip
             self._dev_dirty = put(self._dirty, "init")
             self._tables = None
@@ -578,8 +583,8 @@ class ActiveSelector:
         if not self._device_selects:
             raise ConfigError(
                 "select_device: this selector selects on the host (selects_on_device is "
-                "False: a host backend, or a policy, transform, tie-break or family that "
-                "the device path does not offer); call select()"
+                "False: a host backend, index tables, or a family or transform without "
+                "device methods); call select()"
             )
         xp = self.backend.xp
         dev_ids = getattr(x, "dev_ids", None)
@@ -605,13 +610,19 @@ class ActiveSelector:
             )
             return DeviceActiveSet(ids, int(self.backend.to_host(mults, "selection_work")[0]))
         assert tables is not None
-        fam = tables.family
+        fam, tf = tables.family, tables.transform
         q = dense_query(xp, x, self.n_in)
+        if tf is not None:
+            q = tf.device_query(xp, q)  # Q([x, 1]) (the host's queries, within rounding)
         codes = fam.device_hash(q)
         cost = int(fam.hash_cost(batch))
         nnz = None
         rank = getattr(fam, "measure", "") == "rank"
-        if dev_ids is not None and not x.shared and not dense_input and rank:
+        if rank and tf is not None:
+            # the host hashes a transformed query by its non-zeros and tallies them so:
+            # the same tally here (a scalar read from the device)
+            nnz = int(xp.sum((q != 0).astype(xp.int64)))
+        elif dev_ids is not None and not x.shared and not dense_input and rank:
             # the host path hashes this input by its non-zeros and tallies them so: the
             # same tally here (a scalar read from the device)
             present = (dev_ids >= 0) & (x.vals != 0)
@@ -627,7 +638,7 @@ class ActiveSelector:
             # the tally and the multiplications come down together
             cand, dev_work = select_rows_on_device(
                 self.backend, tables, codes, dev_labels, self.n_out, self._rerank_width(m),
-                1, True, True, seed,
+                1, True, True, seed, self._tie(tables),
             )  # fmt: skip
             in_ids, in_vals = score_inputs(xp, x, self.n_in)
             ids, mults = rerank_rows(
@@ -645,7 +656,7 @@ class ActiveSelector:
             }[self.policy]
             ids, work = select_rows(
                 self.backend, tables, codes, dev_labels, self.n_out, m,
-                min_count, use_counts, pad, seed,
+                min_count, use_counts, pad, seed, self._tie(tables),
             )  # fmt: skip
             shared = False
         return DeviceActiveSet(ids, cost, self._record(work, comps, batch), shared)
@@ -673,6 +684,40 @@ class ActiveSelector:
             w, b = xp.take(w, ids, axis=0), xp.take(b, ids, axis=0)
         return xp.concatenate([w, xp.reshape(b, (-1, 1))], axis=1).astype(xp.float32)
 
+    def _device_build(self, seed: int) -> tuple[DeviceTables, int]:
+        """:meth:`_make_tables` on the device: new functions (and transform, fitted to
+        the rows ``[w, b]`` there) of ``seed``, the rows hashed there, the norm
+        tie-break ranked there -> (the tables, the multiplications)."""
+        xp = self.backend.xp
+        rows = self._device_rows()
+        tf: Any = None
+        dim = self.n_in + 1
+        if self.transform_name is not None:  # one with the device methods (_device_capable)
+            tf = catalog.transform(self.transform_name, dim)
+            tf.device_fit(self.backend, rows)
+            dim = tf.out_dim
+        fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
+            self.family_name, dim, self.k, self.l,
+            seed=seed, backend=self.backend, **self.family_params,
+        )  # fmt: skip
+        data = rows if tf is None else tf.device_data(xp, rows)
+        tables = DeviceTables(xp, fam, fam.device_hash(data), self._direct(fam), tf)
+        return tables, int(fam.hash_cost(self.n_out)) + self._set_device_tie(tables, rows)
+
+    def _set_device_tie(self, tables: DeviceTables, rows: Any) -> int:
+        """:meth:`_set_tie` on the device: ``tables.tie`` from every row ``[w, b]``
+        ``(n_out, n_in + 1)`` of the device (:func:`norm_priorities`)."""
+        if self.tiebreak != "norm":
+            return 0
+        tables.tie = norm_priorities(self.backend.xp, rows)
+        return int(rows.shape[0] * rows.shape[1])
+
+    def _device_data(self, tables: DeviceTables, rows: Any) -> Any:
+        """The rows ``[w, b]`` of the device as the tables hash them (through the
+        transform, if any)."""
+        tf = tables.transform
+        return rows if tf is None else tf.device_data(self.backend.xp, rows)
+
     def _device_after_update(self, rows_changed: Any) -> int:
         """:meth:`after_update` of a device selector (under the lock): marks the changed
         rows (device ids, or None = all) and rehashes/rebuilds on the device."""
@@ -690,13 +735,7 @@ class ActiveSelector:
         cost = 0
         if self.rebuild_schedule.due(self.step):
             self.rebuilds += 1
-            fam: Any = catalog.hash_family(  # a family with device_hash (_device_capable)
-                self.family_name, self.n_in + 1, self.k, self.l,
-                seed=self.seed + self.rebuilds, backend=self.backend, **self.family_params,
-            )  # fmt: skip
-            codes = fam.device_hash(self._device_rows())
-            cost = int(fam.hash_cost(self.n_out))
-            self._dev_tables = DeviceTables(xp, fam, codes, self._direct(fam))
+            self._dev_tables, cost = self._device_build(self.seed + self.rebuilds)
             self._dev_dirty[:] = False
             self.rebuild_schedule.fired(self.step)
             self.rehash_schedule.fired(self.step)
@@ -710,7 +749,7 @@ class ActiveSelector:
         xp = self.backend.xp
         tables = self._dev_tables
         assert tables is not None
-        fam = tables.family
+        fam, tf = tables.family, tables.transform
         n_dirty = int(xp.sum(self._dev_dirty.astype(xp.int64)))  # a scalar read
         cost = 0
         if self.rehash_schedule.kind == "changed" and n_dirty:
@@ -720,10 +759,14 @@ class ActiveSelector:
             # without bringing the ids down (only these <= 64 positions go up)
             pos = rng.choice(n_dirty, size=min(64, n_dirty), replace=False).astype(np.int64)
             sample = xp.take(dirty, self.backend.to_device(pos, "rehash_ids"), axis=0)
-            codes = fam.device_hash(self._device_rows(sample))
-            cost = int(fam.hash_cost(int(sample.shape[0])))
-            changed = codes != xp.take(tables.codes, sample, axis=0)
-            share = float(xp.mean(changed.astype(xp.float64)))
+            rows = self._device_rows(sample)
+            if tf is not None and tf.device_needs_refit(self.backend, rows):
+                share = 1.0  # a sampled row outgrew M: every code is due (as on the host)
+            else:
+                codes = fam.device_hash(self._device_data(tables, rows))
+                cost = int(fam.hash_cost(int(sample.shape[0])))
+                changed = codes != xp.take(tables.codes, sample, axis=0)
+                share = float(xp.mean(changed.astype(xp.float64)))
             self.changed_share = share
             if share < self.rehash_schedule.threshold:
                 self.rehash_schedule.fired(self.step)
@@ -732,13 +775,27 @@ class ActiveSelector:
         if n_dirty == 0:
             return cost
         dirty = xp.nonzero(self._dev_dirty)[0]
-        codes_dirty = fam.device_hash(self._device_rows(dirty))
-        codes = tables.codes.copy()
-        codes[dirty] = codes_dirty
-        self._dev_tables = DeviceTables(xp, fam, codes, tables.direct)
+        rows_dirty = self._device_rows(dirty)
+        rows_all: Any = None
+        if tf is not None and tf.device_needs_refit(self.backend, rows_dirty):
+            # a row outgrew the transform's scale: refit M and rehash every row (the same
+            # functions), as the host does
+            rows_all = self._device_rows()
+            tf.device_fit(self.backend, rows_all)
+            codes = fam.device_hash(tf.device_data(xp, rows_all))
+            hashed = self.n_out
+        else:
+            codes = tables.codes.copy()
+            codes[dirty] = fam.device_hash(self._device_data(tables, rows_dirty))
+            hashed = n_dirty
+        new_tables = DeviceTables(xp, fam, codes, tables.direct, tf)
+        if self.tiebreak == "norm":  # every row ranked again, as at each host refresh
+            rows_all = self._device_rows() if rows_all is None else rows_all
+            cost += self._set_device_tie(new_tables, rows_all)
+        self._dev_tables = new_tables
         self._dev_dirty[:] = False
         self.rehashes += 1
-        return cost + int(fam.hash_cost(n_dirty))
+        return cost + int(fam.hash_cost(hashed))
 
     def _make_index(self, rows: np.ndarray, seed: int) -> Any:
         """An :class:`~lshcore.search.index.LSHIndex` (store=False, FIFO buckets) over ``rows``."""
@@ -1040,8 +1097,9 @@ class ActiveSelector:
         self.query_mults += cost
         return indptr, cids, counts, cost
 
-    def _tie(self, tables: _Tables | None) -> np.ndarray | None:
-        """The fixed tie-break priorities, or None (seeded random ones)."""
+    def _tie(self, tables: _Tables | DeviceTables | None) -> Any:
+        """The fixed tie-break priorities ((n_out,) int64, of the tables' side), or None
+        (seeded random ones)."""
         if tables is None or self.policy not in ("topk", "rerank", "threshold"):
             return None
         return tables.tie
@@ -1213,9 +1271,13 @@ class ActiveSelector:
         with self._lock:  # codes and dirty marks of one step, not of two (Hogwild)
             arrays: dict[str, np.ndarray] = {"dirty": self._dirty.copy()}
             if self._dev_tables is not None:  # the same arrays, from the device
+                dev = self._dev_tables
                 arrays["dirty"] = self.backend.to_host(self._dev_dirty, "save").astype(bool)
-                codes = self.backend.to_host(self._dev_tables.codes, "save")
-                arrays["codes"] = codes.astype(np.int64)
+                arrays["codes"] = self.backend.to_host(dev.codes, "save").astype(np.int64)
+                if dev.tie is not None:
+                    arrays["tie"] = self.backend.to_host(dev.tie, "save").astype(np.int64)
+                if dev.transform is not None:
+                    meta["scale"] = dev.transform.scale
             elif self._tables is not None:
                 arrays["codes"] = self._tables.codes.copy()
                 if self._tables.tie is not None:
