@@ -854,9 +854,10 @@ class HashedLayerMixin:
 def scores_host_weights(selector: Any) -> bool:
     """Whether ``selector`` re-scores its candidates with NumPy kernels on the weights it
     holds: ``rerank``/``exact`` (``HOST_WEIGHT_POLICIES``) with settings that keep the
-    choice on the host (not ``can_select_on_device``: a MIPS transform, ``tiebreak="norm"``,
-    ...). Such a selector must be given host copies of the weights, never device views;
-    on the device ``rerank``/``exact`` score the device weights themselves."""
+    choice on the host (not ``can_select_on_device``: ``tables="index"``, a family without
+    ``device_hash``, a transform plugin without device methods). Such a selector must be
+    given host copies of the weights, never device views; on the device ``rerank`` and
+    ``exact`` score the device weights themselves."""
     return selector.policy in HOST_WEIGHT_POLICIES and not selector.can_select_on_device
 
 

@@ -68,10 +68,10 @@ def test_gluon_sync_views_the_parameters_for_rerank_and_exact_on_the_device(
 def test_gluon_sync_gives_host_copies_to_a_rerank_that_scores_on_the_host(
     fake_gpu_sync: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # with settings that keep the choice on the host (tiebreak="norm"), rerank runs NumPy
+    # with settings that keep the choice on the host (tables="index"), rerank runs NumPy
     # kernels on the weights it holds: device views there would fail at the first select
     # after a training step (exact hashes nothing: it always chooses on the device)
-    layer = _layer(policy="rerank", tiebreak="norm")
+    layer = _layer(policy="rerank", tables="index")
     given = fake_gpu_sync(layer, "mxnet")
     assert not layer.selector.can_select_on_device
     monkeypatch.setattr(LSHDense, "_host_params", lambda self: ("host-w", "host-b"))
