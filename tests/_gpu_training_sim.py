@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import traceback
 from typing import Any
 
@@ -211,8 +212,18 @@ def device_refuses_a_host_rerank() -> None:
         )  # fmt: skip
     except ConfigError as exc:
         assert "rerank" in str(exc) and "device" in str(exc)
-        return
-    raise AssertionError("a host-selecting rerank on a device backend was accepted")
+    else:
+        raise AssertionError("a host-selecting rerank on a device backend was accepted")
+    # the same settings saved on the host and loaded onto the device: refused there too
+    host = Model.mlp(10, [48], 6, active=0.125, policy="rerank", family="srp", tables="index")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = host.save(os.path.join(tmp, "m.npz"))
+        try:
+            Model.load(path, backend=DEVICE)
+        except ConfigError as exc:
+            assert "rerank" in str(exc) and "device" in str(exc)
+            return
+    raise AssertionError("a saved host-selecting rerank loaded onto a device backend")
 
 
 def mips_and_norm_tiebreak_train_on_the_device() -> None:

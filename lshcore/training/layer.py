@@ -567,6 +567,18 @@ class HashedLayer(_Layer):
         self.selector = ActiveSelector(
             n_in, n_out, params, backend=self.backend, **selector_options
         )
+        self.check_device_selection()
+        if self.on_device:
+            # hashed where the weights are when the selector chooses on the device (no
+            # copy); else from one host copy, then it reads the rows it rehashes there
+            self.selector.fit_device(self.weight, self.bias)
+        else:
+            self.selector.fit(self.weight, self.bias)
+
+    def check_device_selection(self) -> None:
+        """ConfigError on a device backend for a ``rerank``/``exact`` selector whose
+        settings keep the choice on the host: it would score candidates against host
+        weights, a copy of the weights every step (checked at construction and at load)."""
         sel = self.selector
         if self.on_device and sel.policy in HOST_WEIGHT_POLICIES and not sel.can_select_on_device:
             raise ConfigError(
@@ -577,12 +589,6 @@ class HashedLayer(_Layer):
                 f"srp) and no transform or one with device methods (simple_lsh, "
                 f"sign_alsh), or use another policy"
             )
-        if self.on_device:
-            # hashed where the weights are when the selector chooses on the device (no
-            # copy); else from one host copy, then it reads the rows it rehashes there
-            self.selector.fit_device(self.weight, self.bias)
-        else:
-            self.selector.fit(self.weight, self.bias)
 
     def forward(
         self, x: Any, ws: Workspace, counts: Counts, labels: Any = None, training: bool = False

@@ -355,4 +355,7 @@ class Model:
             raise FileFormatError(
                 f"{path}: not a valid model file ({type(exc).__name__}: {exc})"
             ) from exc
+        for layer in model.layers:  # a file's settings that the device cannot serve
+            if isinstance(layer, HashedLayer):
+                layer.check_device_selection()
         return model, extra
