@@ -65,10 +65,11 @@ def data(seed: int, n: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarr
 
 
 def train_pair(
-    hidden: list[int], steps: int, opt: str, device: Any = None, **sel: Any
+    hidden: list[int], steps: int, opt: str, device: Any = None, build: Any = None, **sel: Any
 ) -> tuple[list[Model], list[list[float]], Any, list[Any]]:
     """The same model trained ``steps`` batches on numpy and on the device path; the
-    transfer log of the device run's training steps; its parameter arrays before."""
+    transfer log of the device run's training steps; its parameter arrays before.
+    ``build(backend)``: the model (10 inputs, 6 classes) instead of ``Model.mlp``."""
     n_in, n_out, batch = 10, 6, 4
     x, y = data(1, steps * batch, n_in, n_out)
     models, losses = [], []
@@ -77,7 +78,10 @@ def train_pair(
     device = DEVICE if device is None else device
     LAST_COUNTS.clear()
     for backend in ("numpy", device):
-        model = Model.mlp(n_in, hidden, n_out, seed=3, backend=backend, **sel)
+        if build is not None:
+            model = build(backend)
+        else:
+            model = Model.mlp(n_in, hidden, n_out, seed=3, backend=backend, **sel)
         model.set_optimizer(make_optimizer(opt, lr=0.05))
         wss = model.workspaces()
         from lshcore.training.layer import Counts
@@ -199,6 +203,37 @@ def scoring_policies_train_on_the_device() -> None:
             assert dev_counts.selection == ref_counts.selection, sel
         if sel["policy"] != "random":  # the exact products are in the hashing count
             assert dev_counts.hashing > 0, sel
+
+
+def dense_layer_feeding_a_per_row_hashed_layer() -> None:
+    # a dense hidden layer's output stays on the device: the per-row hashed layer after it
+    # marks its non-zeros there (no "activations" copy to the host kernel dense_to_sparse)
+    from lshcore.training.layer import DenseLayer, HashedLayer
+
+    def build(backend: Any) -> Model:
+        return Model(
+            [
+                DenseLayer(10, 24, "relu", 3, backend),
+                HashedLayer(24, 16, "relu", 4, backend, policy="topk", active=0.25,
+                            rehash="fixed:1"),
+                DenseLayer(16, 6, "linear", 5, backend),
+            ]
+        )  # fmt: skip
+
+    models, losses, log, before = train_pair([], 3, "adam", build=build)
+    assert_agree(models, losses)
+    assert_resident(models[1], log, before)
+    assert models[1].layers[1].device_selection
+    assert "activations" not in log.tags(), log.tags()
+    ref, dev = LAST_COUNTS
+    assert (ref.forward, ref.hashing, ref.selection) == (dev.forward, dev.hashing, dev.selection)
+    if not REAL:  # and on the strict CuPy stand-in (no NumPy-only call on the way)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _strict_device import strict_backend
+
+        models, losses, log, before = train_pair([], 2, "sgd", device=strict_backend(), build=build)
+        assert_agree(models, losses)
+        assert_resident(models[1], log, before)
 
 
 def device_refuses_a_host_rerank() -> None:
@@ -393,6 +428,7 @@ for name, fn in [
     ("device_refuses_a_host_rerank", device_refuses_a_host_rerank),
     ("mips_and_norm_tiebreak_train_on_the_device", mips_and_norm_tiebreak_train_on_the_device),
     ("predict_and_save_roundtrip", predict_and_save_roundtrip),
+    ("dense_layer_feeding_a_per_row_hashed_layer", dense_layer_feeding_a_per_row_hashed_layer),
 ]:
     check(name, fn)
 out["cupy_imported"] = "cupy" in sys.modules

@@ -42,6 +42,7 @@ CHECKS = [
     "device_refuses_a_host_rerank",
     "mips_and_norm_tiebreak_train_on_the_device",
     "predict_and_save_roundtrip",
+    "dense_layer_feeding_a_per_row_hashed_layer",
     "trainer_end_to_end",
     "cli_run_training_on_digits",
 ]

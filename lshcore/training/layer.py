@@ -245,6 +245,16 @@ class _Layer:
             vals = x.vals if x.device else self._put(x.vals, "input")
             return ids, vals, False
         self._check_dense(x)
+        if self._x_on_device(x, ws):
+            # a device layer's dense output: its non-zeros marked where it lives, every
+            # column kept (-1 and 0 at the zeros; in column order as dense_to_sparse, so the
+            # kernels sum in the same order) instead of a round trip to the host kernel
+            xp = self.xp
+            xd = self._dense_device(x, ws)
+            nonzero = xd != 0
+            cols = xp.arange(self.n_in, dtype=xp.int64)[None, :]
+            ids = xp.ascontiguousarray(xp.where(nonzero, cols, -1).astype(xp.int64))
+            return ids, xp.ascontiguousarray(xp.where(nonzero, xd, xp.float32(0))), True
         # dense_to_sparse is a host kernel on every backend
         ids, vals = self.kernels.dense_to_sparse(self._dense_host(x, ws))
         return self._put(ids, "input"), self._put(vals, "input"), True
