@@ -16,7 +16,8 @@ What runs where:
   ``block_update`` (a shared active set's block) is array code on the device arrays.
 * XMC (``_cuda_xmc``): the hidden layer from a CSR batch, the shared-set output step,
   the hidden backward, lazy row Adam and full scoring's top k, as array code where the
-  arrays live (``add.at`` for the sums over repeated rows); the XMC tables and the
+  arrays live (``add.at`` for the sums over repeated rows); the XMC tables (hashed
+  inference's candidates included: the trainer scores them on the device) and the
   per-sample set kernels are the host reference.
 * array-API glue (``_cupy_tables``, ``lshcore.core.arrayapi``): the sorted runs, bucket
   offsets, re-rank, reservoir draws, CSR building, tie-break priorities.
@@ -80,10 +81,13 @@ from lshcore.kernels._np_tables import (
     sorted_remove_at,
 )
 
-# XMC on the host: the LSH tables are integer work the trainer keeps there, and the
-# per-sample output kernels serve active_sets="sample", which a device backend refuses
+# XMC on the host: the LSH tables are integer work the trainer keeps there (hashed
+# inference's candidates too: the trainer scores them on the device, xmc_infer_topk is
+# the host path's), and the per-sample output kernels serve active_sets="sample", which
+# a device backend refuses
 from lshcore.kernels._np_xmc import (
     xmc_build_tables,
+    xmc_infer_candidates,
     xmc_infer_topk,
     xmc_output_backward,
     xmc_output_forward,
