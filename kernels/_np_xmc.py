@@ -420,10 +420,12 @@ def xmc_infer_candidates(
             for r in part:
                 hits[int(r)] = hits.get(int(r), 0) + 1
         cand: list[int] = []
+        taken: set[int] = set()  # membership in cand (a list scan per id is quadratic)
         for r in extra:
-            if int(r) not in cand:
+            if int(r) not in taken:
+                taken.add(int(r))
                 cand.append(int(r))
-        rest = [(-n, i, r) for i, (r, n) in enumerate(hits.items()) if r not in cand]
+        rest = [(-n, i, r) for i, (r, n) in enumerate(hits.items()) if r not in taken]
         rest.sort()  # most hits first, ties by first touch
         cand += [r for _, _, r in sorted(rest[:n_cand], key=lambda e: e[1])]
         rows.append(cand)
