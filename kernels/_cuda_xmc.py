@@ -9,9 +9,11 @@ per-row table), so a device caller may pass an empty one. Duplicate-index sums u
 ``add.at`` of the arrays' own module (``cupy.add.at``, CuPy >= 12: atomic adds), the
 one NumPy-style call the array API lacks.
 
-The LSH tables (``xmc_build_tables``, ``xmc_select*``, ``xmc_infer_topk``) and the
-per-sample output kernels stay the host reference: the trainer keeps the tables on
-the host and refuses per-sample active sets on a device backend.
+The LSH tables (``xmc_build_tables``, ``xmc_select*``, ``xmc_infer_candidates``,
+``xmc_infer_topk``) and the per-sample output kernels stay the host reference: the
+trainer keeps the tables on the host (it scores hashed inference's candidates on the
+device, ``XMCModel.predict_topk``) and refuses per-sample active sets on a device
+backend.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ __all__ = [
     "xmc_select",
     "xmc_select_batch",
     "xmc_batch_output_step",
+    "xmc_infer_candidates",
     "xmc_infer_topk",
     "xmc_topk_rows",
 ]
@@ -386,6 +387,54 @@ def xmc_batch_output_step(
     return loss, g @ w, g.T @ h, g.sum(axis=0)
 
 
+def xmc_infer_candidates(
+    qcodes: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    extra: np.ndarray,
+    n_cand: int,
+    n_probes: int = 1,
+) -> tuple[np.ndarray, int]:
+    """The candidates of hashed inference (the integer half of ``xmc_infer_topk``).
+
+    Per row b: every id of the L buckets its codes (B, L) hit is counted (hits per id);
+    the candidates are ``extra`` (F,) int64 (e.g. the frequent labels, always scored;
+    distinct, in their order), then the ``n_cand`` ids with the most hits (every id above
+    the cut-off count, then ids at it in order of first touch: table 0's bucket first, in
+    bucket order), kept in order of first touch. With ``n_probes`` > 1, qcodes is
+    (B, L * n_probes): column j probes table ``j // n_probes`` (multiprobe); a code
+    repeated within a table is read once. -> (cand (B, C) int64, each row's candidates
+    in that order then -1 padding, C the longest row's count; bucket entries read)."""
+    batch = qcodes.shape[0]
+    rows: list[list[int]] = []
+    reads = 0
+    for b in range(batch):
+        hits: dict[int, int] = {}  # insertion order = order of first touch
+        for j in range(qcodes.shape[1]):
+            t = j // n_probes
+            c = int(qcodes[b, j])
+            if c in qcodes[b, t * n_probes : j]:
+                continue
+            part = ids[t, offsets[t, c] : offsets[t, c + 1]]
+            reads += part.size
+            for r in part:
+                hits[int(r)] = hits.get(int(r), 0) + 1
+        cand: list[int] = []
+        taken: set[int] = set()  # membership in cand (a list scan per id is quadratic)
+        for r in extra:
+            if int(r) not in taken:
+                taken.add(int(r))
+                cand.append(int(r))
+        rest = [(-n, i, r) for i, (r, n) in enumerate(hits.items()) if r not in taken]
+        rest.sort()  # most hits first, ties by first touch
+        cand += [r for _, _, r in sorted(rest[:n_cand], key=lambda e: e[1])]
+        rows.append(cand)
+    out = np.full((batch, max((len(r) for r in rows), default=0)), -1, np.int64)
+    for b, cand in enumerate(rows):
+        out[b, : len(cand)] = cand
+    return out, reads
+
+
 def xmc_infer_topk(
     qcodes: np.ndarray,
     offsets: np.ndarray,
@@ -398,38 +447,18 @@ def xmc_infer_topk(
     k: int,
     n_probes: int = 1,
 ) -> tuple[np.ndarray, int, int]:
-    """Hashed inference with exact re-scoring. Per row b: every id of the L buckets its
-    codes (B, L) hit is counted (hits per id); the candidates are ``extra`` (F,) int64 (e.g.
-    the frequent labels, always scored), then the ``n_cand`` ids with the most hits (every
-    id above the cut-off count, then ids at it in order of first touch: table 0's bucket
-    first, in bucket order), kept in order of first touch. Scored exactly (``w2[r] . h[b] + b2[r]``); the k best
-    by score, ties to the earlier candidate. -> (top (B, k) int64 -1 padded, bucket entries
-    read, multiply-adds). With ``n_probes`` > 1, qcodes is (B, L * n_probes): column j
-    probes table ``j // n_probes`` (multiprobe); a code repeated within a table is read once."""
-    batch = qcodes.shape[0]
-    top = np.full((batch, k), -1, np.int64)
-    reads = macs = 0
-    for b in range(batch):
-        hits: dict[int, int] = {}
-        for j in range(qcodes.shape[1]):
-            t = j // n_probes
-            c = int(qcodes[b, j])
-            if c in qcodes[b, t * n_probes : j]:
-                continue
-            part = ids[t, offsets[t, c] : offsets[t, c + 1]]
-            reads += part.size
-            for r in part:
-                hits[int(r)] = hits.get(int(r), 0) + 1
-        cand: list[int] = []
-        for r in extra:
-            if int(r) not in cand:
-                cand.append(int(r))
-        rest = [(-n, i, r) for i, (r, n) in enumerate(hits.items()) if r not in cand]
-        rest.sort()
-        cand += [r for _, _, r in sorted(rest[:n_cand], key=lambda e: e[1])]
-        if not cand:
+    """Hashed inference with exact re-scoring: each row's candidates of
+    :func:`xmc_infer_candidates` (same arguments), scored exactly (``w2[r] . h[b] +
+    b2[r]``, h (B, H), w2 (L, H), b2 (L,) float32); the k best by score, ties to the
+    earlier candidate. -> (top (B, k) int64 -1 padded, bucket entries read,
+    multiply-adds)."""
+    cand, reads = xmc_infer_candidates(qcodes, offsets, ids, extra, n_cand, n_probes)
+    top = np.full((qcodes.shape[0], k), -1, np.int64)
+    macs = 0
+    for b in range(cand.shape[0]):
+        c_arr = cand[b][cand[b] >= 0]
+        if not c_arr.size:
             continue
-        c_arr = np.asarray(cand, np.int64)
         score = w2[c_arr] @ h[b] + b2[c_arr]
         macs += c_arr.size * h.shape[1]
         order = np.argsort(-score, kind="stable")[:k]

@@ -19,6 +19,7 @@ __all__ = [
     "xmc_select",
     "xmc_select_batch",
     "xmc_batch_output_step",
+    "xmc_infer_candidates",
     "xmc_infer_topk",
     "xmc_topk_rows",
 ]
@@ -428,6 +429,83 @@ def xmc_batch_output_step(h, w2, b2, cand, labcols):  # type: ignore[no-untyped-
     return loss * inv_b, grad_h, grad_w, grad_b
 
 
+@numba.njit(nogil=True, cache=True)
+def _row_candidates(qcodes, b, offsets, ids, extra, n_cand, n_probes, cnt, touched, hist, cand):  # type: ignore[no-untyped-def]
+    """Row b's candidates of ``xmc_infer_candidates`` into ``cand[:n]`` -> (n, bucket
+    entries read). Scratch: cnt (n_out,) int32 zeros (left at zero), touched (n_out,)
+    int64, hist (qcodes.shape[1] + 2,) int64."""
+    n_cols = qcodes.shape[1]
+    reads = 0
+    n_t = 0
+    for j in range(n_cols):
+        t = j // n_probes
+        c = qcodes[b, j]
+        seen = False
+        for j2 in range(t * n_probes, j):  # a probe repeated in its table: read once
+            if qcodes[b, j2] == c:
+                seen = True
+        if seen:
+            continue
+        for p in range(offsets[t, c], offsets[t, c + 1]):
+            r = ids[t, p]
+            if cnt[r] == 0:
+                touched[n_t] = r
+                n_t += 1
+            cnt[r] += 1
+        reads += offsets[t, c + 1] - offsets[t, c]
+    n = 0
+    for i in range(extra.shape[0]):
+        r = extra[i]
+        if cnt[r] >= 0:
+            cand[n] = r
+            n += 1
+            cnt[r] = -cnt[r] - 1  # taken (reset below)
+    # threshold count: take every row above it, then rows at it in order of first touch
+    for i in range(hist.shape[0]):
+        hist[i] = 0
+    for i in range(n_t):
+        if cnt[touched[i]] > 0:
+            hist[cnt[touched[i]]] += 1
+    thr = n_cols + 1
+    above = 0
+    while thr > 1 and above + hist[thr - 1] <= n_cand:
+        thr -= 1
+        above += hist[thr]
+    # rows with cnt >= thr all fit; rows with cnt == thr - 1 fill what is left
+    left = n_cand - above
+    for i in range(n_t):
+        c = cnt[touched[i]]
+        if c >= thr or (c == thr - 1 and c > 0 and left > 0):
+            if c == thr - 1:
+                left -= 1
+            cand[n] = touched[i]
+            n += 1
+    for i in range(n_t):
+        cnt[touched[i]] = 0
+    for i in range(extra.shape[0]):
+        cnt[extra[i]] = 0
+    return n, reads
+
+
+@numba.njit(nogil=True, cache=True)
+def xmc_infer_candidates(qcodes, offsets, ids, extra, n_cand, n_probes=1):  # type: ignore[no-untyped-def]
+    batch, n_cols = qcodes.shape
+    n_out = ids.shape[1]
+    cnt = np.zeros(n_out, np.int32)
+    touched = np.empty(n_out, np.int64)
+    hist = np.zeros(n_cols + 2, np.int64)
+    out = np.full((batch, n_cand + extra.shape[0]), -1, np.int64)
+    reads = np.int64(0)
+    widest = 0
+    for b in range(batch):
+        n, row_reads = _row_candidates(
+            qcodes, b, offsets, ids, extra, n_cand, n_probes, cnt, touched, hist, out[b]
+        )
+        reads += row_reads
+        widest = max(widest, n)
+    return out[:, :widest].copy(), reads
+
+
 @numba.njit(nogil=True, cache=True, fastmath=True)
 def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k, n_probes=1):  # type: ignore[no-untyped-def]
     batch, n_cols = qcodes.shape
@@ -442,51 +520,10 @@ def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k, n_probes=1
     reads = np.int64(0)
     macs = np.int64(0)
     for b in range(batch):
-        n_t = 0
-        for j in range(n_cols):
-            t = j // n_probes
-            c = qcodes[b, j]
-            seen = False
-            for j2 in range(t * n_probes, j):  # a probe repeated in its table: read once
-                if qcodes[b, j2] == c:
-                    seen = True
-            if seen:
-                continue
-            for p in range(offsets[t, c], offsets[t, c + 1]):
-                r = ids[t, p]
-                if cnt[r] == 0:
-                    touched[n_t] = r
-                    n_t += 1
-                cnt[r] += 1
-            reads += offsets[t, c + 1] - offsets[t, c]
-        n = 0
-        for i in range(extra.shape[0]):
-            r = extra[i]
-            if cnt[r] >= 0:
-                cand[n] = r
-                n += 1
-                cnt[r] = -cnt[r] - 1  # taken (restored below)
-        room = n_cand
-        # threshold count: take every row above it, then rows at it in order of first touch
-        for i in range(hist.shape[0]):
-            hist[i] = 0
-        for i in range(n_t):
-            if cnt[touched[i]] > 0:
-                hist[cnt[touched[i]]] += 1
-        thr = n_cols + 1
-        above = 0
-        while thr > 1 and above + hist[thr - 1] <= room:
-            thr -= 1
-            above += hist[thr]
-        # rows with cnt >= thr all fit; rows with cnt == thr - 1 fill what is left
-        left = room - above
-        for i in range(n_t):
-            c = cnt[touched[i]]
-            if c >= thr or (c == thr - 1 and c > 0 and left > 0):
-                if c == thr - 1:
-                    left -= 1
-                cand[n] = touched[i]
-                n += 1
+        n, row_reads = _row_candidates(
+            qcodes, b, offsets, ids, extra, n_cand, n_probes, cnt, touched, hist, cand
+        )
+        reads += row_reads
         for i in range(n):
             r = cand[i]
             acc = np.float32(0)
@@ -502,10 +539,6 @@ def xmc_infer_topk(qcodes, offsets, ids, h, w2, b2, extra, n_cand, k, n_probes=1
                     best = i
             top[b, j] = cand[best]
             taken[best] = True
-        for i in range(n_t):
-            cnt[touched[i]] = 0
-        for i in range(extra.shape[0]):
-            cnt[extra[i]] = 0
     return top, reads, macs
 
 

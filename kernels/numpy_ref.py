@@ -51,6 +51,7 @@ from lshcore.kernels._np_xmc import (
     xmc_build_tables,
     xmc_hidden_backward,
     xmc_hidden_forward,
+    xmc_infer_candidates,
     xmc_infer_topk,
     xmc_output_backward,
     xmc_output_forward,

@@ -195,11 +195,102 @@ def full_scoring_inference() -> None:
     assert pb["p_at_1"] >= 2 * untrained["p_at_1"] > 0, (pb, untrained)
 
 
+#: what may cross in a hashed inference on the device: up the batch and the candidates,
+#: down the query codes (or, multiprobe, the SRP projections) and the top k ids
+HASHED_H2D = {"input", "active_ids"}
+HASHED_D2H = {"query_codes", "predictions"}
+
+
+def hashed_pair(got: dict[str, Any], x: Any, k: int = 5) -> tuple[np.ndarray, Any]:
+    """Hashed top k of both trained models (asserted equal, with the same work), and the
+    transfer log of the device's inference."""
+    ref, dev = got["ref"]["model"], got["dev"]["model"]
+    want = ref.predict_topk(x, k, hashed=True)
+    with count_transfers() as log:
+        top = dev.predict_topk(x, k, hashed=True)
+    np.testing.assert_array_equal(top, want)
+    assert dev.last_hashed_work == ref.last_hashed_work, (
+        dev.last_hashed_work,
+        ref.last_hashed_work,
+    )
+    assert ref.last_hashed_work[0] > 0 and ref.last_hashed_work[1] > 0
+    return top, log
+
+
+def candidates_of(model: XMCModel, x: Any) -> np.ndarray:
+    """A host model's candidates of hashed inference for the batch x (B, C)."""
+    cfg = model.config
+    _, offsets, ids, qcodes = model.tables.query(model.hidden(x))
+    extra = model.frequent_labels(cfg.infer_frequent)
+    return model.kernels.xmc_infer_candidates(
+        qcodes, offsets, ids, extra, min(cfg.infer_candidates, N_LABELS), 1
+    )[0]
+
+
+def hashed_inference_agrees() -> None:
+    # few candidates (hit counts tie at the cut-off) plus the frequent labels
+    got = train_pair(24, lr=3e-2, infer_candidates=5, infer_frequent=4)
+    x, y = problem(7, 40)
+    ref, dev = got["ref"]["model"], got["dev"]["model"]
+    top, log = hashed_pair(got, x)
+    assert log.tags("h2d") == HASHED_H2D and log.tags("d2h") == HASHED_D2H, log.tags()
+    assert log.count("query_codes", "d2h") == 1 and log.count("predictions", "d2h") >= 1
+    cand = candidates_of(ref, x)
+    assert ref.frequent_labels(4).size == 4 and (cand[:, :4] == ref.frequent_labels(4)).all()
+    assert (cand >= 0).sum() == ref.last_hashed_work[1] // HIDDEN
+    assert (top >= 0).all() and (cand >= 0).sum(axis=1).min() >= 5
+    # P@k and the work per sample through the trainer, as the host path reports them
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 40, 16)]
+    pa = got["ref"]["trainer"].evaluate(batches, hashed=True)
+    dev.score_chunk_floats = 3 * cand.shape[1] * HIDDEN  # a few rows per chunk
+    with count_transfers() as log:
+        pb = got["dev"]["trainer"].evaluate(batches, hashed=True)
+    chunks = log.count("active_ids", "h2d")
+    assert chunks == log.count("predictions", "d2h") >= 2 * len(batches), log.transfers
+    for key in ("p_at_1", "p_at_3", "p_at_5"):
+        assert pa[key] == pb[key], (key, pa, pb)
+    for key in ("bucket_reads_per_sample", "output_macs_per_sample"):
+        assert pa[key] == pb[key] > 0, (key, pa, pb)
+    assert pb["p_at_1"] > 0.2, pb  # it learned: the comparison is not vacuous
+    # exact score ties: three labels with the same (top) score in both models; each row
+    # ranks the ones it has as candidates first, in candidate order (stable top k)
+    tied = np.array([cand[0, 0], cand[0, 4], cand[1, -1]], np.int64)
+    assert np.unique(tied).size == 3
+    for model in (ref, dev):
+        at = model.backend.to_device(tied, "test") if model.on_device else tied
+        model.w2[at] = 0.0
+        model.b2[at] = 50.0
+    top, _ = hashed_pair(got, x)
+    rows_with_a_tie = 0
+    for b in range(x.shape[0]):
+        mine = [r for r in cand[b] if r in tied]
+        np.testing.assert_array_equal(top[b, : len(mine)], mine, err_msg=f"row {b}")
+        rows_with_a_tie += len(mine) >= 2
+    assert rows_with_a_tie > 0
+
+
+def hashed_multiprobe_agrees() -> None:
+    # infer_probes > 1 with SRP: the projections come down, the probes are ranked on the
+    # host; the same ids and work as the host path
+    got = train_pair(12, lr=3e-2, infer_probes=3, infer_candidates=6, infer_frequent=2)
+    x, _ = problem(7, 24)
+    _, log = hashed_pair(got, x)
+    want_d2h = {"query_projections", "predictions"}
+    assert log.tags("h2d") == HASHED_H2D and log.tags("d2h") == want_d2h, log.tags()
+    # the probes widened the search: more bucket entries read than one probe per table
+    model = got["ref"]["model"]
+    _, offsets, ids, single = model.tables.query(model.hidden(x))
+    extra = model.frequent_labels(2)
+    _, single_reads = model.kernels.xmc_infer_candidates(single, offsets, ids, extra, 6, 1)
+    assert model.last_hashed_work[0] > single_reads, (model.last_hashed_work, single_reads)
+
+
 def device_refuses_what_it_does_not_run() -> None:
     cases = [
         (dict(workers=2), "workers"),
         (dict(active_sets="sample"), "active_sets"),
         (dict(family="pstable"), "family"),
+        (dict(family="dwta", bin_size=4, infer_probes=2), "infer_probes"),
     ]
     for kw, option in cases:
         try:
@@ -208,26 +299,16 @@ def device_refuses_what_it_does_not_run() -> None:
             assert option in str(exc) and DEVICE.name in str(exc), str(exc)
             continue
         raise AssertionError(f"{kw} accepted on a device backend")
-    # hashed inference and multiprobe: refused, the model unchanged
-    model = XMCModel(N_FEATURES, N_LABELS, config(DEVICE, infer_probes=2))
+    # multiprobe asked of a DWTA model's tables directly: refused, the model unchanged
+    model = XMCModel(N_FEATURES, N_LABELS, config(DEVICE, family="dwta", bin_size=4))
     before = model.host_weights("test")
-    x, y = problem(2, 8)
-    for call in (
-        lambda: model.predict_topk(x, 5, hashed=True),
-        lambda: XMCTrainer(model).evaluate([(x, y)], hashed=True),
-    ):
-        try:
-            call()
-        except ConfigError as exc:
-            assert "hashed" in str(exc) and "full scoring" in str(exc), str(exc)
-            continue
-        raise AssertionError("hashed inference accepted on a device backend")
+    x, _ = problem(2, 8)
     try:
         model.tables.query(model.hidden(x), probes=2)
     except ConfigError as exc:
-        assert "infer_probes" in str(exc), str(exc)
+        assert "infer_probes" in str(exc) and "dwta" in str(exc), str(exc)
     else:
-        raise AssertionError("multiprobe accepted on a device backend")
+        raise AssertionError("DWTA multiprobe accepted on a device backend")
     after = model.host_weights("test")
     assert all(np.array_equal(before[n], after[n]) for n in before)
 
@@ -260,6 +341,11 @@ def strict_device_namespace() -> None:
     )
     x, _ = problem(7, 20)
     np.testing.assert_array_equal(model.predict_topk(x, 3), got["ref"]["model"].predict_topk(x, 3))
+    _, log = hashed_pair(got, x)
+    assert log.tags("h2d") == HASHED_H2D and log.tags("d2h") == HASHED_D2H, log.tags()
+    # multiprobe on the stand-in: the projections' product and the copy down
+    probing = train_pair(4, device=strict, infer_probes=2, infer_candidates=6)
+    hashed_pair(probing, x)
 
 
 def cli_run_xmc_on_device() -> None:
@@ -284,6 +370,7 @@ def cli_run_xmc_on_device() -> None:
             if backend is DEVICE:
                 assert not (log.tags("h2d") - H2D_OK - {"init"}), log.tags("h2d")
                 assert not (log.tags("d2h") - D2H_OK - {"predictions"}), log.tags("d2h")
+                assert log.count("predictions", "d2h") > 0
         # what the device refuses is a usage error naming the option, before any training
         import click
 
@@ -297,7 +384,9 @@ def cli_run_xmc_on_device() -> None:
     a, b = recs
     assert b["config"]["backend"] == DEVICE.name and a["config"]["backend"] == "numpy"
     assert a["p_at_1"] == b["p_at_1"] and a["p_at_5"] == b["p_at_5"], (a["p_at_1"], b["p_at_1"])
-    assert a["hashed_p_at_1"] is not None and b["hashed_p_at_1"] is None
+    # hashed inference is reported on the device too, with the host path's numbers
+    for key in ("p_at_1", "p_at_3", "p_at_5", "bucket_reads_per_sample", "output_macs_per_sample"):
+        assert a[f"hashed_{key}"] is not None and a[f"hashed_{key}"] == b[f"hashed_{key}"], key
     assert a["rehashes"] == b["rehashes"] > 0
 
 
@@ -306,6 +395,8 @@ for name, fn in [
     ("dwta_train_agrees", dwta_train_agrees),
     ("catch_up_adam_agrees", catch_up_adam_agrees),
     ("full_scoring_inference", full_scoring_inference),
+    ("hashed_inference_agrees", hashed_inference_agrees),
+    ("hashed_multiprobe_agrees", hashed_multiprobe_agrees),
     ("device_refuses_what_it_does_not_run", device_refuses_what_it_does_not_run),
     ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
     ("strict_device_namespace", strict_device_namespace),

@@ -8,10 +8,13 @@ gradients in the backend's namespace, every host/device copy counted) and assert
 same shared active set at every step, losses, weights and Adam state within float32
 rounding, the same rehashes; copies only under the documented tags (the batch, the
 active set, query and table codes, the loss), never a weight matrix or its state. Full
-scoring gives the same top 5 and P@k. A device backend refuses, with a ConfigError naming
-the option, ``workers > 1``, ``active_sets="sample"``, a family without ``device_hash``,
-hashed inference and multiprobe. ``benchmarks/gpu_check.sh`` runs this on a device with
-``LSHCORE_GPU_REAL=1``.
+scoring gives the same top 5 and P@k; so does hashed inference (candidates from the host
+tables, scored on the device: the same ids and work counts, with frequent labels, ties at
+the candidate cut-off and in score, chunked scoring, SRP multiprobe; only the batch, the
+candidates, the query codes or projections and the top ids cross). A device backend
+refuses, with a ConfigError naming the option, ``workers > 1``, ``active_sets="sample"``,
+a family without ``device_hash`` and multiprobe with a family without ``device_probes``.
+``benchmarks/gpu_check.sh`` runs this on a device with ``LSHCORE_GPU_REAL=1``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ CHECKS = [
     "dwta_train_agrees",
     "catch_up_adam_agrees",
     "full_scoring_inference",
+    "hashed_inference_agrees",
+    "hashed_multiprobe_agrees",
     "device_refuses_what_it_does_not_run",
     "the_counter_sees_a_weight_copy",
     "strict_device_namespace",

@@ -325,11 +325,16 @@ def _xmc_args(name: str, rng: np.random.Generator) -> list[Any]:
         scores = rng.standard_normal((5, 9)).astype(np.float32)
         scores[1, [2, 6]] = scores[1].max() + 1  # a tie at the top: lower column first
         return [scores, 4]
-    if name == "xmc_infer_topk":
+    if name in ("xmc_infer_topk", "xmc_infer_candidates"):
+        # 3 probes per table, the third repeating the first (read once); 20 ids over 3
+        # buckets per table: ties in hit counts at the cut-off of 5
         offsets, ids = ref.xmc_build_tables(rng.integers(0, 3, (20, 4)).astype(np.int64), 3)
         qcodes = rng.integers(0, 3, (5, 4)).astype(np.int64)
         probes = np.stack([qcodes, rng.integers(0, 3, (5, 4)), qcodes], axis=2).reshape(5, 12)
-        return [probes, offsets, ids, h, w2, b2, np.array([4, 17], np.int64), 5, 3, 3]
+        extra = np.array([4, 17], np.int64)
+        if name == "xmc_infer_candidates":
+            return [probes, offsets, ids, extra, 5, 3]
+        return [probes, offsets, ids, h, w2, b2, extra, 5, 3, 3]
     raise AssertionError(name)
 
 
@@ -426,6 +431,76 @@ def test_the_inputs_exercise_the_kernels() -> None:
         *_args("sorted_query_sketch_rerank", np.random.default_rng(RNG_SEED))
     )
     assert 0 < sk[3] < sk[2]  # both stages ran and the sketch ruled some candidates out
+
+
+def _tied_tables(rng: np.random.Generator, n_out: int, n_tables: int, n_buckets: int):
+    """Tables over n_out ids with few buckets (hit counts tie often) and queries of 4 rows
+    with 2 probes per table (the second sometimes repeating the first)."""
+    codes = rng.integers(0, n_buckets, (n_out, n_tables)).astype(np.int64)
+    offsets, ids = ref.xmc_build_tables(codes, n_buckets)
+    first = rng.integers(0, n_buckets, (4, n_tables))
+    second = np.where(
+        rng.random((4, n_tables)) < 0.3, first, rng.integers(0, n_buckets, (4, n_tables))
+    )
+    probes = np.stack([first, second], axis=2).reshape(4, 2 * n_tables).astype(np.int64)
+    return offsets, ids, probes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_infer_candidates_numba_agrees_at_cut_off_ties(seed: int) -> None:
+    # the candidate rule of hashed inference, numba against the reference: extras first
+    # (a repeated one once), then the most hit ids, a tie at the cut-off to the earlier
+    # touched, all in order of first touch; one probe per table and two (multiprobe)
+    fast = _usable("numba").kernels
+    rng = np.random.default_rng(seed)
+    offsets, ids, probes = _tied_tables(rng, 40, 5, 3)
+    extra = np.array([7, 31, 7], np.int64)
+    cut_ties = 0
+    for qcodes, n_probes in ((probes[:, ::2].copy(), 1), (probes, 2)):
+        for n_cand in (1, 4, 9, 40):
+            want = ref.xmc_infer_candidates(qcodes, offsets, ids, extra, n_cand, n_probes)
+            got = fast.xmc_infer_candidates(qcodes, offsets, ids, extra, n_cand, n_probes)
+            _assert_same(got, want, f"n_cand={n_cand}, n_probes={n_probes}")
+            cand = want[0]
+            assert (cand[:, :2] == [7, 31]).all()  # extras first, the repeat dropped
+            assert (cand[:, 2:] != 7).all() and (cand[:, 2:] != 31).all()
+            # a row whose last pick tied with an id left out: the cut-off split a tie
+            for b in range(4):
+                hits = np.zeros(40, np.int64)
+                for j in range(qcodes.shape[1]):
+                    t, c = j // n_probes, qcodes[b, j]
+                    if c not in qcodes[b, t * n_probes : j]:
+                        hits[ids[t, offsets[t, c] : offsets[t, c + 1]]] += 1
+                picked = cand[b, 2:][cand[b, 2:] >= 0]
+                out = np.setdiff1d(np.flatnonzero(hits), np.r_[picked, extra])
+                if picked.size and out.size and hits[out].max() == hits[picked].min():
+                    cut_ties += 1
+    assert cut_ties > 0  # the inputs reach the tie rule
+
+
+def test_infer_topk_is_the_candidates_scored() -> None:
+    # one definition of the candidate rule: the reference's xmc_infer_topk scores exactly
+    # xmc_infer_candidates' ids (a tie in score goes to the earlier candidate)
+    rng = np.random.default_rng(11)
+    offsets, ids, probes = _tied_tables(rng, 40, 5, 3)
+    h = rng.standard_normal((4, 6)).astype(np.float32)
+    w2 = rng.standard_normal((40, 6)).astype(np.float32)
+    b2 = rng.standard_normal(40).astype(np.float32)
+    w2[[3, 22, 35]] = 0.0  # equal scores, above every other: the tie rule decides
+    b2[[3, 22, 35]] = 50.0
+    extra = np.array([35], np.int64)
+    cand, reads = ref.xmc_infer_candidates(probes, offsets, ids, extra, 12, 2)
+    for kernels in (ref, _usable("numba").kernels):
+        top, reads_topk, macs = kernels.xmc_infer_topk(
+            probes, offsets, ids, h, w2, b2, extra, 12, 4, 2
+        )
+        assert reads_topk == reads and macs == int((cand >= 0).sum()) * 6
+        for b in range(4):
+            row = cand[b][cand[b] >= 0]
+            order = np.argsort(-(w2[row] @ h[b] + b2[row]), kind="stable")[:4]
+            np.testing.assert_array_equal(top[b, : order.size], row[order])
+            tied = [r for r in row if r in (3, 22, 35)]
+            np.testing.assert_array_equal(top[b, : len(tied)], tied)  # candidate order
 
 
 # -- registration refuses an incomplete backend -----------------------------------------

@@ -483,6 +483,22 @@ class Kernels(Protocol):
         rows cand, grad_b (C,)); B*C*H multiply-adds in each of three products."""
         ...
 
+    def xmc_infer_candidates(
+        self,
+        qcodes: np.ndarray,
+        offsets: np.ndarray,
+        ids: np.ndarray,
+        extra: np.ndarray,
+        n_cand: int,
+        n_probes: int = 1,
+    ) -> tuple[np.ndarray, int]:
+        """Hashed inference's candidates (host arrays): per row, extra (F,) int64 (distinct,
+        in order), then the n_cand ids hit most often in its buckets (qcodes (B, L *
+        n_probes): column j probes table j // n_probes; ties at the cut-off by first
+        touch), in order of first touch -> (cand (B, C) int64 -1 padded, C the longest
+        row's count; bucket entries read)."""
+        ...
+
     def xmc_infer_topk(
         self,
         qcodes: np.ndarray,
@@ -496,10 +512,9 @@ class Kernels(Protocol):
         k: int,
         n_probes: int = 1,
     ) -> tuple[np.ndarray, int, int]:
-        """Hashed inference: per row, the ids of its hit buckets (qcodes (B, L * n_probes):
-        column j probes table j // n_probes) ranked by hits, the n_cand best plus extra (F,)
-        int64 scored exactly -> (top (B, k) int64 -1 padded, bucket entries read,
-        multiply-adds)."""
+        """Hashed inference: each row's ``xmc_infer_candidates`` (same arguments) scored
+        exactly, ``w2[r] . h[b] + b2[r]``, the k best, ties to the earlier candidate ->
+        (top (B, k) int64 -1 padded, bucket entries read, multiply-adds)."""
         ...
 
     def xmc_topk_rows(self, scores: np.ndarray, k: int) -> np.ndarray:

@@ -156,15 +156,38 @@ class SRP(_BackendFamily):
             proj = self._project(x).reshape(-1, self.l, self.k)
         if n_probes == 1:
             return _pack_bits(proj >= 0, self.k, self.l, xp)[:, :, None]
-        host = self.backend.to_numpy(proj)
-        out = np.empty((host.shape[0], self.l, n_probes), dtype=np.int64)
+        out = self._rank_probes(self.backend.to_numpy(proj), n_probes)
+        return out if self.backend.host_arrays else xp.asarray(out)
+
+    def device_probes(self, x: Any, n_probes: int) -> np.ndarray:
+        """:meth:`probes` of a dense float32 batch ``x (n, dim)`` that lives on the
+        backend's device, as host codes (n, l, n_probes) int64: the projections are
+        computed there and come down (tag ``query_projections``, (n, l * k) float32, as
+        large as k codes' worth of int64 at most), the flips are ranked on the host
+        (``srp_probes``). Rounding as :meth:`device_hash`."""
+        if self.backend.host_arrays:
+            raise ConfigError(
+                f"device_probes needs a device backend; {self.backend.name!r} keeps host arrays"
+            )
+        n_probes = check_int(n_probes, "n_probes", low=1)
+        if len(x.shape) != 2 or x.shape[1] != self.dim:
+            raise InputError(f"x: expected a (n, {self.dim}) array, got {tuple(x.shape)}")
+        proj = self.backend.to_host(x @ self.projections, "query_projections")
+        proj = proj.reshape(-1, self.l, self.k)
+        if n_probes == 1:
+            return _pack_bits(proj >= 0, self.k, self.l, np)[:, :, None]
+        return self._rank_probes(proj, n_probes)
+
+    def _rank_probes(self, proj: np.ndarray, n_probes: int) -> np.ndarray:
+        """Host projections (n, l, k) -> probe codes (n, l, n_probes) int64 (``srp_probes``)."""
+        out = np.empty((proj.shape[0], self.l, n_probes), dtype=np.int64)
         # in row blocks: the reference kernel's temporaries grow with rows * l * k^2
         step = max(1, (1 << 22) // max(1, self.l * min(self.k, n_probes) ** 2))
-        for lo in range(0, host.shape[0], step):
+        for lo in range(0, proj.shape[0], step):
             out[lo : lo + step] = self.backend.kernels.srp_probes(
-                np.ascontiguousarray(host[lo : lo + step], dtype=np.float32), n_probes
+                np.ascontiguousarray(proj[lo : lo + step], dtype=np.float32), n_probes
             )
-        return out if self.backend.host_arrays else xp.asarray(out)
+        return out
 
     def hash_cost(self, n: int, nnz: int | None = None) -> int:
         per_row = self.dim if nnz is None else nnz / max(n, 1)

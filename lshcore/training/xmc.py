@@ -24,9 +24,13 @@ batch (``input``) and the shared active set with the label columns (``active_ids
 down the query codes of ``[h, 1]``, hashed on the device (``query_codes``, (B, L)
 int64), and the loss (``loss``). A rehash/rebuild hashes the changed rows on the device
 (their ids go up, ``rehash_ids``) and brings down their codes only (``table_codes``).
-Full-scoring inference brings down the top k ids (``predictions``). A device backend
-refuses ``workers > 1``, ``active_sets="sample"``, families without ``device_hash``
-and hashed inference (the tables' candidates are scored on the host today).
+Full-scoring inference brings down the top k ids (``predictions``). Hashed inference
+takes its candidates from the host tables (``xmc_infer_candidates`` on the query codes;
+with ``infer_probes > 1`` the SRP projections come down instead, ``query_projections``,
+and the probes are ranked on the host), sends them up (``active_ids``), scores them on
+the device and brings down the top k ids (``predictions``). A device backend refuses
+``workers > 1``, ``active_sets="sample"``, families without ``device_hash`` and
+``infer_probes > 1`` with a family without ``device_probes`` (``dwta``).
 """
 
 from __future__ import annotations
@@ -222,6 +226,8 @@ class HashTables:
                 f"family {cfg.family!r} cannot hash on the device (no device_hash); on the "
                 f"device backend {backend.name!r} use family 'srp' or 'dwta'"
             )
+        if self.on_device and cfg.infer_probes > 1:
+            self._check_device_probes(self.family)
         self.n_buckets = int(self.family.num_buckets)
         if self.n_buckets > 1 << 22:
             raise ConfigError(
@@ -230,6 +236,15 @@ class HashTables:
             )
         self.codes = np.zeros((n_out, cfg.l), np.int64)
         self._tables: tuple[Any, np.ndarray, np.ndarray] | None = None
+
+    def _check_device_probes(self, family: Any) -> None:
+        """ConfigError unless ``family`` serves multiprobe on the device (``device_probes``)."""
+        if not hasattr(family, "device_probes"):
+            raise ConfigError(
+                f"infer_probes={self.cfg.infer_probes}: family {self.cfg.family!r} has no "
+                f"multiprobe on the device backend {self.backend.name!r} (device_probes); "
+                "use family 'srp' or infer_probes=1"
+            )
 
     def _family(self, seed: int) -> Any:
         cfg = self.cfg
@@ -301,18 +316,19 @@ class HashTables:
         ``[h, 1]`` under them (one consistent snapshot): (B, L) int64, or with ``probes``
         > 1 the family's multiprobe sequence, (B, L * probes) (table-major). On a device
         backend ``h`` lives there and is hashed there; only the codes come down (tag
-        ``query_codes``)."""
+        ``query_codes``), or for multiprobe the projections (``query_projections``, the
+        family's ``device_probes``; ConfigError for a family without it)."""
         assert self._tables is not None
         family, offsets, ids = self._tables
         if self.on_device:
             if probes > 1:
-                raise ConfigError(
-                    f"infer_probes > 1: multiprobe serves hashed inference, which runs on "
-                    f"the host; the device backend {self.backend.name!r} scores fully"
-                )
+                self._check_device_probes(family)
             xp = self.xp
             q_dev = xp.concatenate([h, xp.ones((h.shape[0], 1), dtype=xp.float32)], axis=1)
-            codes = self.backend.to_host(family.device_hash(q_dev), "query_codes")
+            if probes > 1:  # ranked on the host from the projections (query_projections)
+                codes = family.device_probes(q_dev, probes).reshape(h.shape[0], -1)
+            else:
+                codes = self.backend.to_host(family.device_hash(q_dev), "query_codes")
             return family, offsets, ids, np.ascontiguousarray(codes, np.int64)
         q = np.empty((h.shape[0], h.shape[1] + 1), np.float32)
         q[:, :-1] = h
@@ -421,6 +437,9 @@ class XMCModel:
         self.label_counts = np.zeros(self.n_labels, np.int64)
         #: work of the last hashed inference: bucket entries read, multiply-adds
         self.last_hashed_work = (0, 0)
+        #: hashed inference on a device gathers the candidates' weight rows in chunks of
+        #: rows of at most this many floats (64 MB)
+        self.score_chunk_floats = 1 << 24
 
     def host_weights(self, tag: str = "save") -> dict[str, np.ndarray]:
         """Host copies of ``w1, b1, w2, b2`` (on a device backend counted copies under
@@ -457,12 +476,10 @@ class XMCModel:
 
     def predict_topk(self, x: Any, k: int = 5, *, hashed: bool = False) -> np.ndarray:
         """The k best label ids of each row, best first: (B, k) int64 (-1 where the active
-        set of hashed inference holds fewer than k)."""
-        if hashed and self.on_device:
-            raise ConfigError(
-                f"hashed inference scores the host tables' candidates with host weights; on "
-                f"the device backend {self.backend.name!r} use full scoring (hashed=False)"
-            )
+        set of hashed inference holds fewer than k). ``hashed``: score only the candidates
+        of the LSH tables (``xmc_infer_candidates``; on a device backend scored there, the
+        same ids as the host path up to float32 rounding); its work goes to
+        :attr:`last_hashed_work`."""
         h = self.hidden(x)
         if not hashed:
             rows = max(1, (1 << 24) // self.n_labels)  # about 64 MB of scores at a time
@@ -475,19 +492,48 @@ class XMCModel:
             return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
         cfg = self.config
         _, offsets, ids, qcodes = self.tables.query(h, probes=cfg.infer_probes)
-        top, reads, macs = self.kernels.xmc_infer_topk(
-            qcodes,
-            offsets,
-            ids,
-            h,
-            self.w2,
-            self.b2,
-            self.frequent_labels(cfg.infer_frequent),
-            min(cfg.infer_candidates, self.n_labels),
-            k,
-            cfg.infer_probes,
-        )
+        extra = self.frequent_labels(cfg.infer_frequent)
+        n_cand = min(cfg.infer_candidates, self.n_labels)
+        if self.on_device:  # candidates from the host tables, scored on the device
+            cand, reads = self.kernels.xmc_infer_candidates(
+                qcodes, offsets, ids, extra, n_cand, cfg.infer_probes
+            )
+            top = self._device_topk_of(h, cand, k)
+            macs = int(np.count_nonzero(cand >= 0)) * cfg.hidden
+        else:
+            top, reads, macs = self.kernels.xmc_infer_topk(
+                qcodes, offsets, ids, h, self.w2, self.b2, extra, n_cand, k, cfg.infer_probes
+            )
         self.last_hashed_work = (int(reads), int(macs))
+        return top
+
+    def _device_topk_of(self, h: Any, cand: np.ndarray, k: int) -> np.ndarray:
+        """The k best of each row's candidates, scored on the device: h (B, H) there,
+        cand (B, C) host int64 (-1 padded at the end) -> host (B, k) int64, -1 padded; by
+        score ``w2[r] . h[b] + b2[r]``, ties to the earlier candidate (``xmc_topk_rows``
+        is stable; padding scores -inf, after every candidate). In row chunks of at most
+        :attr:`score_chunk_floats` gathered weights (a row more if one row alone is
+        larger): up the chunk's candidates (``active_ids``), down its top ids
+        (``predictions``)."""
+        xp = self.backend.xp
+        batch, width = cand.shape
+        top = np.full((batch, k), -1, np.int64)
+        if width == 0 or k <= 0:
+            return top
+        hid = self.config.hidden
+        step = max(1, self.score_chunk_floats // (width * hid))
+        for lo in range(0, batch, step):
+            ids_dev = self.backend.to_device(cand[lo : lo + step], "active_ids")
+            valid = ids_dev >= 0
+            safe = xp.where(valid, ids_dev, 0)
+            rows = safe.shape[0]
+            w = xp.take(self.w2, safe.reshape(-1), axis=0).reshape(rows, width, hid)
+            scores = xp.matmul(w, h[lo : lo + rows, :, None])[:, :, 0]
+            scores = scores + xp.take(self.b2, safe, axis=0)
+            scores = xp.where(valid, scores, np.float32(-np.inf))
+            cols = self.kernels.xmc_topk_rows(scores, k)
+            best = xp.take_along_axis(ids_dev, cols, axis=1)
+            top[lo : lo + rows, : best.shape[1]] = self.backend.to_host(best, "predictions")
         return top
 
     def frequent_labels(self, n: int) -> np.ndarray:
