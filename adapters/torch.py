@@ -355,7 +355,10 @@ class LSHLinear(HashedLayerMixin, nn.Module):
             # (B, 1) int64 on x's device: a view when the labels are there already
             lab = lab.detach().to(device=x.device, dtype=torch.int64).reshape(-1, 1).contiguous()
             dev_labels = to_backend(lab, backend, "labels")
-        found = index.select_device(to_backend(x, backend), labels_np, dev_labels, self.training)
+        # the selector reads float32 (as the host path casts): a bfloat16/half input is
+        # cast on the device, a float32 one passes as a view
+        xs = x.detach().to(torch.float32).contiguous()
+        found = index.select_device(to_backend(xs, backend), labels_np, dev_labels, self.training)
         ids = from_backend(found, x)
         arrays = _union_tensors(ids, x.dtype)
         if train:

@@ -369,7 +369,8 @@ def test_norm_tiebreak_prefers_larger_rows_and_survives_save_load() -> None:
 
 def test_top_by_score_keeps_the_best_and_gives_ties_to_the_smaller_id() -> None:
     # rerank's and exact's choice (host and device): the m largest scores of each row's
-    # valid ids, equal scores to the smaller id; checked against a sort by (-score, id)
+    # valid ids, equal scores to the smaller id, NaN as -inf (a row is never left short);
+    # checked against a sort by (-score, id)
     from lshcore.training.device_select import top_by_score
 
     rng = np.random.default_rng(0)
@@ -377,6 +378,7 @@ def test_top_by_score_keeps_the_best_and_gives_ties_to_the_smaller_id() -> None:
         c = int(rng.integers(1, 12))
         m = int(rng.integers(1, c + 2))
         z = rng.integers(0, 4, (3, c)).astype(np.float32)  # small integers: many ties
+        z[rng.random(z.shape) < 0.15] = np.nan  # ranks as -inf, chosen before padding
         ids = np.sort(rng.choice(100, size=(3, c)), axis=1)
         n_pad = rng.integers(0, c + 1, 3)
         for row, pad in enumerate(n_pad):  # -1 padding last, its scores ignored
@@ -387,7 +389,8 @@ def test_top_by_score_keeps_the_best_and_gives_ties_to_the_smaller_id() -> None:
             continue
         for row in range(3):
             ok = ids[row] >= 0
-            order = np.lexsort((ids[row][ok], -z[row][ok]))
+            score = np.where(np.isnan(z[row]), -np.inf, z[row])
+            order = np.lexsort((ids[row][ok], -score[ok]))
             best = np.sort(ids[row][ok][order][:m])
             want = np.concatenate([best, np.full(m - best.size, -1)])
             np.testing.assert_array_equal(got[row], want)

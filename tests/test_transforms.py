@@ -243,5 +243,14 @@ def test_device_methods_refuse_bad_shapes_keeping_the_scale() -> None:
         with pytest.raises(InputError, match=r"\(n, 4\)"):
             tf.device_data(np, bad)
     assert tf.scale == 2.0
+    bad_rows = np.ones((3, 4), np.float32)
+    bad_rows[1, 2] = np.nan  # refused as the host's fit refuses it, the scale kept
+    with pytest.raises(InputError, match="NaN"):
+        tf.device_fit(backend, bad_rows)
+    with pytest.raises(InputError, match="NaN"):
+        tf.device_needs_refit(backend, bad_rows)
+    with pytest.raises(InputError, match="NaN"):
+        tf.fit(bad_rows)
+    assert tf.scale == 2.0
     with pytest.raises(NotFittedError):
         SignALSH(4).device_data(np, np.ones((2, 4), np.float32))

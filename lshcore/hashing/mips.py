@@ -24,6 +24,7 @@ copy to the host per fit or refit check, counted under the tag ``transform_scale
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,13 +94,16 @@ class _ScaledTransform(Transform):
         the host, tag ``transform_scale``."""
         self._check_device(x, "x")
         largest = backend.xp.max(_device_row_norms(backend.xp, x), keepdims=True)
-        return float(backend.to_host(largest, "transform_scale")[0])
+        value = float(backend.to_host(largest, "transform_scale")[0])
+        if not math.isfinite(value):  # as the host's as_batch refuses them (scale kept)
+            raise InputError("x: contains NaN or infinite values")
+        return value
 
     def device_fit(self, backend: Any, x: Any) -> _ScaledTransform:
         """:meth:`fit` on a dense device array ``x (n, dim)`` of ``backend`` (a device
         backend): M = the largest row norm, computed there (one scalar read, tag
-        ``transform_scale``). InputError for a wrong shape or an empty batch (the scale
-        kept then); the caller checks finiteness."""
+        ``transform_scale``). InputError for a wrong shape, an empty batch or a row that
+        is not finite (the scale kept then)."""
         largest = self._device_largest_norm(backend, x)
         self.scale = largest if largest > 0 else 1.0
         return self

@@ -346,18 +346,21 @@ def top_by_score(xp: Any, z: Any, ids: Any, m: int, n_out: int) -> Any:
 
     Equal scores go to the smaller id (the earlier column), so the kept set is one set
     whatever a partition does with ties: the host and a device choose the same ids
-    from the same scores (``rerank`` and ``exact`` on either side)."""
+    from the same scores (``rerank`` and ``exact`` on either side). A NaN score ranks
+    as -inf (last, but still chosen before padding)."""
     c = z.shape[1]
     if m >= c:
         return xp.ascontiguousarray(ids.astype(xp.int64))
     valid = ids >= 0
-    z = xp.where(valid, z, -xp.inf)
+    z = xp.where(valid & ~xp.isnan(z), z, -xp.inf)
     kth = xp.partition(z, c - m, axis=1)[:, c - m : c - m + 1]  # each row's m-th largest
     above = z > kth
     tie = z == kth
     need = m - xp.sum(above.astype(xp.int64), axis=1, keepdims=True)
     keep = above | (tie & (xp.cumsum(tie.astype(xp.int64), axis=1) <= need))
-    chosen = xp.sort(xp.where(keep & valid, ids, n_out), axis=1)[:, :m]
+    # exactly m marked per row (padding last): a partition finds them, no sort of the row
+    chosen = xp.partition(xp.where(keep & valid, ids, n_out), m - 1, axis=1)[:, :m]
+    chosen = xp.sort(chosen, axis=1)
     return xp.ascontiguousarray(xp.where(chosen == n_out, -1, chosen).astype(xp.int64))
 
 

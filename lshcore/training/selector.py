@@ -480,16 +480,20 @@ class ActiveSelector:
         if not bool(xp.all(xp.isfinite(weight))):
             raise InputError("weight: contains NaN or infinite values")
         with self._lock:
-            self._weight, self._bias = weight, bias
-            self._device_weight = weight
+            # built aside first: a failed build (a bad parameter) changes nothing
+            tables, cost = None, 0
+            if self.uses_hashing:
+                tables, cost = self._device_build(
+                    self.seed + self.rebuilds, self._device_rows(weight=weight, bias=bias)
+                )
+            # then swapped in, the device tables before the flag that sends select() to
+            # them, the host tables last (select() reads them without the lock)
+            self._dev_tables, self._dev_dirty = tables, xp.zeros(self.n_out, dtype=bool)
+            self._weight, self._bias, self._device_weight = weight, bias, weight
+            self._device_selects = True
             self._tables, self._index = None, None
             self._dirty[:] = False
-            self._dev_dirty = xp.zeros(self.n_out, dtype=bool)
-            self._dev_tables = None
-            if self.uses_hashing:
-                self._dev_tables, cost = self._device_build(self.seed + self.rebuilds)
-                self.rehash_mults += cost
-            self._device_selects = True
+            self.rehash_mults += cost
         return self
 
     def attach(self, weight: Any, bias: Any) -> None:
@@ -676,20 +680,23 @@ class ActiveSelector:
             ids = np.ascontiguousarray(np.broadcast_to(ids, (batch, ids.shape[0])))
         return ActiveSet(ids, found.hash_mults, shared=found.shared, work=found.work)
 
-    def _device_rows(self, ids: Any = None) -> Any:
-        """The rows ``[w, b]`` (all, or the device ids ``ids``) gathered on the device."""
+    def _device_rows(self, ids: Any = None, *, weight: Any = None, bias: Any = None) -> Any:
+        """The rows ``[w, b]`` (all, or the device ids ``ids``) gathered on the device, of
+        the layer's arrays (or of ``weight``/``bias`` when given)."""
         xp = self.backend.xp
-        w, b = self._device_weight, self._bias
+        w = self._device_weight if weight is None else weight
+        b = self._bias if bias is None else bias
         if ids is not None:
             w, b = xp.take(w, ids, axis=0), xp.take(b, ids, axis=0)
         return xp.concatenate([w, xp.reshape(b, (-1, 1))], axis=1).astype(xp.float32)
 
-    def _device_build(self, seed: int) -> tuple[DeviceTables, int]:
+    def _device_build(self, seed: int, rows: Any = None) -> tuple[DeviceTables, int]:
         """:meth:`_make_tables` on the device: new functions (and transform, fitted to
-        the rows ``[w, b]`` there) of ``seed``, the rows hashed there, the norm
-        tie-break ranked there -> (the tables, the multiplications)."""
+        the rows ``[w, b]`` there: ``rows``, default the layer's) of ``seed``, the rows
+        hashed there, the norm tie-break ranked there -> (the tables, the
+        multiplications)."""
         xp = self.backend.xp
-        rows = self._device_rows()
+        rows = self._device_rows() if rows is None else rows
         tf: Any = None
         dim = self.n_in + 1
         if self.transform_name is not None:  # one with the device methods (_device_capable)
