@@ -59,7 +59,6 @@ __all__ = [
     "select_exact",
     "select_random",
     "select_rows",
-    "select_rows_on_device",
     "top_by_score",
     "score_inputs",
 ]
@@ -245,36 +244,15 @@ def select_rows(
     pad_random: bool,
     seed: int,
     tie: Any = None,
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Any, Any]:
     """Per-row sets (``topk``, ``union``, ``threshold``) from query codes ``qcodes (B, L)``
-    and forced ``labels (B, n)`` (-1 padded), device arrays -> (ids (B, m) int64 on the
-    device, the work tally (4,) int64 on the host). The reference's ``select_active``
-    rules: class = forced label, else the hit count (1 for any hit unless
+    and forced ``labels (B, n)`` (-1 padded), device arrays -> (ids (B, m) int64, the
+    work tally (4,) int64), both on the device (the caller reads the tally with whatever
+    else comes down). The reference's ``select_active`` rules: class = forced label, else the hit count (1 for any hit unless
     ``use_counts``) when at least ``min_count``; ties and (with ``pad_random``) padding
     by the seeded priority, or by ``tie`` ((n_out,) int64 fixed priorities,
     ``tiebreak="norm"``) when given; without ``pad_random`` unhit neurons are never
     chosen. The batch is counted and ranked in chunks of rows (:data:`DENSE_BUDGET`)."""
-    ids, work = select_rows_on_device(
-        backend, tables, qcodes, labels, n_out, m, min_count, use_counts, pad_random, seed,
-        tie,
-    )  # fmt: skip
-    return ids, backend.to_host(work, "selection_work")
-
-
-def select_rows_on_device(
-    backend: Backend,
-    tables: DeviceTables,
-    qcodes: Any,
-    labels: Any,
-    n_out: int,
-    m: int,
-    min_count: int,
-    use_counts: bool,
-    pad_random: bool,
-    seed: int,
-    tie: Any = None,
-) -> tuple[Any, Any]:
-    """:func:`select_rows` with the work tally (4,) int64 left on the device."""
     xp = backend.xp
     kernels = backend.kernels
     batch = qcodes.shape[0]

@@ -68,7 +68,6 @@ from lshcore.training.device_select import (
     select_exact,
     select_random,
     select_rows,
-    select_rows_on_device,
     top_by_score,
 )
 from lshcore.training.params import (
@@ -640,7 +639,7 @@ class ActiveSelector:
         elif self.policy == "rerank":
             # topk's candidates, then their exact activations against the device weights;
             # the tally and the multiplications come down together
-            cand, dev_work = select_rows_on_device(
+            cand, dev_work = select_rows(
                 self.backend, tables, codes, dev_labels, self.n_out, self._rerank_width(m),
                 1, True, True, seed, self._tie(tables),
             )  # fmt: skip
@@ -658,10 +657,11 @@ class ActiveSelector:
                 "union": (1, False, True),
                 "threshold": (self.threshold, True, False),
             }[self.policy]
-            ids, work = select_rows(
+            ids, dev_work = select_rows(
                 self.backend, tables, codes, dev_labels, self.n_out, m,
                 min_count, use_counts, pad, seed, self._tie(tables),
             )  # fmt: skip
+            work = self.backend.to_host(dev_work, "selection_work")
             shared = False
         return DeviceActiveSet(ids, cost, self._record(work, comps, batch), shared)
 
