@@ -23,14 +23,12 @@ With ``LSHCORE_GPU_REAL=1`` their cases are skipped (CPU builds of both in the v
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import traceback
 from typing import Any
 
 import numpy as np
 import torch
+from _gpu_sim import REAL, check, out, report
 
 import lshcore
 from lshcore.adapters import _common
@@ -39,10 +37,8 @@ from lshcore.adapters.torch import LSHLinear
 from lshcore.core import backend as backend_mod
 from lshcore.core import dlpack
 from lshcore.core.backend import Backend, count_transfers
-from lshcore.kernels import _cuda_kernels as ck
 from lshcore.training import selector as selector_mod
 
-REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
 #: the frameworks whose CPU tensors pass for CUDA ones under the simulator
 STAND_INS = ("torch", "tensorflow", "mxnet")
 DEVICE_NAME = "cupy" if REAL else "cuda-sim"
@@ -51,16 +47,6 @@ TORCH_DEVICE = "cuda" if REAL else "cpu"
 #: the work tallies, the ids of a "changed" rehash's sample, a rebuilt family's arrays
 H2D_OK = {"labels", "rehash_ids", "hash_functions"}
 D2H_OK = {"labels", "selection_work"}
-
-out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
-
-
-def check(name: str, fn: Any) -> None:
-    try:
-        fn()
-        out[name] = "ok"
-    except Exception:
-        out[name] = traceback.format_exc()[-2500:]
 
 
 # -- the stand-ins -------------------------------------------------------------------------
@@ -188,22 +174,26 @@ def train(backend: str, steps: int, **kw: Any) -> tuple[LSHLinear, list[np.ndarr
     return layer, ids_seen, backend_mod.TransferLog([t for log in logs for t in log.transfers])
 
 
-def same_as_the_host_path(steps: int = 3, **kw: Any) -> None:
-    ref, ref_ids, _ = train("numpy", steps, **kw)
-    dev, dev_ids, log = train(DEVICE_NAME, steps, **kw)
+def same_as_the_host_path(steps: int = 3, train_fn: Any = None, **kw: Any) -> None:
+    """The layer trained ``steps`` steps by ``train_fn`` (default the torch layer's
+    :func:`train`; :func:`keras_train`, :func:`gluon_train`) on the device backend picks
+    the ids of the NumPy backend's host path, step for step, with its weights, rehashes
+    and tallies; the ids stay framework tensors, and from the first build on nothing but
+    labels and tallies crosses."""
+    train_fn = train if train_fn is None else train_fn
+    ref, ref_ids, _ = train_fn("numpy", steps, **kw)
+    dev, dev_ids, log = train_fn(DEVICE_NAME, steps, **kw)
     assert dev.selector.selects_on_device, "the adapter's selector picks on the host"
+    assert not isinstance(dev.last_active_ids, np.ndarray), "the ids came down to the host"
     for step, (a, b) in enumerate(zip(ref_ids, dev_ids, strict=True)):
         np.testing.assert_array_equal(b, a, err_msg=f"step {step}")
     assert len({a.tobytes() for a in ref_ids}) > 1, "every step chose the same sets"
-    w_ref, w_dev = ref.weight.detach().cpu().numpy(), dev.weight.detach().cpu().numpy()
-    np.testing.assert_allclose(w_dev, w_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_weights(dev), _weights(ref), rtol=1e-5, atol=1e-6)
     assert ref.selector.rehashes == dev.selector.rehashes > 0
-    assert dev._index is not None
     mults, ref_mults = dict(dev._index.mults), dict(ref._index.mults)
     if kw.get("family", ADAPTER_DEFAULTS["family"]) == "srp":  # tallied as dense there
         mults.pop("selection"), ref_mults.pop("selection")
     assert mults == ref_mults, (mults, ref_mults)
-    # the first build included, nothing but labels and tallies crosses, either way
     bad_h2d = log.tags("h2d") - H2D_OK
     bad_d2h = log.tags("d2h") - D2H_OK
     assert not bad_h2d and not bad_d2h, (bad_h2d, bad_d2h, log.transfers[:12])
@@ -367,29 +357,11 @@ def gluon_train(backend: str, steps: int, **kw: Any) -> tuple[Any, list[np.ndarr
 
 
 def _weights(layer: Any) -> np.ndarray:
+    """A host copy of the layer's weight (torch, Keras or Gluon)."""
+    if isinstance(layer, torch.nn.Module):
+        return layer.weight.detach().cpu().numpy()
     w = layer.kernel if hasattr(layer, "kernel") else layer.weight.data()
     return np.array(w.numpy() if hasattr(w, "numpy") else w.asnumpy())
-
-
-def keras_gluon_same_as_the_host_path(train_fn: Any, steps: int = 3, **kw: Any) -> None:
-    """As :func:`same_as_the_host_path`, for a Keras or Gluon layer."""
-    ref, ref_ids, _ = train_fn("numpy", steps, **kw)
-    dev, dev_ids, log = train_fn(DEVICE_NAME, steps, **kw)
-    assert dev.selector.selects_on_device, "the adapter's selector picks on the host"
-    assert not isinstance(dev.last_active_ids, np.ndarray), "the ids came down to the host"
-    for step, (a, b) in enumerate(zip(ref_ids, dev_ids, strict=True)):
-        np.testing.assert_array_equal(b, a, err_msg=f"step {step}")
-    assert len({a.tobytes() for a in ref_ids}) > 1, "every step chose the same sets"
-    np.testing.assert_allclose(_weights(dev), _weights(ref), rtol=1e-5, atol=1e-6)
-    assert ref.selector.rehashes == dev.selector.rehashes > 0
-    mults, ref_mults = dict(dev._index.mults), dict(ref._index.mults)
-    if kw.get("family", ADAPTER_DEFAULTS["family"]) == "srp":  # tallied as dense there
-        mults.pop("selection"), ref_mults.pop("selection")
-    assert mults == ref_mults, (mults, ref_mults)
-    bad_h2d = log.tags("h2d") - H2D_OK
-    bad_d2h = log.tags("d2h") - D2H_OK
-    assert not bad_h2d and not bad_d2h, (bad_h2d, bad_d2h, log.transfers[:12])
-    assert log.count("selection_work", "d2h") >= steps  # the log saw the steps at all
 
 
 def keras_gluon_counter_sees_the_old_copies(train_fn: Any) -> None:
@@ -423,12 +395,12 @@ for name, fn in [
 KERAS_GLUON_SKIPPED = _import_keras_gluon()
 for fw, train_fn in (("keras", keras_train), ("gluon", gluon_train)):
     for name, fn in [
-        (f"{fw}_topk_srp", lambda t=train_fn: keras_gluon_same_as_the_host_path(
-            t, policy="topk", family="srp", **SMALL)),
-        (f"{fw}_batch_rerank_dwta", lambda t=train_fn: keras_gluon_same_as_the_host_path(
-            t, policy="batch_rerank", family="dwta", **SMALL)),
-        (f"{fw}_rerank_adapter_defaults", lambda t=train_fn: keras_gluon_same_as_the_host_path(
-            t, active=0.1, rehash="fixed:1")),
+        (f"{fw}_topk_srp", lambda t=train_fn: same_as_the_host_path(
+            train_fn=t, policy="topk", family="srp", **SMALL)),
+        (f"{fw}_batch_rerank_dwta", lambda t=train_fn: same_as_the_host_path(
+            train_fn=t, policy="batch_rerank", family="dwta", **SMALL)),
+        (f"{fw}_rerank_adapter_defaults", lambda t=train_fn: same_as_the_host_path(
+            train_fn=t, active=0.1, rehash="fixed:1")),
         (f"{fw}_counter_sees_the_old_copies",
          lambda t=train_fn: keras_gluon_counter_sees_the_old_copies(t)),
     ]:  # fmt: skip
@@ -436,5 +408,4 @@ for fw, train_fn in (("keras", keras_train), ("gluon", gluon_train)):
             out[name] = KERAS_GLUON_SKIPPED
         else:
             check(name, fn)
-out["cupy_imported"] = "cupy" in sys.modules
-print("RESULT " + json.dumps(out))
+report()

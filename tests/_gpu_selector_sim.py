@@ -11,40 +11,20 @@ backend is used instead.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import traceback
 from typing import Any
 
 import numpy as np
+from _gpu_sim import device_backend, out, report
 
-from lshcore.core.backend import Backend, count_transfers
-from lshcore.kernels import _cuda_kernels as ck
-from lshcore.registry.catalog import get_backend
+from lshcore.core.backend import count_transfers
 from lshcore.training.layer import Counts
 from lshcore.training.model import Model
 from lshcore.training.optim import make_optimizer
 from lshcore.training.selector import LSH_POLICIES, ActiveSelector, SparseBatch
 
-REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
-DEVICE: Any = (
-    get_backend("cupy")
-    if REAL
-    else Backend("cuda-sim", "lshcore.kernels.cupy_gpu", host_arrays=False)
-)
+DEVICE: Any = device_backend()
 #: the tags of a host selector's per-step traffic, which a device selector must not make
 SELECTOR_TAGS = ("active_ids", "query_codes", "table_codes", "activations")
-
-out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
-
-
-def check(name: str, fn: Any) -> None:
-    try:
-        fn()
-        out[name] = "ok"
-    except Exception:
-        out[name] = traceback.format_exc()[-2500:]
 
 
 def to_host(a: Any) -> np.ndarray:
@@ -479,72 +459,71 @@ def no_selector_traffic_per_step() -> None:
     out["transfers_per_step"] = measured
 
 
-for name, fn in [
-    ("same_sets_batch_rerank", lambda: same_sets("batch_rerank")),
-    ("same_sets_batch_union_wta", lambda: same_sets("batch_union", "wta", bin_size=4)),
-    ("same_sets_topk", lambda: same_sets("topk")),
-    ("same_sets_topk_srp", lambda: same_sets("topk", "srp", k=3, l=6)),
-    ("same_sets_union", lambda: same_sets("union")),
-    # new functions drawn at step 2 (a rebuild), hashed on the device
-    ("same_sets_after_a_rebuild", lambda: same_sets("batch_rerank", rebuild="fixed:2")),
-    ("same_sets_threshold", lambda: same_sets("threshold", threshold=2)),
-    ("same_sets_rerank", lambda: same_sets("rerank")),
-    # the framework adapters' defaults (ADAPTER_DEFAULTS): SRP, k=4, l=50, rerank=4
-    (
-        "same_sets_rerank_adapter_defaults",
-        lambda: same_sets("rerank", "srp", k=4, l=50, rerank=4.0),
-    ),
-    # MIPS transforms (SRP's cosine made an inner product): a row outgrows M at step 1
-    (
-        "same_sets_topk_simple_lsh",
-        lambda: same_sets("topk", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=1),
-    ),
-    (
-        "same_sets_topk_sign_alsh",
-        lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
-    ),
-    (
-        "same_sets_rerank_simple_lsh",
-        lambda: same_sets("rerank", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=0),
-    ),
-    (
-        "same_sets_batch_rerank_sign_alsh",
-        lambda: same_sets("batch_rerank", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
-    ),
-    # a rank family through a transform: hashed by the query's non-zeros, tallied so
-    (
-        "same_sets_threshold_dwta_simple_lsh",
-        lambda: same_sets("threshold", transform="simple_lsh", threshold=2, outgrow_at=2),
-    ),
-    # new functions and a new transform drawn at step 2 (a rebuild), fitted on the device
-    (
-        "same_sets_sign_alsh_after_a_rebuild",
-        lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", rebuild="fixed:2"),
-    ),
-    # tiebreak="norm": the rows' norm ranks break equal hit counts (and pad)
-    ("same_sets_topk_norm", lambda: same_sets("topk", tiebreak="norm")),
-    ("same_sets_rerank_norm", lambda: same_sets("rerank", tiebreak="norm")),
-    ("same_sets_threshold_norm", lambda: same_sets("threshold", threshold=2, tiebreak="norm")),
-    (
-        "same_sets_topk_norm_simple_lsh",
-        lambda: same_sets(
-            "topk", "srp", k=3, l=6, transform="simple_lsh", tiebreak="norm", outgrow_at=1
+report(
+    [
+        ("same_sets_batch_rerank", lambda: same_sets("batch_rerank")),
+        ("same_sets_batch_union_wta", lambda: same_sets("batch_union", "wta", bin_size=4)),
+        ("same_sets_topk", lambda: same_sets("topk")),
+        ("same_sets_topk_srp", lambda: same_sets("topk", "srp", k=3, l=6)),
+        ("same_sets_union", lambda: same_sets("union")),
+        # new functions drawn at step 2 (a rebuild), hashed on the device
+        ("same_sets_after_a_rebuild", lambda: same_sets("batch_rerank", rebuild="fixed:2")),
+        ("same_sets_threshold", lambda: same_sets("threshold", threshold=2)),
+        ("same_sets_rerank", lambda: same_sets("rerank")),
+        # the framework adapters' defaults (ADAPTER_DEFAULTS): SRP, k=4, l=50, rerank=4
+        (
+            "same_sets_rerank_adapter_defaults",
+            lambda: same_sets("rerank", "srp", k=4, l=50, rerank=4.0),
         ),
-    ),
-    ("same_sets_exact", lambda: same_sets("exact")),
-    ("same_sets_random", lambda: same_sets("random")),
-    ("rerank_ties_go_to_the_smaller_id", rerank_ties_go_to_the_smaller_id),
-    ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
-    ("changed_schedule_refits_the_transform", changed_schedule_refits_the_transform),
-    (
-        "a_transform_without_device_methods_stays_on_the_host",
-        a_transform_without_device_methods_stays_on_the_host,
-    ),
-    ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
-    ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
-    ("chunked_selection_is_the_same", chunked_selection_is_the_same),
-    ("no_selector_traffic_per_step", no_selector_traffic_per_step),
-]:
-    check(name, fn)
-out["cupy_imported"] = "cupy" in sys.modules
-print("RESULT " + json.dumps(out))
+        # MIPS transforms (SRP's cosine made an inner product): a row outgrows M at step 1
+        (
+            "same_sets_topk_simple_lsh",
+            lambda: same_sets("topk", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=1),
+        ),
+        (
+            "same_sets_topk_sign_alsh",
+            lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
+        ),
+        (
+            "same_sets_rerank_simple_lsh",
+            lambda: same_sets("rerank", "srp", k=3, l=6, transform="simple_lsh", outgrow_at=0),
+        ),
+        (
+            "same_sets_batch_rerank_sign_alsh",
+            lambda: same_sets("batch_rerank", "srp", k=3, l=6, transform="sign_alsh", outgrow_at=1),
+        ),
+        # a rank family through a transform: hashed by the query's non-zeros, tallied so
+        (
+            "same_sets_threshold_dwta_simple_lsh",
+            lambda: same_sets("threshold", transform="simple_lsh", threshold=2, outgrow_at=2),
+        ),
+        # new functions and a new transform drawn at step 2 (a rebuild), fitted on the device
+        (
+            "same_sets_sign_alsh_after_a_rebuild",
+            lambda: same_sets("topk", "srp", k=3, l=6, transform="sign_alsh", rebuild="fixed:2"),
+        ),
+        # tiebreak="norm": the rows' norm ranks break equal hit counts (and pad)
+        ("same_sets_topk_norm", lambda: same_sets("topk", tiebreak="norm")),
+        ("same_sets_rerank_norm", lambda: same_sets("rerank", tiebreak="norm")),
+        ("same_sets_threshold_norm", lambda: same_sets("threshold", threshold=2, tiebreak="norm")),
+        (
+            "same_sets_topk_norm_simple_lsh",
+            lambda: same_sets(
+                "topk", "srp", k=3, l=6, transform="simple_lsh", tiebreak="norm", outgrow_at=1
+            ),
+        ),
+        ("same_sets_exact", lambda: same_sets("exact")),
+        ("same_sets_random", lambda: same_sets("random")),
+        ("rerank_ties_go_to_the_smaller_id", rerank_ties_go_to_the_smaller_id),
+        ("changed_schedule_samples_the_same_rows", changed_schedule_samples_the_same_rows),
+        ("changed_schedule_refits_the_transform", changed_schedule_refits_the_transform),
+        (
+            "a_transform_without_device_methods_stays_on_the_host",
+            a_transform_without_device_methods_stays_on_the_host,
+        ),
+        ("refit_leaves_the_device_until_attached", refit_leaves_the_device_until_attached),
+        ("fit_device_hashes_where_the_weights_are", fit_device_hashes_where_the_weights_are),
+        ("chunked_selection_is_the_same", chunked_selection_is_the_same),
+        ("no_selector_traffic_per_step", no_selector_traffic_per_step),
+    ]
+)

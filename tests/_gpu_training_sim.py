@@ -12,27 +12,19 @@ On a device (``LSHCORE_GPU_REAL=1``) the real ``cupy`` backend is used instead.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-import traceback
 from typing import Any
 
 import numpy as np
+from _gpu_sim import REAL, device_backend, report
 
-from lshcore.core.backend import Backend, count_transfers
-from lshcore.kernels import _cuda_kernels as ck
-from lshcore.registry.catalog import get_backend
+from lshcore.core.backend import count_transfers
 from lshcore.training.model import Model
 from lshcore.training.optim import make_optimizer
 
-REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
-DEVICE: Any = (
-    get_backend("cupy")
-    if REAL
-    else Backend("cuda-sim", "lshcore.kernels.cupy_gpu", host_arrays=False)
-)
+DEVICE: Any = device_backend()
 #: what may cross during training; never the parameters, their state or gradients
 #: ("rehash_ids": the positions of the rows a "changed" rehash samples; "hash_functions":
 #: a rebuilt family's own arrays; "selection_work": four int64 work counts per selection;
@@ -45,17 +37,8 @@ D2H_OK = {"loss", "selection_work", "transform_scale"}
 HOST_SELECTOR_H2D = {"active_ids"}
 HOST_SELECTOR_D2H = {"activations", "rehash", "query_codes", "table_codes", "active_ids"}
 
-out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
 #: the work counts of the last train_pair: [numpy run, device run]
 LAST_COUNTS: list[Any] = []
-
-
-def check(name: str, fn: Any) -> None:
-    try:
-        fn()
-        out[name] = "ok"
-    except Exception:
-        out[name] = traceback.format_exc()[-2500:]
 
 
 def data(seed: int, n: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -416,20 +399,19 @@ def strict_device_namespace() -> None:
     raise AssertionError("np.asarray accepted a strict device array")
 
 
-for name, fn in [
-    ("strict_device_namespace", strict_device_namespace),
-    ("trainer_end_to_end", trainer_end_to_end),
-    ("cli_run_training_on_digits", cli_run_training_on_digits),
-    ("shared_set_adam", shared_set_adam),
-    ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
-    ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),
-    ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
-    ("scoring_policies_train_on_the_device", scoring_policies_train_on_the_device),
-    ("device_refuses_a_host_rerank", device_refuses_a_host_rerank),
-    ("mips_and_norm_tiebreak_train_on_the_device", mips_and_norm_tiebreak_train_on_the_device),
-    ("predict_and_save_roundtrip", predict_and_save_roundtrip),
-    ("dense_layer_feeding_a_per_row_hashed_layer", dense_layer_feeding_a_per_row_hashed_layer),
-]:
-    check(name, fn)
-out["cupy_imported"] = "cupy" in sys.modules
-print("RESULT " + json.dumps(out))
+report(
+    [
+        ("strict_device_namespace", strict_device_namespace),
+        ("trainer_end_to_end", trainer_end_to_end),
+        ("cli_run_training_on_digits", cli_run_training_on_digits),
+        ("shared_set_adam", shared_set_adam),
+        ("per_row_sets_two_hashed_layers", per_row_sets_two_hashed_layers),
+        ("nothing_but_the_loss_without_hashing", nothing_but_the_loss_without_hashing),
+        ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
+        ("scoring_policies_train_on_the_device", scoring_policies_train_on_the_device),
+        ("device_refuses_a_host_rerank", device_refuses_a_host_rerank),
+        ("mips_and_norm_tiebreak_train_on_the_device", mips_and_norm_tiebreak_train_on_the_device),
+        ("predict_and_save_roundtrip", predict_and_save_roundtrip),
+        ("dense_layer_feeding_a_per_row_hashed_layer", dense_layer_feeding_a_per_row_hashed_layer),
+    ]
+)

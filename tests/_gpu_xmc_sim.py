@@ -13,28 +13,20 @@ training on a CuPy stand-in that refuses NumPy on device arrays. On a device
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-import traceback
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from _gpu_sim import REAL, device_backend, report
 
-from lshcore.core.backend import Backend, count_transfers
+from lshcore.core.backend import count_transfers
 from lshcore.errors import ConfigError
-from lshcore.kernels import _cuda_kernels as ck
-from lshcore.registry.catalog import get_backend
 from lshcore.training.xmc import XMCConfig, XMCModel, XMCTrainer
 
-REAL = os.environ.get("LSHCORE_GPU_REAL") == "1"
-DEVICE: Any = (
-    get_backend("cupy")
-    if REAL
-    else Backend("cuda-sim", "lshcore.kernels.cupy_gpu", host_arrays=False)
-)
+DEVICE: Any = device_backend()
 #: what may cross while the XMC trainer trains on a device (never a weight, a gradient or
 #: Adam state): up the CSR batch, the shared active set with its label columns, the ids
 #: of the rows a rehash re-codes, a rebuilt DWTA family's functions; down the query
@@ -43,16 +35,6 @@ H2D_OK = {"input", "active_ids", "rehash_ids", "hash_functions"}
 D2H_OK = {"query_codes", "table_codes", "loss"}
 
 N_FEATURES, N_LABELS, HIDDEN, BATCH = 48, 30, 12, 8
-
-out: dict[str, Any] = {"simulated": ck.SIMULATED, "cupy_imported": False}
-
-
-def check(name: str, fn: Any) -> None:
-    try:
-        fn()
-        out[name] = "ok"
-    except Exception:
-        out[name] = traceback.format_exc()[-2500:]
 
 
 def problem(seed: int, n: int) -> tuple[sp.csr_matrix, list[np.ndarray]]:
@@ -390,18 +372,17 @@ def cli_run_xmc_on_device() -> None:
     assert a["rehashes"] == b["rehashes"] > 0
 
 
-for name, fn in [
-    ("srp_train_agrees", srp_train_agrees),
-    ("dwta_train_agrees", dwta_train_agrees),
-    ("catch_up_adam_agrees", catch_up_adam_agrees),
-    ("full_scoring_inference", full_scoring_inference),
-    ("hashed_inference_agrees", hashed_inference_agrees),
-    ("hashed_multiprobe_agrees", hashed_multiprobe_agrees),
-    ("device_refuses_what_it_does_not_run", device_refuses_what_it_does_not_run),
-    ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
-    ("strict_device_namespace", strict_device_namespace),
-    ("cli_run_xmc_on_device", cli_run_xmc_on_device),
-]:
-    check(name, fn)
-out["cupy_imported"] = "cupy" in sys.modules
-print("RESULT " + json.dumps(out))
+report(
+    [
+        ("srp_train_agrees", srp_train_agrees),
+        ("dwta_train_agrees", dwta_train_agrees),
+        ("catch_up_adam_agrees", catch_up_adam_agrees),
+        ("full_scoring_inference", full_scoring_inference),
+        ("hashed_inference_agrees", hashed_inference_agrees),
+        ("hashed_multiprobe_agrees", hashed_multiprobe_agrees),
+        ("device_refuses_what_it_does_not_run", device_refuses_what_it_does_not_run),
+        ("the_counter_sees_a_weight_copy", the_counter_sees_a_weight_copy),
+        ("strict_device_namespace", strict_device_namespace),
+        ("cli_run_xmc_on_device", cli_run_xmc_on_device),
+    ]
+)
