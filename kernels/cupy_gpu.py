@@ -92,8 +92,8 @@ from lshcore.kernels._np_xmc import (
 # the XMC tables, integer work the trainer keeps on the host (build, the shared active
 # set of each step, hashed inference's candidates): the numba CPU kernels (numba is here
 # for numba.cuda already). At 670k labels, batch 128, active 128: the reference's
-# xmc_select_batch 0.77 ms a step, numba's 0.04 ms; the reference's candidates 0.3 s a
-# batch of 128 at 200k labels, numba's 5 ms
+# xmc_select_batch 1.26 ms a step, numba's 0.02 ms (bench_host_selection_kernels.py);
+# the reference's candidates 0.3 s a batch of 128 at 200k labels, numba's 5 ms
 from lshcore.kernels._numba_xmc import (
     xmc_build_tables,
     xmc_infer_candidates,
